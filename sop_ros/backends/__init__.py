@@ -1,0 +1,1 @@
+"""Robot backends: MetaWorld simulation, OpenCV camera, ros2_control arm."""

@@ -1,0 +1,53 @@
+"""The `sop` command: one subcommand per module in sop_ros.commands.
+
+Each module defines `add_parser(subparsers)` that registers its subcommand and sets
+`func` (called with the parsed args; returns the exit code). A subcommand exists only
+when its work exists: nothing here is a placeholder.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Order is the order in `sop --help`.
+COMMAND_MODULES = (
+    "sop_ros.commands.launch",
+    "sop_ros.commands.fleet",
+    "sop_ros.commands.bench",
+    "sop_ros.commands.learner", "sop_ros.commands.certs",
+)
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sop", description="SOP-ROS: online post-training of VLA policies across a ROS 2 fleet.")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default INFO)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"sop {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    # Run the imported module's main, not this __main__ copy, so that the CliError the
+    # subcommands raise (sop_ros.cli.CliError) is the class caught above.
+    from sop_ros.cli import main as _main
+
+    sys.exit(_main())

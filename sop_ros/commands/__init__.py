@@ -1,0 +1,1 @@
+"""Subcommands of the `sop` CLI, one module each (see sop_ros.cli)."""

@@ -1,0 +1,1 @@
+"""ROS-free, gRPC-free core: episodes, storage, sampler, algorithms, model, training."""

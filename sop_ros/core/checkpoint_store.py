@@ -1,0 +1,311 @@
+"""Immutable, versioned policy checkpoints: safetensors weights + a JSON manifest per version.
+
+Layout under `root`:
+    v000001/model.safetensors        weights (manifest.content_hash = sha256 of these exact bytes)
+    v000001/manifest.json            CheckpointManifest
+    v000001/train_state.safetensors  optional trainer resume state (optimizer, sampler, RNG tensors)
+    v000001/train_state.json         optional JSON metadata for it (its sha256 is in the manifest)
+
+A version directory appears only complete: it is written under a temp name, every file and the dir
+fsynced, then renamed (and the root fsynced). Versions are monotonic across the whole store (all fleets);
+publishing takes an exclusive file lock on the root so two processes cannot claim the same number.
+torch is imported lazily so robots can use verify_checkpoint_file without it.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
+
+import numpy as np
+
+from sop_ros.core.durable_files import fsync_dir, is_stale_temp, is_temp_name, temp_path_for
+from sop_ros.core.hashing import bytes_sha256, file_sha256
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = "sop_checkpoint/1"
+WEIGHTS_FILE = "model.safetensors"
+MANIFEST_FILE = "manifest.json"
+TRAIN_STATE_FILE = "train_state.safetensors"
+TRAIN_STATE_META_FILE = "train_state.json"
+_VERSION_DIR_RE = re.compile(r"^v(\d{6,})$")
+
+
+class CheckpointIntegrityError(ValueError):
+    """A checkpoint file does not match the hash its manifest (or announcement) promises."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointManifest:
+    version: int
+    parent_version: Optional[int]
+    content_hash: str  # sha256 hex of model.safetensors
+    algorithm: str
+    training_step: int
+    metrics: dict[str, float]
+    created_ns: int
+    fleet: str
+    size_bytes: int
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    train_state_sha256: Optional[str] = None  # sha256 of train_state.safetensors when present
+    train_state_meta_sha256: Optional[str] = None  # sha256 of train_state.json when present
+    format: str = MANIFEST_FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=2, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "CheckpointManifest":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"checkpoint manifest is not valid JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise ValueError("checkpoint manifest must be a JSON object")
+        if d.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"checkpoint manifest format {d.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields
+        missing = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING} - set(d)
+        if unknown or missing:
+            raise ValueError(f"checkpoint manifest: unknown fields {sorted(unknown)}, missing fields {sorted(missing)}")
+        for name in ("version", "training_step", "created_ns", "size_bytes"):
+            if not isinstance(d[name], int) or isinstance(d[name], bool) or d[name] < 0:
+                raise ValueError(f"checkpoint manifest field '{name}' must be a non-negative integer, got {d[name]!r}")
+        if d["parent_version"] is not None and not isinstance(d["parent_version"], int):
+            raise ValueError(f"checkpoint manifest field 'parent_version' must be an integer or null, got {d['parent_version']!r}")
+        if not isinstance(d["content_hash"], str) or not re.fullmatch(r"[0-9a-f]{64}", d["content_hash"]):
+            raise ValueError(f"checkpoint manifest field 'content_hash' must be a sha256 hex string, got {d['content_hash']!r}")
+        if not isinstance(d["metrics"], dict):
+            raise ValueError("checkpoint manifest field 'metrics' must be an object")
+        return cls(**d)
+
+
+def _tensor_dict_for_save(tensors: Mapping[str, Any], what: str) -> dict[str, "torch.Tensor"]:
+    """CPU, contiguous torch tensors; tensors sharing storage (tied weights) are cloned, as safetensors requires."""
+    import torch
+
+    if not tensors:
+        raise ValueError(f"{what}: no tensors to save")
+    out: dict[str, torch.Tensor] = {}
+    seen_storage: set[int] = set()
+    for name, value in tensors.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{what}: tensor names must be non-empty strings, got {name!r}")
+        if isinstance(value, np.ndarray):
+            t = torch.from_numpy(np.ascontiguousarray(value))
+        elif isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+        else:
+            raise TypeError(f"{what}: tensor {name!r} is a {type(value).__name__}, expected torch.Tensor or numpy.ndarray")
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen_storage and t.numel() > 0:
+            t = t.clone()
+        seen_storage.add(t.untyped_storage().data_ptr())
+        out[name] = t
+    return out
+
+
+def verify_checkpoint_file(path: str | Path, expected_sha256: str) -> None:
+    """Raise CheckpointIntegrityError unless the file's sha256 equals expected_sha256 (robots use it on downloads)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointIntegrityError(f"{path}: checkpoint file is missing")
+    actual = file_sha256(path)
+    if actual != expected_sha256.lower():
+        raise CheckpointIntegrityError(f"{path}: sha256 {actual} does not match the expected {expected_sha256}")
+
+
+def _load_verified(path: Path, expected_sha256: str) -> dict[str, "torch.Tensor"]:
+    from safetensors.torch import load
+
+    if not path.is_file():
+        raise CheckpointIntegrityError(f"{path}: checkpoint file is missing")
+    data = path.read_bytes()
+    actual = bytes_sha256(data)
+    if actual != expected_sha256:
+        raise CheckpointIntegrityError(f"{path}: sha256 {actual} does not match the manifest's {expected_sha256}")
+    return load(data)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class CheckpointStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._manifests: dict[int, CheckpointManifest] = {}  # immutable once published, so cacheable
+        for p in self.root.iterdir():
+            if is_temp_name(p.name) and is_stale_temp(p):
+                shutil.rmtree(p, ignore_errors=True)
+                log.warning("checkpoint store %s: removed an unfinished publish %s", self.root, p.name)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        with self._lock, open(self.root / ".publish.lock", "a") as lock_file:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+
+    def version_dir(self, version: int) -> Path:
+        return self.root / f"v{int(version):06d}"
+
+    def weights_path(self, version: int) -> Path:
+        return self.version_dir(version) / WEIGHTS_FILE
+
+    def versions(self) -> list[int]:
+        found = []
+        for p in self.root.iterdir():
+            m = _VERSION_DIR_RE.match(p.name)
+            if m and (p / MANIFEST_FILE).is_file():
+                found.append(int(m.group(1)))
+        return sorted(found)
+
+    def get(self, version: int) -> CheckpointManifest | None:
+        version = int(version)
+        manifest = self._manifests.get(version)
+        if manifest is None:
+            path = self.version_dir(version) / MANIFEST_FILE
+            if not path.is_file():
+                return None
+            try:
+                manifest = CheckpointManifest.from_json(path.read_text())
+            except ValueError as e:
+                raise CheckpointIntegrityError(f"{path}: {e}") from None
+            if manifest.version != version:
+                raise CheckpointIntegrityError(f"{path}: manifest says version {manifest.version}, directory is v{version:06d}")
+            self._manifests[version] = manifest
+        return manifest
+
+    def latest(self, fleet: str = "default") -> CheckpointManifest | None:
+        for version in reversed(self.versions()):
+            manifest = self.get(version)
+            if manifest is not None and manifest.fleet == fleet:
+                return manifest
+        return None
+
+    def publish(
+        self,
+        tensors: Mapping[str, Any],
+        *,
+        algorithm: str,
+        training_step: int,
+        metrics: Mapping[str, float],
+        parent_version: int | None,
+        fleet: str = "default",
+        extra: Mapping[str, Any] | None = None,
+        train_state: Mapping[str, Any] | None = None,
+        train_state_meta: Mapping[str, Any] | None = None,
+    ) -> CheckpointManifest:
+        """Publish a new immutable version (number = highest existing + 1) and return its manifest."""
+        from safetensors.torch import save
+
+        if not algorithm:
+            raise ValueError("checkpoint 'algorithm' must be a non-empty string")
+        if not fleet:
+            raise ValueError("checkpoint 'fleet' must be a non-empty string")
+        if int(training_step) < 0:
+            raise ValueError(f"checkpoint 'training_step' must be >= 0, got {training_step}")
+        clean_metrics = {}
+        for name, value in metrics.items():
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"checkpoint metric {name!r} is {value}; only finite metrics can be published")
+            clean_metrics[str(name)] = value
+        extra_json = json.loads(json.dumps(dict(extra or {}), allow_nan=False))  # fails early if not JSON-able
+        weights = save(_tensor_dict_for_save(tensors, "checkpoint weights"))
+        state_bytes = save(_tensor_dict_for_save(train_state, "train_state")) if train_state is not None else None
+        state_meta = json.dumps(dict(train_state_meta or {}), sort_keys=True, allow_nan=False) if state_bytes is not None else None
+
+        with self._exclusive():
+            existing = self.versions()
+            if parent_version is not None and parent_version not in existing:
+                raise ValueError(f"checkpoint parent_version {parent_version} does not exist in {self.root}")
+            version = (existing[-1] if existing else 0) + 1
+            manifest = CheckpointManifest(
+                version=version,
+                parent_version=parent_version,
+                content_hash=bytes_sha256(weights),
+                algorithm=algorithm,
+                training_step=int(training_step),
+                metrics=clean_metrics,
+                created_ns=time.time_ns(),
+                fleet=fleet,
+                size_bytes=len(weights),
+                extra=extra_json,
+                train_state_sha256=bytes_sha256(state_bytes) if state_bytes is not None else None,
+                train_state_meta_sha256=bytes_sha256(state_meta.encode()) if state_meta is not None else None,
+            )
+            final = self.version_dir(version)
+            tmp = temp_path_for(final)
+            tmp.mkdir()
+            try:
+                _write_synced(tmp / WEIGHTS_FILE, weights)
+                if state_bytes is not None:
+                    _write_synced(tmp / TRAIN_STATE_FILE, state_bytes)
+                    _write_synced(tmp / TRAIN_STATE_META_FILE, state_meta.encode())
+                _write_synced(tmp / MANIFEST_FILE, manifest.to_json().encode())
+                fsync_dir(tmp)
+                os.rename(tmp, final)  # final cannot exist: we hold the lock and version is new
+                fsync_dir(self.root)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        self._manifests[version] = manifest
+        log.info("published checkpoint v%d (fleet %s, %s step %d, %d bytes)", version, fleet, algorithm, training_step, len(weights))
+        return manifest
+
+    def _require(self, version: int) -> CheckpointManifest:
+        manifest = self.get(version)
+        if manifest is None:
+            raise KeyError(f"checkpoint version {version} does not exist in {self.root}")
+        return manifest
+
+    def load_tensors(self, version: int) -> dict[str, "torch.Tensor"]:
+        """The weights of `version`, after checking their sha256 against the manifest."""
+        manifest = self._require(version)
+        return _load_verified(self.weights_path(version), manifest.content_hash)
+
+    def verify(self, version: int) -> None:
+        manifest = self._require(version)
+        verify_checkpoint_file(self.weights_path(version), manifest.content_hash)
+
+    def has_train_state(self, version: int) -> bool:
+        return self._require(version).train_state_sha256 is not None
+
+    def load_train_state(self, version: int) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]] | None:
+        """(tensors, meta) saved with `version` for trainer resume, hash-checked; None if it has none."""
+        manifest = self._require(version)
+        if manifest.train_state_sha256 is None:
+            return None
+        tensors = _load_verified(self.version_dir(version) / TRAIN_STATE_FILE, manifest.train_state_sha256)
+        meta_path = self.version_dir(version) / TRAIN_STATE_META_FILE
+        if manifest.train_state_meta_sha256 is not None:
+            verify_checkpoint_file(meta_path, manifest.train_state_meta_sha256)
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError) as e:
+            raise CheckpointIntegrityError(f"{meta_path}: unreadable train state metadata: {e}") from None
+        return tensors, meta

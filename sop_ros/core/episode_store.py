@@ -1,0 +1,474 @@
+"""The learner's durable episode store: resumable upload staging, verified commit, SQLite index, training cache.
+
+Layout under `root`:
+    staging/<episode_id>.part             bytes received so far (fsynced after every append)
+    episodes/<id[:2]>/<episode_id>.mcap   the uploaded file, unchanged (source of truth)
+    cache/<episode_id>/<field>.npy        decoded arrays for training (np.load(mmap_mode="r"))
+    index.sqlite3                         one row per committed episode (WAL, synchronous=FULL)
+
+Commit order: verify sha256 -> full read_episode validation -> rename into episodes/ (+ dir fsync) ->
+build the cache in a temp dir, fsync, rename -> insert the index row (one transaction). The index row
+is the commit point: recover() (run at open) deletes files and caches without a row, so after a crash
+an episode is either fully indexed or absent (and a re-upload works). Only after commit() returns
+may the ingest service acknowledge, and only then the robot deletes its copy.
+
+One process owns a store (the learner); its methods are safe to call from several threads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from sop_ros.core.durable_files import fsync_dir, is_stale_temp, is_temp_name, temp_path_for
+from sop_ros.core.episode import Episode, LabelSource
+from sop_ros.core.episode_file import EPISODE_SUFFIX, EpisodeFileError, read_episode
+from sop_ros.core.hashing import EPISODE_ARRAY_FIELDS, episode_content_hash, file_sha256
+
+log = logging.getLogger(__name__)
+
+STAGING_SUFFIX = ".part"
+DEFAULT_MAX_EPISODE_BYTES = 4 << 30
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS episodes (
+    ingest_seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    episode_id TEXT NOT NULL UNIQUE,
+    robot_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    instruction TEXT NOT NULL,
+    policy_version_min INTEGER NOT NULL,
+    policy_version_max INTEGER NOT NULL,
+    success INTEGER,
+    label_source TEXT NOT NULL,
+    num_steps INTEGER NOT NULL,
+    human_steps INTEGER NOT NULL,
+    intervention_count INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    received_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS episode_policy_versions (
+    episode_id TEXT NOT NULL REFERENCES episodes(episode_id),
+    policy_version INTEGER NOT NULL,
+    steps INTEGER NOT NULL,
+    PRIMARY KEY (episode_id, policy_version)
+);
+CREATE INDEX IF NOT EXISTS episodes_task ON episodes(task_id);
+CREATE INDEX IF NOT EXISTS episodes_robot ON episodes(robot_id);
+CREATE INDEX IF NOT EXISTS policy_versions_version ON episode_policy_versions(policy_version);
+"""
+_COLUMNS = (
+    "ingest_seq", "episode_id", "robot_id", "task_id", "instruction", "policy_version_min", "policy_version_max",
+    "success", "label_source", "num_steps", "human_steps", "intervention_count", "sha256", "content_hash",
+    "size_bytes", "start_ns", "end_ns", "received_ns",
+)
+
+
+class EpisodeStoreError(Exception):
+    """Base class of store errors that an ingest service reports to the uploading robot."""
+
+
+class OffsetMismatchError(EpisodeStoreError):
+    """An upload chunk does not start where the staged bytes end; resume from `expected_offset`."""
+
+    def __init__(self, episode_id: str, offset: int, expected_offset: int):
+        super().__init__(f"episode {episode_id}: chunk at offset {offset}, but {expected_offset} bytes are staged")
+        self.episode_id = episode_id
+        self.offset = offset
+        self.expected_offset = expected_offset
+
+
+class EpisodeRejectedError(EpisodeStoreError):
+    """The uploaded episode cannot be stored (bad hash, invalid file, identity mismatch, conflict)."""
+
+    def __init__(self, episode_id: str, reason: str):
+        super().__init__(f"episode {episode_id} rejected: {reason}")
+        self.episode_id = episode_id
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredEpisode:
+    """One committed episode, as indexed."""
+
+    ingest_seq: int
+    episode_id: str
+    robot_id: str
+    task_id: str
+    instruction: str
+    policy_version_min: int
+    policy_version_max: int
+    success: Optional[bool]
+    label_source: LabelSource
+    num_steps: int
+    human_steps: int
+    intervention_count: int
+    sha256: str
+    content_hash: str
+    size_bytes: int
+    start_ns: int
+    end_ns: int
+    received_ns: int
+    path: Path
+
+
+@dataclasses.dataclass(frozen=True)
+class RecoveryReport:
+    removed_orphan_files: tuple[str, ...] = ()
+    removed_orphan_caches: tuple[str, ...] = ()
+    rebuilt_caches: tuple[str, ...] = ()
+    missing_files: tuple[str, ...] = ()  # indexed episodes whose file is gone (disk loss): logged as errors
+    removed_temp_files: int = 0
+
+
+def _check_episode_id(episode_id: str) -> str:
+    """Episode ids become file names: only canonical lowercase UUID strings are accepted."""
+    try:
+        canonical = str(uuid.UUID(episode_id))
+    except (ValueError, TypeError, AttributeError):
+        raise ValueError(f"episode_id must be a UUID string, got {episode_id!r}") from None
+    if canonical != episode_id.lower():
+        raise ValueError(f"episode_id must be a UUID string in canonical form, got {episode_id!r}")
+    return canonical
+
+
+class EpisodeStore:
+    def __init__(self, root: str | Path, *, max_episode_bytes: int = DEFAULT_MAX_EPISODE_BYTES):
+        self.root = Path(root)
+        self.max_episode_bytes = int(max_episode_bytes)
+        self.staging_dir = self.root / "staging"
+        self.episodes_dir = self.root / "episodes"
+        self.cache_dir = self.root / "cache"
+        for d in (self.root, self.staging_dir, self.episodes_dir, self.cache_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.root / "index.sqlite3", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # WAL+NORMAL may lose the last commit on power loss
+        self._db.executescript(_SCHEMA)
+        self.last_recovery = self.recover()
+
+    # ------------------------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "EpisodeStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # --------------------------------------------------------------------------------- paths
+
+    def staging_path(self, episode_id: str) -> Path:
+        return self.staging_dir / f"{_check_episode_id(episode_id)}{STAGING_SUFFIX}"
+
+    def episode_path(self, episode_id: str) -> Path:
+        eid = _check_episode_id(episode_id)
+        return self.episodes_dir / eid[:2] / f"{eid}{EPISODE_SUFFIX}"
+
+    def cache_path(self, episode_id: str) -> Path:
+        return self.cache_dir / _check_episode_id(episode_id)
+
+    # ------------------------------------------------------------------------------- staging
+
+    def staged_offset(self, episode_id: str) -> int:
+        """Bytes durably received for an upload in progress (0 when none)."""
+        try:
+            return self.staging_path(episode_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def append_staged(self, episode_id: str, offset: int, data: bytes) -> int:
+        """Append an upload chunk at `offset` (must equal the staged size); fsync; return the new offset."""
+        path = self.staging_path(episode_id)
+        with self._lock:
+            current = self.staged_offset(episode_id)
+            if offset != current:
+                raise OffsetMismatchError(episode_id, offset, current)
+            if current + len(data) > self.max_episode_bytes:
+                self.discard_staged(episode_id)
+                raise EpisodeRejectedError(episode_id, f"upload exceeds the {self.max_episode_bytes}-byte episode limit")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if current == 0:
+                fsync_dir(self.staging_dir)  # the new file's name must survive a crash too
+            return current + len(data)
+
+    def discard_staged(self, episode_id: str) -> None:
+        with self._lock:
+            path = self.staging_path(episode_id)
+            if path.exists():
+                path.unlink()
+                fsync_dir(self.staging_dir)
+
+    def staged_uploads(self) -> dict[str, int]:
+        """Uploads in progress: episode id -> staged bytes."""
+        with self._lock:
+            return {
+                p.name[: -len(STAGING_SUFFIX)]: p.stat().st_size
+                for p in self.staging_dir.iterdir()
+                if p.name.endswith(STAGING_SUFFIX) and not is_temp_name(p.name)
+            }
+
+    def discard_stale_staging(self, older_than_s: float) -> list[str]:
+        """Drop uploads nobody appended to for `older_than_s` (a robot that vanished); returns their ids."""
+        cutoff = time.time() - older_than_s
+        dropped = []
+        with self._lock:
+            for eid in self.staged_uploads():
+                path = self.staging_path(eid)
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    dropped.append(eid)
+            if dropped:
+                fsync_dir(self.staging_dir)
+                log.warning("discarded %d abandoned upload(s): %s", len(dropped), dropped)
+        return dropped
+
+    # -------------------------------------------------------------------------------- commit
+
+    def commit(self, episode_id: str, sha256_hex: str, robot_id: str) -> StoredEpisode:
+        """Verify and store the staged upload; idempotent for an already stored identical episode."""
+        episode_id = _check_episode_id(episode_id)
+        sha256_hex = sha256_hex.lower()
+        with self._lock:
+            existing = self.get(episode_id)
+            if existing is not None:
+                self.discard_staged(episode_id)
+                if existing.sha256 != sha256_hex:
+                    raise EpisodeRejectedError(episode_id, "conflicting content for existing episode id")
+                return existing
+            staging = self.staging_path(episode_id)
+            if not staging.exists():
+                raise EpisodeRejectedError(episode_id, "no staged bytes to commit")
+
+            def reject(reason: str) -> EpisodeRejectedError:
+                self.discard_staged(episode_id)
+                log.warning("episode %s from robot %s rejected: %s", episode_id, robot_id, reason)
+                return EpisodeRejectedError(episode_id, reason)
+
+            actual = file_sha256(staging)
+            if actual != sha256_hex:
+                raise reject(f"sha256 mismatch: announced {sha256_hex}, received bytes hash to {actual}")
+            try:
+                episode = read_episode(staging)
+            except EpisodeFileError as e:
+                raise reject(f"invalid episode file: {e}") from None
+            if episode.episode_id != episode_id:
+                raise reject(f"file contains episode id {episode.episode_id}, upload was for {episode_id}")
+            if episode.robot_id != robot_id:
+                raise reject(f"file says robot {episode.robot_id!r}, uploader is robot {robot_id!r}")
+
+            final = self.episode_path(episode_id)
+            final.parent.mkdir(exist_ok=True)
+            size = staging.stat().st_size
+            os.replace(staging, final)
+            fsync_dir(final.parent)
+            fsync_dir(self.staging_dir)
+            self._build_cache(episode_id, episode)
+            self._insert(episode, sha256_hex, size)
+            stored = self.get(episode_id)
+            assert stored is not None
+            log.info("stored episode %s (robot %s, task %s, %d steps, seq %d)", episode_id, robot_id, episode.task_id, episode.num_steps, stored.ingest_seq)
+            return stored
+
+    def _build_cache(self, episode_id: str, episode: Episode) -> None:
+        """Write every array as .npy into a temp dir, fsync all, rename into cache/<id> atomically."""
+        final = self.cache_path(episode_id)
+        tmp = temp_path_for(final)
+        tmp.mkdir()
+        try:
+            for name in EPISODE_ARRAY_FIELDS:
+                path = tmp / f"{name}.npy"
+                with open(path, "wb") as f:
+                    np.save(f, np.ascontiguousarray(getattr(episode, name)), allow_pickle=False)
+                    f.flush()
+                    os.fsync(f.fileno())
+            fsync_dir(tmp)
+            if final.exists():  # an orphan from a crash; it is not indexed, so nobody reads it
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            fsync_dir(self.cache_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _insert(self, ep: Episode, sha256_hex: str, size: int) -> None:
+        versions, counts = np.unique(ep.policy_versions, return_counts=True)
+        row = (
+            ep.episode_id, ep.robot_id, ep.task_id, ep.instruction, int(versions.min()), int(versions.max()),
+            None if ep.success is None else int(ep.success), ep.label_source.value, ep.num_steps, ep.human_step_count,
+            len(ep.intervention_segments), sha256_hex, episode_content_hash(ep), size, int(ep.start_ns), int(ep.end_ns),
+            time.time_ns(),
+        )
+        cur = self._db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            cur.execute(f"INSERT INTO episodes ({', '.join(_COLUMNS[1:])}) VALUES ({', '.join('?' * len(row))})", row)
+            cur.executemany(
+                "INSERT INTO episode_policy_versions (episode_id, policy_version, steps) VALUES (?, ?, ?)",
+                [(ep.episode_id, int(v), int(c)) for v, c in zip(versions, counts)],
+            )
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    # --------------------------------------------------------------------------------- reads
+
+    def _row_to_stored(self, row: tuple) -> StoredEpisode:
+        d = dict(zip(_COLUMNS, row))
+        d["success"] = None if d["success"] is None else bool(d["success"])
+        d["label_source"] = LabelSource(d["label_source"])
+        return StoredEpisode(**d, path=self.episode_path(d["episode_id"]))
+
+    def get(self, episode_id: str) -> StoredEpisode | None:
+        eid = _check_episode_id(episode_id)
+        with self._lock:
+            row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM episodes WHERE episode_id = ?", (eid,)).fetchone()
+        return None if row is None else self._row_to_stored(row)
+
+    def contains(self, episode_id: str) -> bool:
+        return self.get(episode_id) is not None
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM episodes").fetchone()[0])
+
+    def query(
+        self,
+        task_id: str | None = None,
+        robot_id: str | None = None,
+        policy_version: int | None = None,
+        success: bool | None = None,
+        min_interventions: int | None = None,
+        since_seq: int | None = None,
+    ) -> list[StoredEpisode]:
+        """Committed episodes matching every given filter, in ingest order.
+
+        policy_version matches episodes with at least one step from that version; since_seq is exclusive.
+        """
+        where, args = [], []
+        for column, value in (("task_id", task_id), ("robot_id", robot_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if policy_version is not None:
+            where.append("episode_id IN (SELECT episode_id FROM episode_policy_versions WHERE policy_version = ?)")
+            args.append(int(policy_version))
+        if success is not None:
+            where.append("success = ?")
+            args.append(int(success))
+        if min_interventions is not None:
+            where.append("intervention_count >= ?")
+            args.append(int(min_interventions))
+        if since_seq is not None:
+            where.append("ingest_seq > ?")
+            args.append(int(since_seq))
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM episodes"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY ingest_seq", args).fetchall()
+        return [self._row_to_stored(r) for r in rows]
+
+    def tasks(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT DISTINCT task_id FROM episodes ORDER BY task_id")]
+
+    def task_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._db.execute("SELECT task_id, COUNT(*) FROM episodes GROUP BY task_id ORDER BY task_id").fetchall())
+
+    def load_episode(self, episode_id: str) -> Episode:
+        """Read and fully validate the stored file (slow path; training uses arrays())."""
+        if not self.contains(episode_id):
+            raise KeyError(f"episode {episode_id} is not in the store")
+        return read_episode(self.episode_path(episode_id))
+
+    def arrays(self, episode_id: str) -> dict[str, np.ndarray]:
+        """The training cache, memory-mapped read-only (rebuilt from the file if it went missing)."""
+        if not self.contains(episode_id):
+            raise KeyError(f"episode {episode_id} is not in the store")
+        cache = self.cache_path(episode_id)
+        if not cache.is_dir():
+            with self._lock:
+                if not cache.is_dir():
+                    log.warning("training cache of episode %s is missing; rebuilding it", episode_id)
+                    self._build_cache(episode_id, read_episode(self.episode_path(episode_id)))
+        return {name: np.load(cache / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in EPISODE_ARRAY_FIELDS}
+
+    # ------------------------------------------------------------------------------ recovery
+
+    def recover(self) -> RecoveryReport:
+        """Make files agree with the index after a crash (run at open; safe to run any time)."""
+        with self._lock:
+            indexed = {r[0] for r in self._db.execute("SELECT episode_id FROM episodes")}
+            temps = 0
+            for path in self.staging_dir.iterdir():
+                if is_temp_name(path.name):
+                    if is_stale_temp(path):
+                        path.unlink()
+                        temps += 1
+                elif path.name.endswith(STAGING_SUFFIX) and path.name[: -len(STAGING_SUFFIX)] in indexed:
+                    path.unlink()  # a re-send of a stored episode: nothing to resume
+            orphan_files = []
+            for shard in self.episodes_dir.iterdir():
+                if not shard.is_dir():
+                    continue
+                for path in shard.iterdir():
+                    if is_temp_name(path.name):
+                        if is_stale_temp(path):
+                            path.unlink()
+                            temps += 1
+                        continue
+                    if path.name.removesuffix(EPISODE_SUFFIX) not in indexed:
+                        path.unlink()
+                        orphan_files.append(path.name.removesuffix(EPISODE_SUFFIX))
+                if orphan_files:
+                    fsync_dir(shard)
+            orphan_caches, rebuilt, missing = [], [], []
+            for path in self.cache_dir.iterdir():
+                if is_temp_name(path.name):
+                    if is_stale_temp(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                        temps += 1
+                elif path.name not in indexed:
+                    shutil.rmtree(path, ignore_errors=True)
+                    orphan_caches.append(path.name)
+            for eid in sorted(indexed):
+                if not self.episode_path(eid).exists():
+                    missing.append(eid)
+                    log.error("episode %s is indexed but its file %s is missing", eid, self.episode_path(eid))
+                elif not self.cache_path(eid).is_dir():
+                    try:
+                        self._build_cache(eid, read_episode(self.episode_path(eid)))
+                        rebuilt.append(eid)
+                    except EpisodeFileError as e:
+                        log.error("episode %s: cannot rebuild its training cache: %s", eid, e)
+            report = RecoveryReport(tuple(orphan_files), tuple(orphan_caches), tuple(rebuilt), tuple(missing), temps)
+            if orphan_files or orphan_caches or rebuilt or temps:
+                log.warning("episode store %s recovered after a crash: %s", self.root, report)
+            return report

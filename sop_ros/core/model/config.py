@@ -1,0 +1,132 @@
+"""Typed configuration of the VLA policy, with named presets and a JSON round trip.
+
+A checkpoint stores `VLAConfig.to_dict()` next to its weights, so `VLAConfig.from_dict`
+must rebuild exactly the architecture that produced them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, Mapping, Optional
+
+
+class ConfigError(ValueError):
+    """A model configuration is invalid or does not parse."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionConfig:
+    """A SigLIP vision tower (transformers SiglipVisionConfig fields we choose)."""
+
+    image_size: int = 64  # frames are resized to image_size x image_size inside the policy
+    patch_size: int = 8
+    hidden_size: int = 96
+    intermediate_size: int = 192
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    # Local directory with a pretrained SiglipVisionModel (save_pretrained layout); None = random init.
+    pretrained_path: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _positive(self, ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"))
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"vision.image_size {self.image_size} is not a multiple of vision.patch_size {self.patch_size}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError("vision.hidden_size must be divisible by vision.num_attention_heads")
+
+
+@dataclasses.dataclass(frozen=True)
+class VLAConfig:
+    """Architecture of the policy (and of the RECAP value network when value_bins > 0)."""
+
+    vision: VisionConfig = dataclasses.field(default_factory=VisionConfig)
+    state_dim: int = 4  # proprio state size (MetaWorld: hand xyz + gripper)
+    action_dim: int = 4
+    chunk_size: int = 4  # K actions predicted per call
+    hidden_size: int = 128  # width of the fusion transformer (action expert)
+    fusion_layers: int = 2
+    fusion_heads: int = 4
+    dropout: float = 0.0
+    # Actions are squashed by tanh and scaled to [-action_bound, action_bound]; None = unbounded.
+    action_bound: Optional[float] = 1.0
+    # RECAP advantage-indicator input ({none, positive, negative} embedding); off for plain BC.
+    use_indicator: bool = True
+    # Distributional value network over value_bins bins of normalised return in [value_min, value_max];
+    # 0 = no value network.
+    value_bins: int = 0
+    value_min: float = -1.0
+    value_max: float = 0.0
+    # Frozen sentence encoder; embeddings are cached per instruction.
+    text_embedding_dim: int = 384  # all-MiniLM-L6-v2
+    # Random shift (pixels, at image_size resolution) applied to training images only.
+    train_shift_pixels: int = 4
+
+    def __post_init__(self) -> None:
+        if isinstance(self.vision, Mapping):  # from_dict path
+            object.__setattr__(self, "vision", VisionConfig(**self.vision))
+        _positive(self, ("state_dim", "action_dim", "chunk_size", "hidden_size", "fusion_layers", "fusion_heads", "text_embedding_dim"))
+        if self.hidden_size % self.fusion_heads:
+            raise ConfigError("hidden_size must be divisible by fusion_heads")
+        if self.value_bins < 0 or self.value_bins == 1:
+            raise ConfigError(f"value_bins must be 0 (no value network) or >= 2, got {self.value_bins}")
+        if not self.value_min < self.value_max:
+            raise ConfigError("value_min must be < value_max")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("dropout must be in [0, 1)")
+        if self.action_bound is not None and self.action_bound <= 0:
+            raise ConfigError("action_bound must be positive or None")
+        if self.train_shift_pixels < 0:
+            raise ConfigError("train_shift_pixels must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "VLAConfig":
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"model config must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown model config field(s): {sorted(unknown)}")
+        vision = data.get("vision", {})
+        if isinstance(vision, Mapping):
+            vknown = {f.name for f in dataclasses.fields(VisionConfig)}
+            if set(vision) - vknown:
+                raise ConfigError(f"unknown vision config field(s): {sorted(set(vision) - vknown)}")
+            vision = VisionConfig(**vision)
+        return cls(**{**data, "vision": vision})
+
+    def replace(self, **changes: Any) -> "VLAConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _positive(cfg: object, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{type(cfg).__name__}.{name} must be a positive int, got {value!r}")
+
+
+# Named presets. `tiny` trains on 2 CPU cores (64x64 frames, ~0.5M trainable parameters);
+# `base` is a SigLIP-B/16-sized tower at 224x224 for a GPU learner.
+PRESETS: dict[str, VLAConfig] = {
+    "tiny": VLAConfig(),
+    "base": VLAConfig(
+        vision=VisionConfig(image_size=224, patch_size=16, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        chunk_size=10,
+        hidden_size=512,
+        fusion_layers=4,
+        fusion_heads=8,
+        dropout=0.1,
+        train_shift_pixels=8,
+    ),
+}
+
+
+def preset(name: str, **overrides: Any) -> VLAConfig:
+    """The named preset, with field overrides (e.g. value_bins=51 for RECAP)."""
+    if name not in PRESETS:
+        hint = difflib.get_close_matches(name, PRESETS, n=1)
+        raise ConfigError(f"unknown model preset {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else f"; known: {sorted(PRESETS)}"))
+    return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]

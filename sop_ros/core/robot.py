@@ -1,0 +1,172 @@
+"""The robot backend contract: what every robot (simulated or real) offers the nodes above it.
+
+A backend turns a task id + seed into an episode of (observation, action) exchanges. It does no
+wall-clock pacing (the node paces) and knows nothing about ROS; nodes adapt it to topics
+(Image, JointState, CameraInfo). Task specs (id, instruction, step limit) come from
+config/tasks.yaml and are loaded here because resetting a backend is where they are used.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+import yaml
+
+# Joint names of the simulated xyz+gripper arm, in action/state order. The sim's state is
+# [x, y, z, gripper] (end-effector position in metres, gripper opening); urdf/ must use these names.
+SIM_ARM_JOINT_NAMES: tuple[str, ...] = ("x_joint", "y_joint", "z_joint", "gripper_joint")
+
+
+class TaskConfigError(ValueError):
+    """The task file or a task entry is malformed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """One task the fleet can be asked to do."""
+
+    task_id: str  # e.g. "push-v3"; for the sim it is the MetaWorld environment name
+    instruction: str  # natural-language instruction given to the policy
+    max_steps: int  # episode step limit (the episode is truncated, and failed, after this)
+
+    def __post_init__(self) -> None:
+        if not self.task_id:
+            raise TaskConfigError("task field 'task_id': must be a non-empty string")
+        if not isinstance(self.instruction, str) or not self.instruction.strip():
+            raise TaskConfigError(f"task '{self.task_id}' field 'instruction': must be a non-empty string")
+        if not isinstance(self.max_steps, int) or self.max_steps <= 0:
+            raise TaskConfigError(f"task '{self.task_id}' field 'max_steps': must be a positive integer, got {self.max_steps!r}")
+
+
+def load_task_specs(path: str | Path) -> dict[str, TaskSpec]:
+    """Read config/tasks.yaml: `tasks: {task_id: {instruction: str, max_steps: int}}`, in file order."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise TaskConfigError(f"cannot read task file {path}: {exc}") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), dict) or not raw["tasks"]:
+        raise TaskConfigError(f"task file {path}: expected a non-empty mapping under 'tasks'")
+    specs: dict[str, TaskSpec] = {}
+    for task_id, entry in raw["tasks"].items():
+        if not isinstance(entry, dict):
+            raise TaskConfigError(f"task file {path}: task '{task_id}' must be a mapping")
+        unknown = set(entry) - {"instruction", "max_steps"}
+        if unknown:
+            raise TaskConfigError(f"task file {path}: task '{task_id}' has unknown fields {sorted(unknown)}")
+        specs[str(task_id)] = TaskSpec(str(task_id), entry.get("instruction", ""), entry.get("max_steps", 0))
+    return specs
+
+
+def default_tasks_path() -> Path:
+    """config/tasks.yaml of the source tree (the single source of task defaults)."""
+    return Path(__file__).resolve().parents[2] / "config" / "tasks.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """What the robot senses at one instant."""
+
+    image: np.ndarray  # uint8 [H, W, 3], RGB, upright
+    state: np.ndarray  # float32 [state_dim] proprio state, order = joint_names
+    stamp_ns: int  # time the observation was taken
+
+    def as_policy_input(self) -> dict[str, np.ndarray]:
+        """The dict the policy protocol takes (image + state)."""
+        return {"image": self.image, "state": self.state}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+    """Outcome of executing one action."""
+
+    observation: Observation
+    success: bool  # the task is done (sim: MetaWorld's info["success"])
+    truncated: bool  # the step limit was reached without success
+
+    @property
+    def done(self) -> bool:
+        """The episode is over: success ends it early, the limit ends it otherwise."""
+        return self.success or self.truncated
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraInfo:
+    """Pinhole intrinsics of the (possibly resized) camera image, for sensor_msgs/CameraInfo."""
+
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    frame_id: str = "camera"
+
+    @classmethod
+    def from_vertical_fov(cls, width: int, height: int, fovy_deg: float, frame_id: str = "camera") -> "CameraInfo":
+        fy = (height / 2.0) / math.tan(math.radians(fovy_deg) / 2.0)
+        return cls(width, height, fy, fy, (width - 1) / 2.0, (height - 1) / 2.0, frame_id)
+
+    @property
+    def k(self) -> tuple[float, ...]:
+        """Row-major 3x3 intrinsic matrix (CameraInfo.k)."""
+        return (self.fx, 0.0, self.cx, 0.0, self.fy, self.cy, 0.0, 0.0, 1.0)
+
+
+class RobotBackend(abc.ABC):
+    """A robot the stack can drive: sim or hardware. One episode at a time; not thread-safe."""
+
+    @property
+    @abc.abstractmethod
+    def action_dim(self) -> int: ...
+
+    @property
+    @abc.abstractmethod
+    def state_dim(self) -> int: ...
+
+    @property
+    @abc.abstractmethod
+    def joint_names(self) -> tuple[str, ...]: ...
+
+    @property
+    @abc.abstractmethod
+    def camera_info(self) -> CameraInfo: ...
+
+    @property
+    @abc.abstractmethod
+    def tasks(self) -> Mapping[str, TaskSpec]: ...
+
+    @abc.abstractmethod
+    def reset(self, task_id: str, seed: Optional[int] = None) -> Observation:
+        """Start an episode of `task_id`; `seed` fixes the scene (goal/object placement) where the backend can."""
+
+    @abc.abstractmethod
+    def step(self, action: np.ndarray) -> StepResult:
+        """Execute one action (float32 [action_dim], each in [-1, 1])."""
+
+    @abc.abstractmethod
+    def observation(self) -> Observation:
+        """The latest observation (without acting)."""
+
+    def close(self) -> None:
+        """Release resources (renderers, devices)."""
+
+    def __enter__(self) -> "RobotBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_action(action: np.ndarray, action_dim: int) -> np.ndarray:
+    """Validate an action at the backend boundary: shape [action_dim], finite; returns float32 clipped to [-1, 1]."""
+    arr = np.asarray(action, dtype=np.float32)
+    if arr.shape != (action_dim,):
+        raise ValueError(f"action: shape {arr.shape}, expected ({action_dim},)")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"action: contains NaN or inf: {arr.tolist()}")
+    return np.clip(arr, -1.0, 1.0)

@@ -1,0 +1,6 @@
+"""The continuous learner: episode source -> sampler -> algorithm -> checkpoints."""
+from sop_ros.core.training.batching import BatchAssembler
+from sop_ros.core.training.protocols import CheckpointSink, EpisodeArrays, EpisodeRecord, EpisodeSource, manifest_version
+from sop_ros.core.training.trainer import ContinuousTrainer, TrainerConfig
+
+__all__ = ["BatchAssembler", "CheckpointSink", "ContinuousTrainer", "EpisodeArrays", "EpisodeRecord", "EpisodeSource", "TrainerConfig", "manifest_version"]

@@ -1,0 +1,1 @@
+"""Fleet description -> node specs; pip-only launcher."""

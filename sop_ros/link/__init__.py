@@ -1,0 +1,1 @@
+"""gRPC learner service and robot client (never imports rclpy)."""

@@ -1,0 +1,94 @@
+"""Fleet: compatibility handshake, heartbeats, and the operator's fleet status (state kept in memory).
+
+A learner restart forgets registrations; a robot's next heartbeat then gets FAILED_PRECONDITION
+and the client registers again, so no state here needs to be durable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Callable, Optional
+
+import grpc
+
+from sop_ros.link import validate
+from sop_ros.link.auth import Authenticator
+from sop_ros.link.options import PROTOCOL_VERSION
+from sop_ros.link.protos import fleet_pb2, fleet_pb2_grpc
+
+
+@dataclasses.dataclass(frozen=True)
+class CompatibilityPolicy:
+    """What a robot must match to join. None means "not checked"."""
+
+    protocol_version: int = PROTOCOL_VERSION
+    software_version: str = ""  # the learner's sop_ros version; robots must share its major.minor
+    action_dim: Optional[int] = None
+    state_dim: Optional[int] = None
+    tasks: Optional[frozenset[str]] = None  # tasks the learner trains on
+
+    def refusal(self, request: fleet_pb2.RegisterRequest) -> str:
+        """Why the robot is refused, or "" when it is compatible."""
+        if request.protocol_version != self.protocol_version:
+            return f"protocol version {request.protocol_version} is not supported: this learner speaks sop.v1 protocol {self.protocol_version}; update the robot's sop_ros"
+        if self.software_version and _major_minor(request.software_version) != _major_minor(self.software_version):
+            return f"software version {request.software_version!r} is incompatible with the learner's {self.software_version!r} (major.minor must match)"
+        cfg = request.config
+        if self.action_dim is not None and cfg.action_dim != self.action_dim:
+            return f"action_dim {cfg.action_dim} differs from the learner's policy action_dim {self.action_dim}"
+        if self.state_dim is not None and cfg.state_dim != self.state_dim:
+            return f"state_dim {cfg.state_dim} differs from the learner's policy state_dim {self.state_dim}"
+        if self.tasks is not None:
+            unknown = sorted(set(cfg.tasks) - self.tasks)
+            if unknown:
+                return f"tasks {unknown} are not trained by this learner (known: {sorted(self.tasks)})"
+        if cfg.control_rate_hz < 0 or cfg.control_rate_hz != cfg.control_rate_hz:
+            return f"control_rate_hz {cfg.control_rate_hz} is not a valid rate"
+        return ""
+
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(version.strip().split(".")[:2])
+
+
+class FleetServicer(fleet_pb2_grpc.FleetServicer):
+    def __init__(self, authenticator: Authenticator, policy: CompatibilityPolicy, heartbeat_interval_ms: int, episodes_stored: Callable[[], int], latest_policy_version: Callable[[], int]):
+        self._auth = authenticator
+        self._policy = policy
+        self._heartbeat_interval_ms = heartbeat_interval_ms
+        self._episodes_stored = episodes_stored
+        self._latest_policy_version = latest_policy_version
+        self._robots: dict[str, fleet_pb2.RobotEntry] = {}
+        self._lock = threading.Lock()
+
+    def Register(self, request: fleet_pb2.RegisterRequest, context: grpc.ServicerContext) -> fleet_pb2.RegisterResponse:
+        validate.name(context, request.robot_id, "robot_id")
+        self._auth.require_robot(context, request.robot_id)
+        reason = self._policy.refusal(request)
+        response = fleet_pb2.RegisterResponse(accepted=not reason, reason=reason, server_protocol_version=self._policy.protocol_version, server_software_version=self._policy.software_version, heartbeat_interval_ms=self._heartbeat_interval_ms)
+        if reason:
+            return response
+        entry = fleet_pb2.RobotEntry(robot_id=request.robot_id, software_version=request.software_version, config=request.config, registered_ns=time.time_ns())
+        with self._lock:
+            self._robots[request.robot_id] = entry
+        return response
+
+    def Heartbeat(self, request: fleet_pb2.HeartbeatRequest, context: grpc.ServicerContext) -> fleet_pb2.HeartbeatResponse:
+        validate.name(context, request.robot_id, "robot_id")
+        self._auth.require_robot(context, request.robot_id)
+        with self._lock:
+            entry = self._robots.get(request.robot_id)
+            if entry is None:
+                validate.fail(context, grpc.StatusCode.FAILED_PRECONDITION, f"robot {request.robot_id!r} is not registered with this learner; call Register")
+            entry.status.CopyFrom(request.status)
+            entry.last_heartbeat_ns = time.time_ns()
+        return fleet_pb2.HeartbeatResponse(latest_policy_version=self._latest_policy_version(), server_time_ns=time.time_ns())
+
+    def GetFleetStatus(self, request: fleet_pb2.GetFleetStatusRequest, context: grpc.ServicerContext) -> fleet_pb2.FleetStatus:
+        identity = self._auth.identify(context)
+        if not identity.may_read_fleet():
+            validate.fail(context, grpc.StatusCode.PERMISSION_DENIED, f"{identity.role.value} {identity.principal!r} may not read fleet status (operator token required)")
+        with self._lock:
+            robots = [fleet_pb2.RobotEntry.FromString(e.SerializeToString()) for e in sorted(self._robots.values(), key=lambda e: e.robot_id)]
+        return fleet_pb2.FleetStatus(robots=robots, episodes_stored=self._episodes_stored(), latest_policy_version=self._latest_policy_version(), server_time_ns=time.time_ns())

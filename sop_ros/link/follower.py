@@ -1,0 +1,210 @@
+"""Robot side of Policy: follow checkpoint announcements, download the newest, verify, hand it over.
+
+Two threads: the watcher reads the announcement stream continuously into a local newest-only
+slot (so even a robot busy downloading never accumulates a backlog), and the downloader
+fetches whatever is newest when it is free. Downloads resume from the bytes already in
+`<cache>/.partial/`, are sha256-verified, and appear atomically as
+`<cache>/v<version>/{weights.safetensors,manifest.json}`. `on_checkpoint` callbacks get the
+DownloadedCheckpoint; the policy node loads it in the background and swaps at an episode boundary.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Callable, Optional
+
+import grpc
+
+from sop_ros.core.durable_files import fsync_dir
+from sop_ros.core.hashing import file_sha256
+from sop_ros.link.announcer import LatestSlot
+from sop_ros.link.channel import LinkClient, RetryPolicy, is_transient
+from sop_ros.link.checkpoint_info import CheckpointRef
+from sop_ros.link.protos import policy_pb2
+
+_LOGGER = logging.getLogger(__name__)
+WEIGHTS_NAME = "weights.safetensors"
+MANIFEST_NAME = "manifest.json"
+WATCH_STREAM_S = 300.0  # a watch is re-opened (same known version) after this deadline
+
+
+class ChecksumError(RuntimeError):
+    """A downloaded checkpoint does not match its announced hash (the partial file is discarded)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadedCheckpoint:
+    ref: CheckpointRef
+    weights_path: Path
+    manifest_path: Path
+
+    @property
+    def version(self) -> int:
+        return self.ref.version
+
+
+@dataclasses.dataclass
+class FollowerStatus:
+    announced_version: int = 0
+    downloaded_version: int = 0
+    downloads: int = 0
+    bytes_received: int = 0
+    errors: int = 0
+    last_error: str = ""
+
+
+class CheckpointFollower:
+    def __init__(self, link: LinkClient, cache_dir: Path, robot_id: str = "", fleet: str = "", retry: RetryPolicy = RetryPolicy()):
+        self._link = link
+        self.cache_dir = Path(cache_dir)
+        self._partial_dir = self.cache_dir / ".partial"
+        self._partial_dir.mkdir(parents=True, exist_ok=True)
+        self.robot_id = robot_id
+        self.fleet = fleet
+        self._retry = retry
+        self._announced: LatestSlot[CheckpointRef] = LatestSlot()
+        self._latest: Optional[DownloadedCheckpoint] = self._scan_cache()
+        self._status = FollowerStatus(downloaded_version=self._latest.version if self._latest else 0)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._call: Optional[grpc.Future] = None
+        self._threads: list[threading.Thread] = []
+        self.on_checkpoint: list[Callable[[DownloadedCheckpoint], None]] = []
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._threads:
+            raise RuntimeError("CheckpointFollower already started")
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._watch_loop, name="sop-ckpt-watch", daemon=True), threading.Thread(target=self._download_loop, name="sop-ckpt-download", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: Optional[float] = 10.0) -> None:
+        self._stop.set()
+        self._announced.close()
+        call = self._call
+        if call is not None:
+            call.cancel()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+
+    def latest(self) -> Optional[DownloadedCheckpoint]:
+        return self._latest
+
+    def status(self) -> FollowerStatus:
+        with self._lock:
+            return dataclasses.replace(self._status)
+
+    def _note(self, **changes) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(self._status, key, value)
+
+    # -- watching ---------------------------------------------------------------------------------
+    def _watch_loop(self) -> None:
+        delays = self._retry.delays()
+        while not self._stop.is_set():
+            seen = max(self._announced.latest()[0], self._latest.version if self._latest else 0)
+            request = policy_pb2.WatchCheckpointsRequest(robot_id=self.robot_id, fleet=self.fleet, known_version=seen)
+            try:
+                self._call = self._link.policy.WatchCheckpoints(request, metadata=self._link.metadata, timeout=WATCH_STREAM_S)
+                for announcement in self._call:
+                    ref = CheckpointRef.from_proto(announcement.checkpoint)
+                    if self._announced.publish(ref.version, ref):
+                        self._note(announced_version=ref.version)
+                    delays = self._retry.delays()
+            except grpc.RpcError as exc:
+                if self._stop.is_set():
+                    return
+                if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    self._note(last_error=f"watch: {exc.code().name}: {exc.details()}")
+                    if not is_transient(exc):
+                        _LOGGER.error("checkpoint watch refused: %s", exc.details())
+                    self._stop.wait(next(delays))
+
+    # -- downloading --------------------------------------------------------------------------------
+    def _download_loop(self) -> None:
+        delays = self._retry.delays()
+        while not self._stop.is_set():
+            newest = self._announced.wait_newer(self._latest.version if self._latest else 0, 1.0)
+            if newest is None:
+                continue
+            try:
+                downloaded = self.download(newest[1])
+            except (grpc.RpcError, ChecksumError, OSError) as exc:
+                self._note(errors=self.status().errors + 1, last_error=f"download v{newest[0]}: {exc}")
+                _LOGGER.warning("checkpoint v%d download failed, will retry: %s", newest[0], exc)
+                self._stop.wait(next(delays))
+                continue
+            delays = self._retry.delays()
+            for callback in list(self.on_checkpoint):
+                try:
+                    callback(downloaded)
+                except Exception:  # a consumer bug must not stop the follower
+                    _LOGGER.exception("on_checkpoint callback %r failed", callback)
+
+    def download(self, ref: CheckpointRef) -> DownloadedCheckpoint:
+        """Fetch (resuming a partial file), verify sha256, publish atomically into the cache."""
+        final_dir = self.cache_dir / f"v{ref.version:010d}"
+        if (final_dir / MANIFEST_NAME).exists():
+            return self._adopt(DownloadedCheckpoint(ref, final_dir / WEIGHTS_NAME, final_dir / MANIFEST_NAME))
+        part = self._partial_dir / f"v{ref.version:010d}.part"
+        offset = part.stat().st_size if part.exists() else 0
+        if offset > ref.size_bytes:
+            part.unlink()
+            offset = 0
+        if offset < ref.size_bytes:
+            self._fetch(ref, part, offset)
+        if file_sha256(part) != ref.content_hash:
+            part.unlink()
+            raise ChecksumError(f"checkpoint v{ref.version}: sha256 differs from the announced {ref.content_hash}; discarded, will download again")
+        staging = self._partial_dir / f"v{ref.version:010d}.dir"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        os.replace(part, staging / WEIGHTS_NAME)
+        with open(staging / MANIFEST_NAME, "w") as f:
+            f.write(json.dumps({**ref.manifest(), "announced": dataclasses.asdict(ref) | {"metrics": dict(ref.metrics)}}, indent=2, sort_keys=True, default=str))
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(staging)
+        os.replace(staging, final_dir)
+        fsync_dir(self.cache_dir)
+        self._note(downloads=self.status().downloads + 1)
+        return self._adopt(DownloadedCheckpoint(ref, final_dir / WEIGHTS_NAME, final_dir / MANIFEST_NAME))
+
+    def _fetch(self, ref: CheckpointRef, part: Path, offset: int) -> None:
+        request = policy_pb2.DownloadCheckpointRequest(version=ref.version, offset=offset)
+        stream = self._link.policy.DownloadCheckpoint(request, metadata=self._link.metadata, timeout=self._link.deadlines.for_bytes(ref.size_bytes - offset))
+        with open(part, "ab") as f:
+            for chunk in stream:
+                if chunk.offset != offset or chunk.content_hash != ref.content_hash:
+                    raise ChecksumError(f"checkpoint v{ref.version}: unexpected chunk (offset {chunk.offset} != {offset} or hash changed)")
+                f.write(chunk.data)
+                offset += len(chunk.data)
+                self._note(bytes_received=self.status().bytes_received + len(chunk.data))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _adopt(self, downloaded: DownloadedCheckpoint) -> DownloadedCheckpoint:
+        if self._latest is None or downloaded.version > self._latest.version:
+            self._latest = downloaded
+            self._note(downloaded_version=downloaded.version)
+        return downloaded
+
+    def _scan_cache(self) -> Optional[DownloadedCheckpoint]:
+        """The newest complete checkpoint already in the cache (a restart does not re-download it)."""
+        for directory in sorted(self.cache_dir.glob("v*"), reverse=True):
+            try:
+                doc = json.loads((directory / MANIFEST_NAME).read_text())["announced"]
+                ref = CheckpointRef(**doc)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            return DownloadedCheckpoint(ref, directory / WEIGHTS_NAME, directory / MANIFEST_NAME)
+        return None

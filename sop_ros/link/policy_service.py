@@ -1,0 +1,93 @@
+"""Policy: newest-only checkpoint announcements and resumable chunked downloads of the weights file."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Iterator
+
+import grpc
+
+from sop_ros.core.checkpoint_store import CheckpointStore
+from sop_ros.link import validate
+from sop_ros.link.announcer import LatestSlot
+from sop_ros.link.auth import Authenticator
+from sop_ros.link.checkpoint_info import info_from_manifest
+from sop_ros.link.options import CHUNK_BYTES
+from sop_ros.link.protos import policy_pb2, policy_pb2_grpc
+
+_LOGGER = logging.getLogger(__name__)
+WATCH_POLL_S = 1.0  # how often a watch stream re-checks that its client is still there
+
+
+class PolicyServicer(policy_pb2_grpc.PolicyServicer):
+    def __init__(self, store: CheckpointStore, authenticator: Authenticator):
+        self._store = store
+        self._auth = authenticator
+        self._slots: dict[str, LatestSlot[policy_pb2.CheckpointInfo]] = {}
+        self._slots_lock = threading.Lock()
+        self._closed = False
+
+    def _slot(self, fleet: str) -> LatestSlot[policy_pb2.CheckpointInfo]:
+        with self._slots_lock:
+            slot = self._slots.get(fleet)
+            if slot is None:
+                slot = self._slots[fleet] = LatestSlot()
+                if self._closed:
+                    slot.close()
+                latest = latest_checkpoint(self._store, fleet)
+                if latest is not None:
+                    slot.publish(int(latest.version), info_from_manifest(latest))
+            return slot
+
+    def publish(self, manifest) -> bool:
+        """Announce a checkpoint to every watcher of its fleet (and of all fleets); True if it was newer."""
+        info = info_from_manifest(manifest)
+        targets = {info.fleet, ""}
+        return any([self._slot(fleet).publish(info.version, info) for fleet in targets])
+
+    def close(self) -> None:
+        with self._slots_lock:
+            self._closed = True
+            for slot in self._slots.values():
+                slot.close()
+
+    def WatchCheckpoints(self, request: policy_pb2.WatchCheckpointsRequest, context: grpc.ServicerContext) -> Iterator[policy_pb2.CheckpointAnnouncement]:
+        if request.robot_id:
+            self._auth.require_robot(context, validate.name(context, request.robot_id, "robot_id"))
+        else:
+            self._auth.identify(context)
+        if request.fleet:
+            validate.name(context, request.fleet, "fleet")
+        slot = self._slot(request.fleet)
+        seen = request.known_version
+        while context.is_active() and not slot.closed:
+            newest = slot.wait_newer(seen, WATCH_POLL_S)
+            if newest is not None:
+                seen, info = newest
+                yield policy_pb2.CheckpointAnnouncement(checkpoint=info)
+
+    def DownloadCheckpoint(self, request: policy_pb2.DownloadCheckpointRequest, context: grpc.ServicerContext) -> Iterator[policy_pb2.CheckpointChunk]:
+        self._auth.identify(context)
+        manifest = self._store.get(request.version) if request.version > 0 else None
+        if manifest is None:
+            validate.fail(context, grpc.StatusCode.NOT_FOUND, f"no checkpoint version {request.version}")
+        total = int(manifest.size_bytes)
+        if request.offset > total:
+            validate.fail(context, grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} is past the end of checkpoint {request.version} ({total} bytes)")
+        offset = request.offset
+        with open(self._store.weights_path(request.version), "rb") as f:
+            f.seek(offset)
+            while offset < total and context.is_active():
+                data = f.read(min(CHUNK_BYTES, total - offset))
+                if not data:
+                    validate.fail(context, grpc.StatusCode.DATA_LOSS, f"checkpoint {request.version} file is shorter than its manifest says")
+                yield policy_pb2.CheckpointChunk(version=request.version, offset=offset, data=data, total_bytes=total, content_hash=manifest.content_hash)
+                offset += len(data)
+
+
+def latest_checkpoint(store: CheckpointStore, fleet: str = ""):
+    """The newest manifest of `fleet`, or of any fleet when fleet is empty (None when there is none)."""
+    if fleet:
+        return store.latest(fleet)
+    versions = store.versions()
+    return store.get(versions[-1]) if versions else None

@@ -1,0 +1,148 @@
+"""The learner's gRPC server: Ingest, Policy and Fleet services plus health and reflection.
+
+    service = LearnerService(config, EpisodeStore(...), CheckpointStore(...))
+    server, port = create_server(service)      # bound, not started: tests bind 127.0.0.1:0
+    server.start(); ...; service.stop(server)   # drains in-flight calls for config.shutdown_grace_s
+
+The trainer living in the same process hooks in with `service.on_episode_committed.append(fn)`
+and announces a new checkpoint with `service.publish_checkpoint(manifest)`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from concurrent import futures
+from pathlib import Path
+from typing import Optional
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sop_ros.core.checkpoint_store import CheckpointStore
+from sop_ros.core.episode_store import EpisodeStore
+from sop_ros.link import options
+from sop_ros.link.auth import Authenticator
+from sop_ros.link.fleet_service import CompatibilityPolicy, FleetServicer
+from sop_ros.link.ingest_service import IngestServicer
+from sop_ros.link.policy_service import PolicyServicer, latest_checkpoint
+from sop_ros.link.protos import SERVICE_NAMES, fleet_pb2_grpc, ingest_pb2_grpc, policy_pb2_grpc
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerConfig:
+    """How the learner listens and whom it trusts. Secure by default: TLS plus tokens or client certs."""
+
+    address: str = "127.0.0.1:50051"  # loopback unless told otherwise
+    tls_cert: Optional[Path] = None
+    tls_key: Optional[Path] = None
+    client_ca: Optional[Path] = None  # set: mutual TLS, every client needs a certificate from this CA
+    tokens_file: Optional[Path] = None  # hashed bearer tokens (sop certs init)
+    insecure: bool = False  # plaintext; with no tokens file also no authentication at all
+    expected_robots: int = 8
+    max_episode_bytes: int = options.MAX_EPISODE_BYTES
+    heartbeat_interval_ms: int = 1000
+    shutdown_grace_s: float = 10.0
+    compatibility: CompatibilityPolicy = CompatibilityPolicy()
+
+    def __post_init__(self) -> None:
+        if self.insecure and (self.tls_cert or self.tls_key or self.client_ca):
+            raise ValueError("LearnerConfig: insecure=True contradicts tls_cert/tls_key/client_ca; choose one")
+        if not self.insecure:
+            if not (self.tls_cert and self.tls_key):
+                raise ValueError("LearnerConfig: tls_cert and tls_key are required (or insecure=True for plaintext)")
+            if not (self.tokens_file or self.client_ca):
+                raise ValueError("LearnerConfig: a TLS learner needs tokens_file or client_ca to authenticate robots")
+        if self.expected_robots < 1:
+            raise ValueError(f"LearnerConfig.expected_robots must be >= 1, got {self.expected_robots}")
+        if self.max_episode_bytes < 1:
+            raise ValueError(f"LearnerConfig.max_episode_bytes must be >= 1, got {self.max_episode_bytes}")
+
+    def server_credentials(self) -> Optional[grpc.ServerCredentials]:
+        if self.insecure:
+            return None
+        pair = (Path(self.tls_key).read_bytes(), Path(self.tls_cert).read_bytes())
+        ca = Path(self.client_ca).read_bytes() if self.client_ca else None
+        return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
+
+
+class LearnerService:
+    """The three sop.v1 servicers over one pair of stores, plus the hooks the trainer uses."""
+
+    def __init__(self, config: LearnerConfig, episode_store: EpisodeStore, checkpoint_store: CheckpointStore):
+        self.config = config
+        self.episode_store = episode_store
+        self.checkpoint_store = checkpoint_store
+        auth = Authenticator(config.tokens_file, allow_anonymous=config.insecure and not config.tokens_file)
+        self.ingest = IngestServicer(episode_store, auth, config.max_episode_bytes)
+        self.policy = PolicyServicer(checkpoint_store, auth)
+        self.fleet = FleetServicer(auth, config.compatibility, config.heartbeat_interval_ms, episode_store.count, self._latest_version)
+        self.health = health.HealthServicer()
+        self._latest_lock = threading.Lock()
+
+    @property
+    def on_episode_committed(self) -> list:
+        """Callbacks `fn(stored_episode)` run after each acknowledged commit (exceptions are logged)."""
+        return self.ingest.on_episode_committed
+
+    def publish_checkpoint(self, manifest) -> bool:
+        """Announce a checkpoint already in the CheckpointStore to every watching robot (newest only)."""
+        announced = self.policy.publish(manifest)
+        _LOGGER.info("checkpoint %s %s", manifest.version, "announced" if announced else "not newer than the announced one")
+        return announced
+
+    def _latest_version(self) -> int:
+        latest = latest_checkpoint(self.checkpoint_store)
+        return int(latest.version) if latest is not None else 0
+
+    def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("",) + SERVICE_NAMES:
+            self.health.set(name, status)
+
+    def stop(self, server: grpc.Server, grace_s: Optional[float] = None) -> None:
+        """Refuse new calls, end checkpoint watches, let in-flight uploads finish within the grace period."""
+        self.set_serving(False)
+        self.policy.close()
+        server.stop(self.config.shutdown_grace_s if grace_s is None else grace_s).wait()
+
+
+def create_server(service: LearnerService) -> tuple[grpc.Server, int]:
+    """A bound (not started) server; returns it with the bound port (useful with port 0)."""
+    config = service.config
+    workers = options.worker_threads(config.expected_robots)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sop-learner"), options=options.server_options(), maximum_concurrent_rpcs=workers)
+    ingest_pb2_grpc.add_IngestServicer_to_server(service.ingest, server)
+    policy_pb2_grpc.add_PolicyServicer_to_server(service.policy, server)
+    fleet_pb2_grpc.add_FleetServicer_to_server(service.fleet, server)
+    health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
+    reflection.enable_server_reflection(SERVICE_NAMES + (health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    credentials = config.server_credentials()
+    if credentials is None:
+        _LOGGER.warning("INSECURE learner on %s: plaintext gRPC%s. Use only on a trusted network or for tests.", config.address, "" if config.tokens_file else " and NO authentication")
+        port = server.add_insecure_port(config.address)
+    else:
+        port = server.add_secure_port(config.address, credentials)
+    if not port:
+        raise OSError(f"cannot listen on {config.address}")
+    service.set_serving(True)
+    return server, port
+
+
+def open_stores(data_dir: Path, max_episode_bytes: int = options.MAX_EPISODE_BYTES) -> tuple[EpisodeStore, CheckpointStore]:
+    data_dir = Path(data_dir)
+    return EpisodeStore(data_dir / "episodes", max_episode_bytes=max_episode_bytes), CheckpointStore(data_dir / "checkpoints")
+
+
+def serve(config: LearnerConfig, data_dir: Path, stop_event: threading.Event) -> None:
+    """Run the learner until stop_event is set, then drain gracefully."""
+    service = LearnerService(config, *open_stores(data_dir, config.max_episode_bytes))
+    server, port = create_server(service)
+    server.start()
+    _LOGGER.info("learner serving on %s (port %d), data in %s, %d worker threads", config.address, port, data_dir, options.worker_threads(config.expected_robots))
+    stop_event.wait()
+    _LOGGER.info("stopping: draining in-flight calls for up to %.1f s", config.shutdown_grace_s)
+    service.stop(server)

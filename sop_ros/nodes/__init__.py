@@ -1,0 +1,1 @@
+"""Thin rclpy nodes: parameters, QoS, topic <-> core objects."""

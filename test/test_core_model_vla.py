@@ -1,0 +1,115 @@
+"""VLA policy: act() shapes, classifier-free guidance, save/load round trips, MiniLM cache."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sop_ros.core.model import ConfigError, Indicator, InstructionEncoder, VLAConfig, VLAPolicy, preset, shared_instruction_encoder
+from sop_ros.core.model.vla import CONFIG_TENSOR_KEY
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> InstructionEncoder:
+    return shared_instruction_encoder()
+
+
+@pytest.fixture(scope="module")
+def policy(encoder) -> VLAPolicy:
+    torch.manual_seed(0)
+    return VLAPolicy(preset("tiny", value_bins=11), instruction_encoder=encoder, device="cpu").eval()
+
+
+def _obs(seed: int = 0, size: int = 48) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"image": rng.integers(0, 256, (size, size + 16, 3), dtype=np.uint8), "state": rng.normal(size=4).astype(np.float32)}
+
+
+def test_act_returns_bounded_chunk_of_configured_shape(policy):
+    chunk = policy.act(_obs(), "push the puck to the goal")
+    assert chunk.shape == (policy.config.chunk_size, policy.config.action_dim)
+    assert chunk.dtype == np.float32
+    assert np.all(np.abs(chunk) <= policy.config.action_bound)
+    # a different observation gives a different chunk: the image and state are really used
+    assert not np.allclose(chunk, policy.act(_obs(1), "push the puck to the goal"))
+
+
+def test_classifier_free_guidance_combines_conditional_and_unconditional(policy):
+    # make the indicator embedding matter strongly so cond and uncond differ clearly
+    with torch.no_grad():
+        policy.indicator_embedding.weight[Indicator.POSITIVE].normal_(0, 3.0)
+    obs, text = _obs(2), "open the drawer"
+    uncond = policy.act(obs, text)
+    cond = policy.act(obs, text, indicator="positive")
+    assert not np.allclose(cond, uncond, atol=1e-4)
+    np.testing.assert_allclose(policy.act(obs, text, indicator=True, guidance=1.0), cond, atol=1e-5)
+    np.testing.assert_allclose(policy.act(obs, text, indicator="positive", guidance=0.0), uncond, atol=1e-5)
+    np.testing.assert_allclose(policy.act(obs, text, indicator="positive", guidance=2.0), uncond + 2.0 * (cond - uncond), atol=1e-5)
+    with pytest.raises(ValueError, match="guidance needs"):
+        policy.act(obs, text, guidance=2.0)
+
+
+def test_act_rejects_bad_observations_naming_the_field(policy):
+    with pytest.raises(ValueError, match="'image'"):
+        policy.act({"image": np.zeros((8, 8, 3), np.float32), "state": np.zeros(4, np.float32)}, "x")
+    with pytest.raises(ValueError, match="'state'"):
+        policy.act({"image": np.zeros((8, 8, 3), np.uint8), "state": np.zeros(7, np.float32)}, "x")
+    with pytest.raises(ValueError, match="'state' is missing"):
+        policy.act({"image": np.zeros((8, 8, 3), np.uint8)}, "x")
+
+
+def test_save_load_round_trip_rebuilds_identical_model(policy, encoder, tmp_path):
+    path = policy.save(tmp_path / "w.safetensors")
+    loaded = VLAPolicy.load(path, device="cpu", instruction_encoder=encoder).eval()
+    assert loaded.config == policy.config
+    obs = _obs(3)
+    np.testing.assert_array_equal(loaded.act(obs, "reach", indicator="negative"), policy.act(obs, "reach", indicator="negative"))
+    ckpt = policy.checkpoint_tensors()
+    assert ckpt[CONFIG_TENSOR_KEY].dtype == torch.uint8
+    rebuilt = VLAPolicy.from_checkpoint_tensors(ckpt, device="cpu", instruction_encoder=encoder).eval()
+    np.testing.assert_array_equal(rebuilt.act(obs, "reach"), policy.act(obs, "reach"))
+    # the value network is part of the checkpoint too
+    assert any(k.startswith("value_net.") for k in ckpt)
+
+
+def test_checkpoint_for_other_architecture_is_rejected(policy, encoder):
+    other = VLAPolicy(preset("tiny", chunk_size=6), instruction_encoder=encoder, device="cpu")
+    with pytest.raises(ConfigError, match="does not fit"):
+        other.load_tensors(policy.tensors())
+
+
+def test_config_round_trips_through_json_and_rejects_unknown_fields():
+    for name in ("tiny", "base"):
+        cfg = preset(name, value_bins=21)
+        assert VLAConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ConfigError, match="unknown model config field"):
+        VLAConfig.from_dict({**preset("tiny").to_dict(), "colour": 1})
+    with pytest.raises(ConfigError, match="patch_size"):
+        preset("tiny").to_dict() and VLAConfig.from_dict({"vision": {"image_size": 60, "patch_size": 8}})
+    with pytest.raises(ConfigError, match="did you mean 'tiny'"):
+        preset("tiyn")
+
+
+def test_instruction_embeddings_are_cached_and_meaningful(encoder):
+    calls = encoder.encoder_calls
+    texts = ["push the puck to the goal zz1", "push the puck to the target zz1", "open the drawer zz1"]
+    emb = encoder.embed(texts)
+    assert encoder.encoder_calls == calls + 1  # one batched run for the three new strings
+    again = encoder.embed(texts[::-1] + texts)
+    assert encoder.encoder_calls == calls + 1  # cached: the encoder did not run again
+    torch.testing.assert_close(again[0], emb[2])
+    assert emb.shape == (3, 384)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(3))
+    sims = emb @ emb.T
+    assert sims[0, 1] > sims[0, 2]  # the real pretrained encoder: paraphrases are closer
+
+
+def test_policy_act_runs_the_encoder_once_per_instruction(policy, encoder):
+    calls = encoder.encoder_calls
+    for _ in range(5):
+        policy.act(_obs(), "press the button zz2")
+    assert encoder.encoder_calls == calls + 1

@@ -1,0 +1,183 @@
+"""ContinuousTrainer: polling, publishing every N updates, resume, TensorBoard, RECAP end to end."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any, Optional
+
+import numpy as np
+import pytest
+import torch
+
+from sop_ros.core.algorithms import DataSource, make_algorithm
+from sop_ros.core.episode import Actor, EpisodeBuilder, LabelSource
+from sop_ros.core.model import VLAPolicy, preset, shared_instruction_encoder
+from sop_ros.core.sampler import SamplerConfig, TaskAwareSampler
+from sop_ros.core.training import ContinuousTrainer, EpisodeRecord, TrainerConfig
+
+pytestmark = pytest.mark.timeout(180)
+
+
+class MemoryEpisodes:
+    """Episode source + arrays provider over in-memory episodes (the store's narrow views)."""
+
+    def __init__(self) -> None:
+        self.records: list[EpisodeRecord] = []
+        self.data: dict[str, dict[str, np.ndarray]] = {}
+        self._seq = itertools.count()
+
+    def add(self, ep, source=DataSource.ONLINE) -> EpisodeRecord:
+        rec = EpisodeRecord(next(self._seq), ep.episode_id, ep.task_id, ep.instruction, ep.success, ep.num_steps, source)
+        self.data[ep.episode_id] = {f.name: getattr(ep, f.name) for f in dataclasses.fields(ep) if isinstance(getattr(ep, f.name), np.ndarray)}
+        if source == DataSource.ONLINE:
+            self.records.append(rec)
+        return rec
+
+    def new_episodes(self, after_seq: int):
+        return [r for r in self.records if r.seq > after_seq]
+
+    def arrays(self, episode_id: str):
+        return self.data[episode_id]
+
+
+@dataclasses.dataclass
+class Manifest:
+    version: int
+    parent_version: Optional[int]
+    training_step: int
+    algorithm: str
+    metrics: dict
+
+
+class MemoryCheckpoints:
+    def __init__(self) -> None:
+        self.items: dict[int, tuple[Manifest, dict, dict, dict]] = {}
+
+    def publish(self, tensors, *, algorithm, training_step, metrics, parent_version, train_state, train_state_meta):
+        m = Manifest(len(self.items) + 1, parent_version, training_step, algorithm, dict(metrics))
+        clone = lambda d: {k: v.clone() for k, v in d.items()}
+        self.items[m.version] = (m, clone(tensors), clone(train_state), dict(train_state_meta))
+        return m
+
+    def latest(self):
+        return self.items[max(self.items)][0] if self.items else None
+
+    def load_tensors(self, version):
+        return self.items[version][1]
+
+    def load_train_state(self, version):
+        return self.items[version][2], self.items[version][3]
+
+
+def make_episode(task: str, steps: int, actors, success: Optional[bool], seed: int, version: int = 0):
+    rng = np.random.default_rng(seed)
+    b = EpisodeBuilder("robot1", task, f"do {task}", chunk_shape=(4, 4))
+    for t in range(steps):
+        state = rng.uniform(-1, 1, 4).astype(np.float32)
+        action = np.tanh(np.array([state[0], -state[1], state[2] * 0.5, 0.3], np.float32))  # learnable from the state
+        b.add_step(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), state, action, actors[t % len(actors)], version, t)
+    return b.close(success, LabelSource.NONE if success is None else LabelSource.ENVIRONMENT, steps)
+
+
+def make_trainer(store, ckpts, algo="hg_dagger", offline=(), model_overrides=None, algo_config=None, **cfg):
+    torch.manual_seed(0)
+    policy = VLAPolicy(preset("tiny", **(model_overrides or {})), instruction_encoder=shared_instruction_encoder(), device="cpu")
+    config = TrainerConfig(**{"batch_size": 8, "publish_every_updates": 3, "publish_every_s": 1e6, "poll_interval_s": 0.0, **cfg})
+    announced = []
+    trainer = ContinuousTrainer(
+        config, policy, make_algorithm(algo, algo_config or {"chunk_size": 4}), TaskAwareSampler(SamplerConfig(), seed=0),
+        store, store, ckpts, offline_episodes=offline, on_checkpoint=announced.append,
+    )
+    return trainer, announced
+
+
+@pytest.fixture()
+def store():
+    s = MemoryEpisodes()
+    s.offline = [s.add(make_episode(task, 20, [Actor.HUMAN], True, seed=i), DataSource.OFFLINE) for i, task in enumerate(["push", "reach"])]
+    return s
+
+
+def test_publishes_every_n_updates_and_resumes_with_optimizer_state(store):
+    ckpts = MemoryCheckpoints()
+    trainer, announced = make_trainer(store, ckpts, offline=store.offline)
+    assert trainer.run(max_updates=7) == 7
+    assert [m.version for m in announced] == [1, 2]
+    assert [m.training_step for m in announced] == [3, 6]
+    assert [m.parent_version for m in announced] == [None, 1]
+    assert announced[0].algorithm == "hg_dagger" and "loss" in announced[0].metrics
+    saved_state, saved_meta = ckpts.load_train_state(2)
+    assert saved_meta["updates"] == 6 and any(k.endswith("exp_avg") for k in saved_state)
+
+    # a fresh process: same stores, new trainer
+    again, announced2 = make_trainer(store, ckpts, offline=store.offline)
+    assert again.resume() and again.updates == 6 and again.version == 2
+    for key, value in ckpts.load_tensors(2).items():
+        if not key.startswith("__"):
+            torch.testing.assert_close(again.policy.state_dict()[key], value)
+    state = again.optimizer.state_dict()["state"]
+    exp_avg = {k: v for k, v in saved_state.items() if k.endswith("exp_avg")}
+    for key, value in exp_avg.items():
+        torch.testing.assert_close(state[int(key.split("/")[1])]["exp_avg"], value)
+    assert again.sampler.state_dict() == saved_meta["sampler"]
+    again.run(max_updates=3)
+    assert [(m.version, m.parent_version, m.training_step) for m in announced2] == [(3, 2, 9)]
+
+
+def test_new_online_episodes_enter_the_buffer_on_the_next_poll(store):
+    trainer, _ = make_trainer(store, MemoryCheckpoints(), offline=store.offline)
+    trainer.run(max_updates=1)
+    assert trainer.sampler.online_share("push") == 0.0
+    store.add(make_episode("push", 12, [Actor.POLICY, Actor.HUMAN], False, seed=7))
+    trainer.run(max_updates=2)
+    assert trainer.buffered_episodes == 3
+    assert trainer.sampler.buffer_sizes()[("push", DataSource.ONLINE)] == 6  # the human steps only
+    assert 0.2 <= trainer.sampler.online_share("push") <= 0.8
+
+
+def test_training_reduces_the_action_loss(store):
+    trainer, _ = make_trainer(store, MemoryCheckpoints(), offline=store.offline, algo="bc", batch_size=16, learning_rate=1e-3)
+    losses = [trainer.step()["loss"] for _ in range(40)]
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_tensorboard_scalars_are_written(store, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    store.add(make_episode("push", 10, [Actor.HUMAN, Actor.POLICY], True, seed=3, version=0))
+    writer = SummaryWriter(str(tmp_path))
+    trainer, _ = make_trainer(store, MemoryCheckpoints(), offline=store.offline, log_every_updates=2)
+    trainer._writer = writer
+    trainer.run(max_updates=4)
+    store.add(make_episode("push", 10, [Actor.HUMAN], True, seed=4, version=1))
+    trainer.run(max_updates=2)
+    writer.close()
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for tag in ["train/loss", "train/updates_per_s", "sampler/online_share/push", "sampler/task_weight/reach", "buffer/push/online_steps",
+                "loss/push/offline", "fleet/push/success_rate", "fleet/push/intervention_rate", "fleet/staleness_versions"]:
+        assert tag in tags, tag
+    assert acc.Scalars("fleet/staleness_versions")[-1].value == 1.0  # version 2 published, episode from version 1
+
+
+def test_recap_trains_policy_and_value_end_to_end(store):
+    store.add(make_episode("push", 15, [Actor.POLICY, Actor.POLICY, Actor.HUMAN], True, seed=5))
+    store.add(make_episode("push", 15, [Actor.POLICY], False, seed=6))
+    cfg = {"chunk_size": 4, "value_bins": 11, "max_episode_steps": 20, "n_step": 3}
+    trainer, announced = make_trainer(store, MemoryCheckpoints(), algo="recap", offline=store.offline, model_overrides={"value_bins": 11}, algo_config=cfg)
+    value_before = {k: v.clone() for k, v in trainer.policy.value_net.state_dict().items()}
+    metrics = [trainer.step() for _ in range(4)]
+    assert all(np.isfinite(m["value_loss"]) and 0.0 <= m["positive_rate"] <= 1.0 for m in metrics)
+    assert any(not torch.equal(value_before[k], v) for k, v in trainer.policy.value_net.state_dict().items())
+    assert trainer.algorithm.threshold("push") is not None
+    manifest = trainer.publish()
+    assert manifest.algorithm == "recap"
+
+
+def test_recap_needs_a_value_head():
+    from sop_ros.core.model import ConfigError
+
+    with pytest.raises(ConfigError, match="value bins"):
+        make_trainer(MemoryEpisodes(), MemoryCheckpoints(), algo="recap", algo_config={"chunk_size": 4, "value_bins": 11})

@@ -1,0 +1,180 @@
+"""Ingest + Fleet + health/reflection against a real learner on loopback."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from sop_ros.core.episode_file import file_sha256
+from sop_ros.core.spool import Spool
+from sop_ros.link.fleet_service import CompatibilityPolicy
+from sop_ros.link.membership import FleetMember, IncompatibleRobotError, RobotDescription
+from sop_ros.link.options import CHUNK_BYTES, PROTOCOL_VERSION
+from sop_ros.link.protos import SERVICE_NAMES, fleet_pb2, ingest_pb2
+from sop_ros.link.uploader import EpisodeUploader
+from test_link_support import FAST_RETRY, insecure_link, make_episode, running_learner
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _spool_with(tmp_path, robot_id: str, count: int, **episode_kw) -> Spool:
+    spool = Spool(tmp_path / f"spool-{robot_id}", 1 << 30)
+    for i in range(count):
+        spool.write(make_episode(robot_id, seed=i, **episode_kw))
+    return spool
+
+
+def _meta(path, robot_id="robot1", sha=None):
+    return ingest_pb2.EpisodeMetadata(episode_id=path.name.split("_")[-1].removesuffix(".mcap"), robot_id=robot_id, task_id="reach-v3", size_bytes=os.path.getsize(path), sha256=sha or file_sha256(path))
+
+
+def test_upload_commits_each_episode_exactly_once_byte_identical(tmp_path):
+    spool = _spool_with(tmp_path, "robot1", 5)
+    originals = {e.episode_id: (tmp_path / "copy" / e.path.name) for e in spool.pending()}
+    (tmp_path / "copy").mkdir()
+    for e in spool.pending():
+        shutil.copy(e.path, originals[e.episode_id])
+    committed = []
+    with running_learner(tmp_path / "learner") as learner:
+        learner.service.on_episode_committed.append(lambda stored: committed.append(stored.episode_id))
+        uploader = EpisodeUploader(insecure_link(learner.address), spool, "robot1", retry=FAST_RETRY)
+        assert uploader.drain(timeout_s=30) == 5
+        assert len(spool) == 0
+        assert learner.episode_store.count() == 5
+        assert sorted(committed) == sorted(originals)
+        for eid, original in originals.items():
+            stored = learner.episode_store.get(eid)
+            assert stored.path.read_bytes() == original.read_bytes()
+        # Uploading the same files again stores nothing new and acknowledges "already stored".
+        spool2 = Spool(tmp_path / "spool-again", 1 << 30)
+        for i in range(5):
+            spool2.write(make_episode("robot1", seed=i))
+        again = EpisodeUploader(insecure_link(learner.address), spool2, "robot1", retry=FAST_RETRY)
+        assert again.drain(timeout_s=30) == 5
+        assert again.status().episodes_already_stored == 5 and again.status().episodes_uploaded == 0
+        assert learner.episode_store.count() == 5 and len(committed) == 5
+
+
+def test_interrupted_stream_resumes_from_committed_offset(tmp_path):
+    spool = _spool_with(tmp_path, "robot1", 1, steps=50, hw=128)  # ~2.5 MB: several chunks
+    entry = spool.pending()[0]
+    size = os.path.getsize(entry.path)
+    assert size > 2 * CHUNK_BYTES
+    data = entry.path.read_bytes()
+    with running_learner(tmp_path / "learner") as learner:
+        link = insecure_link(learner.address)
+        begin = link.ingest.BeginEpisode(ingest_pb2.BeginEpisodeRequest(metadata=_meta(entry.path)), timeout=5)
+        assert begin.committed_offset == 0 and not begin.already_stored
+
+        def one_chunk_then_die():
+            yield ingest_pb2.EpisodeChunk(episode_id=entry.episode_id, offset=0, data=data[:CHUNK_BYTES])
+            raise ConnectionError("robot lost power mid-upload")
+
+        with pytest.raises(grpc.RpcError):
+            link.ingest.UploadChunks(one_chunk_then_die(), timeout=5)
+        resumed = link.ingest.BeginEpisode(ingest_pb2.BeginEpisodeRequest(metadata=_meta(entry.path)), timeout=5)
+        assert resumed.committed_offset == CHUNK_BYTES
+        assert learner.episode_store.count() == 0  # nothing visible before commit
+        uploader = EpisodeUploader(link, spool, "robot1", retry=FAST_RETRY)
+        assert uploader.drain(timeout_s=30) == 1
+        assert uploader.status().bytes_sent == size - CHUNK_BYTES  # resumed, not restarted
+        assert learner.episode_store.get(entry.episode_id).path.read_bytes() == data
+
+
+def test_chunk_at_wrong_offset_is_failed_precondition(tmp_path):
+    spool = _spool_with(tmp_path, "robot1", 1)
+    entry = spool.pending()[0]
+    with running_learner(tmp_path / "learner") as learner:
+        link = insecure_link(learner.address)
+        link.ingest.BeginEpisode(ingest_pb2.BeginEpisodeRequest(metadata=_meta(entry.path)), timeout=5)
+        with pytest.raises(grpc.RpcError) as err:
+            link.ingest.UploadChunks(iter([ingest_pb2.EpisodeChunk(episode_id=entry.episode_id, offset=100, data=b"x" * 10)]), timeout=5)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "offset" in err.value.details()
+
+
+def test_hash_mismatch_is_data_loss_and_stores_nothing(tmp_path):
+    spool = _spool_with(tmp_path, "robot1", 1)
+    entry = spool.pending()[0]
+    data = entry.path.read_bytes()
+    wrong = "0" * 64
+    with running_learner(tmp_path / "learner") as learner:
+        link = insecure_link(learner.address)
+        link.ingest.BeginEpisode(ingest_pb2.BeginEpisodeRequest(metadata=_meta(entry.path, sha=wrong)), timeout=5)
+        link.ingest.UploadChunks(iter([ingest_pb2.EpisodeChunk(episode_id=entry.episode_id, offset=0, data=data)]), timeout=5)
+        with pytest.raises(grpc.RpcError) as err:
+            link.ingest.CommitEpisode(ingest_pb2.CommitEpisodeRequest(episode_id=entry.episode_id, sha256=wrong, robot_id="robot1"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.DATA_LOSS
+        assert "sha256" in err.value.details()
+        assert learner.episode_store.count() == 0
+        assert learner.episode_store.staged_offset(entry.episode_id) == 0  # the bad bytes are gone too
+
+
+def test_oversized_episode_is_resource_exhausted(tmp_path):
+    spool = _spool_with(tmp_path, "robot1", 1)
+    entry = spool.pending()[0]
+    with running_learner(tmp_path / "learner", max_episode_bytes=1000) as learner:
+        link = insecure_link(learner.address)
+        with pytest.raises(grpc.RpcError) as err:
+            link.ingest.BeginEpisode(ingest_pb2.BeginEpisodeRequest(metadata=_meta(entry.path)), timeout=5)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "size_bytes" in err.value.details()
+        uploader = EpisodeUploader(link, spool, "robot1", retry=FAST_RETRY)
+        assert uploader.drain(timeout_s=10) == 0
+        assert uploader.status().refused == 1 and len(spool) == 1  # parked, never deleted
+
+
+def _robot(robot_id="robot1", **overrides) -> RobotDescription:
+    fields = dict(robot_id=robot_id, software_version="0.1.0", tasks=("reach-v3",), backend="metaworld", control_rate_hz=10.0, action_dim=4, state_dim=7)
+    fields.update(overrides)
+    return RobotDescription(**fields)
+
+
+def test_register_heartbeat_and_fleet_status(tmp_path):
+    policy = CompatibilityPolicy(software_version="0.1.3", action_dim=4, state_dim=7, tasks=frozenset({"reach-v3"}))
+    with running_learner(tmp_path / "learner", compatibility=policy) as learner:
+        link = insecure_link(learner.address)
+        member = FleetMember(link, _robot(), status_provider=lambda: fleet_pb2.RobotStatus(episodes_spooled=3, policy_version=2, state="running"))
+        member.register()
+        member.heartbeat()
+        status = link.fleet.GetFleetStatus(fleet_pb2.GetFleetStatusRequest(), timeout=5)
+        assert [r.robot_id for r in status.robots] == ["robot1"]
+        assert status.robots[0].status.episodes_spooled == 3 and status.robots[0].status.state == "running"
+        assert status.robots[0].last_heartbeat_ns > 0
+
+
+@pytest.mark.parametrize(
+    "overrides, reason_part",
+    [
+        ({"protocol_version": PROTOCOL_VERSION + 1}, "protocol version"),
+        ({"software_version": "0.2.0"}, "software version"),
+        ({"action_dim": 6}, "action_dim"),
+        ({"tasks": ("pick-place-v3",)}, "pick-place-v3"),
+    ],
+)
+def test_incompatible_robot_is_refused_with_reason(tmp_path, overrides, reason_part):
+    policy = CompatibilityPolicy(software_version="0.1.3", action_dim=4, state_dim=7, tasks=frozenset({"reach-v3"}))
+    with running_learner(tmp_path / "learner", compatibility=policy) as learner:
+        link = insecure_link(learner.address)
+        with pytest.raises(IncompatibleRobotError, match=reason_part):
+            FleetMember(link, _robot(**overrides)).register()
+        with pytest.raises(grpc.RpcError) as err:  # refused robots are not members
+            link.fleet.Heartbeat(fleet_pb2.HeartbeatRequest(robot_id="robot1"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        with pytest.raises(IncompatibleRobotError):  # the client re-registers on that and is refused again
+            FleetMember(link, _robot(**overrides)).heartbeat()
+        assert len(link.fleet.GetFleetStatus(fleet_pb2.GetFleetStatusRequest(), timeout=5).robots) == 0
+
+
+def test_health_and_reflection_answer(tmp_path):
+    with running_learner(tmp_path / "learner") as learner:
+        link = insecure_link(learner.address)
+        health = health_pb2_grpc.HealthStub(link.channel)
+        for name in ("",) + SERVICE_NAMES:
+            assert health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(link.channel)
+        responses = list(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+        names = {s.name for s in responses[0].list_services_response.service}
+        assert set(SERVICE_NAMES) <= names and "grpc.health.v1.Health" in names
