@@ -4,7 +4,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/sop demo
+	.venv/bin/sop launch
 
 test: setup
 	bash scripts/test.sh
