@@ -9,7 +9,7 @@ import uuid
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from sop_ros.core.episode_file import file_sha256
@@ -66,8 +66,8 @@ def test_fuzz_begin(env, eid, robot, task, size, sha):
 
 
 @FUZZ
-@given(which=st.integers(0, 2), ops=st.lists(st.tuples(st.integers(0, 40_000), st.integers(0, 30_000), st.booleans()), max_size=6), begin=st.booleans(), commit_sha_ok=st.booleans(), oversize=st.booleans())
-def test_fuzz_out_of_order_upload_then_commit(env, which, ops, begin, commit_sha_ok, oversize):
+@given(which=st.integers(0, 2), ops=st.lists(st.tuples(st.integers(0, 40_000), st.integers(0, 30_000), st.booleans()), max_size=6), begin=st.booleans(), commit_sha_ok=st.booleans(), oversize=st.booleans(), complete=st.booleans())
+def test_fuzz_out_of_order_upload_then_commit(env, which, ops, begin, commit_sha_ok, oversize, complete):
     """Random (offset, length) pieces of a real episode, possibly corrupted, then a commit."""
     learner, link, known = env
     eid, data, sha = known[which]
@@ -82,9 +82,18 @@ def test_fuzz_out_of_order_upload_then_commit(env, which, ops, begin, commit_sha
         if oversize:
             chunks.append(ingest_pb2.EpisodeChunk(episode_id=eid, offset=offset + len(piece), data=b"\0" * (CHUNK_BYTES + 1)))
         assert _call(lambda: link.ingest.UploadChunks(iter(chunks), timeout=5)) in DELIBERATE
+    if complete:  # resume properly from the learner's offset, whatever the garbage before left staged
+        meta = ingest_pb2.EpisodeMetadata(episode_id=eid, robot_id="robot1", task_id="reach-v3", size_bytes=len(data), sha256=sha)
+        begun = link.ingest.BeginEpisode(ingest_pb2.BeginEpisodeRequest(metadata=meta), timeout=5)
+        if not begun.already_stored and begun.committed_offset < len(data):
+            rest = ingest_pb2.EpisodeChunk(episode_id=eid, offset=begun.committed_offset, data=data[begun.committed_offset:])
+            link.ingest.UploadChunks(iter([rest]), timeout=5)
     commit = ingest_pb2.CommitEpisodeRequest(episode_id=eid, sha256=sha if commit_sha_ok else "f" * 64, robot_id="robot1")
     code = _call(lambda: link.ingest.CommitEpisode(commit, timeout=5))
+    event(f"commit {code.name}")
     assert code in DELIBERATE
+    if complete and commit_sha_ok:
+        assert code in (C.OK, C.DATA_LOSS)  # DATA_LOSS: a corrupted piece landed at the right offset
     if code == C.OK:
         assert learner.episode_store.get(eid).path.read_bytes() == data
     else:

@@ -11,7 +11,7 @@ import importlib
 from sop_ros.bench.report import write_json
 
 # name -> module; add a line when a benchmark lands.
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {"model": "sop_ros.bench.model", "transport": "sop_ros.bench.transport"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

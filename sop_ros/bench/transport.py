@@ -1,0 +1,289 @@
+"""Fleet link throughput on loopback: uploads and checkpoint fan-out vs raw gRPC, and 100 robots at once.
+
+Figures (all measured in the same run, same process, same channel options):
+- upload_ratio_vs_raw: episode upload throughput (Begin/Upload/Commit with hashing, fsync and
+  indexing on the learner) / raw client-streaming of the same bytes to a server that drops them.
+  Target >= 0.7.
+- checkpoint_fanout_ratio: wall time for 8 robots to download + verify one checkpoint concurrently
+  / one raw server-streaming download of the same bytes. Target <= 2.
+- robots, heartbeat_p50_ms, heartbeat_p99_ms, errors: N simulated robots (threads, one channel
+  each) registering, heartbeating and uploading against one learner. Target errors == 0.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from sop_ros.bench.report import print_table
+
+_LOGGER = logging.getLogger(__name__)
+_RAW_SERVICE = "sop.bench.RawBlob"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="CI-sized run (smaller episodes, checkpoint, fleet)")
+    parser.add_argument("--robots", type=int, help="simulated robots for the fleet test (default 100, quick 20)")
+    parser.add_argument("--checkpoint-mb", type=float, help="checkpoint size in MB (default 100, quick 16)")
+    parser.add_argument("--episodes", type=int, help="episodes uploaded for the throughput test (default 24, quick 6)")
+    parser.add_argument("--fleet-seconds", type=float, help="duration of the fleet test (default 10, quick 3)")
+
+
+def _episode(robot_id: str, steps: int, hw: int, rng: np.random.Generator):
+    from sop_ros.core.episode import Actor, EpisodeBuilder, LabelSource
+
+    builder = EpisodeBuilder(robot_id, "reach-v3", "reach the goal", (4, 4), episode_id=str(uuid.UUID(int=int(rng.integers(1 << 62)), version=4)), start_ns=1)
+    for t in range(steps):
+        builder.add_step(rng.integers(0, 255, (hw, hw, 3), dtype=np.uint8), rng.standard_normal(7).astype(np.float32), rng.standard_normal(4).astype(np.float32), Actor.POLICY, 0, 1 + t)
+    return builder.close(True, LabelSource.ENVIRONMENT, steps + 10)
+
+
+class _RawBlobServer:
+    """The baseline: a gRPC server that swallows uploaded bytes and streams a preloaded blob."""
+
+    def __init__(self, blob: bytes):
+        from sop_ros.link import options
+
+        self.blob = blob
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=options.server_options())
+        handlers = {
+            "Upload": grpc.stream_unary_rpc_method_handler(self._upload),
+            "Download": grpc.unary_stream_rpc_method_handler(self._download),
+        }
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_RAW_SERVICE, handlers),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def _upload(self, chunks, context) -> bytes:
+        return str(sum(len(c) for c in chunks)).encode()
+
+    def _download(self, request: bytes, context):
+        from sop_ros.link.options import CHUNK_BYTES
+
+        view = memoryview(self.blob)
+        for start in range(0, len(view), CHUNK_BYTES):
+            yield bytes(view[start:start + CHUNK_BYTES])
+
+    def stop(self) -> None:
+        self.server.stop(0).wait()
+
+    def __enter__(self) -> "_RawBlobServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _raw_channel(port: int) -> grpc.Channel:
+    from sop_ros.link import options
+
+    return grpc.insecure_channel(f"127.0.0.1:{port}", options=options.channel_options())
+
+
+def _bench_upload(tmp: Path, episodes: int, steps: int, hw: int) -> dict[str, float]:
+    from sop_ros.core.spool import Spool
+    from sop_ros.link.channel import LinkClient, LinkClientConfig
+    from sop_ros.link.options import CHUNK_BYTES
+    from sop_ros.link.uploader import EpisodeUploader
+
+    rng = np.random.default_rng(0)
+    spool = Spool(tmp / "spool", 1 << 40)
+    for _ in range(episodes):
+        spool.write(_episode("robot1", steps, hw, rng))
+    blobs = [e.path.read_bytes() for e in spool.pending()]
+    total = sum(len(b) for b in blobs)
+    with _learner(tmp / "learner", robots=4) as address, _RawBlobServer(b"") as raw:
+        channel = _raw_channel(raw.port)
+        upload = channel.stream_unary(f"/{_RAW_SERVICE}/Upload")
+        start = time.perf_counter()
+        for blob in blobs:
+            upload(iter([blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)]), timeout=60)
+        raw_s = time.perf_counter() - start
+        channel.close()
+        link = LinkClient.connect(LinkClientConfig(address=address, insecure=True))
+        uploader = EpisodeUploader(link, spool, "robot1")
+        start = time.perf_counter()
+        done = uploader.drain(timeout_s=600)
+        sop_s = time.perf_counter() - start
+        link.close()
+    if done != episodes:
+        raise RuntimeError(f"upload benchmark stored {done} of {episodes} episodes: {uploader.status()}")
+    store_s = _store_only_seconds(tmp / "store-only", blobs)
+    mb = total / 1e6
+    return {"upload_mb": mb, "episode_mb": mb / episodes, "upload_mb_s": mb / sop_s, "raw_upload_mb_s": mb / raw_s, "upload_ratio_vs_raw": raw_s / sop_s, "store_only_mb_s": mb / store_s, "upload_ratio_vs_store_only": store_s / sop_s}
+
+
+def _store_only_seconds(root: Path, blobs: list[bytes]) -> float:
+    """The EpisodeStore's own cost (append + verify/fsync/index commit) for the same bytes, no network."""
+    from sop_ros.core.episode_store import EpisodeStore
+    from sop_ros.core.episode_file import read_episode_metadata
+    from sop_ros.core.hashing import bytes_sha256
+    from sop_ros.link.options import CHUNK_BYTES
+
+    root.mkdir(parents=True)
+    with EpisodeStore(root / "episodes") as store:
+        start = time.perf_counter()
+        for i, blob in enumerate(blobs):
+            probe = root / f"{i}.mcap"
+            probe.write_bytes(blob)
+            meta = read_episode_metadata(probe)
+            offset = 0
+            for at in range(0, len(blob), CHUNK_BYTES):
+                offset = store.append_staged(meta["episode_id"], offset, blob[at:at + CHUNK_BYTES])
+            store.commit(meta["episode_id"], bytes_sha256(blob), meta["robot_id"])
+        return time.perf_counter() - start
+
+
+def _bench_fanout(tmp: Path, checkpoint_mb: float, robots: int = 8) -> dict[str, float]:
+    import torch
+
+    from sop_ros.core.checkpoint_store import CheckpointStore
+    from sop_ros.link.channel import LinkClient, LinkClientConfig
+    from sop_ros.link.checkpoint_info import CheckpointRef, info_from_manifest
+    from sop_ros.link.follower import CheckpointFollower
+
+    torch.manual_seed(0)
+    manifest = CheckpointStore(tmp / "learner" / "checkpoints").publish({"w": torch.randn(int(checkpoint_mb * 1e6 / 4))}, algorithm="bench", training_step=0, metrics={}, parent_version=None)
+    ref = CheckpointRef.from_proto(info_from_manifest(manifest))
+    blob = (tmp / "learner" / "checkpoints" / f"v{manifest.version:06d}" / "model.safetensors").read_bytes()
+    with _RawBlobServer(blob) as raw:
+        channel = _raw_channel(raw.port)
+        start = time.perf_counter()
+        received = sum(len(c) for c in channel.unary_stream(f"/{_RAW_SERVICE}/Download")(b"", timeout=120))
+        raw_s = time.perf_counter() - start
+        channel.close()
+    assert received == len(blob)
+    with _learner(tmp / "learner", robots=robots) as address:
+        links = [LinkClient.connect(LinkClientConfig(address=address, insecure=True)) for _ in range(robots)]
+        followers = [CheckpointFollower(link, tmp / f"cache{i}") for i, link in enumerate(links)]
+        start = time.perf_counter()
+        with futures.ThreadPoolExecutor(robots) as pool:
+            results = list(pool.map(lambda f: f.download(ref), followers))
+        fanout_s = time.perf_counter() - start
+        for link in links:
+            link.close()
+    assert all(r.weights_path.stat().st_size == len(blob) for r in results)
+    # fanout_ratio_per_byte normalises by the 8x more bytes moved: on a machine with fewer cores than
+    # robots the fan-out is CPU-bound, so checkpoint_fanout_ratio cannot go below ~robots there.
+    return {"checkpoint_mb": len(blob) / 1e6, "fanout_robots": robots, "fanout_s": fanout_s, "raw_download_s": raw_s, "checkpoint_fanout_ratio": fanout_s / raw_s, "fanout_ratio_per_byte": fanout_s / (robots * raw_s)}
+
+
+def _bench_fleet(tmp: Path, robots: int, seconds: float) -> dict[str, Any]:
+    from sop_ros.core.spool import Spool
+    from sop_ros.link.channel import LinkClient, LinkClientConfig
+    from sop_ros.link.membership import FleetMember, RobotDescription
+    from sop_ros.link.uploader import EpisodeUploader
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    rng = np.random.default_rng(1)
+    spools = []
+    for i in range(robots):
+        spool = Spool(tmp / "spools" / f"robot{i}", 1 << 30)
+        for _ in range(2):
+            spool.write(_episode(f"robot{i}", 20, 16, rng))
+        spools.append(spool)
+    barrier = threading.Barrier(robots)
+
+    def robot(i: int) -> None:
+        link = LinkClient.connect(LinkClientConfig(address=address, insecure=True))
+        try:
+            member = FleetMember(link, RobotDescription(f"robot{i}", "0.1.0", ("reach-v3",), "sim", 10.0, 4, 7))
+            member.register()
+            barrier.wait(30)
+            uploader = EpisodeUploader(link, spools[i], f"robot{i}")
+            uploader.start()
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                start = time.perf_counter()
+                member.heartbeat()
+                with lock:
+                    latencies.append((time.perf_counter() - start) * 1e3)
+                time.sleep(0.2)
+            uploader.drain(timeout_s=30)
+            uploader.stop()
+            status = uploader.status()
+            if status.pending or status.refused or status.transient_errors:
+                raise RuntimeError(f"robot{i} uploader: {status}")
+        except Exception as exc:  # every failure counts as an error figure
+            with lock:
+                errors.append(f"robot{i}: {type(exc).__name__}: {exc}")
+        finally:
+            link.close()
+
+    with _learner(tmp / "learner", robots=robots) as address:
+        threads = [threading.Thread(target=robot, args=(i,)) for i in range(robots)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for message in errors[:5]:
+        _LOGGER.error("%s", message)
+    lat = sorted(latencies)
+    return {
+        "robots": robots,
+        "heartbeats": len(lat),
+        "heartbeat_p50_ms": statistics.median(lat) if lat else float("nan"),
+        "heartbeat_p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
+        "errors": len(errors),
+        "episodes_uploaded": sum(2 for s in spools if len(s) == 0),
+    }
+
+
+class _learner:
+    """An insecure in-process learner for the benchmark (context manager yielding its address)."""
+
+    def __init__(self, data_dir: Path, robots: int):
+        from sop_ros.link.server import LearnerConfig, LearnerService, create_server, open_stores
+
+        self.stores = open_stores(data_dir)
+        self.service = LearnerService(LearnerConfig(address="127.0.0.1:0", insecure=True, expected_robots=robots), *self.stores)
+        self.server, port = create_server(self.service)
+        self.address = f"127.0.0.1:{port}"
+
+    def __enter__(self) -> str:
+        self.server.start()
+        return self.address
+
+    def __exit__(self, *exc) -> None:
+        self.service.stop(self.server, grace_s=1.0)
+        self.stores[0].close()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    quick = args.quick
+    robots = args.robots or (20 if quick else 100)
+    checkpoint_mb = args.checkpoint_mb or (16.0 if quick else 100.0)
+    episodes = args.episodes or (6 if quick else 24)
+    seconds = args.fleet_seconds or (3.0 if quick else 10.0)
+    logging.getLogger("sop_ros").setLevel(logging.ERROR)  # the insecure-mode warnings are expected here
+    figures: dict[str, Any] = {"quick": bool(quick)}
+    with tempfile.TemporaryDirectory(prefix="sop-bench-transport-") as tmp:
+        tmp_path = Path(tmp)
+        figures.update(_bench_upload(tmp_path / "upload", episodes, steps=100, hw=128))
+        figures.update(_bench_fanout(tmp_path / "fanout", checkpoint_mb))
+        figures.update(_bench_fleet(tmp_path / "fleet", robots, seconds))
+    return figures
+
+
+def render(figures: dict[str, Any]) -> None:
+    rows = [
+        ("episode upload vs raw gRPC", figures["upload_ratio_vs_raw"], ">= 0.7", f"{figures['upload_mb_s']:.0f} vs {figures['raw_upload_mb_s']:.0f} MB/s, {figures['episode_mb']:.1f} MB episodes"),
+        ("episode upload vs EpisodeStore alone", figures["upload_ratio_vs_store_only"], "", f"store alone {figures['store_only_mb_s']:.0f} MB/s (verify, fsync, index, cache)"),
+        (f"checkpoint to {figures['fanout_robots']} robots vs 1 raw download", figures["checkpoint_fanout_ratio"], "<= 2", f"{figures['fanout_s']:.2f} s vs {figures['raw_download_s']:.2f} s, {figures['checkpoint_mb']:.0f} MB"),
+        ("checkpoint fan-out per byte moved", figures["fanout_ratio_per_byte"], "", f"{figures['fanout_robots']}x the bytes of the raw download"),
+        (f"{figures['robots']} robots: heartbeat p50 / p99 ms", f"{figures['heartbeat_p50_ms']:.1f} / {figures['heartbeat_p99_ms']:.1f}", "", f"{figures['heartbeats']} heartbeats"),
+        (f"{figures['robots']} robots: errors", figures["errors"], "0", f"{figures['episodes_uploaded']} episodes uploaded"),
+    ]
+    print_table("sop bench transport (loopback)", ["measure", "value", "target", "detail"], rows)

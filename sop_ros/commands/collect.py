@@ -1,0 +1,189 @@
+"""`sop collect`: record scripted-expert demonstrations in simulation into an offline-buffer directory.
+
+Each demo is one episode file (<out>/<episode_id>.mcap, the fleet's episode format). The
+MetaWorld expert stands in for the human teleoperator, so every step is marked actor=HUMAN with
+policy_version 0, and the success label comes from the simulator (label_source=environment).
+Episode i of a task uses seed `--seed + i` (the scene: goal and object placement); the default
+seed range starts at 0 and `sop eval` defaults to seeds from 1,000,000, so demos and evaluation
+scenes do not overlap.
+
+--action-noise STD adds N(0, STD) to each expert action (then clipped to [-1, 1]) and records the
+noisy action that was executed (the episode contract stores executed actions). It widens the
+states the demos cover; research/metaworld-spike.md measured expert success 1.00 at STD 0.1 and
+0.90-0.95 on push/pick-place at 0.3, so keep it <= 0.1 unless failed demos are wanted. Failed
+demos are dropped unless --keep-failures.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import logging
+import multiprocessing
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from sop_ros.cli import CliError
+
+log = logging.getLogger(__name__)
+
+DEMO_POLICY_VERSION = 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("collect", help="record scripted-expert demos in simulation (offline buffer)", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="offline-buffer directory (created if missing)")
+    parser.add_argument("--tasks", help="comma-separated task ids (default: all in the task file)")
+    parser.add_argument("--tasks-file", type=Path, help="task file (default: config/tasks.yaml)")
+    parser.add_argument("--episodes-per-task", type=int, default=50, help="demos per task (default 50)")
+    parser.add_argument("--seed", type=int, default=0, help="first scene seed; episode i uses seed+i (default 0)")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes (default min(2, cpus))")
+    parser.add_argument("--action-noise", type=float, default=0.0, help="std of Gaussian noise added to expert actions (default 0)")
+    parser.add_argument("--keep-failures", action="store_true", help="also write demos where the expert failed")
+    parser.add_argument("--robot-id", default="sim-demo", help="robot id recorded in the episodes (default sim-demo)")
+    parser.add_argument("--chunk-size", type=int, default=4, help="K of the (empty) proposed-chunk field; match the model (default 4)")
+    parser.add_argument("--width", type=int, default=64, help="camera image width (default 64)")
+    parser.add_argument("--height", type=int, default=64, help="camera image height (default 64)")
+    parser.set_defaults(func=run)
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoJob:
+    task_id: str
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSettings:
+    out: str
+    robot_id: str
+    chunk_size: int
+    action_noise: float
+    keep_failures: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoResult:
+    task_id: str
+    seed: int
+    success: bool
+    steps: int
+    path: Optional[str]  # None when the demo was dropped
+
+
+def record_demo(backend, job: DemoJob, settings: DemoSettings) -> DemoResult:
+    """Run the expert on one scene and write the episode (atomically) unless it failed and failures are dropped."""
+    from sop_ros.core.episode import Actor, EpisodeBuilder, LabelSource
+    from sop_ros.core.episode_file import EPISODE_SUFFIX, write_episode
+
+    spec = backend.tasks[job.task_id]
+    rng = np.random.default_rng([job.seed, 0x5EED])
+    obs = backend.reset(job.task_id, job.seed)
+    builder = EpisodeBuilder(settings.robot_id, job.task_id, spec.instruction, (settings.chunk_size, backend.action_dim), start_ns=obs.stamp_ns)
+    while True:
+        action = backend.expert_action()
+        if settings.action_noise:
+            action = np.clip(action + rng.normal(0.0, settings.action_noise, action.shape), -1.0, 1.0).astype(np.float32)
+        builder.add_step(obs.image, obs.state, action, Actor.HUMAN, DEMO_POLICY_VERSION, obs.stamp_ns)
+        result = backend.step(action)
+        obs = result.observation
+        if result.done:
+            break
+    if not result.success and not settings.keep_failures:
+        return DemoResult(job.task_id, job.seed, False, len(builder), None)
+    episode = builder.close(result.success, LabelSource.ENVIRONMENT, end_ns=obs.stamp_ns)
+    path = write_episode(episode, Path(settings.out) / f"{episode.episode_id}{EPISODE_SUFFIX}")
+    return DemoResult(job.task_id, job.seed, result.success, episode.num_steps, str(path))
+
+
+_worker: dict = {}
+
+
+def _init_worker(env_factory, settings: DemoSettings) -> None:
+    _worker.update(backend=env_factory(), settings=settings)
+
+
+def _record_job(job: DemoJob) -> DemoResult:
+    return record_demo(_worker["backend"], job, _worker["settings"])
+
+
+def collect_demos(env_factory, jobs: list[DemoJob], settings: DemoSettings, workers: int = 1, on_result=None) -> list[DemoResult]:
+    """Record every job; with workers > 1 in spawned processes (one backend each)."""
+    Path(settings.out).mkdir(parents=True, exist_ok=True)
+    results = []
+    if workers <= 1:
+        backend = env_factory()
+        try:
+            for job in jobs:
+                results.append(record_demo(backend, job, settings))
+                if on_result:
+                    on_result(results[-1])
+        finally:
+            backend.close()
+        return results
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(env_factory, settings)) as pool:
+        for result in pool.imap_unordered(_record_job, jobs):
+            results.append(result)
+            if on_result:
+                on_result(result)
+    return results
+
+
+def select_tasks(tasks_arg: Optional[str], tasks_file: Optional[Path]):
+    """The task specs named by --tasks (default: all) from --tasks-file (default config/tasks.yaml)."""
+    from sop_ros.core.robot import TaskConfigError, default_tasks_path, load_task_specs
+
+    try:
+        specs = load_task_specs(tasks_file or default_tasks_path())
+    except TaskConfigError as exc:
+        raise CliError(str(exc)) from None
+    if not tasks_arg:
+        return specs
+    names = [t.strip() for t in tasks_arg.split(",") if t.strip()]
+    unknown = [t for t in names if t not in specs]
+    if unknown:
+        raise CliError(f"--tasks: unknown task(s) {unknown}; known: {sorted(specs)}")
+    return {t: specs[t] for t in names}
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sop_ros.backends.metaworld_sim import SimCameraConfig, make_backend
+    from sop_ros.bench.report import print_table
+
+    if args.episodes_per_task <= 0:
+        raise CliError("--episodes-per-task must be positive")
+    if args.workers <= 0 or args.chunk_size <= 0:
+        raise CliError("--workers and --chunk-size must be positive")
+    if not 0.0 <= args.action_noise <= 1.0:
+        raise CliError("--action-noise must be in [0, 1]")
+    if args.seed < 0:
+        raise CliError("--seed must be >= 0")
+    specs = select_tasks(args.tasks, args.tasks_file)
+    try:
+        camera = SimCameraConfig(width=args.width, height=args.height)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    env_factory = functools.partial(make_backend, specs, camera)
+    settings = DemoSettings(str(args.out), args.robot_id, args.chunk_size, args.action_noise, args.keep_failures)
+    jobs = [DemoJob(task_id, args.seed + i) for task_id in specs for i in range(args.episodes_per_task)]
+    console = Console()
+    start = time.perf_counter()
+    with Progress(TextColumn("collect"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        bar = progress.add_task("demos", total=len(jobs))
+        results = collect_demos(env_factory, jobs, settings, args.workers, on_result=lambda _r: progress.advance(bar))
+    elapsed = time.perf_counter() - start
+    rows = []
+    for task_id in specs:
+        mine = [r for r in results if r.task_id == task_id]
+        ok = [r for r in mine if r.success]
+        rows.append([task_id, len(mine), len(ok), sum(r.path is not None for r in mine), float(np.mean([r.steps for r in ok])) if ok else 0.0])
+    print_table(f"demos in {args.out} ({elapsed:.1f} s, {sum(r.steps for r in results) / elapsed:.0f} steps/s)", ["task", "episodes", "expert successes", "files written", "mean steps (success)"], rows, console)
+    return 0

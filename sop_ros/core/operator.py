@@ -1,0 +1,130 @@
+"""Scripted operator: decides when a (simulated) human takes over from the policy and hands back.
+
+It watches, step by step, a scalar task-progress measure (in sim: the shaped MetaWorld reward,
+computed from privileged state the policy never sees), the policy's proposed action and the
+expert's action, and applies a fixed rule, so interventions are deterministic and each comes with
+a reason string (for InterventionState and the episode's intervention segments):
+
+- take over when the best progress so far has not improved by `min_progress_delta` for
+  `stall_steps` consecutive policy steps ("stalled"), or when the policy's action differs from the
+  expert's by more than `deviation_threshold` (L2) for `deviation_steps` consecutive steps;
+- hand back when, since the takeover, the expert has improved the best progress on
+  `handback_progress_steps` steps, or has raised it by `subgoal_gain` (a sub-goal reached).
+
+Nothing here knows about ROS or the simulator; the caller supplies the numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorRuleConfig:
+    stall_steps: int = 25  # k: policy steps without progress before a takeover (0 disables)
+    min_progress_delta: float = 0.01  # an improvement smaller than this is not progress
+    deviation_threshold: float = 1.0  # L2 distance between policy and expert action
+    deviation_steps: int = 8  # m: consecutive deviating policy steps before a takeover (0 disables)
+    handback_progress_steps: int = 10  # h: expert steps with progress before handing back
+    subgoal_gain: float = 0.2  # progress gained since the takeover that also hands back
+
+    def __post_init__(self) -> None:
+        for name in ("stall_steps", "deviation_steps", "handback_progress_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"OperatorRuleConfig.{name}: must be a non-negative integer, got {value!r}")
+        if self.handback_progress_steps == 0:
+            raise ValueError("OperatorRuleConfig.handback_progress_steps: must be >= 1")
+        for name in ("min_progress_delta", "deviation_threshold", "subgoal_gain"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"OperatorRuleConfig.{name}: must be a positive number, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorDecision:
+    """What the operator does on this step."""
+
+    intervening: bool  # True: the expert (standing in for the human) acts this step
+    changed: bool  # this step is a takeover or a hand-back
+    reason: str  # why the state changed (empty when unchanged)
+
+
+class ScriptedOperator:
+    """Stateful per episode; call `reset()` at every episode start, then `decide()` once per step."""
+
+    def __init__(self, config: OperatorRuleConfig = OperatorRuleConfig()):
+        self.config = config
+        self.reset()
+
+    def reset(self) -> None:
+        self.intervening = False
+        self._best = -math.inf
+        self._stalled = 0
+        self._deviating = 0
+        self._takeover_best = -math.inf
+        self._expert_progress_steps = 0
+
+    def decide(self, progress: float, policy_action: Optional[np.ndarray], expert_action: np.ndarray) -> OperatorDecision:
+        """Decide who acts on this step, given the current progress and both proposed actions.
+
+        `policy_action` may be one action [A] or a chunk [K, A] (its first action is compared);
+        None when the policy has not proposed anything (it then cannot be judged for deviation).
+        """
+        if not math.isfinite(progress):
+            raise ValueError(f"progress: must be finite, got {progress!r}")
+        improved = progress >= self._best + self.config.min_progress_delta
+        if improved:
+            self._best = progress
+        if self.intervening:
+            return self._while_intervening(improved)
+        return self._while_policy_acts(improved, policy_action, expert_action)
+
+    def _while_policy_acts(self, improved: bool, policy_action: Optional[np.ndarray], expert_action: np.ndarray) -> OperatorDecision:
+        cfg = self.config
+        self._stalled = 0 if improved else self._stalled + 1
+        if policy_action is not None:
+            first = np.asarray(policy_action, dtype=np.float64)
+            first = first[0] if first.ndim == 2 else first
+            expert = np.asarray(expert_action, dtype=np.float64)
+            if first.shape != expert.shape:
+                raise ValueError(f"policy_action: action shape {first.shape} differs from expert_action {expert.shape}")
+            distance = float(np.linalg.norm(first - expert))
+            self._deviating = self._deviating + 1 if distance > cfg.deviation_threshold else 0
+        else:
+            distance = float("nan")
+            self._deviating = 0
+        if cfg.stall_steps and self._stalled >= cfg.stall_steps:
+            return self._take_over(f"no progress for {self._stalled} steps (best {self._best:.3f})")
+        if cfg.deviation_steps and self._deviating >= cfg.deviation_steps:
+            return self._take_over(
+                f"policy action off the expert's by {distance:.2f} > {cfg.deviation_threshold:g} for {self._deviating} steps"
+            )
+        return OperatorDecision(False, False, "")
+
+    def _while_intervening(self, improved: bool) -> OperatorDecision:
+        cfg = self.config
+        if improved:
+            self._expert_progress_steps += 1
+        gain = self._best - self._takeover_best
+        if gain >= cfg.subgoal_gain:
+            return self._hand_back(f"sub-goal reached: progress +{gain:.3f} since takeover")
+        if self._expert_progress_steps >= cfg.handback_progress_steps:
+            return self._hand_back(f"expert made progress on {self._expert_progress_steps} steps")
+        return OperatorDecision(True, False, "")
+
+    def _take_over(self, reason: str) -> OperatorDecision:
+        self.intervening = True
+        self._takeover_best = self._best
+        self._expert_progress_steps = 0
+        return OperatorDecision(True, True, reason)
+
+    def _hand_back(self, reason: str) -> OperatorDecision:
+        # The policy acts again from this step; its counters start afresh.
+        self.intervening = False
+        self._stalled = 0
+        self._deviating = 0
+        return OperatorDecision(False, True, reason)
