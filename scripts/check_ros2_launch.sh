@@ -34,12 +34,16 @@ t_start=$SECONDS
 [ -x "$SRC_VENV/bin/python" ] || { echo "no $SRC_VENV: run scripts/setup.sh first" >&2; exit 1; }
 export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV"
 unset PYTHONPATH
+# Never from the checkout: its sop_ros/ and launch/ would shadow the installed ones (pitfalls P5, P6).
+cd "$WORK"
 
 # --- 1. the venv: a copy of .venv (all runtime deps, ROS 2 wheels) minus sop_ros, plus colcon
 if [ ! -f "$VENV/.launchcheck_ready" ]; then
   log "copying $SRC_VENV to $VENV"
   rm -rf "$VENV"
+  t0=$SECONDS
   cp -a "$SRC_VENV" "$VENV"
+  echo "  copied in $((SECONDS - t0)) s"
   # Remove every trace of sop_ros (editable finder, CMake-installed interfaces) so that the
   # only sop_ros is the one colcon builds below, as on a fresh ROS 2 machine.
   "$VENV/bin/python" -m pip uninstall -q -y sop_ros_python
@@ -48,7 +52,10 @@ if [ ! -f "$VENV/.launchcheck_ready" ]; then
     "$VENV/lib/sop_ros" "$VENV"/lib/libsop_ros__*.so "$VENV"/share/ament_index/resource_index/*/sop_ros \
     "$VENV/bin/sop"
   log "installing colcon and the launch stack's Python deps into $VENV"
-  "$VENV/bin/python" -m pip install -q -c "$ROOT/requirements/constraints.txt" "${PY_TOOLS[@]}"
+  t0=$SECONDS
+  "$VENV/bin/python" -m pip install -q -c "$ROOT/requirements/constraints.txt" "${PY_TOOLS[@]}" 2>"$WORK/pip.log" \
+    || { cat "$WORK/pip.log"; exit 1; }
+  echo "  installed in $((SECONDS - t0)) s: $("$VENV/bin/python" -m pip list 2>/dev/null | grep -iE '^(colcon-core|colcon-ros|colcon-cmake|osrf-pycommon|argcomplete) ' | tr -s ' ' | paste -sd, -)"
   touch "$VENV/.launchcheck_ready"
 fi
 "$VENV/bin/python" - <<'EOF'

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from sop_ros.core.algorithms import DataSource, EpisodeMeta, HGDaggerConfig, RecapConfig, chunk_labels, make_algorithm
+from sop_ros.core.algorithms import DataSource, EpisodeMeta, HGDaggerConfig, chunk_labels, make_algorithm
 from sop_ros.core.episode import Actor, EpisodeBuilder, LabelSource
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,6 +13,15 @@ from sop_ros.core.model.vla import CONFIG_TENSOR_KEY
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a shared 2-core runner more threads only fight each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def encoder() -> InstructionEncoder:
     return shared_instruction_encoder()
@@ -113,3 +122,21 @@ def test_policy_act_runs_the_encoder_once_per_instruction(policy, encoder):
     for _ in range(5):
         policy.act(_obs(), "press the button zz2")
     assert encoder.encoder_calls == calls + 1
+
+
+def test_vision_tower_loads_from_a_local_pretrained_path(encoder, tmp_path):
+    import dataclasses
+
+    from sop_ros.core.model.vla import build_vision_tower
+
+    cfg = preset("tiny")
+    torch.manual_seed(5)
+    build_vision_tower(cfg.vision).save_pretrained(tmp_path / "siglip")
+    pretrained = cfg.replace(vision=dataclasses.replace(cfg.vision, pretrained_path=str(tmp_path / "siglip")))
+    policy = VLAPolicy(pretrained, instruction_encoder=encoder, device="cpu")
+    reference = build_vision_tower(pretrained.vision)
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(policy.encoder.vision.state_dict()[key], value)
+    wrong = cfg.replace(vision=dataclasses.replace(cfg.vision, hidden_size=64, pretrained_path=str(tmp_path / "siglip")))
+    with pytest.raises(ConfigError, match="pretrained vision tower"):
+        VLAPolicy(wrong, instruction_encoder=encoder, device="cpu")

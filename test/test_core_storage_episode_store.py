@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 
 from sop_ros.core.episode_file import file_sha256, synthetic_episode, write_episode
-from sop_ros.core.episode_store import EpisodeRejectedError, EpisodeStore, OffsetMismatchError
+from sop_ros.core import episode_store as episode_store_module
+from sop_ros.core.episode_store import EpisodeRejectedError, EpisodeStore, OffsetMismatchError, RejectionCode
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -67,8 +69,9 @@ def test_wrong_hash_is_rejected_and_leaves_nothing(tmp_path):
     ep, path = _episode_file(tmp_path)
     store = EpisodeStore(tmp_path / "store")
     _upload(store, ep.episode_id, path.read_bytes())
-    with pytest.raises(EpisodeRejectedError, match="sha256 mismatch"):
+    with pytest.raises(EpisodeRejectedError, match="sha256 mismatch") as info:
         store.commit(ep.episode_id, hashlib.sha256(b"other").hexdigest(), ep.robot_id)
+    assert info.value.code is RejectionCode.HASH_MISMATCH
     assert _all_files(tmp_path / "store") == set()
     assert not store.contains(ep.episode_id) and store.staged_offset(ep.episode_id) == 0
     # The robot can start over and succeed.
@@ -82,8 +85,9 @@ def test_corrupt_upload_with_matching_hash_is_rejected_by_validation(tmp_path):
     data[len(data) // 3] ^= 0x10  # corrupted on the robot's disk before upload
     store = EpisodeStore(tmp_path / "store")
     _upload(store, ep.episode_id, bytes(data))
-    with pytest.raises(EpisodeRejectedError, match="invalid episode file"):
+    with pytest.raises(EpisodeRejectedError, match="invalid episode file") as info:
         store.commit(ep.episode_id, hashlib.sha256(data).hexdigest(), ep.robot_id)
+    assert info.value.code is RejectionCode.INVALID_FILE
     assert _all_files(tmp_path / "store") == set()
 
 
@@ -91,13 +95,15 @@ def test_robot_and_episode_identity_must_match(tmp_path):
     ep, path = _episode_file(tmp_path, robot_id="robot7")
     store = EpisodeStore(tmp_path / "store")
     _upload(store, ep.episode_id, path.read_bytes())
-    with pytest.raises(EpisodeRejectedError, match="robot 'robot7', uploader is robot 'robot8'"):
+    with pytest.raises(EpisodeRejectedError, match="robot 'robot7', uploader is robot 'robot8'") as info:
         store.commit(ep.episode_id, file_sha256(path), "robot8")
+    assert info.value.code is RejectionCode.ROBOT_MISMATCH
     assert _all_files(tmp_path / "store") == set()
     other_id = "0f0e0d0c-0b0a-4908-8706-050403020100"
     _upload(store, other_id, path.read_bytes())
-    with pytest.raises(EpisodeRejectedError, match=f"upload was for {other_id}"):
+    with pytest.raises(EpisodeRejectedError, match=f"upload was for {other_id}") as info:
         store.commit(other_id, file_sha256(path), "robot7")
+    assert info.value.code is RejectionCode.EPISODE_ID_MISMATCH
     assert _all_files(tmp_path / "store") == set()
 
 
@@ -106,6 +112,7 @@ def test_recommit_is_idempotent_and_conflicts_are_rejected(tmp_path):
     store = EpisodeStore(tmp_path / "store")
     _upload(store, ep.episode_id, path.read_bytes())
     first = store.commit(ep.episode_id, file_sha256(path), ep.robot_id)
+    store.wait_for_caches()
     files_after_first = _all_files(tmp_path / "store")
     # The robot crashed before deleting and re-sends everything.
     _upload(store, ep.episode_id, path.read_bytes())
@@ -115,15 +122,17 @@ def test_recommit_is_idempotent_and_conflicts_are_rejected(tmp_path):
     other = dataclasses.replace(ep, instruction="something else")
     other_path = write_episode(other, tmp_path / "other.mcap")
     _upload(store, ep.episode_id, other_path.read_bytes())
-    with pytest.raises(EpisodeRejectedError, match="conflicting content for existing episode id"):
+    with pytest.raises(EpisodeRejectedError, match="conflicting content for existing episode id") as info:
         store.commit(ep.episode_id, file_sha256(other_path), ep.robot_id)
+    assert info.value.code is RejectionCode.CONFLICT
     assert store.get(ep.episode_id) == first and _all_files(tmp_path / "store") == files_after_first
 
 
 def test_commit_without_staged_bytes_and_bad_ids(tmp_path):
     store = EpisodeStore(tmp_path / "store")
-    with pytest.raises(EpisodeRejectedError, match="no staged bytes"):
+    with pytest.raises(EpisodeRejectedError, match="no staged bytes") as info:
         store.commit("0f0e0d0c-0b0a-4908-8706-050403020100", "0" * 64, "r")
+    assert info.value.code is RejectionCode.NOTHING_STAGED
     with pytest.raises(ValueError, match="UUID"):
         store.append_staged("../../etc/passwd", 0, b"x")
 
@@ -132,8 +141,9 @@ def test_upload_size_limit(tmp_path):
     store = EpisodeStore(tmp_path / "store", max_episode_bytes=100)
     eid = "0f0e0d0c-0b0a-4908-8706-050403020100"
     store.append_staged(eid, 0, b"x" * 60)
-    with pytest.raises(EpisodeRejectedError, match="100-byte episode limit"):
+    with pytest.raises(EpisodeRejectedError, match="100-byte episode limit") as info:
         store.append_staged(eid, 60, b"x" * 60)
+    assert info.value.code is RejectionCode.TOO_LARGE
     assert store.staged_offset(eid) == 0
 
 
@@ -185,19 +195,19 @@ def _commit_in_child_and_kill(tmp_path: Path, path: Path, ep, sha: str, kill_bef
         setattr(es.EpisodeStore, {kill_before!r}, die)
         store = es.EpisodeStore({str(tmp_path / "store")!r})
         store.commit({ep.episode_id!r}, {sha!r}, {ep.robot_id!r})
+        store.wait_for_caches()
     """)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     result = subprocess.run([sys.executable, "-c", script], env=env, timeout=60)
     assert result.returncode == -signal.SIGKILL
 
 
-@pytest.mark.parametrize("kill_before", ["_build_cache", "_insert"])
-def test_crash_between_rename_and_index_commit_is_recovered(tmp_path, kill_before):
+def test_crash_between_rename_and_index_commit_is_recovered(tmp_path):
     ep, path = _episode_file(tmp_path)
     store = EpisodeStore(tmp_path / "store")
     _upload(store, ep.episode_id, path.read_bytes())
     store.close()
-    _commit_in_child_and_kill(tmp_path, path, ep, file_sha256(path), kill_before)
+    _commit_in_child_and_kill(tmp_path, path, ep, file_sha256(path), "_insert")
     assert any(p.suffix == ".mcap" for p in (tmp_path / "store" / "episodes").rglob("*")), "the crash left a renamed file"
 
     store = EpisodeStore(tmp_path / "store")  # recover() runs at open
@@ -208,16 +218,85 @@ def test_crash_between_rename_and_index_commit_is_recovered(tmp_path, kill_befor
     assert store.commit(ep.episode_id, file_sha256(path), ep.robot_id).num_steps == ep.num_steps
 
 
-def test_missing_cache_is_rebuilt_at_open(tmp_path):
+def test_crash_while_writing_the_cache_after_the_ack_keeps_the_episode(tmp_path):
+    """The cache is written after commit() returned: a crash there loses no episode and no cache is half-used."""
+    ep, path = _episode_file(tmp_path)
+    store = EpisodeStore(tmp_path / "store")
+    _upload(store, ep.episode_id, path.read_bytes())
+    store.close()
+    _commit_in_child_and_kill(tmp_path, path, ep, file_sha256(path), "_build_cache")
+
+    store = EpisodeStore(tmp_path / "store")
+    assert store.contains(ep.episode_id) and store.last_recovery.missing_caches == (ep.episode_id,)
+    assert not store.cache_path(ep.episode_id).exists()
+    assert store.episode_path(ep.episode_id).read_bytes() == path.read_bytes()
+    arrays = store.arrays(ep.episode_id)  # built on first use
+    for name in ("images", "actions", "stamps_ns"):
+        np.testing.assert_array_equal(arrays[name], getattr(ep, name), err_msg=name)
+
+
+def test_cache_writes_are_atomic_temp_dirs(tmp_path, monkeypatch):
+    """A cache build that fails half-way leaves no cache directory; arrays() then builds a complete one."""
+    ep, path = _episode_file(tmp_path)
+    store = EpisodeStore(tmp_path / "store", cache_in_background=False)
+    _upload(store, ep.episode_id, path.read_bytes())
+    store.commit(ep.episode_id, file_sha256(path), ep.robot_id)
+    assert not store.cache_path(ep.episode_id).exists()  # not on the ack path
+    real_save = np.save
+    calls = []
+
+    def failing_save(f, arr, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return real_save(f, arr, **kw)
+
+    monkeypatch.setattr(episode_store_module.np, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        store.arrays(ep.episode_id)
+    assert list((tmp_path / "store" / "cache").iterdir()) == []
+    monkeypatch.setattr(episode_store_module.np, "save", real_save)
+    np.testing.assert_array_equal(store.arrays(ep.episode_id)["states"], ep.states)
+
+
+def test_missing_cache_is_listed_at_open_and_rebuilt_on_use(tmp_path):
     ep, path = _episode_file(tmp_path)
     store = EpisodeStore(tmp_path / "store")
     _upload(store, ep.episode_id, path.read_bytes())
     store.commit(ep.episode_id, file_sha256(path), ep.robot_id)
-    store.close()
+    store.close()  # finishes the background cache write
+    assert (tmp_path / "store" / "cache" / ep.episode_id / "images.npy").is_file()
     shutil.rmtree(tmp_path / "store" / "cache" / ep.episode_id)
     store = EpisodeStore(tmp_path / "store")
-    assert store.last_recovery.rebuilt_caches == (ep.episode_id,)
+    assert store.last_recovery.missing_caches == (ep.episode_id,)
     np.testing.assert_array_equal(store.arrays(ep.episode_id)["actions"], ep.actions)
+
+
+def test_staged_bytes_are_fsynced_per_sync_not_per_chunk(tmp_path, monkeypatch):
+    ep, path = _episode_file(tmp_path, num_steps=40)
+    data = path.read_bytes()
+    store = EpisodeStore(tmp_path / "store", sync_every_bytes=len(data) // 2 + 1)
+    fsynced = []  # fsyncs of regular files (directory fsyncs are not counted)
+    real_fsync = os.fsync
+
+    def counting_fsync(fd):
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            fsynced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    chunks = [data[i:i + 1000] for i in range(0, len(data), 1000)]
+    offset = 0
+    for chunk in chunks[: len(chunks) // 2]:
+        offset = store.append_staged(ep.episode_id, offset, chunk)
+    assert len(fsynced) == 0, "no fsync before sync_every_bytes are unsynced"
+    assert store.sync_staged(ep.episode_id) == offset
+    assert len(fsynced) == 1
+    assert store.sync_staged(ep.episode_id) == offset and len(fsynced) == 1  # nothing new: no fsync
+    for chunk in chunks[len(chunks) // 2:]:
+        offset = store.append_staged(ep.episode_id, offset, chunk)
+    assert len(fsynced) == 2, "one fsync once sync_every_bytes were written since the last one"
+    assert store.commit(ep.episode_id, file_sha256(path), ep.robot_id).size_bytes == len(data)
 
 
 def test_abandoned_uploads_can_be_listed_and_discarded(tmp_path):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -16,6 +16,15 @@ from sop_ros.core.sampler import SamplerConfig, TaskAwareSampler
 from sop_ros.core.training import ContinuousTrainer, EpisodeRecord, TrainerConfig
 
 pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a shared 2-core runner more threads only fight each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 class MemoryEpisodes:
@@ -181,3 +190,53 @@ def test_recap_needs_a_value_head():
 
     with pytest.raises(ConfigError, match="value bins"):
         make_trainer(MemoryEpisodes(), MemoryCheckpoints(), algo="recap", algo_config={"chunk_size": 4, "value_bins": 11})
+
+
+def _ingest(store, ep, tmp_path):
+    from sop_ros.core.episode_file import write_episode
+    from sop_ros.core.hashing import file_sha256
+
+    path = write_episode(ep, tmp_path / f"{ep.episode_id}.mcap")
+    store.append_staged(ep.episode_id, 0, path.read_bytes())
+    store.commit(ep.episode_id, file_sha256(path), ep.robot_id)
+
+
+def test_real_episode_and_checkpoint_stores(tmp_path):
+    from sop_ros.core.checkpoint_store import CheckpointStore
+    from sop_ros.core.episode_store import EpisodeStore
+    from sop_ros.core.training import MultiStoreArrays, StoreEpisodeSource, offline_records
+
+    with EpisodeStore(tmp_path / "demos", cache_in_background=False) as demos, EpisodeStore(tmp_path / "fleet", cache_in_background=False) as fleet:
+        _ingest(demos, make_episode("push", 12, [Actor.HUMAN], True, seed=1), tmp_path)
+        ckpts = CheckpointStore(tmp_path / "ckpt")
+        torch.manual_seed(0)
+        policy = VLAPolicy(preset("tiny"), instruction_encoder=shared_instruction_encoder(), device="cpu")
+        trainer = ContinuousTrainer(
+            TrainerConfig(batch_size=4, publish_every_updates=2, poll_interval_s=0.0), policy, make_algorithm("hg_dagger", {"chunk_size": 4}),
+            TaskAwareSampler(), StoreEpisodeSource(fleet), MultiStoreArrays(fleet, demos), ckpts, offline_episodes=offline_records(demos),
+        )
+        trainer.run(max_updates=2)
+        _ingest(fleet, make_episode("push", 10, [Actor.POLICY, Actor.HUMAN], False, seed=2), tmp_path)
+        trainer.run(max_updates=2)
+        assert trainer.sampler.buffer_sizes()[("push", DataSource.ONLINE)] == 5
+        assert [ckpts.get(v).training_step for v in ckpts.versions()] == [2, 4]
+        robot_side = VLAPolicy.from_checkpoint_tensors(ckpts.load_tensors(2), device="cpu", instruction_encoder=shared_instruction_encoder())
+        obs = {"image": np.zeros((32, 32, 3), np.uint8), "state": np.zeros(4, np.float32)}
+        np.testing.assert_allclose(robot_side.eval().act(obs, "do push"), policy.eval().act(obs, "do push"), atol=1e-6)
+        resumed = ContinuousTrainer(
+            TrainerConfig(batch_size=4), VLAPolicy(preset("tiny"), instruction_encoder=shared_instruction_encoder(), device="cpu"),
+            make_algorithm("hg_dagger", {"chunk_size": 4}), TaskAwareSampler(), StoreEpisodeSource(fleet), MultiStoreArrays(fleet, demos), ckpts,
+        )
+        assert resumed.resume() and resumed.updates == 4 and resumed.version == 2
+
+
+def test_recap_with_frozen_value_network_leaves_it_unchanged(store):
+    store.add(make_episode("push", 15, [Actor.POLICY], True, seed=8))
+    cfg = {"chunk_size": 4, "value_bins": 11, "max_episode_steps": 20, "n_step": 3, "train_value": False}
+    trainer, _ = make_trainer(store, MemoryCheckpoints(), algo="recap", offline=store.offline, model_overrides={"value_bins": 11}, algo_config=cfg)
+    value_before = {k: v.clone() for k, v in trainer.policy.value_net.state_dict().items()}
+    policy_before = trainer.policy.action_head.head.weight.clone()
+    trainer.run(max_updates=3)
+    for k, v in trainer.policy.value_net.state_dict().items():
+        torch.testing.assert_close(v, value_before[k])
+    assert not torch.equal(policy_before, trainer.policy.action_head.head.weight)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import grpc
 import pytest
@@ -76,6 +77,10 @@ def test_interrupted_stream_resumes_from_committed_offset(tmp_path):
 
         with pytest.raises(grpc.RpcError):
             link.ingest.UploadChunks(one_chunk_then_die(), timeout=5)
+        # The cancelled stream's handler may still be appending the chunk it received; let it finish.
+        deadline = time.monotonic() + 5
+        while learner.episode_store.staged_offset(entry.episode_id) < CHUNK_BYTES and time.monotonic() < deadline:
+            time.sleep(0.02)
         resumed = link.ingest.BeginEpisode(ingest_pb2.BeginEpisodeRequest(metadata=_meta(entry.path)), timeout=5)
         assert resumed.committed_offset == CHUNK_BYTES
         assert learner.episode_store.count() == 0  # nothing visible before commit

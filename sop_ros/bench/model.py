@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")
     parser.add_argument("--iterations", type=int, default=20, help="timed iterations for tiny (default 20)")
     parser.add_argument("--large-iterations", type=int, default=2, help="timed iterations for other presets on CPU (default 2)")
+    parser.add_argument("--large-batch-size", type=int, default=4, help="training batch for other presets on CPU (default 4)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave torch's default)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
@@ -44,7 +45,8 @@ def _bench_preset(name: str, args: argparse.Namespace, device: torch.device) -> 
     cfg = preset(name, value_bins=51)
     torch.manual_seed(0)
     policy = VLAPolicy(cfg, device=device)
-    iterations = args.iterations if (name == "tiny" or device.type == "cuda") else args.large_iterations
+    small = name == "tiny" or device.type == "cuda"
+    iterations = args.iterations if small else args.large_iterations
     size = cfg.vision.image_size
     rng = np.random.default_rng(0)
     obs = {"image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "state": np.zeros(cfg.state_dim, np.float32)}
@@ -53,7 +55,7 @@ def _bench_preset(name: str, args: argparse.Namespace, device: torch.device) -> 
     act_ms = _time_ms(lambda: policy.act(obs, instruction), iterations, device)
     cfg_ms = _time_ms(lambda: policy.act(obs, instruction, indicator="positive", guidance=1.5), iterations, device)
 
-    b = args.batch_size
+    b = args.batch_size if small else min(args.batch_size, args.large_batch_size)
     algo = make_algorithm("bc", {"chunk_size": cfg.chunk_size})
     batch = Batch(
         images=torch.from_numpy(rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8)).to(device),
@@ -103,7 +105,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def render(figures: dict[str, Any]) -> None:
-    columns = ["preset", "device", "image", "chunk", "policy M params", "vision M", "value M", "act ms (b=1)", "act+CFG ms", "train step ms", "batch", "act / tiny"]
+    columns = ["preset", "device", "image", "chunk", "policy Mp", "vision Mp", "value Mp", "act ms", "CFG ms", "train ms", "batch", "act/tiny"]
     rows = [
         [r["preset"], r["device"], r["image_size"], r["chunk"], r["params_policy_m"], r["params_vision_m"], r["params_value_m"], r["act_ms"], r["act_cfg_ms"], r["train_step_ms"], r["batch_size"], r["act_ratio_vs_tiny"]]
         for r in figures["rows"]

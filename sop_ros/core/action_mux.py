@@ -65,8 +65,11 @@ class ActionMux:
         return self._last_executed_stamp
 
     def reset_episode(self) -> None:
-        """A new episode: nothing pending; the human keeps control only if still commanding."""
+        """A new episode starts with the policy; a human who still wants control commands again."""
         self._pending = None
+        self._human = None
+        self._human_seen_ns = None
+        self.actor = Actor.POLICY
 
     def propose(self, tick_stamp_ns: int, policy_action: np.ndarray) -> bool:
         """The policy's action for a tick. Returns False for a tick already executed (a duplicate)."""

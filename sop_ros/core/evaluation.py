@@ -22,6 +22,8 @@ from sop_ros.core.robot import RobotBackend
 log = logging.getLogger(__name__)
 
 WILSON_Z_95 = 1.959963984540054
+# Evaluation scenes start here so they never coincide with demo scenes (`sop collect` seeds from 0).
+DEFAULT_EVAL_SEED = 1_000_000
 
 
 class Policy(Protocol):
@@ -152,7 +154,7 @@ def evaluate(
     actions_per_query: Optional[int] = None,
     on_episode: Optional[Callable[[EpisodeOutcome], None]] = None,
 ) -> EvalReport:
-    """Evaluate on every task with the same seeds (default 0..episodes_per_task-1)."""
+    """Evaluate on every task with the same seeds (default DEFAULT_EVAL_SEED + 0..episodes_per_task-1)."""
     if not tasks:
         raise ValueError("tasks: at least one task is required")
     if episodes_per_task <= 0:
@@ -161,7 +163,7 @@ def evaluate(
         raise ValueError(f"workers: must be positive, got {workers}")
     if actions_per_query is not None and actions_per_query <= 0:
         raise ValueError(f"actions_per_query: must be positive or None, got {actions_per_query}")
-    seeds = list(range(episodes_per_task)) if seeds is None else [int(s) for s in seeds]
+    seeds = list(range(DEFAULT_EVAL_SEED, DEFAULT_EVAL_SEED + episodes_per_task)) if seeds is None else [int(s) for s in seeds]
     if len(seeds) != episodes_per_task:
         raise ValueError(f"seeds: {len(seeds)} given for episodes_per_task={episodes_per_task}")
     jobs = [(task_id, seed) for task_id in tasks for seed in seeds]

@@ -50,7 +50,7 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
 
 def load_checkpoint(path: str | Path, expected_sha256: str, version: int, device: str = "cpu") -> LoadedPolicy:
     """Verify and load a VLA checkpoint file; raise CheckpointRefused naming the problem."""
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load as load_tensors
 
     from sop_ros.core.model import ConfigError
@@ -73,7 +73,7 @@ def load_checkpoint(path: str | Path, expected_sha256: str, version: int, device
             if CONFIG_METADATA_KEY not in meta:
                 raise ConfigError("no model config (neither a config tensor nor config metadata)")
             policy = VLAPolicy.from_tensors(json.loads(meta[CONFIG_METADATA_KEY]), tensors, device=device)
-    except (SafetensorsError, ConfigError, ValueError, json.JSONDecodeError) as exc:
+    except (SafetensorError, ConfigError, ValueError, json.JSONDecodeError) as exc:
         raise CheckpointRefused(f"checkpoint {path}: not a loadable VLA checkpoint: {exc}") from None
     policy.eval()
     return LoadedPolicy(version, policy, actual, policy.config.chunk_size, policy.config.action_dim)

@@ -52,9 +52,15 @@ class ProcessSpec:
 
 
 def _robot_nodes(fleet: FleetDescription, robot: RobotConfig) -> list[NodeSpec]:
+    """The robot's nodes. Only fleet-specific parameters are set here; every other parameter
+    takes its default from config/robot.yaml / config/teleop.yaml (the nodes read them)."""
     ns = robot.resolved_namespace
     common = dict(namespace=ns, respawn=robot.respawn, respawn_delay_s=robot.respawn_delay_s, robot_id=robot.id)
-    return [
+    rate = float(robot.control_rate_hz)
+    ident = {"robot_id": robot.id}
+    spool = {"spool_dir": str(fleet.spool_dir(robot)), "spool_max_bytes": int(robot.spool_max_bytes)}
+    sim = robot.backend == "sim"
+    specs = [
         NodeSpec(
             name="robot_status",
             executable="robot_status",
@@ -62,7 +68,7 @@ def _robot_nodes(fleet: FleetDescription, robot: RobotConfig) -> list[NodeSpec]:
                 "robot_id": robot.id,
                 "backend": robot.backend,
                 "task_set": list(robot.tasks),
-                "control_rate_hz": float(robot.control_rate_hz),
+                "control_rate_hz": rate,
                 "software_version": __version__,
                 "heartbeat_period_s": 1.0,
             },
@@ -71,6 +77,41 @@ def _robot_nodes(fleet: FleetDescription, robot: RobotConfig) -> list[NodeSpec]:
             **common,
         ),
     ]
+    if sim:
+        # One node plays both hardware drivers (camera + ros2_control arm) and owns the episodes.
+        specs.append(NodeSpec("sim_robot", "sim_robot", parameters={**ident, "tasks": list(robot.tasks), "control_rate_hz": rate}, **common))
+    else:
+        specs.append(NodeSpec("camera_driver", "camera_driver", parameters={"rate_hz": rate}, **common))
+        specs.append(NodeSpec("episode_manager", "episode_manager", parameters={**ident, "tasks": list(robot.tasks)}, **common))
+    specs += [
+        NodeSpec("policy", "policy", parameters={**ident, "control_rate_hz": rate}, **common),
+        NodeSpec("action_mux", "action_mux", parameters={"control_rate_hz": rate}, **common),
+        NodeSpec("scripted_operator", "scripted_operator", parameters={}, **common) if sim
+        else NodeSpec("teleop", "teleop", parameters={"control_rate_hz": rate}, remappings=(("joy", "/joy"),), **common),
+        NodeSpec("episode_recorder", "episode_recorder",
+                 parameters={**ident, **spool, "label_source": "environment" if sim else "operator"}, **common),
+    ]
+    if importlib.util.find_spec("sop_ros.nodes.monitor") is not None:
+        specs.append(NodeSpec("monitor", "monitor", parameters={**ident}, **common))
+    if importlib.util.find_spec("sop_ros.nodes.bridge") is not None:
+        specs.append(NodeSpec("bridge", "bridge", parameters=_bridge_parameters(fleet, robot), **common))
+    return specs
+
+
+def _bridge_parameters(fleet: FleetDescription, robot: RobotConfig) -> dict[str, Any]:
+    creds = robot.credentials
+    return {
+        "robot_id": robot.id,
+        "address": fleet.learner.address,
+        "insecure": bool(fleet.learner.insecure),
+        "ca_cert": str(creds.ca_cert or ""),
+        "token_file": str(creds.token_file or ""),
+        "client_cert": str(creds.client_cert or ""),
+        "client_key": str(creds.client_key or ""),
+        "spool_dir": str(fleet.spool_dir(robot)),
+        "spool_max_bytes": int(robot.spool_max_bytes),
+        "cache_dir": str(fleet.resolved_state_dir / robot.id / "checkpoints"),
+    }
 
 
 def _learner_process(fleet: FleetDescription) -> Optional[ProcessSpec]:

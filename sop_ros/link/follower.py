@@ -10,6 +10,7 @@ DownloadedCheckpoint; the policy node loads it in the background and swaps at an
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -21,7 +22,6 @@ from typing import Callable, Optional
 import grpc
 
 from sop_ros.core.durable_files import fsync_dir
-from sop_ros.core.hashing import file_sha256
 from sop_ros.link.announcer import LatestSlot
 from sop_ros.link.channel import LinkClient, RetryPolicy, is_transient
 from sop_ros.link.checkpoint_info import CheckpointRef
@@ -31,6 +31,7 @@ _LOGGER = logging.getLogger(__name__)
 WEIGHTS_NAME = "weights.safetensors"
 MANIFEST_NAME = "manifest.json"
 WATCH_STREAM_S = 300.0  # a watch is re-opened (same known version) after this deadline
+WRITE_BUFFER_BYTES = 8 << 20  # few, large writes of the weights file
 
 
 class ChecksumError(RuntimeError):
@@ -160,9 +161,13 @@ class CheckpointFollower:
         if offset > ref.size_bytes:
             part.unlink()
             offset = 0
+        hasher = hashlib.sha256()
+        if offset:
+            with open(part, "rb") as f:  # a resumed download: hash the bytes already here once
+                hashlib.file_digest(f, lambda: hasher)
         if offset < ref.size_bytes:
-            self._fetch(ref, part, offset)
-        if file_sha256(part) != ref.content_hash:
+            self._fetch(ref, part, offset, hasher)
+        if hasher.hexdigest() != ref.content_hash:
             part.unlink()
             raise ChecksumError(f"checkpoint v{ref.version}: sha256 differs from the announced {ref.content_hash}; discarded, will download again")
         staging = self._partial_dir / f"v{ref.version:010d}.dir"
@@ -179,16 +184,25 @@ class CheckpointFollower:
         self._note(downloads=self.status().downloads + 1)
         return self._adopt(DownloadedCheckpoint(ref, final_dir / WEIGHTS_NAME, final_dir / MANIFEST_NAME))
 
-    def _fetch(self, ref: CheckpointRef, part: Path, offset: int) -> None:
+    def _fetch(self, ref: CheckpointRef, part: Path, offset: int, hasher: "hashlib._Hash") -> None:
+        """Append the rest of the weights to `part`, hashing while they arrive; one fsync at the end.
+
+        Bytes written before an interruption stay in the page cache, so a resume (even after a robot
+        process crash) continues from the file's size; a power loss can only shorten or corrupt the
+        tail, which the sha256 check catches (the file is then discarded and fetched again).
+        """
         request = policy_pb2.DownloadCheckpointRequest(version=ref.version, offset=offset)
         stream = self._link.policy.DownloadCheckpoint(request, metadata=self._link.metadata, timeout=self._link.deadlines.for_bytes(ref.size_bytes - offset))
-        with open(part, "ab") as f:
+        with open(part, "ab", buffering=WRITE_BUFFER_BYTES) as f:
             for chunk in stream:
                 if chunk.offset != offset or chunk.content_hash != ref.content_hash:
                     raise ChecksumError(f"checkpoint v{ref.version}: unexpected chunk (offset {chunk.offset} != {offset} or hash changed)")
-                f.write(chunk.data)
-                offset += len(chunk.data)
-                self._note(bytes_received=self.status().bytes_received + len(chunk.data))
+                data = chunk.data
+                f.write(data)
+                hasher.update(data)
+                offset += len(data)
+                with self._lock:
+                    self._status.bytes_received += len(data)
             f.flush()
             os.fsync(f.fileno())
 

@@ -1,9 +1,10 @@
 """Ingest: resumable, idempotent episode uploads into the EpisodeStore.
 
 The servicer is thin: it checks fields and identity, then leaves durability to the store
-(staged bytes appended at an exact offset, commit = verify sha256 + fsync + index). An
+(staged bytes appended at an exact offset, commit = verify sha256 + validate + fsync + index). An
 episode becomes visible only through a successful commit, so nothing partial is ever stored.
-Staged bytes survive a learner crash; a robot resumes from BeginEpisode's committed offset.
+Every offset this service reports (BeginEpisode, the end of an UploadChunks stream) is fsynced
+first, once per call rather than once per chunk; a robot resumes from BeginEpisode's offset.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Callable, Iterator
 
 import grpc
 
-from sop_ros.core.episode_store import EpisodeRejectedError, EpisodeStore, OffsetMismatchError
+from sop_ros.core.episode_store import EpisodeRejectedError, EpisodeStore, OffsetMismatchError, RejectionCode
 from sop_ros.link import validate
 from sop_ros.link.auth import Authenticator
 from sop_ros.link.options import CHUNK_BYTES
@@ -68,7 +69,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 if stored.robot_id != meta.robot_id:
                     validate.fail(context, grpc.StatusCode.PERMISSION_DENIED, f"episode {meta.episode_id} is stored for another robot")
                 return ingest_pb2.BeginEpisodeResponse(committed_offset=meta.size_bytes, already_stored=True, max_chunk_bytes=CHUNK_BYTES)
-            offset = self._store.staged_offset(meta.episode_id)
+            offset = self._store.sync_staged(meta.episode_id)  # the robot resumes from here: make it durable
         if offset > meta.size_bytes:
             validate.fail(context, grpc.StatusCode.FAILED_PRECONDITION, f"the learner holds {offset} staged bytes of episode {meta.episode_id}, more than its declared size {meta.size_bytes}")
         self._remember(meta)
@@ -91,9 +92,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                     validate.fail(context, grpc.StatusCode.PERMISSION_DENIED, f"{identity.role.value} {identity.principal!r} may not upload for robot {meta.robot_id!r}")
             elif chunk.episode_id != episode_id:
                 validate.fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"episode_id changed within one stream ({episode_id} -> {chunk.episode_id[:80]!r}); use one stream per episode")
-            offset = self._append(context, meta, chunk)
+            self._append(context, meta, chunk)
         if episode_id is None:
             validate.fail(context, grpc.StatusCode.INVALID_ARGUMENT, "empty upload stream: send at least one chunk")
+        with self._lock_for(episode_id):
+            offset = self._store.sync_staged(episode_id)  # one fsync per stream, not per chunk
         return ingest_pb2.UploadChunksResponse(committed_offset=offset)
 
     def _append(self, context: grpc.ServicerContext, meta: ingest_pb2.EpisodeMetadata, chunk: ingest_pb2.EpisodeChunk) -> int:
@@ -112,8 +115,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             except OffsetMismatchError as exc:
                 validate.fail(context, grpc.StatusCode.FAILED_PRECONDITION, f"offset mismatch: {exc}; call BeginEpisode and resume from its committed_offset")
             except EpisodeRejectedError as exc:
-                code = _rejection_code(exc)
-                validate.fail(context, code, str(exc), validate.REASON_EPISODE_TOO_LARGE if code == grpc.StatusCode.RESOURCE_EXHAUSTED else "")
+                validate.fail(context, _REJECTION_STATUS[exc.code], str(exc), validate.REASON_EPISODE_TOO_LARGE if exc.code is RejectionCode.TOO_LARGE else "")
 
     def CommitEpisode(self, request: ingest_pb2.CommitEpisodeRequest, context: grpc.ServicerContext) -> ingest_pb2.CommitEpisodeResponse:
         validate.episode_id(context, request.episode_id)
@@ -134,7 +136,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             try:
                 stored = self._store.commit(request.episode_id, request.sha256, request.robot_id)
             except EpisodeRejectedError as exc:
-                validate.fail(context, _rejection_code(exc), f"episode {request.episode_id} rejected: {exc}")
+                validate.fail(context, _REJECTION_STATUS[exc.code], str(exc))
         with self._declared_lock:
             self._declared.pop(request.episode_id, None)
         _LOGGER.debug("acknowledged episode %s from %s (%d bytes)", request.episode_id, request.robot_id, stored.size_bytes)
@@ -152,15 +154,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         return ingest_pb2.CommitEpisodeResponse(episode_id=request.episode_id, size_bytes=stored.size_bytes, sha256=stored.sha256, already_stored=True)
 
 
-def _rejection_code(exc: EpisodeRejectedError) -> grpc.StatusCode:
-    """The store explains rejections in words; map the ones with a specific status."""
-    reason = str(getattr(exc, "reason", exc))
-    if reason.startswith("sha256 mismatch"):
-        return grpc.StatusCode.DATA_LOSS
-    if reason.startswith("file says robot"):
-        return grpc.StatusCode.PERMISSION_DENIED
-    if "byte episode limit" in reason:
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
-    if reason.startswith("conflicting content"):
-        return grpc.StatusCode.ALREADY_EXISTS
-    return grpc.StatusCode.INVALID_ARGUMENT
+# How each store rejection reads on the wire (the uploader resumes on FAILED_PRECONDITION/DATA_LOSS/
+# ALREADY_EXISTS and parks the episode on the others).
+_REJECTION_STATUS: dict[RejectionCode, grpc.StatusCode] = {
+    RejectionCode.HASH_MISMATCH: grpc.StatusCode.DATA_LOSS,
+    RejectionCode.INVALID_FILE: grpc.StatusCode.INVALID_ARGUMENT,
+    RejectionCode.EPISODE_ID_MISMATCH: grpc.StatusCode.INVALID_ARGUMENT,
+    RejectionCode.ROBOT_MISMATCH: grpc.StatusCode.PERMISSION_DENIED,
+    RejectionCode.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    RejectionCode.CONFLICT: grpc.StatusCode.ALREADY_EXISTS,
+    RejectionCode.NOTHING_STAGED: grpc.StatusCode.FAILED_PRECONDITION,
+}

@@ -1,7 +1,14 @@
-"""Policy: newest-only checkpoint announcements and resumable chunked downloads of the weights file."""
+"""Policy: newest-only checkpoint announcements and resumable chunked downloads of the weights file.
+
+Downloads are served from one read-only memory map per checkpoint version, shared by every robot
+fetching it (a fan-out to the whole fleet reads the file once, from the page cache); checkpoint
+files are immutable, so a map never sees its file change.
+"""
 from __future__ import annotations
 
+import collections
 import logging
+import mmap
 import threading
 from typing import Iterator
 
@@ -17,6 +24,7 @@ from sop_ros.link.protos import policy_pb2, policy_pb2_grpc
 
 _LOGGER = logging.getLogger(__name__)
 WATCH_POLL_S = 1.0  # how often a watch stream re-checks that its client is still there
+_MAPPED_VERSIONS = 4  # checkpoint files kept mapped (streams still reading an evicted one keep it alive)
 
 
 class PolicyServicer(policy_pb2_grpc.PolicyServicer):
@@ -26,6 +34,22 @@ class PolicyServicer(policy_pb2_grpc.PolicyServicer):
         self._slots: dict[str, LatestSlot[policy_pb2.CheckpointInfo]] = {}
         self._slots_lock = threading.Lock()
         self._closed = False
+        self._maps: collections.OrderedDict[int, mmap.mmap] = collections.OrderedDict()
+        self._maps_lock = threading.Lock()
+
+    def _weights_map(self, version: int) -> mmap.mmap:
+        """The shared read-only map of a checkpoint's weights file (opened on the first download)."""
+        with self._maps_lock:
+            mapped = self._maps.get(version)
+            if mapped is None:
+                with open(self._store.weights_path(version), "rb") as f:
+                    mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                mapped.madvise(mmap.MADV_SEQUENTIAL)
+                self._maps[version] = mapped
+                while len(self._maps) > _MAPPED_VERSIONS:
+                    self._maps.popitem(last=False)  # unmapped once no stream holds it
+            self._maps.move_to_end(version)
+            return mapped
 
     def _slot(self, fleet: str) -> LatestSlot[policy_pb2.CheckpointInfo]:
         with self._slots_lock:
@@ -50,6 +74,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServicer):
             self._closed = True
             for slot in self._slots.values():
                 slot.close()
+        with self._maps_lock:
+            self._maps.clear()
 
     def WatchCheckpoints(self, request: policy_pb2.WatchCheckpointsRequest, context: grpc.ServicerContext) -> Iterator[policy_pb2.CheckpointAnnouncement]:
         if request.robot_id:
@@ -74,15 +100,17 @@ class PolicyServicer(policy_pb2_grpc.PolicyServicer):
         total = int(manifest.size_bytes)
         if request.offset > total:
             validate.fail(context, grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} is past the end of checkpoint {request.version} ({total} bytes)")
+        try:
+            weights = self._weights_map(request.version)
+        except (OSError, ValueError) as exc:  # ValueError: an empty file cannot be mapped
+            validate.fail(context, grpc.StatusCode.DATA_LOSS, f"checkpoint {request.version} weights are unreadable: {exc}")
+        if len(weights) != total:
+            validate.fail(context, grpc.StatusCode.DATA_LOSS, f"checkpoint {request.version} file has {len(weights)} bytes, its manifest says {total}")
         offset = request.offset
-        with open(self._store.weights_path(request.version), "rb") as f:
-            f.seek(offset)
-            while offset < total and context.is_active():
-                data = f.read(min(CHUNK_BYTES, total - offset))
-                if not data:
-                    validate.fail(context, grpc.StatusCode.DATA_LOSS, f"checkpoint {request.version} file is shorter than its manifest says")
-                yield policy_pb2.CheckpointChunk(version=request.version, offset=offset, data=data, total_bytes=total, content_hash=manifest.content_hash)
-                offset += len(data)
+        while offset < total and context.is_active():
+            end = min(offset + CHUNK_BYTES, total)
+            yield policy_pb2.CheckpointChunk(version=request.version, offset=offset, data=weights[offset:end], total_bytes=total, content_hash=manifest.content_hash)
+            offset = end
 
 
 def latest_checkpoint(store: CheckpointStore, fleet: str = ""):

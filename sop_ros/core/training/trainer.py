@@ -235,7 +235,12 @@ class ContinuousTrainer:
         if saved_config != self.policy.config:
             raise ConfigError(f"checkpoint {version} was trained with a different model config; refusing to resume")
         self.policy.load_tensors(tensors)
-        state, meta = self._checkpoints.load_train_state(version)
+        saved = self._checkpoints.load_train_state(version)
+        if saved is None:
+            self.version = version
+            _LOG.warning("checkpoint version %d has no train state; resuming its weights with a fresh optimizer", version)
+            return True
+        state, meta = saved
         optimizer_from_tensors(self.optimizer, state, meta["optimizer"])
         if "rng/torch" in state:
             torch.set_rng_state(state["rng/torch"].to(torch.uint8))

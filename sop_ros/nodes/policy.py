@@ -1,0 +1,146 @@
+"""Policy node: runs the VLA on each observation and proposes the action to execute (ActionChunk).
+
+Pairs each camera frame with the joint state of the same instant, runs the loaded checkpoint
+every `execute_horizon` frames (open-loop chunk execution in between) and publishes, per frame,
+the rest of the current chunk with the policy version stamped on it; the action mux executes its
+first action. Checkpoints are announced on `policy_update` (PolicyUpdate, reliable +
+transient-local): each is re-verified against its sha256 and loaded in a background thread, and
+replaces the running policy only at an episode boundary (`episode_event`). A checkpoint that
+fails verification or loading is refused with the reason logged; the old policy keeps running.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Optional
+
+import numpy as np
+import torch
+from builtin_interfaces.msg import Duration
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+
+from sop_ros.core.policy_runner import ChunkExecutor, CheckpointRefused, PolicySlot, load_checkpoint
+from sop_ros.core.robot import SIM_ARM_JOINT_NAMES
+from sop_ros.msg import ActionChunk, EpisodeStatus, PolicyUpdate
+from sop_ros.nodes import _qos
+from sop_ros.nodes._convert import image_array, stamp_ns
+from sop_ros.nodes._defaults import Params
+from sop_ros.nodes._runtime import run_nodes
+
+
+class PolicyNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("policy", **kwargs)
+        p = Params(self, "policy")
+        self.robot_id = p("robot_id", "robot id from the fleet description")
+        rate = p("control_rate_hz", "control rate in Hz (the period stamped on chunks)")
+        start_path = p("checkpoint_path", "safetensors checkpoint to start with (empty = wait for a PolicyUpdate)")
+        start_sha = p("checkpoint_sha256", "expected sha256 of checkpoint_path (empty = not verified)")
+        start_version = p("checkpoint_version", "version stamped on steps of the start checkpoint")
+        horizon = p("execute_horizon", "actions executed from each chunk before the next forward pass")
+        indicator = p("indicator", "RECAP advantage indicator at inference: '', positive or negative")
+        torch.set_num_threads(p("torch_threads", "CPU threads for inference"))
+        self.max_state_age_ns = int(p("max_state_age_s", "pair an image with a joint state at most this far apart") * 1e9)
+        self.joint_names = SIM_ARM_JOINT_NAMES
+        self.period_ns = int(1e9 / rate)
+
+        self.slot = PolicySlot()
+        self.executor_ = ChunkExecutor(horizon, indicator or None)
+        self._loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint_loader")
+        self._requested_version = 0
+        self._episode: Optional[EpisodeStatus] = None
+        self._image: Optional[Image] = None
+        self._state: Optional[tuple[int, np.ndarray]] = None
+        self._last_stamp = -1
+
+        self.chunk_pub = self.create_publisher(ActionChunk, "action_chunk", _qos.CONTROL)
+        self.create_subscription(Image, "camera/image_raw", self._on_image, _qos.SENSOR)
+        self.create_subscription(JointState, "joint_states", self._on_joint_state, _qos.SENSOR)
+        self.create_subscription(EpisodeStatus, "episode_event", self._on_episode_event, _qos.EVENTS)
+        self.create_subscription(PolicyUpdate, "policy_update", self._on_policy_update, _qos.LATCHED)
+        if start_path:
+            self._request(start_path, start_sha, start_version, "start checkpoint")
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def _on_policy_update(self, msg: PolicyUpdate) -> None:
+        self._request(msg.local_path, msg.content_hash, msg.version, "PolicyUpdate")
+
+    def _request(self, path: str, sha256: str, version: int, what: str) -> None:
+        current = self.slot.current.version if self.slot.current else 0
+        if version <= max(current, self._requested_version) and self.slot.current is not None:
+            self.get_logger().info(f"{what} v{version}: not newer than v{max(current, self._requested_version)}; ignored")
+            return
+        self._requested_version = max(self._requested_version, version)
+        self.get_logger().info(f"{what} v{version}: verifying and loading {path} in the background")
+        self._loader.submit(self._load, path, sha256, version, what)
+
+    def _load(self, path: str, sha256: str, version: int, what: str) -> None:
+        try:
+            loaded = load_checkpoint(path, sha256, version)
+        except CheckpointRefused as exc:
+            running = self.slot.current.version if self.slot.current else None
+            self.get_logger().error(f"refused {what} v{version}: {exc}; keeping policy v{running}")
+            return
+        except Exception as exc:  # a loader crash must not kill the robot's running policy
+            self.get_logger().error(f"refused {what} v{version}: loading failed: {exc!r}")
+            return
+        if self.slot.offer(loaded, running_episode=self._episode is not None):
+            self.get_logger().info(f"policy v{version} loaded and active (sha256 {loaded.content_hash[:12]})")
+        else:
+            self.get_logger().info(f"policy v{version} loaded; it takes over at the next episode boundary")
+
+    # --- episode boundaries -----------------------------------------------------------------
+    def _on_episode_event(self, msg: EpisodeStatus) -> None:
+        if msg.outcome == EpisodeStatus.OUTCOME_RUNNING:
+            self._episode = msg
+            self.executor_.reset()
+            self._try_act()
+            return
+        if self._episode is not None and msg.episode_id != self._episode.episode_id:
+            return
+        self._episode = None
+        swapped = self.slot.at_episode_boundary()
+        if swapped is not None:
+            self.get_logger().info(f"episode boundary: switched to policy v{swapped}")
+
+    # --- observations -----------------------------------------------------------------------
+    def _on_image(self, msg: Image) -> None:
+        self._image = msg
+        self._try_act()
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        names = list(msg.name)
+        try:
+            state = np.asarray([msg.position[names.index(n)] for n in self.joint_names], dtype=np.float32)
+        except ValueError:
+            self.get_logger().warning(f"joint_states without joints {list(self.joint_names)}; ignored", throttle_duration_sec=5.0)
+            return
+        self._state = (stamp_ns(msg.header.stamp), state)
+        self._try_act()
+
+    def _try_act(self) -> None:
+        loaded, episode, image, state = self.slot.current, self._episode, self._image, self._state
+        if loaded is None or episode is None or image is None or state is None:
+            return
+        stamp = stamp_ns(image.header.stamp)
+        if stamp <= self._last_stamp or stamp < stamp_ns(episode.header.stamp) or abs(stamp - state[0]) > self.max_state_age_ns:
+            return
+        self._last_stamp = stamp
+        proposal = self.executor_.step(loaded, {"image": image_array(image), "state": state[1]}, episode.instruction)
+        msg = ActionChunk(policy_version=proposal.policy_version, chunk_length=proposal.chunk.shape[0], action_dim=proposal.chunk.shape[1],
+                          actions=proposal.chunk.reshape(-1).tolist(), instruction=episode.instruction, inference_ms=proposal.inference_ms,
+                          step_period=Duration(sec=self.period_ns // 1_000_000_000, nanosec=self.period_ns % 1_000_000_000))
+        msg.header.stamp = image.header.stamp
+        msg.header.frame_id = "base_link"
+        self.chunk_pub.publish(msg)
+
+    def close(self) -> None:
+        self._loader.shutdown(wait=False, cancel_futures=True)
+
+
+def main(args=None) -> int:
+    return run_nodes([PolicyNode], args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

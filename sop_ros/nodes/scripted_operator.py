@@ -1,0 +1,81 @@
+"""Scripted operator (simulation only): plays the human who watches the rollout and intervenes.
+
+On every observation's privileged state (sim/privileged_state) it applies the core takeover rule
+(sop_ros.core.operator: no progress for k steps, or a large deviation of the policy's latest
+proposal from the expert) and, while intervening, sends the simulator expert's action as a
+HumanCommand stamped with the observation it answers; it hands back by falling silent.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from rclpy.node import Node
+
+from sop_ros.core.operator import OperatorRuleConfig, ScriptedOperator
+from sop_ros.msg import ActionChunk, EpisodeStatus, HumanCommand, PrivilegedState
+from sop_ros.nodes import _qos
+from sop_ros.nodes._convert import stamp_ns
+from sop_ros.nodes._defaults import Params
+from sop_ros.nodes._runtime import run_nodes
+
+
+class ScriptedOperatorNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("scripted_operator", **kwargs)
+        p = Params(self, "scripted_operator")
+        rule = OperatorRuleConfig(
+            stall_steps=p("stall_steps", "policy steps without progress before a takeover (0 disables)"),
+            min_progress_delta=p("min_progress_delta", "an improvement smaller than this is not progress"),
+            deviation_threshold=p("deviation_threshold", "L2 distance between policy and expert action that counts as deviating"),
+            deviation_steps=p("deviation_steps", "consecutive deviating steps before a takeover (0 disables)"),
+            handback_progress_steps=p("handback_progress_steps", "expert steps with progress before handing back"),
+            subgoal_gain=p("subgoal_gain", "progress gained since the takeover that also hands back"),
+        )
+        self.operator = ScriptedOperator(rule)
+        self._episode_id = ""
+        self._last_stamp = -1
+        self._policy_action: Optional[np.ndarray] = None
+        self._reason = ""
+        self.command_pub = self.create_publisher(HumanCommand, "intervention/command", _qos.CONTROL)
+        self.create_subscription(PrivilegedState, "sim/privileged_state", self._on_state, _qos.CONTROL)
+        self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, _qos.CONTROL)
+        self.create_subscription(EpisodeStatus, "episode_event", self._on_episode_event, _qos.EVENTS)
+
+    def _on_episode_event(self, msg: EpisodeStatus) -> None:
+        if msg.outcome == EpisodeStatus.OUTCOME_RUNNING and msg.episode_id != self._episode_id:
+            self._start(msg.episode_id)
+
+    def _start(self, episode_id: str) -> None:
+        self._episode_id = episode_id
+        self.operator.reset()
+        self._policy_action = None
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        if msg.chunk_length >= 1 and msg.action_dim >= 1:
+            self._policy_action = np.asarray(msg.actions[: msg.action_dim], dtype=np.float32)
+
+    def _on_state(self, msg: PrivilegedState) -> None:
+        stamp = stamp_ns(msg.header.stamp)
+        if stamp <= self._last_stamp:
+            return  # a re-sent observation: already judged
+        self._last_stamp = stamp
+        if msg.episode_id != self._episode_id:
+            self._start(msg.episode_id)
+        expert = np.asarray(msg.expert_action, dtype=np.float32)
+        decision = self.operator.decide(float(msg.progress), self._policy_action, expert)
+        if decision.changed:
+            self._reason = decision.reason
+            self.get_logger().info(f"{'taking over' if decision.intervening else 'handing back'} at step {msg.episode_step}: {decision.reason}")
+        if decision.intervening:
+            cmd = HumanCommand(action=expert.tolist(), source="scripted_operator", reason=self._reason)
+            cmd.header.stamp = msg.header.stamp
+            self.command_pub.publish(cmd)
+
+
+def main(args=None) -> int:
+    return run_nodes([ScriptedOperatorNode], args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""Announces one checkpoint on NAMESPACE/policy_update (reliable, transient-local), as the bridge does.
+
+usage: policy_update_publisher.py NAMESPACE VERSION LOCAL_PATH SHA256
+Waits for the policy node's subscription, publishes, keeps the publisher alive 2 s, exits 0
+(1 if no subscriber appeared within 60 s).
+"""
+import sys
+import time
+
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from sop_ros.msg import PolicyUpdate
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def main():
+    ns, version, path, sha = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    rclpy.init()
+    node = Node("policy_update_publisher")
+    pub = node.create_publisher(PolicyUpdate, f"{ns}/policy_update", LATCHED)
+    deadline = time.monotonic() + 60.0
+    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    if pub.get_subscription_count() == 0:
+        return 1
+    msg = PolicyUpdate(version=version, parent_version=version - 1, content_hash=sha, local_path=path, algorithm="bc")
+    msg.header.stamp = node.get_clock().now().to_msg()
+    pub.publish(msg)
+    print(f"published v{version} at {time.time_ns()}", flush=True)
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""A simulated fleet of real robot nodes (separate processes) records complete, consistent episodes.
+
+The fleet runs through the pip-only launcher from node_specs() (the same specs `ros2 launch` uses),
+with a fixed random-weight VLA checkpoint, the scripted operator playing the human, short
+episodes and 20 Hz pacing to stay cheap on a 2-core CI machine.
+"""
+import dataclasses
+import json
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ros_env, run_peer, start_peer
+from sop_ros.core.episode import Actor
+from sop_ros.core.episode_file import read_episode
+from sop_ros.core.hashing import file_sha256
+from sop_ros.fleet.description import parse_fleet
+from sop_ros.fleet.launcher import FleetLauncher
+from sop_ros.fleet.specs import NodeSpec, node_specs
+
+pytestmark = pytest.mark.timeout(300)
+
+MAX_STEPS = 30
+CHUNK = 4
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Two tiny VLA checkpoints with different random weights (v1, v2)."""
+    import torch
+
+    from sop_ros.core.model import VLAPolicy, preset
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    out = {}
+    for version in (1, 2):
+        torch.manual_seed(version)
+        path = VLAPolicy(preset("tiny", chunk_size=CHUNK), device="cpu").save(root / f"v{version}.safetensors")
+        out[version] = (str(path), file_sha256(path))
+    return out
+
+
+class Fleet:
+    """node_specs() of a sim fleet with test overrides, run by FleetLauncher in a thread."""
+
+    def __init__(self, tmp_path: Path, robots: list[dict], overrides: dict[str, dict]):
+        self.tmp = tmp_path
+        self.fleet = parse_fleet({"fleet": "nodes_test", "state_dir": str(tmp_path / "state"),
+                                  "learner": {"run_locally": False, "insecure": True}, "robots": robots})
+        specs = [dataclasses.replace(s, parameters={**s.parameters, **overrides.get(s.name, {})})
+                 for s in node_specs(self.fleet, with_learner=False) if isinstance(s, NodeSpec) and s.name not in ("bridge",)]
+        self.env = ros_env()
+        self.log_path = tmp_path / "launch.log"
+        self._log = open(self.log_path, "w")
+        self.launcher = FleetLauncher(specs, out=self._log, env=self.env)
+        self._thread = threading.Thread(target=self.launcher.run, daemon=True)
+        self.topics_path = tmp_path / "topics.jsonl"
+        self.recorder = start_peer("robot_topic_recorder.py", str(self.topics_path), *[f"/{r['id']}" for r in robots], env=self.env)
+        assert self.recorder.stdout.readline().strip() == "ready"
+        self._thread.start()
+
+    def spool(self, robot_id: str) -> list[Path]:
+        root = self.fleet.spool_dir(self.fleet.robot(robot_id))
+        return sorted(root.glob("*.mcap")) if root.exists() else []
+
+    def wait_for_episodes(self, counts: dict[str, int], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(len(self.spool(r)) >= n for r, n in counts.items()):
+                return
+            assert self._thread.is_alive(), self.log()
+            time.sleep(0.5)
+        raise AssertionError(f"episodes not recorded in {timeout} s: { {r: len(self.spool(r)) for r in counts} }\n{self.log()[-6000:]}")
+
+    def topics(self) -> list[dict]:
+        return [json.loads(line) for line in self.topics_path.read_text().splitlines() if line.strip()]
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        self.launcher.request_stop()
+        self._thread.join(timeout=60)
+        self.recorder.send_signal(signal.SIGINT)
+        try:
+            self.recorder.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.recorder.kill()
+        self._log.close()
+
+
+def sim_overrides(checkpoint: tuple[str, str], **extra) -> dict[str, dict]:
+    path, sha = checkpoint
+    over = {
+        "sim_robot": {"max_steps": MAX_STEPS, "seed": 7},
+        "policy": {"checkpoint_path": path, "checkpoint_sha256": sha, "checkpoint_version": 1, "execute_horizon": 2},
+        # A random policy stalls: the operator takes over after 5 steps and hands back after 4 expert steps with progress.
+        "scripted_operator": {"stall_steps": 5, "handback_progress_steps": 4},
+    }
+    for name, params in extra.items():
+        over[name] = {**over.get(name, {}), **params}
+    return over
+
+
+def segments_from_messages(messages: list[dict], num_steps: int) -> list[tuple[int, int]]:
+    """Human segments [start, end) of one episode as announced by InterventionState."""
+    segments, start = [], None
+    for m in sorted(messages, key=lambda m: m["stamp"]):
+        if m["actor"] == Actor.HUMAN and start is None:
+            start = m["episode_step"]
+        elif m["actor"] == Actor.POLICY and start is not None:
+            segments.append((start, m["episode_step"]))
+            start = None
+    if start is not None:
+        segments.append((start, num_steps))
+    return segments
+
+
+def test_two_robot_sim_fleet_records_complete_episodes_matching_the_intervention_topic(tmp_path, checkpoints):
+    robots = [{"id": "robot1", "backend": "sim", "tasks": ["push-v3"], "control_rate_hz": 20.0},
+              {"id": "robot2", "backend": "sim", "tasks": ["button-press-topdown-v3", "push-v3"], "control_rate_hz": 20.0}]
+    fleet = Fleet(tmp_path, robots, sim_overrides(checkpoints[1], sim_robot={"max_episodes": 2}))
+    try:
+        fleet.wait_for_episodes({"robot1": 2, "robot2": 2}, timeout=200)
+        time.sleep(0.5)  # the last InterventionState messages reach the topic recorder
+    finally:
+        fleet.stop()
+    topics = fleet.topics()
+    log = fleet.log()
+    assert "Traceback" not in log, log[-5000:]
+    interventions_seen = 0
+    for robot in ("robot1", "robot2"):
+        episodes = [read_episode(p) for p in fleet.spool(robot)]
+        assert len(episodes) == 2
+        for ep in episodes:
+            ep.validate()
+            assert ep.robot_id == robot
+            t = ep.num_steps
+            # Complete: the sim ended the episode at the step limit or on success, and every step is there.
+            ends = [m for m in topics if m["topic"] == "episode_event" and m["episode_id"] == ep.episode_id and m["outcome"] != 0]
+            assert len(ends) == 1 and ends[0]["step"] == t and (t == MAX_STEPS or ep.success)
+            assert ep.images.shape == (t, 64, 64, 3) and ep.images.dtype == np.uint8
+            assert ep.states.shape == (t, 4) and ep.actions.shape == (t, 4) and ep.proposed_chunks.shape == (t, CHUNK, 4)
+            assert ep.images.reshape(t, -1).std(axis=1).min() > 0  # rendered frames, not blank
+            assert set(ep.actors.tolist()) <= {Actor.POLICY, Actor.HUMAN}
+            assert (ep.policy_versions == 1).all()
+            # Policy steps carry the proposed chunk whose first action was executed; human steps none.
+            policy_steps = ep.actors == Actor.POLICY
+            np.testing.assert_allclose(ep.proposed_chunks[policy_steps, 0], ep.actions[policy_steps], atol=1e-6)
+            assert np.isnan(ep.proposed_chunks[~policy_steps]).all()
+            # The executed steps on the topic are exactly the recorded ones.
+            executed = sorted((m for m in topics if m["topic"] == "executed_step" and m["episode_id"] == ep.episode_id), key=lambda m: m["episode_step"])
+            assert [m["episode_step"] for m in executed] == list(range(t))
+            assert [m["actor"] for m in executed] == ep.actors.tolist()
+            assert [m["stamp"] for m in executed] == ep.stamps_ns.tolist()
+            # Intervention segments equal what InterventionState announced for this episode.
+            changes = [m for m in topics if m["topic"] == "intervention_state" and m["episode_id"] == ep.episode_id]
+            recorded = [(s.start_step, s.end_step) for s in ep.intervention_segments]
+            assert recorded == segments_from_messages(changes, t)
+            human_changes = [m for m in sorted(changes, key=lambda m: m["stamp"]) if m["actor"] == Actor.HUMAN]
+            assert list(ep.intervention_reasons) == [m["reason"] for m in human_changes]
+            interventions_seen += len(recorded)
+    assert interventions_seen > 0, "the scripted operator never took over"
