@@ -168,3 +168,54 @@ def test_two_robot_sim_fleet_records_complete_episodes_matching_the_intervention
             assert list(ep.intervention_reasons) == [m["reason"] for m in human_changes]
             interventions_seen += len(recorded)
     assert interventions_seen > 0, "the scripted operator never took over"
+
+
+def test_policy_update_mid_episode_is_used_from_the_next_episode_and_a_bad_hash_is_refused(tmp_path, checkpoints):
+    robots = [{"id": "robot1", "backend": "sim", "tasks": ["push-v3"], "control_rate_hz": 20.0}]
+    fleet = Fleet(tmp_path, robots, sim_overrides(checkpoints[1]))
+    try:
+        # Announce v2 while the first episode runs.
+        deadline = time.monotonic() + 120
+        while not any(m["topic"] == "executed_step" for m in fleet.topics()):
+            assert time.monotonic() < deadline, fleet.log()[-5000:]
+            time.sleep(0.2)
+        path2, sha2 = checkpoints[2]
+        announced = run_peer("policy_update_publisher.py", "/robot1", "2", path2, sha2, env=fleet.env)
+        assert announced.returncode == 0, announced.stdout + announced.stderr
+        announced_ns = int(announced.stdout.split(" at ")[1])
+        first_v2 = None
+        deadline = time.monotonic() + 120
+        while first_v2 is None:
+            assert time.monotonic() < deadline, fleet.log()[-5000:]
+            for p in fleet.spool("robot1"):
+                if (read_episode(p).policy_versions == 2).any():
+                    first_v2 = p
+                    break
+            time.sleep(0.5)
+        # A checkpoint whose bytes do not match the announced hash: refused, v2 keeps running.
+        bad = tmp_path / "bad.safetensors"
+        data = bytearray(Path(path2).read_bytes())
+        data[-1] ^= 0xFF
+        bad.write_bytes(bytes(data))
+        refused = run_peer("policy_update_publisher.py", "/robot1", "3", str(bad), sha2, env=fleet.env)
+        assert refused.returncode == 0
+        refused_ns = int(refused.stdout.split(" at ")[1])
+        n = len(fleet.spool("robot1"))
+        fleet.wait_for_episodes({"robot1": n + 2}, timeout=90)
+    finally:
+        fleet.stop()
+    log = fleet.log()
+    assert "Traceback" not in log
+    assert "refused PolicyUpdate v3" in log and "does not match the announced" in log and "keeping policy v2" in log
+    episodes = sorted((read_episode(p) for p in fleet.spool("robot1")), key=lambda e: e.start_ns)
+    versions = [set(e.policy_versions.tolist()) for e in episodes]
+    assert all(len(v) == 1 for v in versions), f"a policy changed inside an episode: {versions}"
+    versions = [v.pop() for v in versions]
+    assert versions[0] == 1 and 2 in versions
+    assert versions == sorted(versions), versions  # never back to an older policy
+    # v2 was announced in the middle of an episode that kept running v1 to its end.
+    during = [e for e in episodes if e.stamps_ns[0] < announced_ns < e.stamps_ns[-1]]
+    assert during and all((e.policy_versions == 1).all() for e in during)
+    # After the refused v3 the robot kept recording with v2.
+    after = [e for e in episodes if e.stamps_ns[0] > refused_ns]
+    assert after and all((e.policy_versions == 2).all() for e in after)

@@ -31,7 +31,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
         table.add_column(col, justify="right" if col != columns[0] else "left")
     for row in rows:
         table.add_row(*[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row])
-    (console or Console()).print(table)
+    (console or Console(width=max(160, Console().width))).print(table)
 
 
 def write_json(path: str | os.PathLike, figures: Mapping[str, Any]) -> None:
