@@ -4,7 +4,9 @@
     sop learner --data-dir runs/learner --credentials creds/ --mtls     # ... and require robot certificates
     sop learner --data-dir runs/learner --insecure                      # plaintext, no auth: tests only
 Settings come from --config YAML (keys = LearnerConfig fields) with flags on top.
-SIGTERM/SIGINT stop accepting calls and drain in-flight uploads for --grace seconds.
+Besides serving, the learner post-trains the fleet's policy continuously (--algorithm;
+--no-train only serves) and announces every new checkpoint to the robots.
+SIGTERM/SIGINT stop training, stop accepting calls and drain in-flight uploads for --grace seconds.
 """
 from __future__ import annotations
 
@@ -43,6 +45,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--insecure", action="store_true", help="plaintext gRPC (no TLS); without --tokens-file also no authentication")
     parser.add_argument("--robots", type=int, dest="expected_robots", help="robots expected (sizes the thread pool)")
     parser.add_argument("--grace", type=float, dest="shutdown_grace_s", help="seconds to drain in-flight calls on shutdown")
+    train = parser.add_argument_group("training")
+    train.add_argument("--algorithm", default="hg_dagger", choices=["bc", "hg_dagger", "recap"], help="post-training algorithm (default hg_dagger)")
+    train.add_argument("--no-train", dest="train", action="store_false", help="only serve the link; do not train")
+    train.add_argument("--publish-every-updates", type=int, default=25, help="publish a checkpoint every N updates (default 25, as the paper)")
+    train.add_argument("--publish-every-s", type=float, default=60.0, help="... or every T seconds, whichever comes first")
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--learning-rate", type=float, default=3e-4)
+    train.add_argument("--torch-threads", type=int, default=1, help="CPU threads for training (robots share the machine in a local fleet)")
+    train.add_argument("--tasks-file", type=Path, help="task set (max steps per task, for RECAP's return normalisation); default config/tasks.yaml")
 
 
 def build_config(args: argparse.Namespace):
@@ -84,8 +95,34 @@ def build_config(args: argparse.Namespace):
         raise CliError(str(exc)) from None
 
 
+def _build_trainer(args: argparse.Namespace, service):
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    from sop_ros.core.robot import default_tasks_path, load_task_specs
+    from sop_ros.core.training.learner_training import TENSORBOARD_DIR, LearnerTrainingConfig, build_learner_trainer
+    from sop_ros.core.training.trainer import TrainerConfig
+
+    torch.set_num_threads(max(1, args.torch_threads))
+    algorithm_config = {}
+    if args.algorithm == "recap":
+        specs = load_task_specs(args.tasks_file or default_tasks_path())
+        algorithm_config["task_max_steps"] = {task_id: spec.max_steps for task_id, spec in specs.items()}
+    config = LearnerTrainingConfig(
+        algorithm=args.algorithm,
+        algorithm_config=algorithm_config,
+        trainer=TrainerConfig(batch_size=args.batch_size, learning_rate=args.learning_rate,
+                              publish_every_updates=args.publish_every_updates, publish_every_s=args.publish_every_s),
+    )
+    writer = SummaryWriter(log_dir=str(args.data_dir / TENSORBOARD_DIR))
+    trainer = build_learner_trainer(config, args.data_dir, service.episode_store, service.checkpoint_store,
+                                    on_checkpoint=service.publish_checkpoint, summary_writer=writer)
+    return trainer, writer
+
+
 def run(args: argparse.Namespace) -> int:
-    from sop_ros.link.server import serve
+    from sop_ros.link import options
+    from sop_ros.link.server import LearnerService, create_server, open_stores
 
     config = build_config(args)
     stop = threading.Event()
@@ -97,10 +134,38 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
-        serve(config, args.data_dir, stop)
+        service = LearnerService(config, *open_stores(args.data_dir, config.max_episode_bytes))
+        server, port = create_server(service)
+        server.start()
     except OSError as exc:
         raise CliError(str(exc)) from None
-    return 0
+    _LOGGER.info("learner serving on %s (port %d), data in %s, %d worker threads", config.address, port, args.data_dir, options.worker_threads(config.expected_robots))
+    training_failed = threading.Event()
+    trainer_thread = None
+    writer = None
+    if args.train:
+        trainer, writer = _build_trainer(args, service)
+        latest = service.checkpoint_store.latest()
+        if latest is not None:
+            service.publish_checkpoint(latest)  # robots joining now get the current policy
+
+        def train() -> None:
+            try:
+                trainer.run(should_stop=stop.is_set)
+            except Exception:  # keep serving: robots' uploads stay safe even if training breaks
+                _LOGGER.exception("training stopped with an error; the learner keeps serving uploads")
+                training_failed.set()
+
+        trainer_thread = threading.Thread(target=train, name="sop-trainer", daemon=True)
+        trainer_thread.start()
+        _LOGGER.info("training %s continuously; TensorBoard logs in %s", args.algorithm, args.data_dir / "tensorboard")
+    stop.wait()
+    if trainer_thread is not None:
+        trainer_thread.join(timeout=60)
+        writer.close()
+    _LOGGER.info("stopping: draining in-flight calls for up to %.1f s", config.shutdown_grace_s)
+    service.stop(server)
+    return 1 if training_failed.is_set() else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -119,8 +119,8 @@ def _learner_process(fleet: FleetDescription) -> Optional[ProcessSpec]:
     if importlib.util.find_spec("sop_ros.commands.learner") is None:
         return None
     cfg = fleet.learner
-    args = ["learner", "--address", cfg.address, "--data-dir", str(fleet.learner_data_dir()), "--fleet", fleet.fleet,
-            "--robots", str(len(fleet.robots))]
+    args = ["learner", "--address", cfg.address, "--data-dir", str(fleet.learner_data_dir()),
+            "--robots", str(len(fleet.robots)), "--algorithm", cfg.algorithm]
     if cfg.insecure:
         args.append("--insecure")
     else:

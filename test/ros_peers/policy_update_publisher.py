@@ -1,7 +1,8 @@
 """Announces one checkpoint on NAMESPACE/policy_update (reliable, transient-local), as the bridge does.
 
-usage: policy_update_publisher.py NAMESPACE VERSION LOCAL_PATH SHA256
-Waits for the policy node's subscription, publishes, keeps the publisher alive 2 s, exits 0
+usage: policy_update_publisher.py NAMESPACE VERSION LOCAL_PATH SHA256 [AT_STEP]
+Waits for the policy node's subscription (and, with AT_STEP, for the robot to execute step
+AT_STEP of an episode, so the announcement lands mid-episode), publishes, keeps the publisher alive 2 s, exits 0
 (1 if no subscriber appeared within 60 s).
 """
 import sys
@@ -11,7 +12,7 @@ import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from sop_ros.msg import PolicyUpdate
+from sop_ros.msg import ExecutedStep, PolicyUpdate
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -21,15 +22,21 @@ def main():
     rclpy.init()
     node = Node("policy_update_publisher")
     pub = node.create_publisher(PolicyUpdate, f"{ns}/policy_update", LATCHED)
+    at_step = int(sys.argv[5]) if len(sys.argv) > 5 else None
+    reached = []
+    if at_step is not None:
+        node.create_subscription(ExecutedStep, f"{ns}/executed_step", lambda m: reached.append(m) if m.episode_step == at_step else None,
+                                 QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
     deadline = time.monotonic() + 60.0
-    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.1)
-    if pub.get_subscription_count() == 0:
+    while (pub.get_subscription_count() == 0 or (at_step is not None and not reached)) and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    if pub.get_subscription_count() == 0 or (at_step is not None and not reached):
         return 1
     msg = PolicyUpdate(version=version, parent_version=version - 1, content_hash=sha, local_path=path, algorithm="bc")
     msg.header.stamp = node.get_clock().now().to_msg()
     pub.publish(msg)
-    print(f"published v{version} at {time.time_ns()}", flush=True)
+    episode = reached[0].episode_id if reached else ""
+    print(f"published v{version} in episode {episode or '-'} at {time.time_ns()}", flush=True)
     end = time.monotonic() + 2.0
     while time.monotonic() < end:
         rclpy.spin_once(node, timeout_sec=0.1)

@@ -1,0 +1,114 @@
+"""The learner's training side, composed from its stores (ROS-free, gRPC-free).
+
+Data directory layout shared with the gRPC link and `sop pretrain`:
+    <data_dir>/episodes/     fleet episodes (EpisodeStore; online buffer)
+    <data_dir>/offline/      offline prior data, e.g. scripted demos (EpisodeStore)
+    <data_dir>/checkpoints/  immutable checkpoint versions (CheckpointStore)
+    <data_dir>/tensorboard/  training scalars
+
+The policy starts from the latest checkpoint. When that checkpoint was made by another
+algorithm (the BC base policy v1 for an HG-DAgger or RECAP run), its weights are the
+starting point and the optimiser, sampler and algorithm state start fresh; weights the
+new algorithm adds (RECAP's value head) start from their initialisation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+
+from sop_ros.core.algorithms.registry import make_algorithm
+from sop_ros.core.checkpoint_store import CheckpointStore
+from sop_ros.core.episode_store import EpisodeStore
+from sop_ros.core.model.config import preset
+from sop_ros.core.model.vla import CONFIG_TENSOR_KEY, VLAPolicy, config_from_tensor
+from sop_ros.core.sampler import SamplerConfig, TaskAwareSampler
+from sop_ros.core.training.store_adapters import MultiStoreArrays, StoreEpisodeSource, offline_records
+from sop_ros.core.training.trainer import ContinuousTrainer, TrainerConfig
+
+_LOG = logging.getLogger(__name__)
+
+EPISODES_DIR = "episodes"
+OFFLINE_DIR = "offline"
+CHECKPOINTS_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerTrainingConfig:
+    algorithm: str = "hg_dagger"
+    algorithm_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    model_preset: str = "tiny"  # used only when there is no checkpoint to start from
+    trainer: TrainerConfig = TrainerConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    seed: int = 0
+
+
+def _model_config_for(algorithm_name: str, base_config):
+    """RECAP needs the value head; the other algorithms train the same model as the base."""
+    if algorithm_name == "recap" and not base_config.value_bins:
+        return base_config.replace(value_bins=51)
+    return base_config
+
+
+def _warm_start(policy: VLAPolicy, tensors: Mapping[str, torch.Tensor]) -> int:
+    """Copy every weight whose name and shape match; returns how many were copied."""
+    own = policy.state_dict()
+    matching = {k: v for k, v in tensors.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    policy.load_state_dict(matching, strict=False)
+    return len(matching)
+
+
+def build_learner_trainer(
+    config: LearnerTrainingConfig,
+    data_dir: Path,
+    episode_store: EpisodeStore,
+    checkpoint_store: CheckpointStore,
+    on_checkpoint: Optional[Callable[[Any], None]] = None,
+    summary_writer: Any = None,
+    device: Optional[str] = None,
+) -> ContinuousTrainer:
+    """A ContinuousTrainer over the learner's stores, resumed or warm-started from the latest checkpoint."""
+    data_dir = Path(data_dir)
+    offline_path = data_dir / OFFLINE_DIR
+    offline_store = EpisodeStore(offline_path) if offline_path.is_dir() else None
+    latest = checkpoint_store.latest()
+    base_tensors: dict[str, torch.Tensor] = {}
+    if latest is not None:
+        base_tensors = dict(checkpoint_store.load_tensors(latest.version))
+        base_config = config_from_tensor(base_tensors.pop(CONFIG_TENSOR_KEY))
+    else:
+        base_config = preset(config.model_preset)
+    model_config = _model_config_for(config.algorithm, base_config)
+    algo_options = dict(config.algorithm_config)
+    algo_options.setdefault("chunk_size", model_config.chunk_size)
+    if config.algorithm == "recap":
+        algo_options.setdefault("value_bins", model_config.value_bins)
+    algorithm = make_algorithm(config.algorithm, algo_options)
+    policy = VLAPolicy(model_config, device=device)
+    sampler = TaskAwareSampler(config.sampler, seed=config.seed)
+    arrays = MultiStoreArrays(*([episode_store, offline_store] if offline_store else [episode_store]))
+    trainer = ContinuousTrainer(
+        config.trainer, policy, algorithm, sampler,
+        episodes=StoreEpisodeSource(episode_store),
+        arrays=arrays,
+        checkpoints=checkpoint_store,
+        offline_episodes=offline_records(offline_store) if offline_store else (),
+        on_checkpoint=on_checkpoint,
+        summary_writer=summary_writer,
+    )
+    if latest is None:
+        _LOG.warning("no checkpoint in %s: training %s from a freshly initialised %s model", checkpoint_store.root, config.algorithm, config.model_preset)
+    elif latest.algorithm == config.algorithm and model_config == base_config:
+        trainer.resume()  # same run restarted: weights, optimiser, sampler and counters
+    else:
+        copied = _warm_start(policy, base_tensors)
+        trainer.version = int(latest.version)
+        _LOG.info("starting %s from checkpoint v%d (%s): %d weight tensors copied, fresh optimiser and sampler",
+                  config.algorithm, latest.version, latest.algorithm, copied)
+    if offline_store is None:
+        _LOG.warning("no offline prior data in %s; training on fleet episodes only", offline_path)
+    return trainer

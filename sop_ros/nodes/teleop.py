@@ -1,0 +1,63 @@
+"""Teleop node: a joystick (sensor_msgs/Joy, as joy_node publishes it) commands the arm via the mux.
+
+Once per control tick, while the deadman button is held and the joystick has spoken within
+`joy_timeout_s`, it sends the action mapped from the latest Joy reading (axis/button mapping in
+config/teleop.yaml) as a HumanCommand; each reading is sent at most once. On deadman release or
+joystick silence it stops sending, and the action mux hands control back to the policy.
+"""
+from __future__ import annotations
+
+import time
+
+from rclpy.node import Node
+from sensor_msgs.msg import Joy
+
+from sop_ros.core.teleop import JoyMapping, TeleopState
+from sop_ros.msg import HumanCommand
+from sop_ros.nodes import _qos
+from sop_ros.nodes._convert import stamp_ns, time_msg
+from sop_ros.nodes._defaults import Params
+from sop_ros.nodes._runtime import run_nodes
+
+
+class TeleopNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("teleop", **kwargs)
+        p = Params(self, "teleop", "teleop.yaml")
+        rate = p("control_rate_hz", "commands per second at most (the control rate)")
+        mapping = JoyMapping(
+            deadman_button=p("deadman_button", "button index that must be held for the human to command"),
+            axis_map=tuple(p("axis_map", "Joy axis index per action dimension (-1 = 0)")),
+            axis_scale=tuple(float(v) for v in p("axis_scale", "gain/sign per action dimension")),
+            deadzone=p("deadzone", "|axis| below this reads as 0"),
+            gripper_close_button=p("gripper_close_button", "held = close the gripper (+1), else open (-1); -1 = use axis_map"),
+        )
+        self.state = TeleopState(mapping, p("joy_timeout_s", "joystick silence after which control is handed back"))
+        self.command_pub = self.create_publisher(HumanCommand, "intervention/command", _qos.CONTROL)
+        self.create_subscription(Joy, "joy", self._on_joy, _qos.SENSOR)
+        self.create_timer(1.0 / rate, self._tick)
+        self._active = False
+
+    def _on_joy(self, msg: Joy) -> None:
+        stamp = stamp_ns(msg.header.stamp) or time.time_ns()
+        self.state.on_joy(list(msg.axes), list(msg.buttons), stamp, time.monotonic_ns())
+
+    def _tick(self) -> None:
+        command = self.state.command(time.monotonic_ns())
+        if self.state.active != self._active:
+            self._active = self.state.active
+            self.get_logger().info(f"{'human commands' if self._active else 'handing back'}: {self.state.last_change_reason}")
+        if command is None:
+            return
+        msg = HumanCommand(action=command.action.tolist(), source="teleop", reason=command.reason or "teleop")
+        # Stamped when sent: the mux executes it only for a tick after the previous one it executed.
+        msg.header.stamp = time_msg(time.time_ns())
+        self.command_pub.publish(msg)
+
+
+def main(args=None) -> int:
+    return run_nodes([TeleopNode], args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

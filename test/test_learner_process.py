@@ -1,0 +1,105 @@
+"""`sop learner` trains on what the fleet uploads and survives being killed.
+
+A real learner process (gRPC on loopback, stores on disk) starts from a BC base
+checkpoint, receives episodes from a real uploader, publishes HG-DAgger checkpoints
+that descend from the base, and after SIGKILL + restart continues the same run:
+versions and training steps keep increasing (no retraining from scratch).
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO
+from sop_ros.core.checkpoint_store import CheckpointStore
+from sop_ros.core.episode_file import synthetic_episode
+from sop_ros.core.episode_store import EpisodeStore
+from sop_ros.core.model.config import preset
+from sop_ros.core.model.vla import VLAPolicy
+from sop_ros.core.spool import Spool
+from sop_ros.link.channel import LinkClient, LinkClientConfig
+from sop_ros.link.uploader import EpisodeUploader
+
+pytestmark = pytest.mark.timeout(400)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def episode(seed, robot_id, source_human, success=True):
+    return synthetic_episode(num_steps=24, image_hw=32, seed=seed, robot_id=robot_id, task_id="push-v3", instruction="push the puck",
+                             state_dim=4, chunk_len=4, policy_version=1, human_steps=source_human, success=success)
+
+
+def start_learner(data_dir, port):
+    cmd = [sys.executable, "-m", "sop_ros.cli", "learner", "--data-dir", str(data_dir), "--insecure", "--address", f"127.0.0.1:{port}",
+           "--publish-every-updates", "3", "--publish-every-s", "600", "--batch-size", "4"]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_learner_trains_on_uploads_publishes_and_resumes_after_sigkill(tmp_path):
+    torch.set_num_threads(1)
+    data = tmp_path / "learner"
+    offline = EpisodeStore(data / "offline")
+    for seed in range(2):  # offline prior: a demo per seed, all human (expert) steps
+        ep = episode(100 + seed, "demo", (0, 24))
+        path = tmp_path / f"demo{seed}.mcap"
+        from sop_ros.core.episode_file import file_sha256, write_episode
+
+        write_episode(ep, path)
+        offline.append_staged(ep.episode_id, 0, path.read_bytes())
+        offline.commit(ep.episode_id, file_sha256(path), "demo")
+    offline.close()
+    checkpoints = CheckpointStore(data / "checkpoints")
+    base = checkpoints.publish(VLAPolicy(preset("tiny"), device="cpu").checkpoint_tensors(), algorithm="bc", training_step=0, metrics={}, parent_version=None)
+    assert base.version == 1
+
+    port = free_port()
+    learner = start_learner(data, port)
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 30)
+    for seed in range(3):
+        spool.write(episode(seed, "robot1", (5, 12), success=seed != 1))
+    link = LinkClient.connect(LinkClientConfig(address=f"127.0.0.1:{port}", insecure=True))
+    uploader = EpisodeUploader(link, spool, "robot1")
+    try:
+        uploader.start()
+        wait_for(lambda: len(spool.pending()) == 0, 120, "the spool to drain")
+        wait_for(lambda: max(checkpoints.versions()) >= 3, 180, "two HG-DAgger checkpoints")
+        learner.send_signal(signal.SIGKILL)
+        learner.wait(timeout=30)
+        before = {v: checkpoints.get(v) for v in checkpoints.versions()}
+        assert all(before[v].algorithm == "hg_dagger" for v in before if v > 1)
+        assert before[2].parent_version == 1 and before[3].parent_version == 2
+        last_step = max(m.training_step for m in before.values())
+
+        learner = start_learner(data, port)
+        newest = wait_for(lambda: max(checkpoints.versions()) > max(before) and max(checkpoints.versions()), 180, "a checkpoint after the restart")
+        after = checkpoints.get(newest)
+        assert after.parent_version == max(before)
+        assert after.training_step > last_step  # continued from the saved optimiser step count
+        assert EpisodeStore(data / "episodes").count() == 3
+    finally:
+        uploader.stop()
+        link.close()
+        if learner.poll() is None:
+            learner.send_signal(signal.SIGTERM)
+            out, _ = learner.communicate(timeout=60)
+            assert learner.returncode == 0, out[-3000:]
