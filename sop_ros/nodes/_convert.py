@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image
 
 from sop_ros.backends.ros2_control_arm import stamp_ns, time_msg
@@ -32,7 +31,3 @@ def image_array(msg: Image) -> np.ndarray:
     rows = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.step)
     image = rows[:, : msg.width * 3].reshape(msg.height, msg.width, 3)
     return np.array(image[..., ::-1] if msg.encoding == "bgr8" else image)  # a writable copy
-
-
-def zero_time() -> Time:
-    return Time()
