@@ -203,7 +203,7 @@ logf = open(a.log, "wb")
 launch = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
                           env={**os.environ, "LAUNCHCHECK_TAG": tag})
 
-rclpy.init()
+rclpy.init(args=[])  # not sys.argv: its ARG:=VALUE would be taken as remap rules
 node = rclpy.create_node("launchcheck_probe")
 heartbeats = {}
 node.create_subscription(DiagnosticArray, "/diagnostics",

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "sop_ros.commands.learner", "sop_ros.commands.certs",
     "sop_ros.commands.collect", "sop_ros.commands.eval",
     "sop_ros.commands.pretrain",
+    "sop_ros.commands.experiment",
 )
 
 

@@ -122,7 +122,7 @@ def from_sop_launch(specs, tmp_path):
     for spec in specs:
         cmd = command_for(spec, tmp_path)
         if isinstance(spec, NodeSpec):
-            assert cmd[1:3] == ["-m", f"sop_ros.nodes.{spec.executable}"]
+            assert cmd[1:4] == ["-m", "sop_ros.nodes", spec.executable]
             ros_args = cmd[cmd.index("--ros-args") + 1:]
             remaps, params = [], None
             it = iter(ros_args)
@@ -137,7 +137,7 @@ def from_sop_launch(specs, tmp_path):
             ns = dict(remaps).pop("__ns")
             remaps = tuple(r for r in remaps if r[0] not in ("__node", "__ns"))
             assert fqn == f"{ns}/{name}"
-            out.append(("node", cmd[2].rsplit(".", 1)[1], name, ns, params, remaps, spec.respawn))
+            out.append(("node", cmd[3], name, ns, params, remaps, spec.respawn))
         else:
             out.append(("process", tuple(cmd[1:]), spec.name, None, None, None, spec.respawn))
     return out

@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from conftest import REPO, run_peer
+from sop_ros.fleet.description import load_fleet
+from sop_ros.fleet.specs import node_specs
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -21,8 +23,8 @@ def fleet_file(tmp_path, respawn=False):
         "state_dir": str(tmp_path / "state"),
         "learner": {"address": "127.0.0.1:50998", "run_locally": False, "insecure": True},
         "robots": [
-            {"id": "robot1", "backend": "sim", "tasks": ["reach-v3"], "respawn": respawn, "respawn_delay_s": 0.5},
-            {"id": "robot2", "backend": "sim", "tasks": ["push-v3", "reach-v3"], "control_rate_hz": 5.0, "respawn": respawn, "respawn_delay_s": 0.5},
+            {"id": "robot1", "backend": "sim", "tasks": ["push-v3"], "respawn": respawn, "respawn_delay_s": 0.5},
+            {"id": "robot2", "backend": "sim", "tasks": ["pick-place-v3", "push-v3"], "control_rate_hz": 5.0, "respawn": respawn, "respawn_delay_s": 0.5},
         ],
     }
     path = tmp_path / "fleet.yaml"
@@ -35,15 +37,20 @@ def start_launcher(path, env, *extra):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def wait_for_nodes(launcher, count, timeout=60.0, lines=None):
-    """Read the launcher's output until `count` processes have started; return their pids."""
-    pids, lines = [], ([] if lines is None else lines)
+def expected_processes(path, robots=None):
+    return len(node_specs(load_fleet(path), robot_ids=robots))
+
+
+def wait_for_nodes(launcher, count, timeout=90.0, lines=None):
+    """Read the launcher's output until `count` processes have started; return {label: pid}."""
+    pids, lines = {}, ([] if lines is None else lines)
     deadline = time.monotonic() + timeout
     while len(pids) < count and time.monotonic() < deadline:
         line = launcher.stdout.readline()
         lines.append(line)
         if line.startswith("[launch] started"):
-            pids.append(int(line.rsplit("pid ", 1)[1].rstrip(")\n")))
+            label, pid = line[len("[launch] started "):].rsplit(" (pid ", 1)
+            pids[label] = int(pid.rstrip(")\n"))
     assert len(pids) == count, "".join(lines)
     return pids
 
@@ -67,13 +74,14 @@ def alive(pids):
 
 
 def test_two_robot_fleet_runs_and_ctrl_c_leaves_no_process(tmp_path, ros_environment):
-    launcher = start_launcher(fleet_file(tmp_path), ros_environment)
+    path = fleet_file(tmp_path)
+    launcher = start_launcher(path, ros_environment)
     try:
-        node_pids = wait_for_nodes(launcher, 2)
+        node_pids = list(wait_for_nodes(launcher, expected_processes(path)).values())
         result = run_peer("status_client.py", "/robot1", "/robot2", env=ros_environment, timeout=90)
         status = json.loads(result.stdout.strip().splitlines()[-1])
-        assert status["/robot1"] == {"robot_id": "robot1", "namespace": "/robot1", "backend": "sim", "task_set": ["reach-v3"], "control_rate_hz": 10.0}
-        assert status["/robot2"]["task_set"] == ["push-v3", "reach-v3"] and status["/robot2"]["control_rate_hz"] == 5.0
+        assert status["/robot1"] == {"robot_id": "robot1", "namespace": "/robot1", "backend": "sim", "task_set": ["push-v3"], "control_rate_hz": 10.0}
+        assert status["/robot2"]["task_set"] == ["pick-place-v3", "push-v3"] and status["/robot2"]["control_rate_hz"] == 5.0
         tree = descendants(launcher.pid) | set(node_pids)
         assert set(node_pids) <= tree
         launcher.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does
@@ -88,27 +96,30 @@ def test_two_robot_fleet_runs_and_ctrl_c_leaves_no_process(tmp_path, ros_environ
 
 
 def test_a_dying_node_stops_the_fleet_with_a_clear_message(tmp_path, ros_environment):
-    launcher = start_launcher(fleet_file(tmp_path), ros_environment)
+    path = fleet_file(tmp_path)
+    launcher = start_launcher(path, ros_environment)
     try:
-        pids = wait_for_nodes(launcher, 2)
+        pids = wait_for_nodes(launcher, expected_processes(path))
         time.sleep(1.0)
-        os.kill(pids[1], signal.SIGKILL)
+        os.kill(pids["/robot2/robot_status"], signal.SIGKILL)
         out, _ = launcher.communicate(timeout=60)
     finally:
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
     assert launcher.returncode == 1
     assert "ERROR: /robot2/robot_status died with exit code -9; shutting the fleet down" in out
-    assert alive(pids) == set()
+    assert alive(pids.values()) == set()
 
 
 def test_respawn_restarts_a_dead_node_and_sigterm_stops_everything(tmp_path, ros_environment):
-    launcher = start_launcher(fleet_file(tmp_path, respawn=True), ros_environment, "--robot", "robot1")
+    path = fleet_file(tmp_path, respawn=True)
+    launcher = start_launcher(path, ros_environment, "--robot", "robot1")
     try:
         seen = []
-        (pid,) = wait_for_nodes(launcher, 1)
+        pids = wait_for_nodes(launcher, expected_processes(path, ["robot1"]))
+        pid = pids["/robot1/robot_status"]
         os.kill(pid, signal.SIGKILL)
-        (new_pid,) = wait_for_nodes(launcher, 1, lines=seen)
+        new_pid = wait_for_nodes(launcher, 1, lines=seen)["/robot1/robot_status"]
         assert new_pid != pid
         launcher.send_signal(signal.SIGTERM)
         out, _ = launcher.communicate(timeout=60)
@@ -117,4 +128,4 @@ def test_respawn_restarts_a_dead_node_and_sigterm_stops_everything(tmp_path, ros
             os.killpg(launcher.pid, signal.SIGKILL)
     assert launcher.returncode == 0
     assert "/robot1/robot_status exited with code -9; respawning in 0.5 s" in "".join(seen)
-    assert alive([pid, new_pid]) == set()
+    assert alive([*pids.values(), new_pid]) == set()

@@ -80,6 +80,7 @@ class RobotConfig(_Strict):
     respawn_delay_s: float = Field(2.0, ge=0)
     spool_dir: Optional[PathStr] = Field(None, description="on-robot episode spool (default: <state_dir>/<id>/spool)")
     spool_max_bytes: int = Field(20 * 2**30, gt=0)
+    checkpoint_cache_dir: Optional[PathStr] = Field(None, description="verified checkpoints from the learner (default: <state_dir>/<id>/checkpoints)")
     credentials: RobotCredentials = RobotCredentials()
 
     @field_validator("id")
@@ -134,6 +135,9 @@ class FleetDescription(_Strict):
     def spool_dir(self, robot: RobotConfig) -> Path:
         return robot.spool_dir or self.resolved_state_dir / robot.id / "spool"
 
+    def checkpoint_cache_dir(self, robot: RobotConfig) -> Path:
+        return robot.checkpoint_cache_dir or self.resolved_state_dir / robot.id / "checkpoints"
+
 
 class _FieldError(ValueError):
     def __init__(self, field: str, problem: str):
@@ -175,7 +179,7 @@ def _check_files_exist(fleet: FleetDescription) -> None:
             raise _FieldError(field, f"file not found: {path}")
 
 
-_STATE_PATHS = {"state_dir", "data_dir", "spool_dir"}  # created on demand, need not exist
+_STATE_PATHS = {"state_dir", "data_dir", "spool_dir", "checkpoint_cache_dir"}  # created on demand, need not exist
 
 
 def _format_pydantic_error(err: ValidationError) -> tuple[str, str]:

@@ -1,7 +1,7 @@
 """The pip-only launcher: runs the specs of node_specs() as supervised processes.
 
 What `ros2 launch` does for a full ROS 2 install, for installs without launch_ros:
-- each node runs as `python -m sop_ros.nodes.<exe> --ros-args ...` with the same
+- each node runs as `python -m sop_ros.nodes <exe> --ros-args ...` with the same
   name, namespace, parameters (a params file, as launch_ros writes) and remappings;
 - every output line is prefixed with the process name;
 - Ctrl-C / SIGTERM shuts everything down (SIGINT, then SIGTERM, then SIGKILL);
@@ -39,7 +39,7 @@ def command_for(spec: NodeSpec | ProcessSpec, params_dir: Path) -> list[str]:
         return [sys.executable, "-m", spec.module, *spec.args]
     params_file = params_dir / f"{spec.fully_qualified_name.strip('/').replace('/', '__')}.yaml"
     params_file.write_text(yaml.safe_dump({spec.fully_qualified_name: {"ros__parameters": spec.parameters}}))
-    cmd = [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}", "-r", f"__ns:={spec.namespace}", "--params-file", str(params_file)]
+    cmd = [sys.executable, "-m", f"{spec.package}.nodes", spec.executable, "--ros-args", "-r", f"__node:={spec.name}", "-r", f"__ns:={spec.namespace}", "--params-file", str(params_file)]
     for src, dst in spec.remappings:
         cmd += ["-r", f"{src}:={dst}"]
     return cmd

@@ -112,7 +112,11 @@ def _bridge_parameters(fleet: FleetDescription, robot: RobotConfig) -> dict[str,
         "client_key": str(creds.client_key or ""),
         "spool_dir": str(fleet.spool_dir(robot)),
         "spool_max_bytes": int(robot.spool_max_bytes),
-        "cache_dir": str(fleet.resolved_state_dir / robot.id / "checkpoints"),
+        "cache_dir": str(fleet.checkpoint_cache_dir(robot)),
+        # The robot's config for the learner's compatibility handshake.
+        "tasks": list(robot.tasks),
+        "backend": robot.backend,
+        "control_rate_hz": float(robot.control_rate_hz),
     }
 
 

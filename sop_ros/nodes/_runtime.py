@@ -9,6 +9,7 @@ import sys
 from typing import Callable, Sequence
 
 import rclpy
+import rclpy.logging
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
@@ -18,9 +19,16 @@ def run_nodes(factories: Sequence[Callable[[], Node]], args: Sequence[str] | Non
     rclpy.init(args=list(sys.argv if args is None else args))
     nodes: list[Node] = []
     executor = MultiThreadedExecutor()
+    exit_code = 0
     try:
         for factory in factories:
-            nodes.append(factory())
+            try:
+                nodes.append(factory())
+            except (ValueError, OSError) as exc:
+                # Bad parameters or a missing file: one clear line, not a traceback.
+                rclpy.logging.get_logger("sop_ros").fatal(f"cannot start {getattr(factory, '__name__', factory)}: {exc}")
+                exit_code = 2
+                return exit_code
             executor.add_node(nodes[-1])
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -33,7 +41,7 @@ def run_nodes(factories: Sequence[Callable[[], Node]], args: Sequence[str] | Non
             node.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown()
-    return 0
+    return exit_code
 
 
 def declare(node: Node, name: str, default, description: str):

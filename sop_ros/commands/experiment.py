@@ -1,0 +1,230 @@
+"""`sop experiment`: the paper's comparisons on a simulated fleet; CSV, PNG plots, a markdown table, summary.json.
+
+    sop experiment                                   # defaults: 60 min runs, 2 seeds, 4 robots, scaling 1,2,4
+    sop experiment --duration-min 3 --seeds 1 --robots 2 --robots-scaling 1,2 --eval-episodes 5   # a short check
+
+What runs (research/sop-paper.md section 5; sop_ros/experiment/plan.py defines the methods):
+  a. base vs SOP + HG-DAgger vs SOP + RECAP vs non_sop (the same fleet time with the fixed base
+     policy, then HG-DAgger trained once offline for as many updates as the SOP HG-DAgger run made)
+     vs offline_only (the same number of updates on the offline demos alone): final success,
+     success over wall clock, throughput (episodes and successful episodes per hour);
+  b. fleet scaling (SOP + HG-DAgger with each --robots-scaling count): time to --threshold;
+  c. the share of steps the operator corrected, over time.
+Each configuration runs --seeds times. Every run works in its own copy of the base learner data
+dir (--base: checkpoints/ with the base v1 and offline/ demos; default: `sop pretrain`'s defaults,
+trained once and cached in ~/.sop/base_policy). Checkpoints are evaluated after each fleet stopped,
+on the same fixed scenes for all methods. Finished runs are kept (<out>/runs/<run>/result.json):
+rerunning the same command with the same --out resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sop_ros.cli import CliError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_DIR = Path.home() / ".sop" / "base_policy"
+SETTINGS_FILE = "experiment.json"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from sop_ros.experiment.plan import METHODS
+
+    parser = subparsers.add_parser("experiment", help="run the paper's comparisons on a simulated fleet (CSV, plots, summary.json)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, help="results folder (default runs/experiment-<date>)")
+    parser.add_argument("--duration-min", type=float, default=60.0, help="wall-clock minutes per fleet run (default 60)")
+    parser.add_argument("--seeds", type=int, default=2, help="runs per configuration (default 2)")
+    parser.add_argument("--robots", type=int, default=4, help="robots in the method comparison (default 4)")
+    parser.add_argument("--robots-scaling", default="1,2,4", help="fleet sizes of the scaling study (default 1,2,4)")
+    parser.add_argument("--skip-scaling", action="store_true", help="only the method comparison")
+    parser.add_argument("--robot-hz", type=float, default=10.0, help="control rate of the sim robots, wall clock (default 10)")
+    parser.add_argument("--threshold", type=float, default=0.9, help="success threshold for time-to-threshold (default 0.9)")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)} (default all)")
+    parser.add_argument("--eval-episodes", type=int, default=20, help="final evaluation episodes per task (default 20)")
+    parser.add_argument("--curve-points", type=int, default=5, help="evaluated wall-clock points per run after t=0 (default 5)")
+    parser.add_argument("--curve-eval-episodes", type=int, help="episodes per task at the intermediate points (default --eval-episodes)")
+    parser.add_argument("--tasks", help="comma-separated task ids (default: all of config/tasks.yaml)")
+    parser.add_argument("--base", type=Path, help=f"learner data dir with the base v1 and offline demos (default {DEFAULT_BASE_DIR}, created by `sop pretrain` on first use)")
+    parser.add_argument("--publish-every-updates", type=int, default=25, help="learner publishes a checkpoint every N updates (default 25)")
+    parser.add_argument("--learner-threads", type=int, default=1, help="torch threads of the online learner (default 1)")
+    parser.add_argument("--offline-threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads of the offline baselines' training (default min(2, cpus))")
+    parser.add_argument("--offline-updates", type=int, help="updates of the offline baselines (default: as many as the SOP HG-DAgger run of the same seed)")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="evaluation processes (default min(2, cpus))")
+    parser.add_argument("--dry-run", action="store_true", help="print the planned runs and exit")
+    parser.set_defaults(func=run)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for flag, value in (("--duration-min", args.duration_min), ("--robot-hz", args.robot_hz), ("--eval-episodes", args.eval_episodes),
+                        ("--curve-points", args.curve_points), ("--publish-every-updates", args.publish_every_updates),
+                        ("--learner-threads", args.learner_threads), ("--offline-threads", args.offline_threads), ("--workers", args.workers)):
+        if not value > 0:
+            raise CliError(f"{flag} must be positive, got {value}")
+    if args.curve_eval_episodes is not None and args.curve_eval_episodes <= 0:
+        raise CliError(f"--curve-eval-episodes must be positive, got {args.curve_eval_episodes}")
+    if not 0.0 < args.threshold <= 1.0:
+        raise CliError(f"--threshold must be in (0, 1], got {args.threshold}")
+    if args.offline_updates is not None and args.offline_updates < 0:
+        raise CliError(f"--offline-updates must be >= 0, got {args.offline_updates}")
+
+
+def ensure_base(base: Path | None, console) -> Path:
+    """The base learner data dir; without --base, train `sop pretrain`'s default base once and cache it."""
+    from sop_ros.experiment.fleet_run import checkpoint_versions
+
+    if base is not None:
+        if not checkpoint_versions(base / "checkpoints") or not (base / "offline").is_dir():
+            raise CliError(f"--base {base}: expected a learner data dir with checkpoints/ (the base v1) and offline/ (from `sop pretrain --out`)")
+        return base
+    if checkpoint_versions(DEFAULT_BASE_DIR / "checkpoints"):
+        return DEFAULT_BASE_DIR
+    console.print(f"[bold]No cached base policy in {DEFAULT_BASE_DIR}: training it once with `sop pretrain` (default settings, up to ~15 min + demo collection)[/bold]")
+    tmp = DEFAULT_BASE_DIR.with_name(DEFAULT_BASE_DIR.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    demos = DEFAULT_BASE_DIR.with_name(DEFAULT_BASE_DIR.name + "_demos")
+    cmd = [sys.executable, "-m", "sop_ros.cli", "pretrain", "--demos", str(demos), "--out", str(tmp)]
+    if subprocess.run(cmd).returncode != 0:
+        raise CliError(f"`{shlex.join(cmd)}` failed; the base policy is needed (or pass --base)")
+    os.rename(tmp, DEFAULT_BASE_DIR)
+    return DEFAULT_BASE_DIR
+
+
+def _settings(args: argparse.Namespace, tasks: list[str], base: Path) -> dict:
+    """What makes runs comparable: a resumed experiment must use the same."""
+    return {"duration_min": args.duration_min, "robot_hz": args.robot_hz, "tasks": tasks, "base": str(base.resolve()),
+            "eval_episodes": args.eval_episodes, "curve_points": args.curve_points, "curve_eval_episodes": args.curve_eval_episodes,
+            "publish_every_updates": args.publish_every_updates, "offline_updates": args.offline_updates}
+
+
+def _check_resume(out: Path, settings: dict) -> None:
+    from sop_ros.experiment.results import write_text_atomic
+
+    path = out / SETTINGS_FILE
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous != settings:
+            changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+            raise CliError(f"--out {out} holds an experiment with other settings ({', '.join(changed)}); use a fresh --out")
+    else:
+        write_text_atomic(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
+
+
+def write_outputs(out: Path, results, args: argparse.Namespace, extra: dict) -> dict:
+    """CSV, plots, results.md and summary.json from the finished runs."""
+    from sop_ros.experiment import plots
+    from sop_ros.experiment.results import markdown_report, summary, write_csvs, write_text_atomic
+
+    data = summary(results, args.threshold, args.robot_hz, args.seeds, args.duration_min * 60.0, extra)
+    write_csvs(out, results, data)
+    made = []
+    if any("comparison" in r.groups for r in results):
+        made.append(plots.success_over_time(results, args.threshold, out / "success_over_time.png").name)
+    if data["scaling"]:
+        made.append(plots.scaling(results, data["scaling"], args.threshold, out / "scaling.png").name)
+    if any(r.online_windows for r in results):
+        made.append(plots.intervention_share(results, out / "intervention_share.png").name)
+    data["plots"] = made
+    write_text_atomic(out / "summary.json", json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    write_text_atomic(out / "results.md", markdown_report(data, made) + "\n")
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sop_ros.bench.report import machine_info
+    from sop_ros.commands.collect import select_tasks
+    from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator
+    from sop_ros.experiment.fleet_run import FleetRunError
+    from sop_ros.experiment.plan import PlanError, parse_methods, parse_robot_counts, plan_runs
+    from sop_ros.experiment.results import load_run_result, save_run_result
+    from sop_ros.experiment.runner import ExperimentConfig, RunError, RunHooks, execute_run
+
+    _check_args(args)
+    try:
+        methods = parse_methods(args.methods)
+        runs = plan_runs(methods, args.seeds, args.robots, parse_robot_counts(args.robots_scaling), args.skip_scaling, args.offline_updates)
+    except PlanError as exc:
+        raise CliError(str(exc)) from None
+    specs = select_tasks(args.tasks, None)
+    console = Console()
+    fleet_runs = sum(r.spec.runs_fleet for r in runs)
+    console.print(f"{len(runs)} runs ({fleet_runs} with a fleet, {args.duration_min:g} min each: "
+                  f"at least {fleet_runs * args.duration_min / 60:.1f} h of fleet time plus training and evaluation)")
+    for r in runs:
+        console.print(f"  {r.name:<28} {', '.join(r.groups)}")
+    if args.dry_run:
+        return 0
+
+    out = args.out or Path("runs") / f"experiment-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    out.mkdir(parents=True, exist_ok=True)
+    base = ensure_base(args.base, console)
+    _check_resume(out, _settings(args, list(specs), base))
+    config = ExperimentConfig(
+        out_dir=out, base_dir=base, tasks=specs, duration_s=args.duration_min * 60.0, robot_hz=args.robot_hz,
+        eval_episodes=args.eval_episodes, curve_eval_episodes=args.curve_eval_episodes or args.eval_episodes,
+        curve_points=args.curve_points, publish_every_updates=args.publish_every_updates, learner_threads=args.learner_threads,
+        offline_threads=args.offline_threads, offline_updates=args.offline_updates,
+    )
+    evaluator = CheckpointEvaluator(specs, out / "eval_cache.json", workers=args.workers)
+    extra = {"command": shlex.join(["sop", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("sop", "cli.py") else shlex.join(sys.argv),
+             "machine": machine_info(), "date": datetime.datetime.now().isoformat(timespec="seconds"), "eval_episodes": args.eval_episodes,
+             "curve_points": args.curve_points, "tasks": list(specs), "base": str(base.resolve()), "methods_run": methods}
+    started = time.monotonic()
+    finished: dict = {}
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                        TimeElapsedColumn(), console=console)
+    with progress:
+        overall = progress.add_task("runs", total=len(runs), status="")
+        current = progress.add_task("", total=None, status="")
+        for run_spec in runs:
+            run_dir = config.run_dir(run_spec)
+            previous = load_run_result(run_dir)
+            if previous is not None:
+                progress.console.print(f"{run_spec.name}: finished earlier (final success {previous.final_success:.2f}); reusing")
+                finished[run_spec.name] = previous
+                progress.advance(overall)
+                continue
+
+            def phase(text: str, name=run_spec.name) -> None:
+                progress.reset(current, total=None, description=f"{name}: {text}", status="")
+
+            def fleet_tick(elapsed: float, counts) -> None:
+                recent = "-" if counts.recent_success_rate is None else f"{counts.recent_success_rate:.2f}"
+                share = "-" if counts.recent_intervention_share is None else f"{counts.recent_intervention_share:.2f}"
+                progress.update(current, total=round(config.duration_s), completed=round(elapsed),
+                                status=f"{counts.episodes} episodes | recent success {recent} | operator share {share} | policy v{counts.latest_version}")
+
+            hooks = RunHooks(
+                phase=phase, fleet_tick=fleet_tick,
+                eval_episode=lambda: progress.advance(current),
+                offline_update=lambda done, total: progress.update(current, total=total, completed=done) if done % 10 == 0 or done == total else None,
+            )
+            try:
+                result = execute_run(run_spec, config, evaluator, finished, hooks)
+            except (RunError, FleetRunError) as exc:
+                raise CliError(str(exc)) from None
+            save_run_result(run_dir, result)
+            finished[run_spec.name] = result
+            progress.console.print(f"{run_spec.name}: final success {result.final_success:.2f} (v{result.final_version})"
+                                   + (f", {result.throughput['episodes_per_hour']:.0f} episodes/h" if result.throughput else ""))
+            progress.advance(overall)
+            extra["wall_clock_s"] = time.monotonic() - started
+            write_outputs(out, list(finished.values()), args, extra)
+    data = write_outputs(out, list(finished.values()), args, extra)
+    console.print((out / "results.md").read_text())
+    console.print(f"results in {out}: summary.json, results.md, *.csv, {', '.join(data['plots'])}")
+    return 0

@@ -1,0 +1,197 @@
+"""Execute one planned run end to end and return its RunResult (the CLI adds progress and files).
+
+Fleet runs: copy the base, run the fleet for the duration, stop it, then (fleet stopped, no CPU
+contention) read the episodes, train the non-SOP baseline offline if the method says so, and
+evaluate checkpoints: `curve_points` evenly spaced wall-clock points (the checkpoint in use at
+each, by manifest creation time) and the final checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Optional
+
+from sop_ros.core.checkpoint_store import CheckpointManifest, CheckpointStore
+from sop_ros.core.episode_store import EpisodeStore
+from sop_ros.core.fleet_metrics import throughput, totals, window_stats
+from sop_ros.core.robot import TaskSpec
+from sop_ros.core.training.learner_training import CHECKPOINTS_DIR, EPISODES_DIR
+from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator, checkpoints_at
+from sop_ros.experiment.fleet_run import FleetRunConfig, LiveCounts, checkpoint_versions, prepare_run_dir, run_fleet
+from sop_ros.experiment.offline_training import train_offline
+from sop_ros.experiment.plan import RunSpec
+from sop_ros.experiment.results import CurvePoint, RunResult
+
+log = logging.getLogger(__name__)
+
+
+class RunError(RuntimeError):
+    """A run cannot be done (missing budget run, no base, a fleet that died)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    out_dir: Path
+    base_dir: Path
+    tasks: Mapping[str, TaskSpec]
+    duration_s: float
+    robot_hz: float
+    eval_episodes: int  # final evaluation, per task
+    curve_eval_episodes: int  # evaluation of the intermediate time points, per task
+    curve_points: int = 5  # evaluated time points after t=0
+    online_window_s: Optional[float] = None  # fleet metrics window (default duration / 6)
+    publish_every_updates: int = 25
+    learner_threads: int = 1
+    offline_threads: int = 1
+    offline_updates: Optional[int] = None  # fixed budget for the offline baselines (default: the budget run's updates)
+
+    def __post_init__(self) -> None:
+        for name in ("duration_s", "robot_hz", "eval_episodes", "curve_eval_episodes", "curve_points", "publish_every_updates",
+                     "learner_threads", "offline_threads"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.offline_updates is not None and self.offline_updates < 0:
+            raise ValueError(f"offline_updates: must be >= 0, got {self.offline_updates}")
+
+    @property
+    def window_s(self) -> float:
+        return self.online_window_s or self.duration_s / 6
+
+    def run_dir(self, run: RunSpec) -> Path:
+        return Path(self.out_dir) / "runs" / run.name
+
+
+@dataclasses.dataclass
+class RunHooks:
+    """Progress callbacks (all optional)."""
+
+    phase: Callable[[str], None] = lambda text: None
+    fleet_tick: Callable[[float, LiveCounts], None] = lambda elapsed, counts: None
+    eval_episode: Callable[[], None] = lambda: None
+    offline_update: Callable[[int, int], None] = lambda done, total: None
+    should_stop: Callable[[], bool] = lambda: False
+
+
+def _evaluate(evaluator: CheckpointEvaluator, store_root: Path, manifest: CheckpointManifest, episodes: int, hooks: RunHooks):
+    return evaluator.evaluate(store_root, manifest.version, episodes, on_episode=lambda _o: hooks.eval_episode())
+
+
+def _base_manifest(base_dir: Path) -> CheckpointManifest:
+    store = CheckpointStore(Path(base_dir) / CHECKPOINTS_DIR)
+    versions = store.versions()
+    if not versions:
+        raise RunError(f"base {base_dir}: no checkpoint in {store.root}")
+    return store.get(versions[-1])
+
+
+def run_base(run: RunSpec, config: ExperimentConfig, evaluator: CheckpointEvaluator, hooks: RunHooks) -> RunResult:
+    manifest = _base_manifest(config.base_dir)
+    hooks.phase(f"evaluating the base policy v{manifest.version}")
+    final = _evaluate(evaluator, Path(config.base_dir) / CHECKPOINTS_DIR, manifest, config.eval_episodes, hooks)
+    return RunResult(
+        name=run.name, method=run.method, seed=run.seed, robots=0, groups=run.groups, duration_s=0.0,
+        final_version=manifest.version, final_success=final.mean_success, final_per_task=final.per_task,
+        eval_episodes_per_task=config.eval_episodes, curve=(CurvePoint(0.0, manifest.version, final.mean_success, final.per_task),),
+    )
+
+
+def budget_updates(run: RunSpec, config: ExperimentConfig, finished: Mapping[str, RunResult]) -> int:
+    """The offline baselines' number of updates: --offline-updates, else the budget run's learner updates."""
+    if config.offline_updates is not None:
+        return config.offline_updates
+    budget = run.budget_run()
+    done = finished.get(budget.name) if budget else None
+    if done is None or done.learner_updates is None:
+        raise RunError(f"run {run.name}: needs the learner updates of {budget.name if budget else '?'}, which has not run")
+    return done.learner_updates
+
+
+def _offline_phase(run: RunSpec, config: ExperimentConfig, learner_dir: Path, finished, hooks: RunHooks) -> tuple[CheckpointManifest, int, float]:
+    updates = budget_updates(run, config, finished)
+    hooks.phase(f"offline {run.spec.algorithm}: {updates} updates")
+    t0 = time.monotonic()
+    manifest = train_offline(learner_dir, updates, algorithm=run.spec.algorithm, threads=config.offline_threads, seed=run.seed,
+                             on_update=lambda done: hooks.offline_update(done, updates))
+    return manifest, updates, time.monotonic() - t0
+
+
+def run_offline_only(run: RunSpec, config: ExperimentConfig, evaluator: CheckpointEvaluator, finished: Mapping[str, RunResult],
+                     hooks: RunHooks) -> RunResult:
+    learner_dir = prepare_run_dir(config.base_dir, config.run_dir(run))
+    manifest, updates, train_s = _offline_phase(run, config, learner_dir, finished, hooks)
+    hooks.phase(f"evaluating v{manifest.version}")
+    final = _evaluate(evaluator, learner_dir / CHECKPOINTS_DIR, manifest, config.eval_episodes, hooks)
+    return RunResult(
+        name=run.name, method=run.method, seed=run.seed, robots=0, groups=run.groups, duration_s=0.0,
+        final_version=manifest.version, final_success=final.mean_success, final_per_task=final.per_task,
+        eval_episodes_per_task=config.eval_episodes, offline_updates=updates, offline_train_s=train_s,
+    )
+
+
+def run_with_fleet(run: RunSpec, config: ExperimentConfig, evaluator: CheckpointEvaluator, finished: Mapping[str, RunResult],
+                   hooks: RunHooks) -> RunResult:
+    spec = run.spec
+    if spec.trains_offline and config.offline_updates is None:
+        budget_updates(run, config, finished)  # fail before spending the fleet time, not after
+    run_dir = config.run_dir(run)
+    learner_dir = prepare_run_dir(config.base_dir, run_dir)
+    base_versions = set(checkpoint_versions(learner_dir / CHECKPOINTS_DIR))
+    fleet_config = FleetRunConfig(
+        robots=run.robots, tasks=tuple(config.tasks), robot_hz=config.robot_hz, algorithm=spec.algorithm,
+        learner_trains=spec.learner_trains, duration_s=config.duration_s, seed=run.seed,
+        publish_every_updates=config.publish_every_updates, learner_threads=config.learner_threads,
+    )
+    hooks.phase(f"fleet: {run.robots} robot(s), learner {spec.algorithm}{'' if spec.learner_trains else ' (no training)'}")
+    record = run_fleet(fleet_config, run_dir, on_tick=hooks.fleet_tick, should_stop=hooks.should_stop)
+    if hooks.should_stop():
+        raise KeyboardInterrupt
+
+    with EpisodeStore(learner_dir / EPISODES_DIR, cache_in_background=False) as store:
+        rows = store.query()
+    windows = window_stats(rows, record.start_ns, record.duration_s, min(config.window_s, record.duration_s))
+    store = CheckpointStore(learner_dir / CHECKPOINTS_DIR)
+    manifests = [store.get(v) for v in store.versions()]
+    new = [m for m in manifests if m.version not in base_versions]
+    learner_updates = max((m.training_step for m in new), default=0) if spec.learner_trains else None
+
+    offline_updates = offline_s = None
+    final_manifest = manifests[-1]
+    if spec.trains_offline:
+        final_manifest, offline_updates, offline_s = _offline_phase(run, config, learner_dir, finished, hooks)
+
+    times = [record.duration_s * k / config.curve_points for k in range(config.curve_points + 1)]
+    chosen = checkpoints_at(manifests, record.start_ns, times)
+    curve = []
+    for k, (t, manifest) in enumerate(zip(times, chosen)):
+        last = k == len(times) - 1
+        episodes = config.eval_episodes if last and not spec.trains_offline else config.curve_eval_episodes
+        hooks.phase(f"evaluating v{manifest.version} (t = {t / 60:.1f} min)")
+        result = _evaluate(evaluator, store.root, manifest, episodes, hooks)
+        curve.append(CurvePoint(t, manifest.version, result.mean_success, result.per_task))
+    hooks.phase(f"evaluating the final v{final_manifest.version}")
+    final = _evaluate(evaluator, store.root, final_manifest, config.eval_episodes, hooks)
+    return RunResult(
+        name=run.name, method=run.method, seed=run.seed, robots=run.robots, groups=run.groups, duration_s=record.duration_s,
+        final_version=final_manifest.version, final_success=final.mean_success, final_per_task=final.per_task,
+        eval_episodes_per_task=config.eval_episodes, curve=tuple(curve), learner_updates=learner_updates,
+        offline_updates=offline_updates, offline_train_s=offline_s,
+        checkpoints=tuple({"version": m.version, "created_s": (m.created_ns - record.start_ns) / 1e9, "training_step": m.training_step,
+                           "algorithm": m.algorithm} for m in new),
+        online_windows=tuple(w.as_dict() for w in windows),
+        online_totals=totals(rows, record.start_ns, record.duration_s).as_dict(),
+        throughput=throughput(rows, record.start_ns, record.duration_s, run.robots).as_dict(),
+        start_ns=record.start_ns,
+        fleet={"port": record.port, "ros_domain_id": record.domain_id, "exit_code": record.exit_code},
+    )
+
+
+def execute_run(run: RunSpec, config: ExperimentConfig, evaluator: CheckpointEvaluator, finished: Mapping[str, RunResult],
+                hooks: Optional[RunHooks] = None) -> RunResult:
+    hooks = hooks or RunHooks()
+    if run.spec.evaluated_only:
+        return run_base(run, config, evaluator, hooks)
+    if not run.spec.runs_fleet:
+        return run_offline_only(run, config, evaluator, finished, hooks)
+    return run_with_fleet(run, config, evaluator, finished, hooks)
