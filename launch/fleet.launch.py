@@ -17,6 +17,9 @@ from sop_ros.fleet.description import load_fleet
 from sop_ros.fleet.specs import NodeSpec, node_specs
 
 # Installed: share/sop_ros/launch/ -> share/sop_ros/config/; in the checkout: launch/ -> config/.
+# launch's default (SIGTERM 5 s after SIGINT) is too short for a loaded 2-core machine:
+# the learner drains in-flight uploads and nodes may be mid-forward-pass.
+SIGTERM_TIMEOUT_S = "20"
 DEFAULT_FLEET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "config", "fleet.yaml")
 
 
@@ -37,6 +40,7 @@ def _actions_for(context):
                 remappings=list(spec.remappings),
                 respawn=spec.respawn,
                 respawn_delay=spec.respawn_delay_s,
+                sigterm_timeout=SIGTERM_TIMEOUT_S,
                 output="screen",
             ))
         else:
@@ -45,6 +49,7 @@ def _actions_for(context):
                 name=spec.name,
                 respawn=spec.respawn,
                 respawn_delay=spec.respawn_delay_s,
+                sigterm_timeout=SIGTERM_TIMEOUT_S,
                 output="screen",
             ))
     return actions

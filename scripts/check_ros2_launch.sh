@@ -11,6 +11,8 @@
 #     (MIRRORS=/work/.mirror by default: $MIRRORS/ros2+<name>/repo, a bare git dir or a clone);
 #     launch/launch_ros have no PyPI wheels, so they are built from source with colcon;
 #   - PyPI (or the local index) for colcon-common-extensions, osrf-pycommon and argcomplete.
+# Env: EXTRA_PATCH=file.diff applies a proposed fix to the build copy only;
+#      REBUILD_LAUNCH_STACK=1 rebuilds the launch stack even if WORKDIR has it; ROS_DOMAIN_ID.
 #
 # Steps: 1 venv copy without sop_ros + colcon; 2 launch stack (8 packages) from the mirrors
 # with colcon against the PyPI ROS 2 wheels; 3 colcon build of a copy of this repo;

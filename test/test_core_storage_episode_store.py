@@ -308,3 +308,21 @@ def test_abandoned_uploads_can_be_listed_and_discarded(tmp_path):
     os.utime(store.staging_path(old_id), (1, 1))
     assert store.discard_stale_staging(older_than_s=3600) == [old_id]
     assert store.staged_uploads() == {new_id: 6}
+
+
+def test_read_index_sees_what_the_owner_committed_without_touching_its_files(tmp_path):
+    from sop_ros.core.episode_store import read_index
+
+    assert read_index(tmp_path / "none") == []
+    store = EpisodeStore(tmp_path / "store")
+    committed = []
+    for i in range(2):
+        ep, path = _episode_file(tmp_path, f"ep{i}", seed=i)
+        _upload(store, ep.episode_id, path.read_bytes())
+        committed.append(store.commit(ep.episode_id, file_sha256(path), ep.robot_id))
+    before = _all_files(tmp_path / "store")
+    rows = read_index(tmp_path / "store")
+    assert rows == store.query()
+    assert [r.episode_id for r in read_index(tmp_path / "store", since_seq=rows[0].ingest_seq)] == [rows[1].episode_id]
+    assert _all_files(tmp_path / "store") == before
+    assert all(r.path.is_file() for r in rows)

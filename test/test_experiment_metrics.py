@@ -116,3 +116,8 @@ def test_bad_spans_are_refused_with_the_field_named():
         window_stats(ROWS, T0, 0, 60)
     with pytest.raises(ValueError, match="window_s"):
         window_stats(ROWS, T0, 60, 0)
+
+
+def test_time_to_threshold_counts_a_float_rounded_mean_that_equals_the_threshold():
+    mean = (0.95 + 0.85) / 2  # 0.8999999999999999
+    assert time_to_threshold([0, 60], [0.4, mean], 0.9) == 60

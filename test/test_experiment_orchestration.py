@@ -219,7 +219,7 @@ def test_evaluator_runs_the_real_harness_once_per_weights(base_dir, tmp_path):
     evaluator = CheckpointEvaluator(tasks, tmp_path / "cache.json", evaluate_fn=counting_evaluate)
     episodes = []
     first = evaluator.evaluate(root, 1, episodes=2, on_episode=episodes.append)
-    assert [(o.task_id, o.steps) for o in episodes] == [(TASK, 8), (TASK, 8)] or all(o.steps <= 8 for o in episodes)
+    assert len(episodes) == 2 and all(o.task_id == TASK and 1 <= o.steps <= 8 for o in episodes)
     assert list(first.per_task) == [TASK] and 0.0 <= first.mean_success <= 1.0
     assert evaluator.evaluate(root, 1, episodes=2) == first
     assert CheckpointEvaluator(tasks, tmp_path / "cache.json", evaluate_fn=counting_evaluate).evaluate(base_dir / "checkpoints", 1, 2) == first

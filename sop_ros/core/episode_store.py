@@ -531,10 +531,7 @@ class EpisodeStore:
     # --------------------------------------------------------------------------------- reads
 
     def _row_to_stored(self, row: tuple) -> StoredEpisode:
-        d = dict(zip(_COLUMNS, row))
-        d["success"] = None if d["success"] is None else bool(d["success"])
-        d["label_source"] = LabelSource(d["label_source"])
-        return StoredEpisode(**d, path=self.episode_path(d["episode_id"]))
+        return _stored_from_row(row, self.episode_path)
 
     def get(self, episode_id: str) -> StoredEpisode | None:
         eid = _check_episode_id(episode_id)
@@ -659,3 +656,36 @@ class EpisodeStore:
             if orphan_files or orphan_caches or temps:
                 log.warning("episode store %s recovered after a crash: %s", self.root, report)
             return report
+
+
+def _stored_from_row(row: tuple, episode_path) -> StoredEpisode:
+    d = dict(zip(_COLUMNS, row))
+    d["success"] = None if d["success"] is None else bool(d["success"])
+    d["label_source"] = LabelSource(d["label_source"])
+    return StoredEpisode(**d, path=episode_path(d["episode_id"]))
+
+
+def read_index(root: str | Path, since_seq: int | None = None) -> list[StoredEpisode]:
+    """The committed episodes of a store that another process owns, read-only, in ingest order.
+
+    For observers (live progress, analysis): opening an EpisodeStore would run recovery on
+    the owner's files; this only reads the SQLite index (WAL allows a concurrent reader).
+    Returns [] when the store has no index yet.
+    """
+    root = Path(root)
+    index = root / "index.sqlite3"
+    if not index.exists():
+        return []
+    db = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
+    try:
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM episodes"
+        rows = db.execute(sql + (" WHERE ingest_seq > ?" if since_seq is not None else "") + " ORDER BY ingest_seq",
+                          (since_seq,) if since_seq is not None else ()).fetchall()
+    finally:
+        db.close()
+    episodes_dir = root / "episodes"
+
+    def episode_path(eid: str) -> Path:
+        return episodes_dir / eid[:2] / f"{eid}{EPISODE_SUFFIX}"
+
+    return [_stored_from_row(r, episode_path) for r in rows]

@@ -21,6 +21,7 @@ from typing import Iterable, Optional, Protocol, Sequence
 import numpy as np
 
 NS_PER_S = 1_000_000_000
+_EPS = 1e-9  # a mean of success rates that equals the threshold must count despite float rounding
 S_PER_HOUR = 3600.0
 
 
@@ -176,7 +177,7 @@ def time_to_threshold(times_s: Sequence[float], values: Sequence[Optional[float]
     for t, v in zip(times_s, values):
         if v is None:
             continue
-        if v >= threshold:
+        if v >= threshold - _EPS:
             if interpolate and previous is not None:
                 t0, v0 = previous
                 return float(t0 + (threshold - v0) / (v - v0) * (t - t0))

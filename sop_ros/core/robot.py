@@ -16,6 +16,8 @@ from typing import Mapping, Optional
 import numpy as np
 import yaml
 
+from sop_ros.resources import config_dir
+
 # Joint names of the simulated xyz+gripper arm, in action/state order. The sim's state is
 # [x, y, z, gripper] (end-effector position in metres, gripper opening); urdf/ must use these names.
 SIM_ARM_JOINT_NAMES: tuple[str, ...] = ("x_joint", "y_joint", "z_joint", "gripper_joint")
@@ -64,7 +66,7 @@ def load_task_specs(path: str | Path) -> dict[str, TaskSpec]:
 
 def default_tasks_path() -> Path:
     """config/tasks.yaml of the source tree (the single source of task defaults)."""
-    return Path(__file__).resolve().parents[2] / "config" / "tasks.yaml"
+    return config_dir() / "tasks.yaml"
 
 
 @dataclasses.dataclass(frozen=True)

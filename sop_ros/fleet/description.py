@@ -15,6 +15,8 @@ from typing import Annotated, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
+from sop_ros.resources import config_dir
+
 _ROBOT_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # also a valid ROS name token
 _NAMESPACE = re.compile(r"^(/[A-Za-z][A-Za-z0-9_]*)+$")
 
@@ -235,4 +237,4 @@ def load_fleet(path: str | os.PathLike, check_files: bool = True) -> FleetDescri
 
 def default_fleet_path() -> Path:
     """The embedded defaults: config/fleet.yaml of the checkout or of the installed share dir."""
-    return Path(__file__).resolve().parents[2] / "config" / "fleet.yaml"
+    return config_dir() / "fleet.yaml"

@@ -14,8 +14,9 @@ import yaml
 from rclpy.node import Node
 
 from sop_ros.nodes._runtime import declare
+from sop_ros.resources import config_dir
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+CONFIG_DIR = config_dir()
 
 
 @functools.lru_cache(maxsize=None)
