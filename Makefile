@@ -4,7 +4,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/sop launch
+	.venv/bin/sop demo
 
 test: setup
 	bash scripts/test.sh

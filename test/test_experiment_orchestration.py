@@ -21,7 +21,7 @@ from sop_ros.core.hashing import file_sha256
 from sop_ros.core.robot import TaskSpec
 from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator, checkpoints_at
 from sop_ros.experiment.fleet_run import (
-    FleetRunConfig, FleetRunError, checkpoint_versions, online_seed, prepare_run_dir, read_live_counts, run_specs, write_fleet_yaml,
+    FleetRunConfig, FleetRunError, checkpoint_versions, online_seed, prepare_run_dir, prune_run_dir, read_live_counts, run_specs, write_fleet_yaml,
 )
 from sop_ros.experiment.offline_training import train_offline
 from sop_ros.experiment.plan import PlanError, RunSpec, parse_methods, parse_robot_counts, plan_runs
@@ -162,6 +162,23 @@ def test_each_run_gets_its_own_copy_of_the_base(base_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["learner"]
     with pytest.raises(FleetRunError, match="no checkpoint"):
         prepare_run_dir(tmp_path / "empty", tmp_path / "c")
+
+
+def test_pruning_keeps_only_the_evaluated_checkpoints(base_dir, tmp_path):
+    import torch
+
+    learner = prepare_run_dir(base_dir, tmp_path / "run")
+    store = CheckpointStore(learner / "checkpoints")
+    for step in (1, 2, 3):
+        store.publish({"w": torch.full((256,), float(step))}, algorithm="hg_dagger", training_step=step, metrics={}, parent_version=1)
+    cache = tmp_path / "run" / "state" / "robot1" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / "v000003.safetensors").write_bytes(b"x" * 100)
+    (tmp_path / "run" / "state" / "robot1" / "spool").mkdir()
+    freed = prune_run_dir(tmp_path / "run", keep_versions={1, 3})
+    assert checkpoint_versions(learner / "checkpoints") == [1, 3] and freed > 1024
+    assert not cache.exists() and (tmp_path / "run" / "state" / "robot1" / "spool").is_dir()
+    assert CheckpointStore(learner / "checkpoints").load_tensors(3)["w"][0] == 2.0  # v3 = the second published (v2..v4 = steps 1..3)
 
 
 def test_live_counts_read_the_index_the_learner_is_writing(tmp_path):

@@ -25,6 +25,7 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -62,6 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--offline-threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads of the offline baselines' training (default min(2, cpus))")
     parser.add_argument("--offline-updates", type=int, help="updates of the offline baselines (default: as many as the SOP HG-DAgger run of the same seed)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="evaluation processes (default min(2, cpus))")
+    parser.add_argument("--keep-checkpoints", action="store_true", help="keep every checkpoint a run published (default: only the evaluated ones; an hour-long run publishes gigabytes)")
     parser.add_argument("--dry-run", action="store_true", help="print the planned runs and exit")
     parser.set_defaults(func=run)
 
@@ -141,19 +143,19 @@ def write_outputs(out: Path, results, args: argparse.Namespace, extra: dict) -> 
     return data
 
 
+def _raise_keyboard_interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sop_ros.bench.report import machine_info
     from sop_ros.commands.collect import select_tasks
-    from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator
-    from sop_ros.experiment.fleet_run import FleetRunError
     from sop_ros.experiment.plan import PlanError, parse_methods, parse_robot_counts, plan_runs
-    from sop_ros.experiment.results import load_run_result, save_run_result
-    from sop_ros.experiment.runner import ExperimentConfig, RunError, RunHooks, execute_run
 
     _check_args(args)
+    # Evaluation workers load the sentence encoder once per checkpoint: no download-style bars for that.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         methods = parse_methods(args.methods)
         runs = plan_runs(methods, args.seeds, args.robots, parse_robot_counts(args.robots_scaling), args.skip_scaling, args.offline_updates)
@@ -168,6 +170,23 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"  {r.name:<28} {', '.join(r.groups)}")
     if args.dry_run:
         return 0
+    # SIGTERM stops the experiment like Ctrl-C: the fleet's processes run in their own sessions and
+    # would outlive us otherwise.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        return _run_planned(args, runs, methods, specs, console)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_planned(args: argparse.Namespace, runs, methods, specs, console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sop_ros.bench.report import machine_info
+    from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator
+    from sop_ros.experiment.fleet_run import FleetRunError
+    from sop_ros.experiment.results import load_run_result, save_run_result
+    from sop_ros.experiment.runner import ExperimentConfig, RunError, RunHooks, execute_run
 
     out = args.out or Path("runs") / f"experiment-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
@@ -177,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=out, base_dir=base, tasks=specs, duration_s=args.duration_min * 60.0, robot_hz=args.robot_hz,
         eval_episodes=args.eval_episodes, curve_eval_episodes=args.curve_eval_episodes or args.eval_episodes,
         curve_points=args.curve_points, publish_every_updates=args.publish_every_updates, learner_threads=args.learner_threads,
-        offline_threads=args.offline_threads, offline_updates=args.offline_updates,
+        offline_threads=args.offline_threads, offline_updates=args.offline_updates, keep_checkpoints=args.keep_checkpoints,
     )
     evaluator = CheckpointEvaluator(specs, out / "eval_cache.json", workers=args.workers)
     extra = {"command": shlex.join(["sop", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("sop", "cli.py") else shlex.join(sys.argv),
@@ -189,7 +208,13 @@ def run(args: argparse.Namespace) -> int:
                         TimeElapsedColumn(), console=console)
     with progress:
         overall = progress.add_task("runs", total=len(runs), status="")
-        current = progress.add_task("", total=None, status="")
+        bar = {"id": progress.add_task("", total=None, status="")}
+
+        def phase(text: str, total=None) -> None:
+            # A fresh bar per phase: rich cannot make a bar indeterminate again once it had a total.
+            progress.remove_task(bar["id"])
+            bar["id"] = progress.add_task(text, total=total, status="")
+
         for run_spec in runs:
             run_dir = config.run_dir(run_spec)
             previous = load_run_result(run_dir)
@@ -199,19 +224,17 @@ def run(args: argparse.Namespace) -> int:
                 progress.advance(overall)
                 continue
 
-            def phase(text: str, name=run_spec.name) -> None:
-                progress.reset(current, total=None, description=f"{name}: {text}", status="")
-
             def fleet_tick(elapsed: float, counts) -> None:
                 recent = "-" if counts.recent_success_rate is None else f"{counts.recent_success_rate:.2f}"
                 share = "-" if counts.recent_intervention_share is None else f"{counts.recent_intervention_share:.2f}"
-                progress.update(current, total=round(config.duration_s), completed=round(elapsed),
+                progress.update(bar["id"], total=round(config.duration_s), completed=round(elapsed),
                                 status=f"{counts.episodes} episodes | recent success {recent} | operator share {share} | policy v{counts.latest_version}")
 
             hooks = RunHooks(
-                phase=phase, fleet_tick=fleet_tick,
-                eval_episode=lambda: progress.advance(current),
-                offline_update=lambda done, total: progress.update(current, total=total, completed=done) if done % 10 == 0 or done == total else None,
+                phase=lambda text, total=None, name=run_spec.name: phase(f"{name}: {text}", total),
+                fleet_tick=fleet_tick,
+                eval_episode=lambda: progress.advance(bar["id"]),
+                offline_update=lambda done, total: progress.update(bar["id"], total=total, completed=done) if done % 10 == 0 or done == total else None,
             )
             try:
                 result = execute_run(run_spec, config, evaluator, finished, hooks)
@@ -225,6 +248,6 @@ def run(args: argparse.Namespace) -> int:
             extra["wall_clock_s"] = time.monotonic() - started
             write_outputs(out, list(finished.values()), args, extra)
     data = write_outputs(out, list(finished.values()), args, extra)
-    console.print((out / "results.md").read_text())
+    console.print((out / "results.md").read_text(), markup=False, highlight=False)
     console.print(f"results in {out}: summary.json, results.md, *.csv, {', '.join(data['plots'])}")
     return 0

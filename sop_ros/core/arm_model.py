@@ -94,15 +94,17 @@ class ArmModel:
         self.name = name
         self.links = links
         self.joints = joints
-        children = {j.child for j in joints}
-        roots = [link for link in links if link not in children]
-        if len(roots) != 1:
-            raise UrdfError(f"URDF '{name}': expected one root link, found {roots}")
-        self.root = roots[0]
         for j in joints:
             for end in (j.parent, j.child):
                 if end not in links:
                     raise UrdfError(f"URDF joint '{j.name}': link '{end}' is not defined")
+        children = [j.child for j in joints]
+        if len(set(children)) != len(children):
+            raise UrdfError(f"URDF '{name}': a link is the child of two joints (not a tree)")
+        roots = [link for link in links if link not in children]
+        if len(roots) != 1:
+            raise UrdfError(f"URDF '{name}': expected one root link, found {roots}")
+        self.root = roots[0]
 
     @classmethod
     def from_xml(cls, text: str, source: str = "<string>") -> "ArmModel":

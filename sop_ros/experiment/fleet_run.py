@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+import psutil
 import yaml
 
 from sop_ros.core.training.learner_training import CHECKPOINTS_DIR, EPISODES_DIR, OFFLINE_DIR
@@ -107,6 +108,31 @@ def prepare_run_dir(base_dir: Path, run_dir: Path) -> Path:
     shutil.copytree(base_dir / OFFLINE_DIR, tmp / OFFLINE_DIR, ignore=ignore)
     os.rename(tmp, learner)
     return learner
+
+
+def prune_run_dir(run_dir: Path, keep_versions: set[int]) -> int:
+    """Free the disk a finished run no longer needs; returns the bytes removed.
+
+    The learner publishes every few seconds (a full checkpoint with its optimiser state each time) and
+    every robot caches each one, so an hour-long run holds gigabytes. After the evaluation only the
+    evaluated versions matter (the others' manifests are summarised in the run's result.json).
+    """
+    freed = 0
+
+    def remove(path: Path) -> None:
+        nonlocal freed
+        freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        shutil.rmtree(path)
+
+    checkpoints = Path(run_dir) / LEARNER_DIR / CHECKPOINTS_DIR
+    for version in checkpoint_versions(checkpoints):
+        if version not in keep_versions:
+            remove(checkpoints / f"v{version:06d}")
+    state = Path(run_dir) / STATE_DIR
+    if state.is_dir():
+        for cache in state.glob("*/checkpoints"):
+            remove(cache)
+    return freed
 
 
 def fleet_description(config: FleetRunConfig, run_dir: Path, port: int) -> dict:
@@ -228,6 +254,7 @@ class FleetRunRecord:
     stopped_early: bool  # the fleet stopped before the duration was up (a process died)
     port: int
     domain_id: int
+    cpu_percent_mean: Optional[float] = None  # machine-wide CPU use while the fleet ran (100 = all cores busy)
 
 
 def run_fleet(config: FleetRunConfig, run_dir: Path, on_tick: Optional[Callable[[float, LiveCounts], None]] = None,
@@ -251,6 +278,8 @@ def run_fleet(config: FleetRunConfig, run_dir: Path, on_tick: Optional[Callable[
         thread.start()
         log.info("run %s: %d processes, learner on 127.0.0.1:%d, ROS domain %s", run_dir.name, len(specs), port, env["ROS_DOMAIN_ID"])
         stopped_early = False
+        cpu_samples: list[float] = []
+        psutil.cpu_percent(interval=None)  # starts the measurement interval
         try:
             while True:
                 elapsed = time.monotonic() - start
@@ -259,6 +288,8 @@ def run_fleet(config: FleetRunConfig, run_dir: Path, on_tick: Optional[Callable[
                 if not thread.is_alive():
                     stopped_early = True
                     break
+                if elapsed > 1.0:
+                    cpu_samples.append(psutil.cpu_percent(interval=None))
                 if on_tick is not None:
                     on_tick(elapsed, read_live_counts(learner_dir))
                 time.sleep(min(tick_s, max(0.05, config.duration_s - elapsed)))
@@ -269,4 +300,5 @@ def run_fleet(config: FleetRunConfig, run_dir: Path, on_tick: Optional[Callable[
     if stopped_early:
         raise FleetRunError(f"run {run_dir.name}: the fleet stopped after {(stop_ns - start_ns) / 1e9:.0f} s "
                             f"(exit code {launcher.exit_code}); see {run_dir / LOG_FILE}")
-    return FleetRunRecord(start_ns, stop_ns, (stop_ns - start_ns) / 1e9, launcher.exit_code, stopped_early, port, int(env["ROS_DOMAIN_ID"]))
+    cpu = sum(cpu_samples) / len(cpu_samples) if cpu_samples else None
+    return FleetRunRecord(start_ns, stop_ns, (stop_ns - start_ns) / 1e9, launcher.exit_code, stopped_early, port, int(env["ROS_DOMAIN_ID"]), cpu)

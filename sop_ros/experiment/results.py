@@ -114,6 +114,8 @@ def method_table(results: Sequence[RunResult]) -> dict[str, dict]:
             "intervention_share": _mean_over(runs, lambda r: r.online_totals["intervention_share"] if r.online_totals else None),
             "online_success_rate": _mean_over(runs, lambda r: r.online_totals["success_rate"] if r.online_totals else None),
             "learner_updates": _mean_over(runs, lambda r: r.learner_updates if r.learner_updates is not None else r.offline_updates),
+            "achieved_step_hz": _mean_over(runs, lambda r: (r.fleet or {}).get("achieved_step_hz")),
+            "cpu_percent": _mean_over(runs, lambda r: (r.fleet or {}).get("cpu_percent_mean")),
         }
     return table
 
@@ -138,6 +140,8 @@ def scaling_table(results: Sequence[RunResult], threshold: float) -> dict[str, d
             "time_to_threshold_per_seed_s": per_seed,
             "final_success": _mean_over(runs, lambda r: r.final_success),
             "episodes_per_hour": _mean_over(runs, lambda r: r.throughput["episodes_per_hour"] if r.throughput else None),
+            "achieved_step_hz": _mean_over(runs, lambda r: (r.fleet or {}).get("achieved_step_hz")),
+            "cpu_percent": _mean_over(runs, lambda r: (r.fleet or {}).get("cpu_percent_mean")),
         }
     return table
 
@@ -236,21 +240,23 @@ def markdown_report(summary_data: Mapping[str, Any], plots: Sequence[str] = ()) 
     if methods:
         tasks = list(next(iter(methods.values()))["final_per_task"])
         lines += ["## Final success and throughput (mean ± sample std over seeds)", "",
-                  "| method | final success | " + " | ".join(tasks) + " | episodes/h | successful episodes/h | operator share of steps | learner updates |",
-                  "|---|---:|" + "---:|" * len(tasks) + "---:|---:|---:|---:|"]
+                  "| method | final success | " + " | ".join(tasks) + " | episodes/h | successful episodes/h | operator share of steps | learner updates | robot steps/s | CPU % |",
+                  "|---|---:|" + "---:|" * len(tasks) + "---:|---:|---:|---:|---:|---:|"]
         for m, v in methods.items():
             lines.append(f"| {m} | {_pm(v['final_success'])} | " + " | ".join(_pm(v["final_per_task"][t]) for t in tasks)
                          + f" | {_pm(v['episodes_per_hour'], 0)} | {_pm(v['successful_episodes_per_hour'], 0)} | {_pm(v['intervention_share'])}"
-                         f" | {_pm(v['learner_updates'], 0)} |")
+                         f" | {_pm(v['learner_updates'], 0)} | {_pm(v['achieved_step_hz'], 1)} | {_pm(v['cpu_percent'], 0)} |")
         lines += ["", "Throughput counts every episode the fleet finished (success, failure, timeout) per hour of wall clock, "
-                  "as the paper does; the operator share is the fraction of executed steps the scripted operator produced.", ""]
+                  "as the paper does; the operator share is the fraction of executed steps the scripted operator produced. "
+                  "Robot steps/s is the pace reached inside episodes (the control rate unless the machine falls behind); "
+                  "CPU % is the machine's use while the fleet ran (100 = every core busy).", ""]
     if s["scaling"]:
         lines += [f"## Fleet scaling (SOP + HG-DAgger): time to mean success {s['threshold']:g}", "",
-                  "| robots | time to threshold (min) | per seed (min) | final success | episodes/h |", "|---:|---:|---|---:|---:|"]
+                  "| robots | time to threshold (min) | per seed (min) | final success | episodes/h | robot steps/s | CPU % |", "|---:|---:|---|---:|---:|---:|---:|"]
         for k, v in s["scaling"].items():
             per_seed = ", ".join(f"s{seed}: {_fmt(t / 60 if t is not None else None, 1)}" for seed, t in v["time_to_threshold_per_seed_s"].items())
             t = v["time_to_threshold_s"]
-            lines.append(f"| {k} | {_fmt(t / 60 if t is not None else None, 1)} | {per_seed} | {_pm(v['final_success'])} | {_pm(v['episodes_per_hour'], 0)} |")
+            lines.append(f"| {k} | {_fmt(t / 60 if t is not None else None, 1)} | {per_seed} | {_pm(v['final_success'])} | {_pm(v['episodes_per_hour'], 0)} | {_pm(v['achieved_step_hz'], 1)} | {_pm(v['cpu_percent'], 0)} |")
         lines += ["", "Times come from the seed-mean evaluated success curve, linearly interpolated between evaluation points; "
                   "'-' = not reached within the run.", ""]
     for plot in plots:

@@ -19,7 +19,7 @@ from sop_ros.core.fleet_metrics import throughput, totals, window_stats
 from sop_ros.core.robot import TaskSpec
 from sop_ros.core.training.learner_training import CHECKPOINTS_DIR, EPISODES_DIR
 from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator, checkpoints_at
-from sop_ros.experiment.fleet_run import FleetRunConfig, LiveCounts, checkpoint_versions, prepare_run_dir, run_fleet
+from sop_ros.experiment.fleet_run import FleetRunConfig, LiveCounts, checkpoint_versions, prepare_run_dir, prune_run_dir, run_fleet
 from sop_ros.experiment.offline_training import train_offline
 from sop_ros.experiment.plan import RunSpec
 from sop_ros.experiment.results import CurvePoint, RunResult
@@ -46,6 +46,7 @@ class ExperimentConfig:
     learner_threads: int = 1
     offline_threads: int = 1
     offline_updates: Optional[int] = None  # fixed budget for the offline baselines (default: the budget run's updates)
+    keep_checkpoints: bool = False  # False: after its evaluation a run keeps only the checkpoints it evaluated
 
     def __post_init__(self) -> None:
         for name in ("duration_s", "robot_hz", "eval_episodes", "curve_eval_episodes", "curve_points", "publish_every_updates",
@@ -67,7 +68,7 @@ class ExperimentConfig:
 class RunHooks:
     """Progress callbacks (all optional)."""
 
-    phase: Callable[[str], None] = lambda text: None
+    phase: Callable[..., None] = lambda text, total=None: None  # total: units of work in the phase, if known
     fleet_tick: Callable[[float, LiveCounts], None] = lambda elapsed, counts: None
     eval_episode: Callable[[], None] = lambda: None
     offline_update: Callable[[int, int], None] = lambda done, total: None
@@ -88,7 +89,7 @@ def _base_manifest(base_dir: Path) -> CheckpointManifest:
 
 def run_base(run: RunSpec, config: ExperimentConfig, evaluator: CheckpointEvaluator, hooks: RunHooks) -> RunResult:
     manifest = _base_manifest(config.base_dir)
-    hooks.phase(f"evaluating the base policy v{manifest.version}")
+    hooks.phase(f"evaluating the base policy v{manifest.version}", config.eval_episodes * len(config.tasks))
     final = _evaluate(evaluator, Path(config.base_dir) / CHECKPOINTS_DIR, manifest, config.eval_episodes, hooks)
     return RunResult(
         name=run.name, method=run.method, seed=run.seed, robots=0, groups=run.groups, duration_s=0.0,
@@ -110,7 +111,7 @@ def budget_updates(run: RunSpec, config: ExperimentConfig, finished: Mapping[str
 
 def _offline_phase(run: RunSpec, config: ExperimentConfig, learner_dir: Path, finished, hooks: RunHooks) -> tuple[CheckpointManifest, int, float]:
     updates = budget_updates(run, config, finished)
-    hooks.phase(f"offline {run.spec.algorithm}: {updates} updates")
+    hooks.phase(f"offline {run.spec.algorithm}: {updates} updates", updates)
     t0 = time.monotonic()
     manifest = train_offline(learner_dir, updates, algorithm=run.spec.algorithm, threads=config.offline_threads, seed=run.seed,
                              on_update=lambda done: hooks.offline_update(done, updates))
@@ -121,7 +122,7 @@ def run_offline_only(run: RunSpec, config: ExperimentConfig, evaluator: Checkpoi
                      hooks: RunHooks) -> RunResult:
     learner_dir = prepare_run_dir(config.base_dir, config.run_dir(run))
     manifest, updates, train_s = _offline_phase(run, config, learner_dir, finished, hooks)
-    hooks.phase(f"evaluating v{manifest.version}")
+    hooks.phase(f"evaluating v{manifest.version}", config.eval_episodes * len(config.tasks))
     final = _evaluate(evaluator, learner_dir / CHECKPOINTS_DIR, manifest, config.eval_episodes, hooks)
     return RunResult(
         name=run.name, method=run.method, seed=run.seed, robots=0, groups=run.groups, duration_s=0.0,
@@ -143,14 +144,15 @@ def run_with_fleet(run: RunSpec, config: ExperimentConfig, evaluator: Checkpoint
         learner_trains=spec.learner_trains, duration_s=config.duration_s, seed=run.seed,
         publish_every_updates=config.publish_every_updates, learner_threads=config.learner_threads,
     )
-    hooks.phase(f"fleet: {run.robots} robot(s), learner {spec.algorithm}{'' if spec.learner_trains else ' (no training)'}")
+    hooks.phase(f"fleet: {run.robots} robot(s), learner {spec.algorithm}{'' if spec.learner_trains else ' (no training)'}", round(config.duration_s))
     record = run_fleet(fleet_config, run_dir, on_tick=hooks.fleet_tick, should_stop=hooks.should_stop)
     if hooks.should_stop():
         raise KeyboardInterrupt
 
     with EpisodeStore(learner_dir / EPISODES_DIR, cache_in_background=False) as store:
         rows = store.query()
-    windows = window_stats(rows, record.start_ns, record.duration_s, min(config.window_s, record.duration_s))
+    windows_per_run = max(1, round(config.duration_s / config.window_s))
+    windows = window_stats(rows, record.start_ns, record.duration_s, record.duration_s / windows_per_run)
     store = CheckpointStore(learner_dir / CHECKPOINTS_DIR)
     manifests = [store.get(v) for v in store.versions()]
     new = [m for m in manifests if m.version not in base_versions]
@@ -167,11 +169,14 @@ def run_with_fleet(run: RunSpec, config: ExperimentConfig, evaluator: Checkpoint
     for k, (t, manifest) in enumerate(zip(times, chosen)):
         last = k == len(times) - 1
         episodes = config.eval_episodes if last and not spec.trains_offline else config.curve_eval_episodes
-        hooks.phase(f"evaluating v{manifest.version} (t = {t / 60:.1f} min)")
+        hooks.phase(f"evaluating v{manifest.version} (t = {t / 60:.1f} min)", episodes * len(config.tasks))
         result = _evaluate(evaluator, store.root, manifest, episodes, hooks)
         curve.append(CurvePoint(t, manifest.version, result.mean_success, result.per_task))
-    hooks.phase(f"evaluating the final v{final_manifest.version}")
+    hooks.phase(f"evaluating the final v{final_manifest.version}", config.eval_episodes * len(config.tasks))
     final = _evaluate(evaluator, store.root, final_manifest, config.eval_episodes, hooks)
+    if not config.keep_checkpoints:
+        freed = prune_run_dir(run_dir, {m.version for m in chosen} | {final_manifest.version} | base_versions)
+        log.info("run %s: removed %.0f MB of checkpoints that were not evaluated", run.name, freed / 2**20)
     return RunResult(
         name=run.name, method=run.method, seed=run.seed, robots=run.robots, groups=run.groups, duration_s=record.duration_s,
         final_version=final_manifest.version, final_success=final.mean_success, final_per_task=final.per_task,
@@ -183,8 +188,15 @@ def run_with_fleet(run: RunSpec, config: ExperimentConfig, evaluator: Checkpoint
         online_totals=totals(rows, record.start_ns, record.duration_s).as_dict(),
         throughput=throughput(rows, record.start_ns, record.duration_s, run.robots).as_dict(),
         start_ns=record.start_ns,
-        fleet={"port": record.port, "ros_domain_id": record.domain_id, "exit_code": record.exit_code},
+        fleet={"port": record.port, "ros_domain_id": record.domain_id, "exit_code": record.exit_code,
+               "cpu_percent_mean": record.cpu_percent_mean, "robot_hz": config.robot_hz, "achieved_step_hz": achieved_step_hz(rows)},
     )
+
+
+def achieved_step_hz(rows) -> Optional[float]:
+    """Mean steps per second within episodes: equals the control rate unless the machine cannot keep the pace."""
+    rates = [r.num_steps / ((r.end_ns - r.start_ns) / 1e9) for r in rows if r.end_ns > r.start_ns and r.num_steps > 1]
+    return sum(rates) / len(rates) if rates else None
 
 
 def execute_run(run: RunSpec, config: ExperimentConfig, evaluator: CheckpointEvaluator, finished: Mapping[str, RunResult],

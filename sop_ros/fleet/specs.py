@@ -81,7 +81,7 @@ def _robot_nodes(fleet: FleetDescription, robot: RobotConfig) -> list[NodeSpec]:
         # One node plays both hardware drivers (camera + ros2_control arm) and owns the episodes.
         specs.append(NodeSpec("sim_robot", "sim_robot", parameters={**ident, "tasks": list(robot.tasks), "control_rate_hz": rate}, **common))
     else:
-        # Hardware drivers not written yet (camera_driver, episode_manager) are left out until they exist.
+        # Hardware drivers: the camera (config/robot.yaml camera_driver.source) and the episode boundaries.
         for name, params in (("camera_driver", {"rate_hz": rate}), ("episode_manager", {**ident, "tasks": list(robot.tasks)})):
             if importlib.util.find_spec(f"sop_ros.nodes.{name}") is not None:
                 specs.append(NodeSpec(name, name, parameters=params, **common))
@@ -94,7 +94,9 @@ def _robot_nodes(fleet: FleetDescription, robot: RobotConfig) -> list[NodeSpec]:
                  parameters={**ident, **spool, "label_source": "environment" if sim else "operator"}, **common),
     ]
     if importlib.util.find_spec("sop_ros.nodes.monitor") is not None:
-        specs.append(NodeSpec("monitor", "monitor", parameters={**ident}, **common))
+        # Robots side by side in RViz's fixed frame, 1.5 m apart in fleet order.
+        offset = [1.5 * [r.id for r in fleet.robots].index(robot.id), 0.0, 0.0]
+        specs.append(NodeSpec("monitor", "monitor", parameters={**ident, "display_offset": offset}, **common))
     if importlib.util.find_spec("sop_ros.nodes.bridge") is not None:
         specs.append(NodeSpec("bridge", "bridge", parameters=_bridge_parameters(fleet, robot), **common))
     return specs

@@ -54,6 +54,7 @@ class EpisodeManagerNode(Node):
         self._next_start_at = time.monotonic() + max(0.5, self.reset_pause_s)  # let subscribers discover us
         self._forward: Optional[tuple[LabelEpisode.Request, float]] = None
         self._forward_call = None
+        self._retry_at = 0.0
 
         self.event_pub = self.create_publisher(EpisodeStatus, "episode_event", _qos.EVENTS)
         self.create_subscription(ExecutedStep, "executed_step", self._on_executed, _qos.CONTROL)
@@ -122,28 +123,27 @@ class EpisodeManagerNode(Node):
         self.get_logger().info(f"episode {ep.episode_id} ended after {self._steps} steps: {why}")
 
     def _forward_label(self, now: float) -> None:
-        """Hand the operator's label to the recorder; retried until it holds the episode."""
+        """Hand the operator's label to the recorder; retried until it holds the episode (or a timeout)."""
         if self._forward is None:
             return
         request, deadline = self._forward
         call = self._forward_call
-        if call is not None and not call.done():
-            return
         if call is not None:
+            if not call.done():
+                return
             self._forward_call = None
             result = call.result()
             if result is not None and result.accepted:
                 self.get_logger().info(f"episode {request.episode_id} labelled {'success' if request.success else 'failure'}")
                 self._forward = None
                 return
+            self._retry_at = now + _FORWARD_RETRY_S
         if now >= deadline:
             self.get_logger().error(f"could not label episode {request.episode_id}: the recorder's label_episode did not accept it "
                                     f"within {_FORWARD_TIMEOUT_S:g} s; label it with label_episode")
             self._forward = None
-            return
-        if self.label_client.service_is_ready() and (call is None or now >= getattr(self, "_retry_at", 0.0)):
+        elif now >= self._retry_at and self.label_client.service_is_ready():
             self._forward_call = self.label_client.call_async(request)
-        self._retry_at = now + _FORWARD_RETRY_S
 
 
 def main(args=None) -> int:
