@@ -50,6 +50,7 @@ echo "setup: dependencies ready ($((SECONDS - t0)) s)"
 
 if [[ "$old" != *"ifaces=$ifaces_fp"* ]] || ! python -c "import sop_ros.msg, sop_ros.srv" 2>/dev/null; then
   echo "setup: building the ROS 2 interfaces (msg/, srv/) with CMake"
+  mkdir -p "$ROOT/build"
   export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$VENV" \
     -DPython3_EXECUTABLE="$VENV/bin/python" -DSOP_ROS_INSTALL_PYTHON_SOURCES=OFF -DBUILD_TESTING=OFF >"$ROOT/build/cmake-configure.log" 2>&1 \
