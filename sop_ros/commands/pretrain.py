@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--demos", type=Path, required=True, help="directory of demo episode files (from `sop collect`)")
     parser.add_argument("--out", type=Path, required=True, help="learner data dir: <out>/offline (demo store), <out>/checkpoints, <out>/tensorboard")
     parser.add_argument("--config", default="tiny", help="model preset (default tiny)")
-    parser.add_argument("--max-minutes", type=float, default=15.0, help="wall-clock budget for training + evaluations (default 15)")
+    parser.add_argument("--max-minutes", type=float, default=15.0, help="wall-clock budget for training and evaluations; the final evaluation may run past it (default 15)")
     parser.add_argument("--max-updates", type=int, help="stop after this many updates (default: no limit)")
     parser.add_argument("--eval-every-updates", type=int, default=1000, help="evaluate every N updates (default 1000)")
     parser.add_argument("--eval-episodes", type=int, default=10, help="evaluation episodes per task (default 10)")
@@ -146,10 +146,17 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     t_start = time.perf_counter()
     with EpisodeStore(args.out / OFFLINE_STORE_DIRNAME, cache_in_background=False) as offline:
+        store_log = logging.getLogger("sop_ros.core.episode_store")
+        quiet = not store_log.isEnabledFor(logging.DEBUG)
+        if quiet:  # one line per stored demo is noise here; the summary below says what was ingested
+            store_log.setLevel(logging.WARNING)
         try:
             stored = ingest_episode_files(offline, files)
         except PretrainError as exc:
             raise CliError(str(exc)) from None
+        finally:
+            if quiet:
+                store_log.setLevel(logging.NOTSET)
         counts = demo_counts(stored)
         unknown = sorted(set(counts) - set(specs))
         if unknown:

@@ -83,7 +83,8 @@ def scaling(results: Sequence[RunResult], scaling_summary: Mapping[str, dict], t
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     times = [scaling_summary[k]["time_to_threshold_s"] for k in sizes]
-    bar.bar(sizes, [t / 60 if t is not None else 0 for t in times], color=[colors(i / max(1, len(sizes) - 1) * 0.85) for i in range(len(sizes))])
+    bar.bar(range(len(sizes)), [t / 60 if t is not None else 0 for t in times], color=[colors(i / max(1, len(sizes) - 1) * 0.85) for i in range(len(sizes))],
+            tick_label=sizes)
     for i, t in enumerate(times):
         bar.text(i, (t / 60 if t is not None else 0), "not reached" if t is None else f"{t / 60:.1f}", ha="center", va="bottom", fontsize=8)
     bar.set(xlabel="robots", ylabel=f"minutes to success {threshold:g}", title="Time to threshold")

@@ -98,7 +98,8 @@ def _robot_nodes(fleet: FleetDescription, robot: RobotConfig) -> list[NodeSpec]:
         offset = [1.5 * [r.id for r in fleet.robots].index(robot.id), 0.0, 0.0]
         specs.append(NodeSpec("monitor", "monitor", parameters={**ident, "display_offset": offset}, **common))
     if importlib.util.find_spec("sop_ros.nodes.bridge") is not None:
-        specs.append(NodeSpec("bridge", "bridge", parameters=_bridge_parameters(fleet, robot), **common))
+        specs.append(NodeSpec("bridge", "bridge", parameters=_bridge_parameters(fleet, robot),
+                              remappings=(("diagnostics", "/diagnostics"),), **common))
     return specs
 
 

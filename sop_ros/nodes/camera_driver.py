@@ -40,7 +40,10 @@ class CameraDriverNode(Node):
             raise ValueError(f"parameter 'rate_hz': must be positive, got {rate}")
         self.period_s = 1.0 / rate
         self._is_file = isinstance(self.config.source, str) and Path(self.config.source).is_file()
-        self.camera: Optional[OpenCVCamera] = OpenCVCamera(self.config)  # fails fast on a bad source
+        try:
+            self.camera: Optional[OpenCVCamera] = OpenCVCamera(self.config)
+        except CameraError as exc:
+            raise OSError(str(exc)) from None  # a start-up error: one line from the runtime, no traceback
         self.image_pub = self.create_publisher(Image, "camera/image_raw", _qos.SENSOR)
         self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", _qos.SENSOR)
         self.frames_published = 0

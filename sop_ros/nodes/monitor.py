@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from pathlib import Path
 from typing import Optional
 
 from geometry_msgs.msg import Point, TransformStamped, Vector3
@@ -81,7 +82,7 @@ class MonitorNode(Node):
         self.marker_pub = self.create_publisher(MarkerArray, "monitor/markers", DISPLAY)
         self.image_pub = self.create_publisher(Image, "monitor/image", DISPLAY)
         description_pub = self.create_publisher(String, "robot_description", LATCHED_DISPLAY)
-        description_pub.publish(String(data=open(urdf_path).read()))
+        description_pub.publish(String(data=Path(urdf_path).read_text()))
         TFMessage = tf_message_type()
         self.tf_msg_type = TFMessage
         if TFMessage is None:

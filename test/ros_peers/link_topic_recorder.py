@@ -4,11 +4,12 @@ usage: link_topic_recorder.py OUT_FILE NAMESPACE...
 Lines: {"ns", "topic": "policy_update", version, parent_version, content_hash, local_path, manifest_path,
 algorithm, training_step, metrics}, {"ns", "topic": "episode_status", episode_id, outcome, step,
 upload_state, spooled_episodes}, {"topic": "diagnostics", name, level, message, values} (bridge
-statuses on /diagnostics only).
+statuses on /diagnostics only); every line also has "t", the wall-clock ns it was received.
 """
 import json
 import signal
 import sys
+import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -29,7 +30,7 @@ def main():
     out = open(out_path, "a", buffering=1)
 
     def write(record):
-        out.write(json.dumps(record) + "\n")
+        out.write(json.dumps({**record, "t": time.time_ns()}) + "\n")
 
     for ns in namespaces:
         node.create_subscription(PolicyUpdate, f"{ns}/policy_update", lambda m, ns=ns: write({
