@@ -44,7 +44,7 @@ PUBLISH_EVERY_S = 5.0  # the learner's checkpoint cadence (seconds of training)
 EPISODES_AFTER_V3 = 2  # episodes each robot must finish after it received v>=3
 RUN_TIMEOUT_S = 360.0
 # The learner trains with these on top of the fleet's arguments (argparse keeps the last value).
-LEARNER_ARGS = ("--publish-every-updates", "100000", "--publish-every-s", str(PUBLISH_EVERY_S), "--batch-size", "4", "--grace", "5")
+LEARNER_ARGS = ("--publish-every-updates", "100000", "--publish-every-s", str(PUBLISH_EVERY_S), "--batch-size", "4", "--grace", "2")
 NODE_OVERRIDES = {
     "sim_robot": {"max_steps": MAX_STEPS, "reset_pause_s": 0.1},
     "policy": {"execute_horizon": 2},
@@ -158,6 +158,7 @@ def test_two_robots_and_the_learner_close_the_loop(tmp_path):
     timings["total_s"] = time.monotonic() - t0
     all_logs = link.log() + robots.log()
     assert link_code == 0 and "Traceback" not in all_logs, logs()
+    assert "sop_ros.link.channel: INSECURE link" in link.log()  # the link core's logging reaches the bridge's ROS log
 
     # The learner published >= 2 checkpoints after v1, each trained from the one before.
     versions = checkpoints.versions()

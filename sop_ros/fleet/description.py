@@ -76,7 +76,7 @@ class RobotConfig(_Strict):
     id: str = Field(description="unique robot id; also the default namespace")
     namespace: Optional[str] = Field(None, description="ROS namespace of the robot's nodes (default /<id>)")
     backend: Literal["sim", "hardware"]
-    tasks: list[str] = Field(min_length=1, description="task ids this robot runs, e.g. reach-v3")
+    tasks: list[str] = Field(min_length=1, description="task ids this robot runs, e.g. push-v3")
     control_rate_hz: float = Field(10.0, gt=0, le=1000)
     respawn: bool = Field(False, description="restart a node of this robot when it dies")
     respawn_delay_s: float = Field(2.0, ge=0)

@@ -17,6 +17,7 @@ with `insecure: true`, which the launchers set only when the fleet's learner is 
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 from pathlib import Path
 from typing import Optional
@@ -37,6 +38,27 @@ from sop_ros.nodes._runtime import run_nodes
 
 _KNOWN_EPISODES = 1000  # SPOOLED statuses remembered for the ACKED re-publication
 _STOP_TIMEOUT_S = 5.0
+_LINK_LOGGER = "sop_ros.link"
+
+
+class _RosLogHandler(logging.Handler):
+    """Sends the link core's `logging` records (retries, refusals, downloads) to the node's ROS logger."""
+
+    def __init__(self, node: Node):
+        super().__init__(logging.INFO)
+        self._logger = node.get_logger()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = f"{record.name}: {self.format(record)}"
+            if record.levelno >= logging.ERROR:
+                self._logger.error(text)
+            elif record.levelno >= logging.WARNING:
+                self._logger.warning(text)
+            else:
+                self._logger.info(text)
+        except Exception:  # noqa: BLE001 - logging must never break the link threads
+            self.handleError(record)
 
 
 def link_config(address: str, insecure: bool, ca_cert: str, token_file: str, client_cert: str, client_key: str,
@@ -85,6 +107,11 @@ class BridgeNode(Node):
         )
         status_period_s = p("status_period_s", "seconds between diagnostics of the bridge's state")
 
+        self._log_handler = _RosLogHandler(self)
+        link_logger = logging.getLogger(_LINK_LOGGER)
+        link_logger.addHandler(self._log_handler)
+        if link_logger.getEffectiveLevel() > logging.INFO:
+            link_logger.setLevel(logging.INFO)
         self.spool = Spool(spool_dir, spool_max_bytes)
         self._lock = threading.Lock()
         self._spooled: collections.OrderedDict[str, EpisodeStatus] = collections.OrderedDict()
@@ -213,6 +240,7 @@ class BridgeNode(Node):
         self.follower.stop(_STOP_TIMEOUT_S)
         self.uploader.stop(_STOP_TIMEOUT_S)
         self.link.close()
+        logging.getLogger(_LINK_LOGGER).removeHandler(self._log_handler)
 
 
 def main(args=None) -> int:

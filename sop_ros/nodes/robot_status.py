@@ -24,7 +24,7 @@ class RobotStatusNode(Node):
         super().__init__("robot_status", **kwargs)
         self.robot_id = declare(self, "robot_id", "robot1", "robot id from the fleet description")
         self.backend = declare(self, "backend", "sim", "sim or hardware")
-        self.task_set = list(declare(self, "task_set", ["reach-v3"], "task ids this robot may run"))
+        self.task_set = list(declare(self, "task_set", ["push-v3"], "task ids this robot may run"))
         self.control_rate_hz = declare(self, "control_rate_hz", 10.0, "control rate in Hz")
         self.software_version = declare(self, "software_version", "0.0.0", "sop_ros version on the robot")
         period = declare(self, "heartbeat_period_s", 1.0, "seconds between heartbeats on /diagnostics")

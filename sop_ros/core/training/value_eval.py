@@ -195,9 +195,8 @@ def rank_values(predicted: np.ndarray, returns: np.ndarray, successful: np.ndarr
         raise ValueEvalError("predicted, returns and successful must be 1-d arrays of one length")
     if np.ptp(returns) == 0:
         raise ValueEvalError("every held-out step has the same true return; the ranking is undefined")
-    rho = float(spearmanr(predicted, returns).statistic)
-    if np.ptp(predicted) == 0:
-        rho = 0.0  # a constant prediction ranks nothing (spearmanr would give NaN)
+    # a constant prediction ranks nothing (spearmanr would warn and give NaN)
+    rho = 0.0 if np.ptp(predicted) == 0 else float(spearmanr(predicted, returns).statistic)
     auc = None
     if successful.any() and not successful.all():
         u = mannwhitneyu(predicted[successful], predicted[~successful]).statistic
