@@ -130,8 +130,11 @@ def test_bridge_uploads_the_spool_announces_verified_checkpoints_and_restarts_fr
                 stored = learner.episode_store.get(entry.episode_id)
                 assert stored is not None
                 assert learner.episode_store.episode_path(entry.episode_id).read_bytes() == copies[entry.episode_id].read_bytes()
-            acked = wait_for(lambda: [r for r in topics.records("episode_status") if r["upload_state"] == EpisodeStatus.UPLOAD_ACKED] if len(
-                [r for r in topics.records("episode_status") if r["upload_state"] == EpisodeStatus.UPLOAD_ACKED]) >= 3 else None, 30, "ACKED statuses", bridge.log)
+            def acked_statuses():
+                acked = [r for r in topics.records("episode_status") if r["upload_state"] == EpisodeStatus.UPLOAD_ACKED]
+                return acked if len(acked) >= 3 else None
+
+            acked = wait_for(acked_statuses, 30, "ACKED statuses", bridge.log)
             assert [r["episode_id"] for r in acked] == [e.episode_id for e in spooled]  # oldest first
             assert all(r["outcome"] == EpisodeStatus.OUTCOME_SUCCESS and r["step"] == 20 and r["task_id"] == "reach-v3" for r in acked)
             assert acked[-1]["spooled_episodes"] == 0
@@ -169,12 +172,12 @@ def test_bridge_uploads_the_spool_announces_verified_checkpoints_and_restarts_fr
             assert diag["name"] == "sop_ros/robot1/bridge" and diag["values"]["checkpoint_published"] == "2" and diag["level"] == 0
         finally:
             code = bridge.stop()
+            topics.stop()
         log = bridge.log()
         assert code == 0 and "Traceback" not in log, log[-3000:]
         assert "INSECURE" not in log
 
     # The learner is gone: a restarted bridge still announces the newest cached checkpoint.
-    topics.stop()
     restarted_topics = Topics(tmp_path / "topics2.jsonl", env, "/robot1")
     bridge = BridgeProcess(tmp_path, fleet, restarted_topics.path, env)
     try:

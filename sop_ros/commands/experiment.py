@@ -60,7 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--base", type=Path, help=f"learner data dir with the base v1 and offline demos (default {DEFAULT_BASE_DIR}, created by `sop pretrain` on first use)")
     parser.add_argument("--publish-every-updates", type=int, default=25, help="learner publishes a checkpoint every N updates (default 25)")
     parser.add_argument("--learner-threads", type=int, default=1, help="torch threads of the online learner (default 1)")
-    parser.add_argument("--offline-threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads of the offline baselines' training (default min(2, cpus))")
+    parser.add_argument("--offline-threads", type=int, default=1, help="torch threads of the offline baselines' training (default 1, as the online learner: on a busy machine more threads can be many times slower)")
     parser.add_argument("--offline-updates", type=int, help="updates of the offline baselines (default: as many as the SOP HG-DAgger run of the same seed)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="evaluation processes (default min(2, cpus))")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep every checkpoint a run published (default: only the evaluated ones; an hour-long run publishes gigabytes)")
