@@ -45,7 +45,9 @@ class RobotStatusNode(Node):
     def _on_episode_status(self, msg: EpisodeStatus) -> None:
         self._current_task = msg.task_id or self._current_task
         self._spooled = msg.spooled_episodes
-        finished = msg.outcome in (EpisodeStatus.OUTCOME_SUCCESS, EpisodeStatus.OUTCOME_FAILURE, EpisodeStatus.OUTCOME_UNLABELED)
+        # Count an episode once, when the recorder spools it (the bridge's later ACKED status,
+        # possibly after the next episode was spooled, must not count it again).
+        finished = msg.upload_state == EpisodeStatus.UPLOAD_SPOOLED and msg.outcome != EpisodeStatus.OUTCOME_RUNNING
         if finished and msg.episode_id != self._last_episode_id:
             self._last_episode_id = msg.episode_id
             self._episodes_finished += 1
