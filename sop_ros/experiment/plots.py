@@ -58,7 +58,7 @@ def success_over_time(results: Sequence[RunResult], threshold: float, path: Path
             ax.axhline(mean, color=color, ls="--", lw=1.5, label=f"{method} (final)")
     ax.axhline(threshold, color="black", ls=":", lw=1, label=f"threshold {threshold:g}")
     ax.set(xlabel="wall clock (min)", ylabel="evaluated success (mean over tasks)", ylim=(-0.02, 1.02), title="Success over wall-clock time")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     out = _save(fig, path)
     plt.close(fig)
@@ -83,10 +83,15 @@ def scaling(results: Sequence[RunResult], scaling_summary: Mapping[str, dict], t
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     times = [scaling_summary[k]["time_to_threshold_s"] for k in sizes]
-    bar.bar(range(len(sizes)), [t / 60 if t is not None else 0 for t in times], color=[colors(i / max(1, len(sizes) - 1) * 0.85) for i in range(len(sizes))],
-            tick_label=sizes)
+    run_min = max((max(v["times_s"], default=0.0) for v in scaling_summary.values()), default=0.0) / 60 or 1.0
+    fills = [colors(i / max(1, len(sizes) - 1) * 0.85) for i in range(len(sizes))]
+    # Not reached: an empty hatched bar over the whole run, so "never" does not read as "at once".
+    bar.bar(range(len(sizes)), [t / 60 if t is not None else run_min for t in times], tick_label=sizes,
+            color=[c if t is not None else "none" for c, t in zip(fills, times)], edgecolor=fills,
+            hatch=[None if t is not None else "//" for t in times])
     for i, t in enumerate(times):
-        bar.text(i, (t / 60 if t is not None else 0), "not reached" if t is None else f"{t / 60:.1f}", ha="center", va="bottom", fontsize=8)
+        bar.text(i, t / 60 if t is not None else run_min, "not reached" if t is None else f"{t / 60:.1f}", ha="center", va="bottom", fontsize=8)
+    bar.set_ylim(0, run_min * 1.15)
     bar.set(xlabel="robots", ylabel=f"minutes to success {threshold:g}", title="Time to threshold")
     out = _save(fig, path)
     plt.close(fig)
