@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--publish-every-s", type=float, default=60.0, help="... or every T seconds, whichever comes first")
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--learning-rate", type=float, default=3e-4)
+    train.add_argument("--seed", type=int, default=0, help="seed of the sampler and torch (default 0)")
     train.add_argument("--torch-threads", type=int, default=1, help="CPU threads for training (robots share the machine in a local fleet)")
     train.add_argument("--tasks-file", type=Path, help="task set (max steps per task, for RECAP's return normalisation); default config/tasks.yaml")
 
@@ -111,8 +112,9 @@ def _build_trainer(args: argparse.Namespace, service):
     config = LearnerTrainingConfig(
         algorithm=args.algorithm,
         algorithm_config=algorithm_config,
-        trainer=TrainerConfig(batch_size=args.batch_size, learning_rate=args.learning_rate,
+        trainer=TrainerConfig(batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
                               publish_every_updates=args.publish_every_updates, publish_every_s=args.publish_every_s),
+        seed=args.seed,
     )
     writer = SummaryWriter(log_dir=str(args.data_dir / TENSORBOARD_DIR))
     trainer = build_learner_trainer(config, args.data_dir, service.episode_store, service.checkpoint_store,

@@ -179,7 +179,7 @@ def run_specs(fleet: FleetDescription, config: FleetRunConfig) -> list[NodeSpec 
     specs = []
     for spec in node_specs(fleet):
         if isinstance(spec, ProcessSpec) and spec.name == "learner":
-            extra = ["--publish-every-updates", str(config.publish_every_updates), "--torch-threads", str(config.learner_threads)]
+            extra = ["--publish-every-updates", str(config.publish_every_updates), "--torch-threads", str(config.learner_threads), "--seed", str(config.seed)]
             if not config.learner_trains:
                 extra.append("--no-train")
             spec = dataclasses.replace(spec, args=(*spec.args, *extra))

@@ -260,7 +260,15 @@ def pretrain(
         history.append(point)
         is_best = best is None or point.mean_success > best.mean_success + config.min_improvement
         if is_best:
-            trainer.publish()  # into the snapshot sink: weights + optimizer + sampler state at this update
+            # Into the in-memory snapshot sink (weights + optimizer + sampler state at this update); the
+            # trainer's "published checkpoint" log line would be misleading here, so it is muted.
+            trainer_log = logging.getLogger(ContinuousTrainer.__module__)
+            level = trainer_log.level
+            trainer_log.setLevel(logging.WARNING)
+            try:
+                trainer.publish()
+            finally:
+                trainer_log.setLevel(level)
             best, best_snapshot, since_best = point, sink.last, 0
         else:
             since_best += 1
