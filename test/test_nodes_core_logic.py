@@ -136,3 +136,23 @@ def test_assembler_joins_streams_by_stamp_and_refuses_an_episode_with_a_missing_
     asm.executed(eid2, ExecutedStepRecord(60, 0, Actor.POLICY, 3, A))
     with pytest.raises(IncompleteEpisode, match="step 0 has no image"):
         asm.finish(eid2, False, LabelSource.ENVIRONMENT, end_ns=70)
+
+
+def test_assembler_pairs_hardware_frames_with_the_nearest_joint_state_within_the_age_limit():
+    asm = EpisodeAssembler("robot1", (2, 4), max_state_age_ns=5_000_000)
+    eid = str(uuid.uuid4())
+    asm.start(eid, "push-v3", "push", start_ns=0)
+    # camera and arm stamp independently: states arrive 2 ms after each frame
+    for i, frame in enumerate((100_000_000, 200_000_000)):
+        asm.observation(frame, image=np.full((8, 8, 3), i, np.uint8))
+        asm.observation(frame + 2_000_000, state=np.full(4, i, np.float32))
+        asm.executed(eid, ExecutedStepRecord(frame, i, Actor.POLICY, 1, np.full(4, i, np.float32)))
+    ep = asm.finish(eid, None, LabelSource.NONE, end_ns=300_000_000)
+    assert ep.states[:, 0].tolist() == [0.0, 1.0]
+    eid2 = str(uuid.uuid4())
+    asm.start(eid2, "push-v3", "push", start_ns=0)
+    asm.observation(400_000_000, image=np.zeros((8, 8, 3), np.uint8))
+    asm.observation(420_000_000, state=np.zeros(4, np.float32))  # 20 ms away: too old to pair
+    asm.executed(eid2, ExecutedStepRecord(400_000_000, 0, Actor.POLICY, 1, A))
+    with pytest.raises(IncompleteEpisode, match="step 0 has no state"):
+        asm.finish(eid2, None, LabelSource.NONE, end_ns=500_000_000)

@@ -50,11 +50,20 @@ class _StampBuffer:
     def pop(self, stamp_ns: int) -> Optional[object]:
         return self._items.pop(stamp_ns, None)
 
+    def nearest(self, stamp_ns: int, max_age_ns: int) -> Optional[object]:
+        """The value whose stamp is closest to stamp_ns, if within max_age_ns (kept in the buffer)."""
+        best = min(self._items, key=lambda k: abs(k - stamp_ns), default=None)
+        return None if best is None or abs(best - stamp_ns) > max_age_ns else self._items[best]
+
 
 class EpisodeAssembler:
     """One robot's recording state: the open episode and the buffered per-stamp streams."""
 
-    def __init__(self, robot_id: str, chunk_shape: tuple[int, int], buffer_steps: int = 2000):
+    def __init__(self, robot_id: str, chunk_shape: tuple[int, int], buffer_steps: int = 2000, max_state_age_ns: int = 50_000_000):
+        # On hardware the camera and the arm stamp independently: a frame is paired with the
+        # nearest joint state within max_state_age_ns (the policy pairs them the same way).
+        # In simulation both carry the same stamp and the exact match is used.
+        self.max_state_age_ns = max_state_age_ns
         self.robot_id = robot_id
         self.chunk_shape = tuple(chunk_shape)
         self._images = _StampBuffer(buffer_steps)
@@ -116,6 +125,8 @@ class EpisodeAssembler:
             if step.episode_step != i:
                 raise IncompleteEpisode(f"episode {episode_id}: executed step {i} missing (got step {step.episode_step})")
             image, state = self._images.pop(step.stamp_ns), self._states.pop(step.stamp_ns)
+            if state is None:
+                state = self._states.nearest(step.stamp_ns, self.max_state_age_ns)
             if image is None or state is None:
                 missing = "image" if image is None else "state"
                 raise IncompleteEpisode(f"episode {episode_id}: step {i} has no {missing} (stamp {step.stamp_ns})")
