@@ -92,9 +92,17 @@ def test_recorded_buffer_mixes_successes_and_failures(recorded):
     assert arrays["images"].shape[1:] == (64, 64, 3) and arrays["images"][0].std() > 10
 
 
-def test_value_function_ranks_heldout_steps_by_true_return(recorded):
-    store, records = recorded
+@pytest.fixture
+def one_torch_thread():
+    """CI has 2 cores; one intra-op thread keeps the timing stable (restored afterwards)."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_value_function_ranks_heldout_steps_by_true_return(recorded, one_torch_thread):
+    store, records = recorded
     config = ValueEvalConfig(updates=400, batch_size=32, learning_rate=1e-3, heldout_fraction=0.3, seed=0)
     train, heldout = split_episodes(records, config.heldout_fraction, config.seed)
     assert any(r.success for r in heldout) and not all(r.success for r in heldout)

@@ -88,12 +88,13 @@ class TeleopState:
             return self._set_active(False, "teleop silent")
         if not held:
             return self._set_active(False, "deadman released")
-        was_active = self.active
         self._set_active(True, "deadman pressed")
         if self._consumed:
             return None  # no new reading since the last command: do not repeat it
         self._consumed = True
-        return TeleopCommand(action, stamp, "deadman pressed" if not was_active else "")
+        # Every command carries why the human is in control: the mux may drop the first one
+        # (it came before the frame it acts on), and the one that takes control must still say why.
+        return TeleopCommand(action, stamp, self.last_change_reason)
 
     def _set_active(self, active: bool, reason: str) -> None:
         if active != self.active:
