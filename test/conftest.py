@@ -44,3 +44,51 @@ def start_peer(script: str, *args: str, env: dict[str, str]) -> subprocess.Popen
 
 def sop_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sop_ros.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for a learner the test starts as a process)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, log=lambda: ""):
+    """Poll predicate() until it returns something truthy; fail naming `what` (and a log tail)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{log()[-4000:]}")
+
+
+class LaunchedGroup:
+    """Some of a fleet's specs, run by FleetLauncher in a thread, logging to a file."""
+
+    def __init__(self, specs, log_path: Path, env: dict):
+        import threading
+
+        from sop_ros.fleet.launcher import FleetLauncher
+
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.launcher = FleetLauncher(specs, out=self._log, env=env)
+        self.thread = threading.Thread(target=self.launcher.run, daemon=True)
+        self.thread.start()
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text()
+
+    def stop(self, timeout: float = 90.0) -> int:
+        self.launcher.request_stop()
+        self.thread.join(timeout=timeout)
+        self._log.close()
+        return self.launcher.exit_code

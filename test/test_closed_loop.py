@@ -17,21 +17,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
-import socket
 import subprocess
-import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
-from conftest import ros_env, start_peer
+from conftest import LaunchedGroup, free_port, ros_env, start_peer
 from sop_ros.core.checkpoint_store import CheckpointStore
 from sop_ros.core.episode_store import EpisodeStore
 from sop_ros.core.spool import Spool
 from sop_ros.fleet.description import parse_fleet
-from sop_ros.fleet.launcher import FleetLauncher
 from sop_ros.fleet.specs import NodeSpec, ProcessSpec, node_specs
 from sop_ros.msg import EpisodeStatus
 
@@ -51,34 +47,6 @@ NODE_OVERRIDES = {
     # The base policy stalls: the operator takes over after 5 steps and hands back after 4 expert steps with progress.
     "scripted_operator": {"stall_steps": 5, "handback_progress_steps": 4},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Group:
-    """Some of the fleet's specs, run by FleetLauncher in a thread, logging to a file."""
-
-    def __init__(self, specs, log_path: Path, env: dict):
-        self.log_path = log_path
-        self._log = open(log_path, "w")
-        self.launcher = FleetLauncher(specs, out=self._log, env=env)
-        self.thread = threading.Thread(target=self.launcher.run, daemon=True)
-        self.thread.start()
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text()
-
-    def stop(self) -> int:
-        self.launcher.request_stop()
-        self.thread.join(timeout=90)
-        self._log.close()
-        return self.launcher.exit_code
 
 
 def records(path: Path) -> list[dict]:
@@ -117,8 +85,8 @@ def test_two_robots_and_the_learner_close_the_loop(tmp_path):
     topics_path = tmp_path / "topics.jsonl"
     recorder = start_peer("link_topic_recorder.py", str(topics_path), *[f"/{r}" for r in ROBOTS], env=env)
     assert recorder.stdout.readline().strip() == "ready"
-    link = Group(link_specs, tmp_path / "link.log", env)
-    robots = Group(robot_specs, tmp_path / "robots.log", env)
+    link = LaunchedGroup(link_specs, tmp_path / "link.log", env)
+    robots = LaunchedGroup(robot_specs, tmp_path / "robots.log", env)
     logs = lambda: f"--- link ---\n{link.log()[-6000:]}\n--- robots ---\n{robots.log()[-4000:]}"  # noqa: E731
     spools = {r: Spool(fleet.spool_dir(fleet.robot(r)), 1 << 40) for r in ROBOTS}
     timings = {}

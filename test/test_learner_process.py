@@ -5,17 +5,14 @@ checkpoint, receives episodes from a real uploader, publishes HG-DAgger checkpoi
 that descend from the base, and after SIGKILL + restart continues the same run:
 versions and training steps keep increasing (no retraining from scratch).
 """
-import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, free_port, wait_for
 from sop_ros.core.checkpoint_store import CheckpointStore
 from sop_ros.core.episode_file import synthetic_episode
 from sop_ros.core.episode_store import EpisodeStore
@@ -28,12 +25,6 @@ from sop_ros.link.uploader import EpisodeUploader
 pytestmark = pytest.mark.timeout(400)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def episode(seed, robot_id, source_human, success=True):
     return synthetic_episode(num_steps=24, image_hw=32, seed=seed, robot_id=robot_id, task_id="push-v3", instruction="push the puck",
                              state_dim=4, chunk_len=4, policy_version=1, human_steps=source_human, success=success)
@@ -43,16 +34,6 @@ def start_learner(data_dir, port):
     cmd = [sys.executable, "-m", "sop_ros.cli", "learner", "--data-dir", str(data_dir), "--insecure", "--address", f"127.0.0.1:{port}",
            "--publish-every-updates", "3", "--publish-every-s", "600", "--batch-size", "4"]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_learner_trains_on_uploads_publishes_and_resumes_after_sigkill(tmp_path):

@@ -12,19 +12,16 @@ import dataclasses
 import json
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import ros_env, start_peer
-from sop_ros.core.episode_file import write_episode
+from conftest import LaunchedGroup, ros_env, start_peer, wait_for
 from sop_ros.core.hashing import file_sha256
 from sop_ros.core.spool import Spool
 from sop_ros.fleet.description import parse_fleet
-from sop_ros.fleet.launcher import FleetLauncher
 from sop_ros.fleet.specs import NodeSpec, node_specs
 from sop_ros.link.certs import init_credentials
 from sop_ros.link.channel import LinkClient, LinkClientConfig
@@ -35,39 +32,13 @@ from test_link_support import make_episode, running_learner
 pytestmark = pytest.mark.timeout(240)
 
 
-def wait_for(predicate, timeout: float, what: str, log=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{log()[-4000:]}")
-
-
-class BridgeProcess:
-    """The fleet's bridge spec for one robot, run by FleetLauncher in a thread, plus a topic recorder."""
+class BridgeProcess(LaunchedGroup):
+    """The fleet's bridge spec for one robot, run by FleetLauncher in a thread."""
 
     def __init__(self, tmp: Path, fleet, topics: Path, env: dict):
         (spec,) = [s for s in node_specs(fleet, with_learner=False) if isinstance(s, NodeSpec) and s.name == "bridge"]
         self.spec = dataclasses.replace(spec, parameters={**spec.parameters, "status_period_s": 0.5})
-        self.log_path = tmp / f"bridge-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "w")
-        self.launcher = FleetLauncher([self.spec], out=self._log, env=env)
-        self._thread = threading.Thread(target=self.launcher.run, daemon=True)
-        self._thread.start()
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text()
-
-    def stop(self) -> int:
-        self.launcher.request_stop()
-        self._thread.join(timeout=60)
-        self._log.close()
-        return self.launcher.exit_code
-
+        super().__init__([self.spec], tmp / f"bridge-{time.monotonic_ns()}.log", env)
 
 class Topics:
     def __init__(self, path: Path, env: dict, *namespaces: str):

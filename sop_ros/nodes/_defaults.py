@@ -7,7 +7,6 @@ changes in one place. Parameters the fleet description sets are passed by the la
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any
 
 import yaml

@@ -84,7 +84,10 @@ class ValueRanking:
 
 def split_episodes(records: Sequence[EpisodeRecord], heldout_fraction: float, seed: int = 0) -> tuple[list[EpisodeRecord], list[EpisodeRecord]]:
     """(train, held-out) by episode; each (task, success) group gives ceil(fraction * n) to held-out,
-    keeping at least one episode of every group with two or more in training."""
+    keeping at least one episode of every group with two or more in training.
+
+    Deterministic for a given input order and seed (episode ids are random UUIDs, so order the
+    records by something reproducible, e.g. recording time, when the split must repeat)."""
     if not 0.0 < heldout_fraction < 1.0:
         raise ValueEvalError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
     unlabelled = [r.episode_id for r in records if r.success is None]
@@ -92,7 +95,7 @@ def split_episodes(records: Sequence[EpisodeRecord], heldout_fraction: float, se
         raise ValueEvalError(f"episodes without a success label give no value targets: {unlabelled[:3]}")
     rng = np.random.default_rng(seed)
     groups: dict[tuple[str, bool], list[EpisodeRecord]] = {}
-    for record in sorted(records, key=lambda r: r.episode_id):  # order-independent given the seed
+    for record in records:
         groups.setdefault((record.task_id, bool(record.success)), []).append(record)
     train, heldout = [], []
     for key in sorted(groups):
