@@ -22,7 +22,6 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-
 from sop_ros.core.algorithms.registry import make_algorithm
 from sop_ros.core.checkpoint_store import CheckpointManifest, CheckpointStore
 from sop_ros.core.episode_file import EPISODE_SUFFIX, EpisodeFileError, read_episode_metadata
