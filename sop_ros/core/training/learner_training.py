@@ -1,10 +1,6 @@
 """The learner's training side, composed from its stores (ROS-free, gRPC-free).
 
-Data directory layout shared with the gRPC link and `sop pretrain`:
-    <data_dir>/episodes/     fleet episodes (EpisodeStore; online buffer)
-    <data_dir>/offline/      offline prior data, e.g. scripted demos (EpisodeStore)
-    <data_dir>/checkpoints/  immutable checkpoint versions (CheckpointStore)
-    <data_dir>/tensorboard/  training scalars
+The data directory layout is in sop_ros.core.data_layout.
 
 The policy starts from the latest checkpoint. When that checkpoint was made by another
 algorithm (the BC base policy v1 for an HG-DAgger or RECAP run), its weights are the
@@ -31,10 +27,7 @@ from sop_ros.core.training.trainer import ContinuousTrainer, TrainerConfig
 
 _LOG = logging.getLogger(__name__)
 
-EPISODES_DIR = "episodes"
-OFFLINE_DIR = "offline"
-CHECKPOINTS_DIR = "checkpoints"
-TENSORBOARD_DIR = "tensorboard"
+from sop_ros.core.data_layout import CHECKPOINTS_DIR, EPISODES_DIR, OFFLINE_DIR, TENSORBOARD_DIR  # noqa: F401 (re-exported)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from sop_ros.core.algorithms.registry import make_algorithm
+from sop_ros.core.data_layout import CHECKPOINTS_DIR, OFFLINE_DIR
 from sop_ros.core.checkpoint_store import CheckpointManifest, CheckpointStore
 from sop_ros.core.episode_file import EPISODE_SUFFIX, EpisodeFileError, read_episode_metadata
 from sop_ros.core.episode_store import EpisodeStore, StoredEpisode
@@ -38,8 +39,8 @@ _LOG = logging.getLogger(__name__)
 
 # A learner data dir holds episodes/ (fleet uploads) and checkpoints/ (sop_ros.link.server.open_stores);
 # the offline buffer (demos) lives next to them.
-OFFLINE_STORE_DIRNAME = "offline"
-CHECKPOINT_STORE_DIRNAME = "checkpoints"
+OFFLINE_STORE_DIRNAME = OFFLINE_DIR  # the learner reads its offline buffer here (core.data_layout)
+CHECKPOINT_STORE_DIRNAME = CHECKPOINTS_DIR
 # Scene seeds for model selection: demos use 0.., `sop eval` 1,000,000.., so these overlap neither.
 VALIDATION_SEED = 2_000_000
 ALGORITHM = "bc"
