@@ -73,14 +73,15 @@ def test_interrupted_stream_resumes_from_committed_offset(tmp_path):
 
         def one_chunk_then_die():
             yield ingest_pb2.EpisodeChunk(episode_id=entry.episode_id, offset=0, data=data[:CHUNK_BYTES])
+            # The robot dies once the learner has the chunk (not before it was even sent: on a
+            # loaded machine the cancel could otherwise overtake the chunk, and nothing would arrive).
+            deadline = time.monotonic() + 30
+            while learner.episode_store.staged_offset(entry.episode_id) < CHUNK_BYTES and time.monotonic() < deadline:
+                time.sleep(0.02)
             raise ConnectionError("robot lost power mid-upload")
 
         with pytest.raises(grpc.RpcError):
-            link.ingest.UploadChunks(one_chunk_then_die(), timeout=5)
-        # The cancelled stream's handler may still be appending the chunk it received; let it finish.
-        deadline = time.monotonic() + 5
-        while learner.episode_store.staged_offset(entry.episode_id) < CHUNK_BYTES and time.monotonic() < deadline:
-            time.sleep(0.02)
+            link.ingest.UploadChunks(one_chunk_then_die(), timeout=60)
         resumed = link.ingest.BeginEpisode(ingest_pb2.BeginEpisodeRequest(metadata=_meta(entry.path)), timeout=5)
         assert resumed.committed_offset == CHUNK_BYTES
         assert learner.episode_store.count() == 0  # nothing visible before commit

@@ -68,7 +68,12 @@ def main():
         print(json.dumps({"phase": phase, "timeout": True, "text": latest["markers"][1].markers[0].text if "markers" in latest else None}), flush=True)
         sys.exit(1)
 
-    spin(1.5)  # discovery
+    # Publish only once the monitor subscribes to every stream: it may still be importing on a
+    # loaded machine, and volatile messages sent before it matched would be lost.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and min(p.get_subscription_count() for p in (events, statuses, steps, changes, images, joints)) == 0:
+        spin(0.1)
+    spin(0.5)
     for episode_id, outcome in (("a", 1), ("b", 2), ("a", 1), ("c", 1), ("d", 3)):
         statuses.publish(EpisodeStatus(episode_id=episode_id, outcome=outcome, upload_state=EpisodeStatus.UPLOAD_SPOOLED))
     start = EpisodeStatus(episode_id="e1", task_id="push-v3", instruction="push the puck", outcome=EpisodeStatus.OUTCOME_RUNNING)
@@ -76,10 +81,10 @@ def main():
     spin(0.2)
     for i in range(3):
         steps.publish(ExecutedStep(episode_id="e1", episode_step=i, actor=0, policy_version=3, action=[0.0] * 4))
-    report("policy", "policy acting")
+    report("policy", "policy v3  step 3")
     changes.publish(InterventionState(actor=1, episode_id="e1", episode_step=3, reason="no progress"))
     steps.publish(ExecutedStep(episode_id="e1", episode_step=3, actor=1, policy_version=3, action=[0.0] * 4))
-    report("human", "HUMAN acting")
+    report("human", "step 4  human 1")
     events.publish(EpisodeStatus(episode_id="e1", task_id="push-v3", step=4, outcome=EpisodeStatus.OUTCOME_FAILURE))
     report("idle", "idle")
     node.destroy_node()
