@@ -320,6 +320,7 @@ def test_read_index_sees_what_the_owner_committed_without_touching_its_files(tmp
         ep, path = _episode_file(tmp_path, f"ep{i}", seed=i)
         _upload(store, ep.episode_id, path.read_bytes())
         committed.append(store.commit(ep.episode_id, file_sha256(path), ep.robot_id))
+    store.wait_for_caches()  # the training caches are written in the background after the ack
     before = _all_files(tmp_path / "store")
     rows = read_index(tmp_path / "store")
     assert rows == store.query()

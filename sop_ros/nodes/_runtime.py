@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 import rclpy
 import rclpy.logging
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
@@ -33,6 +34,11 @@ def run_nodes(factories: Sequence[Callable[[], Node]], args: Sequence[str] | Non
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # rclpy turns SIGINT into ExternalShutdownException (packaging spike P10)
+    except RCLError:
+        # SIGINT shuts the context down while a worker thread is inside rcl_wait: that wait then
+        # fails with "context is not valid". It is the same shutdown, not a fault.
+        if rclpy.ok():
+            raise
     finally:
         for node in nodes:
             close = getattr(node, "close", None)
