@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.node import Node
 
 from sop_ros import __version__
@@ -184,8 +185,21 @@ class BridgeNode(Node):
         pending = self.spool.pending()
         msg.spooled_episodes, msg.spooled_bytes = len(pending), sum(e.size_bytes for e in pending)
         msg.header.stamp = self.get_clock().now().to_msg()
-        self.status_pub.publish(msg)
-        self.get_logger().info(f"episode {episode_id} acknowledged by the learner; {len(pending)} left in the spool")
+        if self._publish_from_link_thread(self.status_pub, msg):
+            self.get_logger().info(f"episode {episode_id} acknowledged by the learner; {len(pending)} left in the spool")
+
+    def _publish_from_link_thread(self, publisher, msg) -> bool:
+        """Publish from an uploader/follower thread; False once ROS is shutting down (SIGINT may
+        invalidate the context while the thread is between the check and the publish)."""
+        if not self.context.ok():
+            return False
+        try:
+            publisher.publish(msg)
+        except RCLError:
+            if self.context.ok():
+                raise
+            return False
+        return True
 
     # --- checkpoints -----------------------------------------------------------------------
     def _announce(self, checkpoint: DownloadedCheckpoint) -> None:
@@ -200,7 +214,8 @@ class BridgeNode(Node):
                            algorithm=ref.algorithm, training_step=ref.training_step,
                            metrics=[KeyValue(key=str(k), value=f"{v:.6g}") for k, v in sorted(ref.metrics.items())])
         msg.header.stamp = self.get_clock().now().to_msg()
-        self.policy_pub.publish(msg)
+        if not self._publish_from_link_thread(self.policy_pub, msg):
+            return
         self.get_logger().info(f"announced checkpoint v{ref.version} ({ref.algorithm}, step {ref.training_step}, sha256 {ref.content_hash[:12]})")
 
     # --- state -----------------------------------------------------------------------------
