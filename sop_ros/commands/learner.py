@@ -101,7 +101,8 @@ def _build_trainer(args: argparse.Namespace, service):
     from torch.utils.tensorboard import SummaryWriter
 
     from sop_ros.core.robot import default_tasks_path, load_task_specs
-    from sop_ros.core.training.learner_training import TENSORBOARD_DIR, LearnerTrainingConfig, build_learner_trainer
+    from sop_ros.core.data_layout import TENSORBOARD_DIR
+    from sop_ros.core.training.learner_training import LearnerTrainingConfig, build_learner_trainer
     from sop_ros.core.training.trainer import TrainerConfig
 
     torch.set_num_threads(max(1, args.torch_threads))

@@ -27,7 +27,7 @@ from sop_ros.core.training.trainer import ContinuousTrainer, TrainerConfig
 
 _LOG = logging.getLogger(__name__)
 
-from sop_ros.core.data_layout import CHECKPOINTS_DIR, EPISODES_DIR, OFFLINE_DIR, TENSORBOARD_DIR  # noqa: F401 (re-exported)
+from sop_ros.core.data_layout import OFFLINE_DIR
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,8 +31,7 @@ from sop_ros.core.evaluation import EvalReport
 from sop_ros.core.hashing import file_sha256
 from sop_ros.core.model.vla import VLAPolicy
 from sop_ros.core.sampler import TaskAwareSampler
-from sop_ros.core.training.protocols import EpisodeRecord
-from sop_ros.core.training.store_adapters import offline_records
+from sop_ros.core.training.store_adapters import NoOnlineEpisodes, offline_records
 from sop_ros.core.training.trainer import ContinuousTrainer, TrainerConfig
 
 _LOG = logging.getLogger(__name__)
@@ -145,13 +144,6 @@ class _SnapshotSink:
         raise KeyError(version)
 
 
-class _NoOnlineEpisodes:
-    """Pretraining has no fleet: the online source is empty."""
-
-    def new_episodes(self, after_seq: int) -> list[EpisodeRecord]:
-        return []
-
-
 # ---- offline buffer -----------------------------------------------------------------------------
 def episode_files(directory: Path) -> list[Path]:
     """The episode files (sop collect's output) directly inside `directory`, sorted by name."""
@@ -196,7 +188,7 @@ def make_bc_trainer(
         policy,
         algorithm,
         TaskAwareSampler(seed=trainer_config.seed),
-        _NoOnlineEpisodes(),
+        NoOnlineEpisodes(),
         offline_store,
         _SnapshotSink(),
         offline_episodes=records,

@@ -54,3 +54,11 @@ class MultiStoreArrays:
             if store.contains(episode_id):
                 return store.arrays(episode_id)
         raise KeyError(f"episode {episode_id} is in none of the stores")
+
+
+class NoOnlineEpisodes:
+    """An online source that never has episodes: for training on offline data only (pretraining,
+    value-function evaluation), where there is no fleet."""
+
+    def new_episodes(self, after_seq: int) -> list[EpisodeRecord]:
+        return []

@@ -29,6 +29,7 @@ from sop_ros.core.algorithms.recap import Recap
 from sop_ros.core.model.vla import VLAPolicy
 from sop_ros.core.sampler import TaskAwareSampler
 from sop_ros.core.training.protocols import EpisodeArrays, EpisodeRecord
+from sop_ros.core.training.store_adapters import NoOnlineEpisodes
 from sop_ros.core.training.trainer import ContinuousTrainer, TrainerConfig
 
 _LOG = logging.getLogger(__name__)
@@ -123,11 +124,6 @@ class _NoCheckpoints:
         raise KeyError(version)
 
 
-class _NoNewEpisodes:
-    def new_episodes(self, after_seq: int) -> list[EpisodeRecord]:
-        return []
-
-
 def _check_recap(policy: VLAPolicy, algorithm: Any) -> Recap:
     if not isinstance(algorithm, Recap):
         raise ValueEvalError(f"value evaluation needs the recap algorithm, got {getattr(algorithm, 'name', type(algorithm).__name__)!r}")
@@ -152,7 +148,7 @@ def train_value_function(policy: VLAPolicy, algorithm: Recap, records: Sequence[
             policy,
             algorithm,
             TaskAwareSampler(seed=config.seed),
-            _NoNewEpisodes(),
+            NoOnlineEpisodes(),
             arrays,
             _NoCheckpoints(),
             offline_episodes=records,
