@@ -44,7 +44,8 @@ def test_deadman_gives_the_human_control_from_the_next_tick_and_release_or_silen
 
     idle = actors_between(phases["idle"], phases["hold"])
     assert idle and set(idle) == {0}
-    # Pressing: the human acts from the next tick (allow one tick of message latency), until release.
+    # Pressing: teleop sends the press at once, so the human acts from the next mux tick (one tick of slack
+    # for message latency on a loaded machine), until release.
     hold = [r for r in executed if phases["hold"] <= r["stamp"] < phases["release"]]
     first_human = next(r for r in hold if r["actor"] == 1)
     assert first_human["stamp"] - phases["hold"] <= 2 * TICK_NS, hold[:4]

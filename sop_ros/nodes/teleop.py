@@ -33,14 +33,17 @@ class TeleopNode(Node):
             gripper_close_button=p("gripper_close_button", "held = close the gripper (+1), else open (-1); -1 = use axis_map"),
         )
         self.state = TeleopState(mapping, p("joy_timeout_s", "joystick silence after which control is handed back"))
+        self._active = False
         self.command_pub = self.create_publisher(HumanCommand, "intervention/command", _qos.CONTROL)
         self.create_subscription(Joy, "joy", self._on_joy, _qos.SENSOR)
         self.create_timer(1.0 / rate, self._tick)
-        self._active = False
 
     def _on_joy(self, msg: Joy) -> None:
         stamp = stamp_ns(msg.header.stamp) or time.time_ns()
         self.state.on_joy(list(msg.axes), list(msg.buttons), stamp, time.monotonic_ns())
+        if not self._active and self.state.mapping.deadman_held(list(msg.buttons)):
+            # The press is sent at once, not at the next timer tick: the human takes over a tick sooner.
+            self._tick()
 
     def _tick(self) -> None:
         command = self.state.command(time.monotonic_ns())
