@@ -60,6 +60,36 @@ def test_upload_commits_each_episode_exactly_once_byte_identical(tmp_path):
         assert learner.episode_store.count() == 5 and len(committed) == 5
 
 
+@pytest.mark.parametrize("max_in_flight", [1, 2])
+def test_next_episode_streams_while_the_learner_commits_the_previous_one(tmp_path, max_in_flight):
+    spool = _spool_with(tmp_path, "robot1", 4)
+    events = []  # (kind, episode_id, monotonic time)
+    with running_learner(tmp_path / "learner") as learner:
+        store = learner.episode_store
+        commit, append = store.commit, store.append_staged
+
+        def slow_commit(episode_id, *args):
+            events.append(("commit_start", episode_id, time.monotonic()))
+            time.sleep(0.4)  # a learner busy validating and fsyncing
+            try:
+                return commit(episode_id, *args)
+            finally:
+                events.append(("commit_end", episode_id, time.monotonic()))
+
+        def recorded_append(episode_id, *args):
+            events.append(("append", episode_id, time.monotonic()))
+            return append(episode_id, *args)
+
+        store.commit, store.append_staged = slow_commit, recorded_append
+        uploader = EpisodeUploader(insecure_link(learner.address), spool, "robot1", retry=FAST_RETRY, max_in_flight=max_in_flight)
+        assert uploader.drain(timeout_s=30) == 4
+        assert len(spool) == 0 and store.count() == 4
+    windows = {eid: [t for kind, e, t in events if e == eid and kind.startswith("commit")] for _, eid, _ in events}
+    overlapped = [e for kind, e, t in events if kind != "commit_end" and any(other != e and w[0] < t < w[-1] for other, w in windows.items() if len(w) == 2)]
+    # One at a time, no other episode moves while the learner commits; with two in flight another one does.
+    assert bool(overlapped) == (max_in_flight > 1), events
+
+
 def test_interrupted_stream_resumes_from_committed_offset(tmp_path):
     spool = _spool_with(tmp_path, "robot1", 1, steps=50, hw=128)  # ~2.5 MB: several chunks
     entry = spool.pending()[0]

@@ -1,14 +1,17 @@
 """Fleet link throughput on loopback: uploads and checkpoint fan-out vs raw gRPC, and 100 robots at once.
 
-Figures (all measured in the same run, same process, same channel options):
+Figures (all measured in the same run, same channel options). Every server (the learner, the raw
+baseline) runs in its own process, as the learner runs on its own machine; the checkpoint fan-out
+robots are one process each; the upload and fleet robots are clients in the benchmark process.
 - upload_ratio_vs_raw: episode upload throughput (Begin/Upload/Commit with hashing, fsync and
   indexing on the learner) / raw client-streaming of the same bytes to a server that drops them.
   Target >= 0.7. The ack waits for a full read_episode validation of the file (MCAP CRCs, decode,
   content hash); validate_ms_per_episode and upload_ratio_bound_by_validation show the ceiling that
-  alone puts on the ratio (raw transfer time / (raw transfer time + validation time)).
+  alone puts on the ratio (raw transfer time / (raw transfer time + validation time)), and
+  upload_ratio_one_in_flight the ratio without the uploader's pipelining (one episode at a time).
 - checkpoint_fanout_ratio: wall time for 8 robots to download + verify one checkpoint concurrently
-  / one raw server-streaming download of the same bytes. Target <= 2. The 8 robots move 8x the bytes;
-  here they share the learner's CPUs (cpu_cores), so on a machine with fewer cores than robots the
+  / one raw server-streaming download of the same bytes. Target <= 2. The 8 robots move and sha256-verify
+  8x the bytes; here they share the learner's CPUs (cpu_cores), so on a machine with fewer cores than robots the
   ratio cannot fall below ~robots/cores; fanout_ratio_per_byte (= ratio / robots) is the figure that
   compares transport cost per byte delivered.
 - robots, heartbeat_p50_ms, heartbeat_p99_ms, errors: N simulated robots (threads, one channel
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import statistics
 import tempfile
@@ -54,21 +58,17 @@ def _episode(robot_id: str, steps: int, hw: int, rng: np.random.Generator):
     return builder.close(True, LabelSource.ENVIRONMENT, steps + 10)
 
 
-class _RawBlobServer:
+class _RawBlobServicer:
     """The baseline: a gRPC server that swallows uploaded bytes and streams a preloaded blob."""
 
     def __init__(self, blob: bytes):
-        from sop_ros.link import options
-
         self.blob = blob
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=options.server_options())
-        handlers = {
+
+    def handlers(self):
+        return grpc.method_handlers_generic_handler(_RAW_SERVICE, {
             "Upload": grpc.stream_unary_rpc_method_handler(self._upload),
             "Download": grpc.unary_stream_rpc_method_handler(self._download),
-        }
-        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_RAW_SERVICE, handlers),))
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.server.start()
+        })
 
     def _upload(self, chunks, context) -> bytes:
         return str(sum(len(c) for c in chunks)).encode()
@@ -80,20 +80,63 @@ class _RawBlobServer:
         for start in range(0, len(view), CHUNK_BYTES):
             yield bytes(view[start:start + CHUNK_BYTES])
 
-    def stop(self) -> None:
-        self.server.stop(0).wait()
 
-    def __enter__(self) -> "_RawBlobServer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def _raw_channel(port: int) -> grpc.Channel:
+def _serve(kind: str, path: str, robots: int, ready, stop) -> None:
+    """Child process: the raw baseline server (`path` = blob file) or a learner (`path` = data dir)."""
     from sop_ros.link import options
 
-    return grpc.insecure_channel(f"127.0.0.1:{port}", options=options.channel_options())
+    logging.getLogger("sop_ros").setLevel(logging.ERROR)  # the insecure-mode warnings are expected here
+    if kind == "raw":
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=options.server_options())
+        server.add_generic_rpc_handlers((_RawBlobServicer(Path(path).read_bytes() if path else b"").handlers(),))
+        ready.send(server.add_insecure_port("127.0.0.1:0"))
+        server.start()
+        stop.wait()
+        server.stop(0).wait()
+        return
+    from sop_ros.link.server import LearnerConfig, LearnerService, create_server, open_stores
+
+    stores = open_stores(Path(path))
+    service = LearnerService(LearnerConfig(address="127.0.0.1:0", insecure=True, expected_robots=robots), *stores)
+    server, port = create_server(service)
+    server.start()
+    ready.send(port)
+    stop.wait()
+    service.stop(server, grace_s=1.0)
+    stores[0].close()
+
+
+class _ServerProcess:
+    """A server in its own process, as the learner runs on its own machine (context manager yielding its address).
+
+    The clients (robots) stay in the benchmark process: server and clients do not share one GIL.
+    """
+
+    def __init__(self, kind: str, path: Path | str = "", robots: int = 1):
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        receive, send = context.Pipe(duplex=False)
+        self._process = context.Process(target=_serve, args=(kind, str(path), robots, send, self._stop), daemon=True)
+        self._process.start()
+        if not receive.poll(120):
+            self._process.kill()
+            raise RuntimeError(f"benchmark {kind} server did not start")
+        self.address = f"127.0.0.1:{receive.recv()}"
+
+    def __enter__(self) -> str:
+        return self.address
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._process.join(30)
+        if self._process.is_alive():
+            self._process.kill()
+
+
+def _raw_channel(address: str) -> grpc.Channel:
+    from sop_ros.link import options
+
+    return grpc.insecure_channel(address, options=options.channel_options())
 
 
 def _bench_upload(tmp: Path, episodes: int, steps: int, hw: int) -> dict[str, float]:
@@ -102,35 +145,42 @@ def _bench_upload(tmp: Path, episodes: int, steps: int, hw: int) -> dict[str, fl
     from sop_ros.link.options import CHUNK_BYTES
     from sop_ros.link.uploader import EpisodeUploader
 
+    from sop_ros.link.uploader import MAX_IN_FLIGHT
+
     rng = np.random.default_rng(0)
-    spool = Spool(tmp / "spool", 1 << 40)
-    for _ in range(episodes):
-        spool.write(_episode("robot1", steps, hw, rng))
-    blobs = [e.path.read_bytes() for e in spool.pending()]
+    spools = {}
+    for in_flight in (1, MAX_IN_FLIGHT):  # the same number and size of episodes (different ids) for each setting
+        spools[in_flight] = Spool(tmp / f"spool-{in_flight}", 1 << 40)
+        for _ in range(episodes):
+            spools[in_flight].write(_episode("robot1", steps, hw, rng))
+    blobs = [e.path.read_bytes() for e in spools[MAX_IN_FLIGHT].pending()]
     total = sum(len(b) for b in blobs)
-    with _learner(tmp / "learner", robots=4) as address, _RawBlobServer(b"") as raw:
-        channel = _raw_channel(raw.port)
+    sop_s = {}
+    with _ServerProcess("learner", tmp / "learner", robots=4) as address, _ServerProcess("raw") as raw:
+        channel = _raw_channel(raw)
         upload = channel.stream_unary(f"/{_RAW_SERVICE}/Upload")
         start = time.perf_counter()
         for blob in blobs:
             upload(iter([blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)]), timeout=60)
         raw_s = time.perf_counter() - start
         channel.close()
-        link = LinkClient.connect(LinkClientConfig(address=address, insecure=True))
-        uploader = EpisodeUploader(link, spool, "robot1")
-        start = time.perf_counter()
-        done = uploader.drain(timeout_s=600)
-        sop_s = time.perf_counter() - start
-        link.close()
-    if done != episodes:
-        raise RuntimeError(f"upload benchmark stored {done} of {episodes} episodes: {uploader.status()}")
+        for in_flight, spool in spools.items():
+            link = LinkClient.connect(LinkClientConfig(address=address, insecure=True))
+            uploader = EpisodeUploader(link, spool, "robot1", max_in_flight=in_flight)
+            start = time.perf_counter()
+            done = uploader.drain(timeout_s=600)
+            sop_s[in_flight] = time.perf_counter() - start
+            link.close()
+            if done != episodes:
+                raise RuntimeError(f"upload benchmark stored {done} of {episodes} episodes: {uploader.status()}")
     store_s = _store_only_seconds(tmp / "store-only", blobs)
     validate_s = _validate_seconds(blobs[0], tmp / "validate.mcap")
     mb = total / 1e6
     raw_per_episode_s = raw_s / episodes
     return {
-        "upload_mb": mb, "episode_mb": mb / episodes, "upload_mb_s": mb / sop_s, "raw_upload_mb_s": mb / raw_s,
-        "upload_ratio_vs_raw": raw_s / sop_s, "store_only_mb_s": mb / store_s, "upload_ratio_vs_store_only": store_s / sop_s,
+        "upload_mb": mb, "episode_mb": mb / episodes, "upload_mb_s": mb / sop_s[MAX_IN_FLIGHT], "raw_upload_mb_s": mb / raw_s,
+        "upload_in_flight": MAX_IN_FLIGHT, "upload_ratio_vs_raw": raw_s / sop_s[MAX_IN_FLIGHT], "upload_ratio_one_in_flight": raw_s / sop_s[1],
+        "store_only_mb_s": mb / store_s, "upload_ratio_vs_store_only": store_s / sop_s[MAX_IN_FLIGHT],
         "validate_ms_per_episode": validate_s * 1e3, "upload_ratio_bound_by_validation": raw_per_episode_s / (raw_per_episode_s + validate_s),
     }
 
@@ -170,35 +220,74 @@ def _store_only_seconds(root: Path, blobs: list[bytes]) -> float:
         return time.perf_counter() - start
 
 
+def _download_robot(address: str, info: bytes, cache_dir: str, ready, go, results) -> None:
+    """Child process: one robot downloading (and verifying) the announced checkpoint when `go` is set."""
+    from sop_ros.link.channel import LinkClient, LinkClientConfig
+    from sop_ros.link.checkpoint_info import CheckpointRef
+    from sop_ros.link.follower import CheckpointFollower
+    from sop_ros.link.protos import policy_pb2
+
+    logging.getLogger("sop_ros").setLevel(logging.ERROR)
+    link = LinkClient.connect(LinkClientConfig(address=address, insecure=True))
+    try:
+        follower = CheckpointFollower(link, Path(cache_dir))
+        ref = CheckpointRef.from_proto(policy_pb2.CheckpointInfo.FromString(info))
+        ready.send(True)
+        go.wait()
+        try:
+            results.put(("ok", str(follower.download(ref).weights_path)))
+        except Exception as exc:  # reported, not raised: the parent counts it
+            results.put(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        link.close()
+
+
 def _bench_fanout(tmp: Path, checkpoint_mb: float, robots: int = 8) -> dict[str, float]:
     import torch
 
     from sop_ros.core.checkpoint_store import CheckpointStore
-    from sop_ros.link.channel import LinkClient, LinkClientConfig
-    from sop_ros.link.checkpoint_info import CheckpointRef, info_from_manifest
-    from sop_ros.link.follower import CheckpointFollower
+    from sop_ros.link.checkpoint_info import info_from_manifest
 
     torch.manual_seed(0)
     manifest = CheckpointStore(tmp / "learner" / "checkpoints").publish({"w": torch.randn(int(checkpoint_mb * 1e6 / 4))}, algorithm="bench", training_step=0, metrics={}, parent_version=None)
-    ref = CheckpointRef.from_proto(info_from_manifest(manifest))
-    blob = (tmp / "learner" / "checkpoints" / f"v{manifest.version:06d}" / "model.safetensors").read_bytes()
-    with _RawBlobServer(blob) as raw:
-        channel = _raw_channel(raw.port)
+    weights = tmp / "learner" / "checkpoints" / f"v{manifest.version:06d}" / "model.safetensors"
+    blob = weights.read_bytes()
+    with _ServerProcess("raw", weights) as raw:
+        channel = _raw_channel(raw)
         start = time.perf_counter()
         received = sum(len(c) for c in channel.unary_stream(f"/{_RAW_SERVICE}/Download")(b"", timeout=120))
         raw_s = time.perf_counter() - start
         channel.close()
     assert received == len(blob)
-    with _learner(tmp / "learner", robots=robots) as address:
-        links = [LinkClient.connect(LinkClientConfig(address=address, insecure=True)) for _ in range(robots)]
-        followers = [CheckpointFollower(link, tmp / f"cache{i}") for i, link in enumerate(links)]
-        start = time.perf_counter()
-        with futures.ThreadPoolExecutor(robots) as pool:
-            results = list(pool.map(lambda f: f.download(ref), followers))
-        fanout_s = time.perf_counter() - start
-        for link in links:
-            link.close()
-    assert all(r.weights_path.stat().st_size == len(blob) for r in results)
+    info = info_from_manifest(manifest).SerializeToString()
+    context = multiprocessing.get_context("spawn")
+    with _ServerProcess("learner", tmp / "learner", robots=robots) as address:
+        # Each robot is its own process (own GIL, own channel), started and connected before the clock runs.
+        go = context.Event()
+        results = context.Queue()
+        pipes = [context.Pipe(duplex=False) for _ in range(robots)]
+        downloaders = [context.Process(target=_download_robot, args=(address, info, str(tmp / f"cache{i}"), send, go, results), daemon=True)
+                       for i, (_, send) in enumerate(pipes)]
+        for process in downloaders:
+            process.start()
+        try:
+            for receive, _ in pipes:
+                if not receive.poll(120):
+                    raise RuntimeError("a benchmark robot did not connect")
+                receive.recv()
+            start = time.perf_counter()
+            go.set()
+            outcomes = [results.get(timeout=600) for _ in downloaders]
+            fanout_s = time.perf_counter() - start
+        finally:
+            for process in downloaders:
+                process.join(30)
+                if process.is_alive():
+                    process.kill()
+    failed = [detail for kind, detail in outcomes if kind != "ok"]
+    if failed:
+        raise RuntimeError(f"fan-out downloads failed: {failed[:3]}")
+    assert all(Path(path).stat().st_size == len(blob) for _, path in outcomes)
     # fanout_ratio_per_byte normalises by the 8x more bytes moved: on a machine with fewer cores than
     # robots the fan-out is CPU-bound, so checkpoint_fanout_ratio cannot go below ~robots there.
     return {"checkpoint_mb": len(blob) / 1e6, "fanout_robots": robots, "fanout_s": fanout_s, "raw_download_s": raw_s, "checkpoint_fanout_ratio": fanout_s / raw_s, "fanout_ratio_per_byte": fanout_s / (robots * raw_s), "cpu_cores": os.cpu_count()}
@@ -248,7 +337,7 @@ def _bench_fleet(tmp: Path, robots: int, seconds: float) -> dict[str, Any]:
         finally:
             link.close()
 
-    with _learner(tmp / "learner", robots=robots) as address:
+    with _ServerProcess("learner", tmp / "learner", robots=robots) as address:
         threads = [threading.Thread(target=robot, args=(i,)) for i in range(robots)]
         for t in threads:
             t.start()
@@ -265,26 +354,6 @@ def _bench_fleet(tmp: Path, robots: int, seconds: float) -> dict[str, Any]:
         "errors": len(errors),
         "episodes_uploaded": sum(2 for s in spools if len(s) == 0),
     }
-
-
-class _learner:
-    """An insecure in-process learner for the benchmark (context manager yielding its address)."""
-
-    def __init__(self, data_dir: Path, robots: int):
-        from sop_ros.link.server import LearnerConfig, LearnerService, create_server, open_stores
-
-        self.stores = open_stores(data_dir)
-        self.service = LearnerService(LearnerConfig(address="127.0.0.1:0", insecure=True, expected_robots=robots), *self.stores)
-        self.server, port = create_server(self.service)
-        self.address = f"127.0.0.1:{port}"
-
-    def __enter__(self) -> str:
-        self.server.start()
-        return self.address
-
-    def __exit__(self, *exc) -> None:
-        self.service.stop(self.server, grace_s=1.0)
-        self.stores[0].close()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -306,6 +375,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def render(figures: dict[str, Any]) -> None:
     rows = [
         ("episode upload vs raw gRPC", figures["upload_ratio_vs_raw"], ">= 0.7", f"{figures['upload_mb_s']:.0f} vs {figures['raw_upload_mb_s']:.0f} MB/s, {figures['episode_mb']:.1f} MB episodes"),
+        ("episode upload, one episode in flight", figures["upload_ratio_one_in_flight"], "", f"vs {figures['upload_in_flight']} in flight above"),
         ("episode upload vs EpisodeStore alone", figures["upload_ratio_vs_store_only"], "", f"store alone {figures['store_only_mb_s']:.0f} MB/s (hash, fsync, validate, index)"),
         ("upload ceiling set by validation", figures["upload_ratio_bound_by_validation"], "", f"read_episode {figures['validate_ms_per_episode']:.0f} ms per episode before each ack"),
         (f"checkpoint to {figures['fanout_robots']} robots vs 1 raw download", figures["checkpoint_fanout_ratio"], "<= 2", f"{figures['fanout_s']:.2f} s vs {figures['raw_download_s']:.2f} s, {figures['checkpoint_mb']:.0f} MB, {figures['cpu_cores']} cores"),

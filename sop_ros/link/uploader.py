@@ -1,6 +1,6 @@
 """Robot side of Ingest: drain the spool oldest-first, resumably, deleting only after the learner's ack.
 
-Per episode: BeginEpisode tells how many bytes the learner already holds; chunks are sent
+Per episode (up to MAX_IN_FLIGHT at once, started oldest-first): BeginEpisode tells how many bytes the learner already holds; chunks are sent
 from there; CommitEpisode returns only after the learner verified, fsynced and indexed the
 episode; then (and only then) the spooled file is removed. Any interruption (learner restart,
 uploader crash, network) resumes from the learner's committed offset on the next Begin.
@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from concurrent import futures
 from typing import Callable, Iterator, Optional
 
 import grpc
@@ -28,6 +29,7 @@ from sop_ros.link.protos import ingest_pb2
 _LOGGER = logging.getLogger(__name__)
 _RESUME_CODES = frozenset({grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.DATA_LOSS})
 MAX_RESUMES_PER_EPISODE = 5  # offset/hash disagreements in a row before the episode is parked
+MAX_IN_FLIGHT = 2  # episodes uploading at once: one streams while the learner commits the other
 
 
 class UploadRefusedError(RuntimeError):
@@ -48,7 +50,11 @@ class UploaderStatus:
 
 
 class EpisodeUploader:
-    def __init__(self, link: LinkClient, spool: Spool, robot_id: str, retry: RetryPolicy = RetryPolicy(), park_s: float = 60.0, idle_poll_s: float = 1.0):
+    def __init__(self, link: LinkClient, spool: Spool, robot_id: str, retry: RetryPolicy = RetryPolicy(), park_s: float = 60.0, idle_poll_s: float = 1.0,
+                 max_in_flight: int = MAX_IN_FLIGHT):
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight: must be >= 1, got {max_in_flight!r}")
+        self._max_in_flight = max_in_flight
         self._link = link
         self._spool = spool
         self.robot_id = robot_id
@@ -108,37 +114,52 @@ class EpisodeUploader:
     def drain(self, stop: Optional[threading.Event] = None, timeout_s: Optional[float] = None) -> int:
         """Upload everything pending (oldest first) until the spool is empty, stop is set or timeout_s passes.
 
-        Returns the number of episodes acknowledged by the learner in this call.
+        Up to `max_in_flight` episodes are on their way at once, started oldest first: while the
+        learner verifies, fsyncs and indexes one episode before acknowledging it, the next one's
+        bytes are already streaming. Returns the number of episodes acknowledged in this call.
         """
         stop = stop or threading.Event()
         end = None if timeout_s is None else time.monotonic() + timeout_s
         done = 0
-        while not stop.is_set() and (end is None or time.monotonic() < end):
-            now = time.monotonic()
-            entries = [e for e in self._spool.pending() if self._parked.get(e.episode_id, 0.0) <= now]
-            if not entries:
-                break
-            entry = entries[0]
-            delays = self._retry.delays()
+        in_flight: dict[futures.Future, str] = {}
+        with futures.ThreadPoolExecutor(self._max_in_flight, thread_name_prefix=f"sop-upload-{self.robot_id}") as pool:
             while not stop.is_set() and (end is None or time.monotonic() < end):
-                try:
-                    self._set(state="uploading")
-                    done += self._upload_entry(entry)
+                if len(in_flight) < self._max_in_flight:
+                    now, busy = time.monotonic(), set(in_flight.values())
+                    entries = [e for e in self._spool.pending() if e.episode_id not in busy and self._parked.get(e.episode_id, 0.0) <= now]
+                    for entry in entries[: self._max_in_flight - len(in_flight)]:
+                        in_flight[pool.submit(self._upload_with_retries, entry, stop, end)] = entry.episode_id
+                if not in_flight:
                     break
-                except grpc.RpcError as exc:
-                    if not is_transient(exc):
-                        self._park(entry, f"{exc.code().name}: {exc.details()}")
-                        break
-                    self._count("transient_errors")
-                    self._set(state="backoff", last_error=f"{exc.code().name}: {exc.details()}")
-                    stop.wait(next(delays))
-                except (UploadRefusedError, EpisodeFileError) as exc:
-                    self._park(entry, str(exc))
-                    break
-                except FileNotFoundError:
-                    break  # removed meanwhile (e.g. by another uploader of the same spool)
+                finished, _ = futures.wait(in_flight, return_when=futures.FIRST_COMPLETED)
+                for future in finished:
+                    del in_flight[future]
+                    done += future.result()
+            for future in futures.as_completed(in_flight):  # stopping: they see stop/end and return
+                done += future.result()
         self._set(state="idle")
         return done
+
+    def _upload_with_retries(self, entry: SpoolEntry, stop: threading.Event, end: Optional[float]) -> int:
+        """One episode: retried with backoff on transient errors, parked when refused. 1 once acknowledged."""
+        delays = self._retry.delays()
+        while not stop.is_set() and (end is None or time.monotonic() < end):
+            try:
+                self._set(state="uploading")
+                return self._upload_entry(entry)
+            except grpc.RpcError as exc:
+                if not is_transient(exc):
+                    self._park(entry, f"{exc.code().name}: {exc.details()}")
+                    return 0
+                self._count("transient_errors")
+                self._set(state="backoff", last_error=f"{exc.code().name}: {exc.details()}")
+                stop.wait(next(delays))
+            except (UploadRefusedError, EpisodeFileError) as exc:
+                self._park(entry, str(exc))
+                return 0
+            except FileNotFoundError:
+                return 0  # removed meanwhile (e.g. by another uploader of the same spool)
+        return 0
 
     def _park(self, entry: SpoolEntry, reason: str) -> None:
         self._count("refused")
