@@ -159,3 +159,44 @@ def test_manifest_from_json_names_bad_fields():
         CheckpointManifest.from_json(json.dumps({k: v for k, v in good.items() if k != "version"}))
     with pytest.raises(ValueError, match="format"):
         CheckpointManifest.from_json(json.dumps(dict(good, format="other")))
+
+
+def test_prune_keeps_newest_roots_fleet_latest_and_requested_and_numbering_goes_on(tmp_path):
+    store = CheckpointStore(tmp_path)
+    _publish(store, 1)  # v1: the base (a root)
+    for v in range(2, 9):
+        _publish(store, v, parent=v - 1)  # v2..v8 of the default fleet
+    _publish(store, 9, parent=1, fleet="lab2")  # v9: the only one of fleet lab2
+    for v in range(10, 13):
+        _publish(store, v, parent=v - 1 if v > 10 else 8)  # v10..v12
+    removed = store.prune(keep_latest=2, keep=[5])
+    assert removed == [2, 3, 4, 6, 7, 8, 10]
+    assert store.versions() == [1, 5, 9, 11, 12]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["v000001", "v000005", "v000009", "v000011", "v000012"]
+    assert store.get(3) is None and store.latest("lab2").version == 9
+    store.verify(12)
+    assert _publish(store, 13, parent=12).version == 13  # monotonic after pruning
+    assert store.prune(keep_latest=100) == []
+    with pytest.raises(ValueError, match="keep_latest"):
+        store.prune(keep_latest=0)
+
+
+def test_a_prune_interrupted_after_the_rename_leaves_a_temp_dir_the_next_open_removes(tmp_path):
+    store = CheckpointStore(tmp_path)
+    _publish(store, 1)
+    _publish(store, 2, parent=1)
+    _publish(store, 3, parent=2)
+    child = multiprocessing.get_context("fork").Process(target=_rename_then_die, args=(str(tmp_path),))
+    child.start()
+    child.join(30)
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".v000002")]
+    assert len(leftovers) == 1 and CheckpointStore(tmp_path).versions() == [1, 3]
+    assert not leftovers[0].exists()
+
+
+def _rename_then_die(root: str) -> None:
+    import os
+    import shutil
+
+    shutil.rmtree = lambda *a, **k: os._exit(0)  # the process dies between the rename and the delete
+    CheckpointStore(root).prune(keep_latest=1)

@@ -30,14 +30,14 @@ def episode(seed, robot_id, source_human, success=True):
                              state_dim=4, chunk_len=4, policy_version=1, human_steps=source_human, success=success)
 
 
-def start_learner(data_dir, port):
+def start_learner(data_dir, port, *extra):
     cmd = [sys.executable, "-m", "sop_ros.cli", "learner", "--data-dir", str(data_dir), "--insecure", "--address", f"127.0.0.1:{port}",
-           "--publish-every-updates", "3", "--publish-every-s", "600", "--batch-size", "4"]
+           "--publish-every-updates", "3", "--publish-every-s", "600", "--batch-size", "4", *extra]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def test_learner_trains_on_uploads_publishes_and_resumes_after_sigkill(tmp_path):
-    torch.set_num_threads(1)
+def prepare_learner_dir(tmp_path):
+    """A learner data dir with two offline demos and a BC base checkpoint v1."""
     data = tmp_path / "learner"
     offline = EpisodeStore(data / "offline")
     for seed in range(2):  # offline prior: a demo per seed, all human (expert) steps
@@ -52,7 +52,12 @@ def test_learner_trains_on_uploads_publishes_and_resumes_after_sigkill(tmp_path)
     checkpoints = CheckpointStore(data / "checkpoints")
     base = checkpoints.publish(VLAPolicy(preset("tiny"), device="cpu").checkpoint_tensors(), algorithm="bc", training_step=0, metrics={}, parent_version=None)
     assert base.version == 1
+    return data, checkpoints
 
+
+def test_learner_trains_on_uploads_publishes_and_resumes_after_sigkill(tmp_path):
+    torch.set_num_threads(1)
+    data, checkpoints = prepare_learner_dir(tmp_path)
     port = free_port()
     learner = start_learner(data, port)
     spool = Spool(tmp_path / "spool", max_bytes=1 << 30)
@@ -84,3 +89,29 @@ def test_learner_trains_on_uploads_publishes_and_resumes_after_sigkill(tmp_path)
             learner.send_signal(signal.SIGTERM)
             out, _ = learner.communicate(timeout=60)
             assert learner.returncode == 0, out[-3000:]
+
+
+def test_learner_keeps_only_the_newest_checkpoints_and_the_base(tmp_path):
+    data, checkpoints = prepare_learner_dir(tmp_path)
+    learner = start_learner(data, free_port(), "--keep-checkpoints", "2")
+    try:
+        # With no robot data it trains on the offline demos and publishes every 3 updates.
+        wait_for(lambda: max(checkpoints.versions()) >= 6, 180, "five checkpoints after the base")
+        learner.send_signal(signal.SIGTERM)
+        out, _ = learner.communicate(timeout=60)
+    finally:
+        if learner.poll() is None:
+            learner.kill()
+    assert learner.returncode == 0, out[-3000:]
+    versions = checkpoints.versions()
+    newest = max(versions)
+    assert versions == [1, newest - 1, newest], versions
+    assert sorted(p.name for p in checkpoints.root.iterdir() if p.name.startswith("v")) == [f"v{v:06d}" for v in versions]
+    assert "pruned" in out
+
+
+def test_learner_refuses_a_negative_checkpoint_count(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "sop_ros.cli", "learner", "--data-dir", str(tmp_path), "--insecure", "--keep-checkpoints", "-1"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--keep-checkpoints: must be >= 0" in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "checkpoints").exists()

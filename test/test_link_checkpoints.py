@@ -116,3 +116,22 @@ def test_download_of_unknown_version_is_not_found(tmp_path):
         with pytest.raises(grpc.RpcError) as err:
             list(link.policy.DownloadCheckpoint(policy_pb2.DownloadCheckpointRequest(version=7), timeout=5))
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_robot_cache_keeps_the_newest_versions_and_drops_stale_partials(tmp_path):
+    with running_learner(tmp_path / "learner") as learner:
+        manifests = _publish(learner, 5)
+        cache = tmp_path / "cache"
+        follower = CheckpointFollower(insecure_link(learner.address), cache, keep_versions=2)
+        stale = cache / ".partial" / f"v{manifests[2].version:010d}.part"
+        for m in manifests[:2]:
+            follower.download(CheckpointRef.from_proto(info_from_manifest(m)))
+        stale.write_bytes(b"\0" * 10)  # v3 was interrupted; the robot moved on to newer ones
+        for m in manifests[3:]:
+            follower.download(CheckpointRef.from_proto(info_from_manifest(m)))
+        assert sorted(p.name for p in cache.glob("v*")) == [f"v{m.version:010d}" for m in manifests[3:]]
+        assert not stale.exists() and follower.latest().version == manifests[-1].version
+        # A restarted robot still finds its newest checkpoint.
+        assert CheckpointFollower(insecure_link(learner.address), cache).latest().version == manifests[-1].version
+        with pytest.raises(ValueError, match="keep_versions"):
+            CheckpointFollower(insecure_link(learner.address), tmp_path / "other", keep_versions=0)

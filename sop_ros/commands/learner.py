@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--no-train", dest="train", action="store_false", help="only serve the link; do not train")
     train.add_argument("--publish-every-updates", type=int, default=25, help="publish a checkpoint every N updates (default 25, as the paper)")
     train.add_argument("--publish-every-s", type=float, default=60.0, help="... or every T seconds, whichever comes first")
+    train.add_argument("--keep-checkpoints", type=int, default=0, metavar="N",
+                       help="after each publish delete all but the newest N checkpoints (the base policy and each fleet's "
+                            "latest stay); 0 keeps every one (default %(default)s; a checkpoint every few seconds is gigabytes an hour)")
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--learning-rate", type=float, default=3e-4)
     train.add_argument("--seed", type=int, default=0, help="seed of the sampler and torch (default 0)")
@@ -118,8 +121,13 @@ def _build_trainer(args: argparse.Namespace, service):
         seed=args.seed,
     )
     writer = SummaryWriter(log_dir=str(args.data_dir / TENSORBOARD_DIR))
+    def on_checkpoint(manifest) -> None:
+        service.publish_checkpoint(manifest)
+        if args.keep_checkpoints > 0:
+            service.checkpoint_store.prune(args.keep_checkpoints)
+
     trainer = build_learner_trainer(config, args.data_dir, service.episode_store, service.checkpoint_store,
-                                    on_checkpoint=service.publish_checkpoint, summary_writer=writer)
+                                    on_checkpoint=on_checkpoint, summary_writer=writer)
     return trainer, writer
 
 
@@ -128,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
     from sop_ros.link.server import LearnerService, create_server, open_stores
 
     config = build_config(args)
+    if args.keep_checkpoints < 0:
+        raise CliError(f"--keep-checkpoints: must be >= 0 (0 keeps every checkpoint), got {args.keep_checkpoints}")
     stop = threading.Event()
 
     def request_stop(signum, _frame) -> None:

@@ -25,7 +25,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 
@@ -276,6 +276,41 @@ class CheckpointStore:
         self._manifests[version] = manifest
         log.info("published checkpoint v%d (fleet %s, %s step %d, %d bytes)", version, fleet, algorithm, training_step, len(weights))
         return manifest
+
+    def prune(self, keep_latest: int, keep: Iterable[int] = ()) -> list[int]:
+        """Delete old versions; returns the versions removed (oldest first).
+
+        Kept: the newest `keep_latest` versions, the latest of every fleet, every root version (no
+        parent: a base policy a run started from) and `keep`. A run publishing every few seconds
+        otherwise grows the store by gigabytes an hour. A version is first renamed to a temp name
+        (the root fsynced) and then deleted, so a crash leaves either the whole version or a stale
+        temp dir the next open removes; version numbers stay monotonic (the newest is never removed).
+        """
+        if keep_latest < 1:
+            raise ValueError(f"keep_latest: must be >= 1, got {keep_latest!r}")
+        removed = []
+        with self._exclusive():
+            versions = self.versions()
+            protected = set(versions[-keep_latest:]) | {int(v) for v in keep}
+            latest_per_fleet: dict[str, int] = {}
+            for version in versions:
+                manifest = self.get(version)
+                if manifest.parent_version is None:
+                    protected.add(version)
+                latest_per_fleet[manifest.fleet] = version
+            protected |= set(latest_per_fleet.values())
+            for version in versions:
+                if version in protected:
+                    continue
+                doomed = temp_path_for(self.version_dir(version))
+                os.rename(self.version_dir(version), doomed)
+                fsync_dir(self.root)
+                shutil.rmtree(doomed, ignore_errors=True)
+                self._manifests.pop(version, None)
+                removed.append(version)
+        if removed:
+            log.info("checkpoint store %s: pruned %d old versions (v%d..v%d)", self.root, len(removed), removed[0], removed[-1])
+        return removed
 
     def _require(self, version: int) -> CheckpointManifest:
         manifest = self.get(version)

@@ -179,7 +179,9 @@ def run_specs(fleet: FleetDescription, config: FleetRunConfig) -> list[NodeSpec 
     specs = []
     for spec in node_specs(fleet):
         if isinstance(spec, ProcessSpec) and spec.name == "learner":
-            extra = ["--publish-every-updates", str(config.publish_every_updates), "--torch-threads", str(config.learner_threads), "--seed", str(config.seed)]
+            # Every checkpoint is kept while the run lasts: the evaluation picks them by wall-clock time afterwards.
+            extra = ["--publish-every-updates", str(config.publish_every_updates), "--torch-threads", str(config.learner_threads), "--seed", str(config.seed),
+                     "--keep-checkpoints", "0"]
             if not config.learner_trains:
                 extra.append("--no-train")
             spec = dataclasses.replace(spec, args=(*spec.args, *extra))

@@ -32,6 +32,7 @@ WEIGHTS_NAME = "weights.safetensors"
 MANIFEST_NAME = "manifest.json"
 WATCH_STREAM_S = 300.0  # a watch is re-opened (same known version) after this deadline
 WRITE_BUFFER_BYTES = 8 << 20  # few, large writes of the weights file
+KEEP_VERSIONS = 3  # checkpoints kept in a robot's cache: the running one and the newest before it
 
 
 class ChecksumError(RuntimeError):
@@ -60,7 +61,11 @@ class FollowerStatus:
 
 
 class CheckpointFollower:
-    def __init__(self, link: LinkClient, cache_dir: Path, robot_id: str = "", fleet: str = "", retry: RetryPolicy = RetryPolicy()):
+    def __init__(self, link: LinkClient, cache_dir: Path, robot_id: str = "", fleet: str = "", retry: RetryPolicy = RetryPolicy(),
+                 keep_versions: int = KEEP_VERSIONS):
+        if keep_versions < 1:
+            raise ValueError(f"keep_versions: must be >= 1, got {keep_versions!r}")
+        self._keep_versions = keep_versions
         self._link = link
         self.cache_dir = Path(cache_dir)
         self._partial_dir = self.cache_dir / ".partial"
@@ -182,7 +187,24 @@ class CheckpointFollower:
         os.replace(staging, final_dir)
         fsync_dir(self.cache_dir)
         self._note(downloads=self.status().downloads + 1)
-        return self._adopt(DownloadedCheckpoint(ref, final_dir / WEIGHTS_NAME, final_dir / MANIFEST_NAME))
+        downloaded = self._adopt(DownloadedCheckpoint(ref, final_dir / WEIGHTS_NAME, final_dir / MANIFEST_NAME))
+        self._prune_cache()
+        return downloaded
+
+    def _prune_cache(self) -> None:
+        """Keep the newest `keep_versions` checkpoints and no partial download older than the newest one."""
+        versions = sorted((int(p.name[1:]), p) for p in self.cache_dir.glob("v*") if p.name[1:].isdigit())
+        for _, directory in versions[:-self._keep_versions]:
+            shutil.rmtree(directory, ignore_errors=True)
+        newest = versions[-1][0] if versions else 0
+        for partial in self._partial_dir.glob("v*"):
+            digits = partial.name[1:].split(".")[0]
+            if not (digits.isdigit() and int(digits) <= newest):
+                continue
+            if partial.is_dir():
+                shutil.rmtree(partial, ignore_errors=True)
+            else:
+                partial.unlink(missing_ok=True)
 
     def _fetch(self, ref: CheckpointRef, part: Path, offset: int, hasher: "hashlib._Hash") -> None:
         """Append the rest of the weights to `part`, hashing while they arrive; one fsync at the end.
