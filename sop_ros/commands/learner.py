@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--no-train", dest="train", action="store_false", help="only serve the link; do not train")
     train.add_argument("--publish-every-updates", type=int, default=25, help="publish a checkpoint every N updates (default 25, as the paper)")
     train.add_argument("--publish-every-s", type=float, default=60.0, help="... or every T seconds, whichever comes first")
-    train.add_argument("--keep-checkpoints", type=int, default=0, metavar="N",
+    train.add_argument("--keep-checkpoints", type=int, default=20, metavar="N",
                        help="after each publish delete all but the newest N checkpoints (the base policy and each fleet's "
                             "latest stay); 0 keeps every one (default %(default)s; a checkpoint every few seconds is gigabytes an hour)")
     train.add_argument("--batch-size", type=int, default=32)
