@@ -46,8 +46,24 @@ def run_nodes(factories: Sequence[Callable[[], Node]], args: Sequence[str] | Non
                 close()
             node.destroy_node()
         executor.shutdown()
+        _retrieve_shutdown_errors(executor)
         rclpy.try_shutdown()
     return exit_code
+
+
+def _retrieve_shutdown_errors(executor: MultiThreadedExecutor) -> None:
+    """Collect the callbacks that failed after the executor stopped collecting them.
+
+    A callback that publishes while SIGINT invalidates the context fails with RCLError; the
+    executor (rclpy Kilted keeps them in `_futures`) no longer retrieves it, and rclpy then prints
+    "exception was never retrieved" to stderr. Those are the shutdown; anything else is logged.
+    """
+    for future in list(getattr(executor, "_futures", ())):
+        if not future.done():
+            continue
+        exc = future.exception()
+        if exc is not None and not (isinstance(exc, RCLError) and not rclpy.ok()):
+            rclpy.logging.get_logger("sop_ros").error(f"a callback failed while shutting down: {exc!r}")
 
 
 def declare(node: Node, name: str, default, description: str):
