@@ -10,7 +10,8 @@ fails verification or loading is refused with the reason logged; the old policy 
 """
 from __future__ import annotations
 
-import concurrent.futures
+import queue
+import threading
 from typing import Optional
 
 import numpy as np
@@ -46,7 +47,11 @@ class PolicyNode(Node):
 
         self.slot = PolicySlot()
         self.executor_ = ChunkExecutor(horizon, indicator or None)
-        self._loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint_loader")
+        # A daemon thread: a load still running at shutdown (seconds on a busy robot) must not hold the
+        # process past SIGINT, and abandoning it loses nothing (the cache keeps the verified file).
+        self._load_requests: queue.Queue = queue.Queue()
+        self._loader = threading.Thread(target=self._load_loop, name="checkpoint_loader", daemon=True)
+        self._loader.start()
         self._requested_version = 0
         self._episode: Optional[EpisodeStatus] = None
         self._image: Optional[Image] = None
@@ -72,7 +77,11 @@ class PolicyNode(Node):
             return
         self._requested_version = max(self._requested_version, version)
         self.get_logger().info(f"{what} v{version}: verifying and loading {path} in the background")
-        self._loader.submit(self._load, path, sha256, version, what)
+        self._load_requests.put((path, sha256, version, what))
+
+    def _load_loop(self) -> None:
+        while (request := self._load_requests.get()) is not None:
+            self._load(*request)
 
     def _load(self, path: str, sha256: str, version: int, what: str) -> None:
         try:
@@ -135,7 +144,7 @@ class PolicyNode(Node):
         self.chunk_pub.publish(msg)
 
     def close(self) -> None:
-        self._loader.shutdown(wait=False, cancel_futures=True)
+        self._load_requests.put(None)
 
 
 def main(args=None) -> int:
