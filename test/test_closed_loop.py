@@ -9,7 +9,7 @@ few seconds.
 
 Claims checked: the learner publishes >= 2 checkpoints after v1; both robots switch to them
 between episodes (every stored episode ran one policy version; a robot's versions never go
-back; both reach v >= 3); every episode a robot recorded is in the learner's store exactly once
+back and change at least once; both reach v >= 3); every episode a robot recorded is in the learner's store exactly once
 and every spool ends empty.
 """
 from __future__ import annotations
@@ -144,7 +144,8 @@ def test_two_robots_and_the_learner_close_the_loop(tmp_path):
         mine = sorted((e for e in stored if e.robot_id == r), key=lambda e: e.start_ns)
         assert all(e.policy_version_min == e.policy_version_max for e in mine), [(e.policy_version_min, e.policy_version_max) for e in mine]
         run = [e.policy_version_max for e in mine]
-        assert run == sorted(run) and run[0] == 1 and run[-1] >= 3, run
+        # A robot that starts late may begin on v2 already (the newest when it joined); it still switches.
+        assert run == sorted(run) and run[0] < run[-1] and run[-1] >= 3, run
         # Every episode the robot's recorder spooled was acknowledged and stored exactly once.
         spooled = {m["episode_id"] for m in topics if m["topic"] == "episode_status" and m["ns"] == f"/{r}" and m["upload_state"] == EpisodeStatus.UPLOAD_SPOOLED}
         acked = [m["episode_id"] for m in topics if m["topic"] == "episode_status" and m["ns"] == f"/{r}" and m["upload_state"] == EpisodeStatus.UPLOAD_ACKED]
@@ -152,5 +153,5 @@ def test_two_robots_and_the_learner_close_the_loop(tmp_path):
         assert len(spools[r]) == 0
         # The bridge announced the learner's checkpoints, verified, in increasing order.
         announced = [m["version"] for m in topics if m["topic"] == "policy_update" and m["ns"] == f"/{r}"]
-        assert announced == sorted(announced) and announced[0] == 1 and announced[-1] >= 3
+        assert announced == sorted(announced) and announced[0] < announced[-1] and announced[-1] >= 3, announced
     print(f"closed loop: {len(stored)} episodes, checkpoints {versions}, timings {timings}")
