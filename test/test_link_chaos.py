@@ -63,6 +63,23 @@ class Harness:
     def start_uploader(self, robot: str) -> None:
         self.uploaders[robot] = self._spawn(robot, [__file__, "uploader", "--spool", str(self.tmp / "spools" / robot), "--robot", robot, "--address", self.address])
 
+    def wait_learner_serving(self, timeout_s: float) -> None:
+        """The learner answers gRPC health checks (it has installed its SIGTERM handler before serving)."""
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with grpc.insecure_channel(self.address) as channel:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            assert time.monotonic() < deadline, f"the learner did not serve within {timeout_s} s; logs in {self.logs}"
+            time.sleep(0.2)
+
     def unfinished(self) -> list[str]:
         return [r for r, p in self.uploaders.items() if p.poll() != 0]
 
@@ -132,6 +149,8 @@ def test_chaos_kills_lose_and_duplicate_nothing(tmp_path):
                     harness.start_uploader(robot)
             time.sleep(0.2)
         assert not harness.unfinished(), f"uploaders did not finish; logs in {harness.logs}"
+        # The last restart may still be importing: SIGTERM before its handler is installed is a plain kill.
+        harness.wait_learner_serving(60)
         harness.learner.send_signal(signal.SIGTERM)
         assert harness.learner.wait(30) == 0
     finally:

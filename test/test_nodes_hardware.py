@@ -177,7 +177,7 @@ def test_episode_manager_drives_a_ros2_control_arm_with_timeouts_and_an_operator
         steps = sorted(r["episode_step"] for r in executed if r["episode_id"] == episode_id)
         assert steps == list(range(len(steps)))
         assert end["step"] <= len(steps) <= end["step"] + 2, (end, len(steps))
-        acted += len(steps) > 5
+        acted += len(steps) >= 5  # the stand-in operator acts on >= 5 executed steps (fake_arm_controller.py)
         for r in executed:
             later = [s["stamp"] for s in starts.values() if s["stamp"] > end["stamp"]]
             # No frame taken between the end (plus what was in flight) and the next start is acted on.
