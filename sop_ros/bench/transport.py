@@ -143,9 +143,7 @@ def _bench_upload(tmp: Path, episodes: int, steps: int, hw: int) -> dict[str, fl
     from sop_ros.core.spool import Spool
     from sop_ros.link.channel import LinkClient, LinkClientConfig
     from sop_ros.link.options import CHUNK_BYTES
-    from sop_ros.link.uploader import EpisodeUploader
-
-    from sop_ros.link.uploader import MAX_IN_FLIGHT
+    from sop_ros.link.uploader import MAX_IN_FLIGHT, EpisodeUploader
 
     rng = np.random.default_rng(0)
     spools = {}
@@ -249,16 +247,16 @@ def _bench_fanout(tmp: Path, checkpoint_mb: float, robots: int = 8) -> dict[str,
     from sop_ros.link.checkpoint_info import info_from_manifest
 
     torch.manual_seed(0)
-    manifest = CheckpointStore(tmp / "learner" / "checkpoints").publish({"w": torch.randn(int(checkpoint_mb * 1e6 / 4))}, algorithm="bench", training_step=0, metrics={}, parent_version=None)
-    weights = tmp / "learner" / "checkpoints" / f"v{manifest.version:06d}" / "model.safetensors"
-    blob = weights.read_bytes()
+    store = CheckpointStore(tmp / "learner" / "checkpoints")
+    manifest = store.publish({"w": torch.randn(int(checkpoint_mb * 1e6 / 4))}, algorithm="bench", training_step=0, metrics={}, parent_version=None)
+    weights, size = store.weights_path(manifest.version), manifest.size_bytes  # the raw server reads the file itself
     with _ServerProcess("raw", weights) as raw:
         channel = _raw_channel(raw)
         start = time.perf_counter()
         received = sum(len(c) for c in channel.unary_stream(f"/{_RAW_SERVICE}/Download")(b"", timeout=120))
         raw_s = time.perf_counter() - start
         channel.close()
-    assert received == len(blob)
+    assert received == size
     info = info_from_manifest(manifest).SerializeToString()
     context = multiprocessing.get_context("spawn")
     with _ServerProcess("learner", tmp / "learner", robots=robots) as address:
@@ -287,10 +285,10 @@ def _bench_fanout(tmp: Path, checkpoint_mb: float, robots: int = 8) -> dict[str,
     failed = [detail for kind, detail in outcomes if kind != "ok"]
     if failed:
         raise RuntimeError(f"fan-out downloads failed: {failed[:3]}")
-    assert all(Path(path).stat().st_size == len(blob) for _, path in outcomes)
+    assert all(Path(path).stat().st_size == size for _, path in outcomes)
     # fanout_ratio_per_byte normalises by the 8x more bytes moved: on a machine with fewer cores than
     # robots the fan-out is CPU-bound, so checkpoint_fanout_ratio cannot go below ~robots there.
-    return {"checkpoint_mb": len(blob) / 1e6, "fanout_robots": robots, "fanout_s": fanout_s, "raw_download_s": raw_s, "checkpoint_fanout_ratio": fanout_s / raw_s, "fanout_ratio_per_byte": fanout_s / (robots * raw_s), "cpu_cores": os.cpu_count()}
+    return {"checkpoint_mb": size / 1e6, "fanout_robots": robots, "fanout_s": fanout_s, "raw_download_s": raw_s, "checkpoint_fanout_ratio": fanout_s / raw_s, "fanout_ratio_per_byte": fanout_s / (robots * raw_s), "cpu_cores": os.cpu_count()}
 
 
 def _bench_fleet(tmp: Path, robots: int, seconds: float) -> dict[str, Any]:

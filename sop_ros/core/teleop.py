@@ -78,6 +78,11 @@ class TeleopState:
         self._latest = (self.mapping.action(axes, buttons), stamp_ns, received_ns, held)
         self._consumed = False
 
+    @property
+    def deadman_held(self) -> bool:
+        """The deadman was held in the latest reading."""
+        return self._latest is not None and self._latest[3]
+
     def command(self, now_ns: int) -> Optional[TeleopCommand]:
         """The command for this tick, or None (deadman up, joystick silent, or no new reading)."""
         latest = self._latest

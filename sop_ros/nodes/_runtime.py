@@ -34,10 +34,10 @@ def run_nodes(factories: Sequence[Callable[[], Node]], args: Sequence[str] | Non
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # rclpy turns SIGINT into ExternalShutdownException (packaging spike P10)
-    except RCLError:
+    except RCLError as exc:
         # SIGINT shuts the context down while a worker thread is inside rcl_wait: that wait then
         # fails with "context is not valid". It is the same shutdown, not a fault.
-        if rclpy.ok():
+        if not is_shutdown_error(exc):
             raise
     finally:
         for node in nodes:
@@ -51,6 +51,11 @@ def run_nodes(factories: Sequence[Callable[[], Node]], args: Sequence[str] | Non
     return exit_code
 
 
+def is_shutdown_error(exc: BaseException, context=None) -> bool:
+    """An rcl call failed because SIGINT/SIGTERM shut the context down meanwhile (not a fault)."""
+    return isinstance(exc, RCLError) and not (context.ok() if context is not None else rclpy.ok())
+
+
 def _retrieve_shutdown_errors(executor: MultiThreadedExecutor) -> None:
     """Collect the callbacks that failed after the executor stopped collecting them.
 
@@ -62,7 +67,7 @@ def _retrieve_shutdown_errors(executor: MultiThreadedExecutor) -> None:
         if not future.done():
             continue
         exc = future.exception()
-        if exc is not None and not (isinstance(exc, RCLError) and not rclpy.ok()):
+        if exc is not None and not is_shutdown_error(exc):
             rclpy.logging.get_logger("sop_ros").error(f"a callback failed while shutting down: {exc!r}")
 
 

@@ -35,7 +35,7 @@ from sop_ros.link.protos import fleet_pb2
 from sop_ros.msg import EpisodeStatus, PolicyUpdate
 from sop_ros.nodes import _qos
 from sop_ros.nodes._defaults import Params
-from sop_ros.nodes._runtime import run_nodes
+from sop_ros.nodes._runtime import is_shutdown_error, run_nodes
 
 _KNOWN_EPISODES = 1000  # SPOOLED statuses remembered for the ACKED re-publication
 _STOP_TIMEOUT_S = 5.0
@@ -195,8 +195,8 @@ class BridgeNode(Node):
             return False
         try:
             publisher.publish(msg)
-        except RCLError:
-            if self.context.ok():
+        except RCLError as exc:
+            if not is_shutdown_error(exc, self.context):
                 raise
             return False
         return True

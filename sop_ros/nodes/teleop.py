@@ -41,7 +41,7 @@ class TeleopNode(Node):
     def _on_joy(self, msg: Joy) -> None:
         stamp = stamp_ns(msg.header.stamp) or time.time_ns()
         self.state.on_joy(list(msg.axes), list(msg.buttons), stamp, time.monotonic_ns())
-        if not self._active and self.state.mapping.deadman_held(list(msg.buttons)):
+        if not self._active and self.state.deadman_held:
             # The press is sent at once, not at the next timer tick: the human takes over a tick sooner.
             self._tick()
 
