@@ -14,6 +14,8 @@ pytestmark = pytest.mark.timeout(180)
 def test_sigint_during_publishing_callbacks_exits_zero_without_unretrieved_errors():
     # Without collecting the callbacks that failed at shutdown, about every other run printed rclpy's
     # "The following exception was never retrieved: Failed to publish: publisher's context is invalid".
+    # While SIGINT still raised KeyboardInterrupt in the main thread, it once (1 run in ~20) landed inside
+    # an rclpy Task's constructor: "Exception ignored in: <function Future.__del__ ...> AttributeError".
     for _ in range(6):
         proc = subprocess.Popen([sys.executable, str(PEERS / "publishing_flood.py")], env=ros_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -22,4 +24,5 @@ def test_sigint_during_publishing_callbacks_exits_zero_without_unretrieved_error
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err[-2000:]
-        assert "never retrieved" not in err and "Traceback" not in err, err[-2000:]
+        for symptom in ("never retrieved", "Exception ignored", "Traceback"):
+            assert symptom not in err, err[-2000:]

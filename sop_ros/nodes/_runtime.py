@@ -5,6 +5,7 @@ state, and `run_nodes` can host one or several of them on one executor.
 """
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable, Sequence
 
@@ -17,6 +18,12 @@ from rclpy.node import Node
 
 def run_nodes(factories: Sequence[Callable[[], Node]], args: Sequence[str] | None = None) -> int:
     """Init rclpy, spin the nodes until SIGINT/SIGTERM, shut down without a traceback."""
+    # rclpy's own handler shuts the context down (spin then raises ExternalShutdownException) and
+    # chains to the Python handler installed before init. Python's default one raises
+    # KeyboardInterrupt at whatever bytecode the main thread is running; landing inside an rclpy
+    # Task's constructor it left a half-built Future whose __del__ printed an AttributeError.
+    # So the chained handler only notes the signal.
+    previous_sigint = signal.signal(signal.SIGINT, _note_sigint)
     rclpy.init(args=list(sys.argv if args is None else args))
     nodes: list[Node] = []
     executor = MultiThreadedExecutor()
@@ -48,7 +55,12 @@ def run_nodes(factories: Sequence[Callable[[], Node]], args: Sequence[str] | Non
         executor.shutdown()
         _retrieve_shutdown_errors(executor)
         rclpy.try_shutdown()
+        signal.signal(signal.SIGINT, previous_sigint)
     return exit_code
+
+
+def _note_sigint(signum, _frame) -> None:
+    """SIGINT after rclpy's handler has shut the context down: nothing left to do here."""
 
 
 def is_shutdown_error(exc: BaseException, context=None) -> bool:
