@@ -140,3 +140,37 @@ def test_vision_tower_loads_from_a_local_pretrained_path(encoder, tmp_path):
     wrong = cfg.replace(vision=dataclasses.replace(cfg.vision, hidden_size=64, pretrained_path=str(tmp_path / "siglip")))
     with pytest.raises(ConfigError, match="pretrained vision tower"):
         VLAPolicy(wrong, instruction_encoder=encoder, device="cpu")
+
+
+def test_resnet_tower_round_trips_and_validates_its_shape():
+    cfg = preset("tiny_resnet", value_bins=11)
+    assert VLAConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # lists back to tuples
+    assert (cfg.vision.num_tokens, cfg.vision.token_dim) == (16, 128)  # 64 px / stride 16 = 4x4 cells
+    assert VLAConfig.from_dict({"vision": {"image_size": 64}}).vision.architecture == "siglip"  # older checkpoints
+    with pytest.raises(ConfigError, match="architecture"):
+        VLAConfig.from_dict({"vision": {"architecture": "cnn"}})
+    with pytest.raises(ConfigError, match="equal length"):
+        VLAConfig.from_dict({"vision": {"architecture": "resnet", "resnet_widths": [16, 32], "resnet_depths": [1]}})
+    with pytest.raises(ConfigError, match="stride 16"):
+        VLAConfig.from_dict({"vision": {"architecture": "resnet", "image_size": 40}})
+
+
+def test_resnet_policy_acts_saves_and_knows_where_things_are(encoder, tmp_path):
+    torch.manual_seed(0)
+    policy = VLAPolicy(preset("tiny_resnet"), instruction_encoder=encoder, device="cpu").eval()
+    chunk = policy.act(_obs(), "press the button")
+    assert chunk.shape == (4, 4) and np.abs(chunk).max() <= 1.0
+    loaded = VLAPolicy.load(policy.save(tmp_path / "p.safetensors"), device="cpu", instruction_encoder=encoder)
+    np.testing.assert_allclose(loaded.act(_obs(), "press the button"), chunk, atol=1e-6)
+    # Identical features in two cells must become different memory tokens: the cell position
+    # embedding is all that tells the order-blind cross-attention where a feature is.
+    class SameEverywhere(torch.nn.Module):
+        def forward(self, pixel_values):
+            return type("Out", (), {"last_hidden_state": torch.ones(pixel_values.shape[0], 128, 4, 4)})()
+
+    policy.encoder.vision = SameEverywhere()
+    with torch.no_grad():
+        memory = policy.encoder(torch.zeros(1, 3, 64, 64), torch.zeros(1, 4), policy.text(["x"]))
+    cells = memory[0, :16]
+    assert memory.shape == (1, 16 + 2, 128)
+    assert torch.cdist(cells, cells).add(torch.eye(16) * 1e3).min() > 1e-3  # no two cells alike

@@ -14,25 +14,68 @@ class ConfigError(ValueError):
     """A model configuration is invalid or does not parse."""
 
 
+VISION_ARCHITECTURES = ("siglip", "resnet")
+
+
 @dataclasses.dataclass(frozen=True)
 class VisionConfig:
-    """A SigLIP vision tower (transformers SiglipVisionConfig fields we choose)."""
+    """The vision tower, built from a transformers config.
+
+    architecture "siglip": a SigLIP ViT (SiglipVisionConfig: patch_size, hidden_size, intermediate_size,
+    num_hidden_layers, num_attention_heads); the one a pretrained tower can be loaded into.
+    architecture "resnet": a small ResNet (ResNetConfig: stem width resnet_stem_width, one stage per
+    entry of resnet_widths / resnet_depths); its final feature map, one token per cell, plus a learned
+    position embedding, is what the fusion transformer reads. Convolutions learn from a few dozen
+    demos far faster than a ViT trained from scratch (docs/RESULTS.md, "Base policy").
+    """
 
     image_size: int = 64  # frames are resized to image_size x image_size inside the policy
+    architecture: str = "siglip"
     patch_size: int = 8
     hidden_size: int = 96
     intermediate_size: int = 192
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
+    resnet_stem_width: int = 32
+    resnet_widths: tuple[int, ...] = (32, 64, 128)
+    resnet_depths: tuple[int, ...] = (1, 1, 1)
     # Local directory with a pretrained SiglipVisionModel (save_pretrained layout); None = random init.
     pretrained_path: Optional[str] = None
 
     def __post_init__(self) -> None:
-        _positive(self, ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"))
-        if self.image_size % self.patch_size:
-            raise ConfigError(f"vision.image_size {self.image_size} is not a multiple of vision.patch_size {self.patch_size}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ConfigError("vision.hidden_size must be divisible by vision.num_attention_heads")
+        for name in ("resnet_widths", "resnet_depths"):  # JSON gives lists
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.architecture not in VISION_ARCHITECTURES:
+            raise ConfigError(f"vision.architecture must be one of {VISION_ARCHITECTURES}, got {self.architecture!r}")
+        _positive(self, ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "resnet_stem_width"))
+        if self.architecture == "siglip":
+            if self.image_size % self.patch_size:
+                raise ConfigError(f"vision.image_size {self.image_size} is not a multiple of vision.patch_size {self.patch_size}")
+            if self.hidden_size % self.num_attention_heads:
+                raise ConfigError("vision.hidden_size must be divisible by vision.num_attention_heads")
+            return
+        if not self.resnet_widths or len(self.resnet_widths) != len(self.resnet_depths):
+            raise ConfigError("vision.resnet_widths and vision.resnet_depths must be non-empty and of equal length")
+        if any(not isinstance(v, int) or v <= 0 for v in self.resnet_widths + self.resnet_depths):
+            raise ConfigError("vision.resnet_widths and vision.resnet_depths must hold positive ints")
+        if self.pretrained_path:
+            raise ConfigError("vision.pretrained_path is only supported for architecture 'siglip'")
+        if self.image_size % self.resnet_stride:
+            raise ConfigError(f"vision.image_size {self.image_size} is not a multiple of the ResNet's stride {self.resnet_stride}")
+
+    @property
+    def resnet_stride(self) -> int:
+        """Input pixels per output cell: the stem (stride-2 conv + max pool) and stages 2.. halve."""
+        return 4 * 2 ** (len(self.resnet_widths) - 1)
+
+    @property
+    def token_dim(self) -> int:
+        return self.hidden_size if self.architecture == "siglip" else self.resnet_widths[-1]
+
+    @property
+    def num_tokens(self) -> int:
+        side = self.image_size // (self.patch_size if self.architecture == "siglip" else self.resnet_stride)
+        return side * side
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +155,7 @@ def _positive(cfg: object, names: tuple[str, ...]) -> None:
 # `base` is a SigLIP-B/16-sized tower at 224x224 for a GPU learner.
 PRESETS: dict[str, VLAConfig] = {
     "tiny": VLAConfig(),
+    "tiny_resnet": VLAConfig(vision=VisionConfig(architecture="resnet")),
     "base": VLAConfig(
         vision=VisionConfig(image_size=224, patch_size=16, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
         chunk_size=10,

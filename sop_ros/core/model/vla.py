@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import SiglipVisionConfig, SiglipVisionModel
+from transformers import ResNetConfig, ResNetModel, SiglipVisionConfig, SiglipVisionModel
 
 from sop_ros.core.model.config import ConfigError, VisionConfig, VLAConfig
 from sop_ros.core.model.preprocess import frames_to_pixels, random_shift
@@ -62,7 +62,18 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def build_vision_tower(cfg: VisionConfig) -> SiglipVisionModel:
+def build_vision_tower(cfg: VisionConfig) -> Union[SiglipVisionModel, ResNetModel]:
+    if cfg.architecture == "resnet":
+        return ResNetModel(
+            ResNetConfig(
+                num_channels=3,
+                embedding_size=cfg.resnet_stem_width,
+                hidden_sizes=list(cfg.resnet_widths),
+                depths=list(cfg.resnet_depths),
+                layer_type="basic",
+                downsample_in_first_stage=False,
+            )
+        )
     if cfg.pretrained_path:
         tower = SiglipVisionModel.from_pretrained(cfg.pretrained_path, local_files_only=True)
         got = tower.config
@@ -92,12 +103,20 @@ class ObservationEncoder(nn.Module):
     def __init__(self, cfg: VLAConfig):
         super().__init__()
         self.vision = build_vision_tower(cfg.vision)
-        self.patch_proj = nn.Linear(cfg.vision.hidden_size, cfg.hidden_size)
+        self._convolutional = cfg.vision.architecture == "resnet"
+        # SigLIP adds position embeddings itself; a ResNet's cells need them before the
+        # (order-blind) cross-attention, or the decoder could not tell where things are.
+        self.cell_position = nn.Parameter(torch.randn(cfg.vision.num_tokens, cfg.hidden_size) * 0.02) if self._convolutional else None
+        self.patch_proj = nn.Linear(cfg.vision.token_dim, cfg.hidden_size)
         self.text_proj = nn.Linear(cfg.text_embedding_dim, cfg.hidden_size)
         self.state_proj = nn.Sequential(nn.Linear(cfg.state_dim, cfg.hidden_size), nn.GELU(), nn.Linear(cfg.hidden_size, cfg.hidden_size))
 
     def forward(self, pixels: torch.Tensor, states: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        patches = self.patch_proj(self.vision(pixel_values=pixels).last_hidden_state)
+        features = self.vision(pixel_values=pixels).last_hidden_state
+        if self._convolutional:  # [B, C, h, w] -> [B, h*w, C]
+            patches = self.patch_proj(features.flatten(2).transpose(1, 2)) + self.cell_position
+        else:
+            patches = self.patch_proj(features)
         return torch.cat([patches, self.text_proj(text).unsqueeze(1), self.state_proj(states).unsqueeze(1)], dim=1)
 
 
