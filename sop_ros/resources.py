@@ -5,7 +5,11 @@ puts them in <prefix>/share/sop_ros/config, next to <prefix>/lib/pythonX.Y/site-
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -19,3 +23,28 @@ def config_dir() -> Path:
         if (candidate / "fleet.yaml").is_file():
             return candidate
     raise FileNotFoundError(f"sop_ros config directory not found; looked in {', '.join(map(str, candidates))}")
+
+
+@functools.lru_cache(maxsize=None)
+def _node_sections(file_name: str) -> dict:
+    path = config_dir() / file_name
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of node sections")
+    return data
+
+
+def node_defaults(section: str, file_name: str = "robot.yaml") -> dict[str, Any]:
+    """One node's parameter defaults from config/<file_name> (the single source of those defaults)."""
+    data = _node_sections(file_name)
+    if section not in data:
+        raise KeyError(f"{config_dir() / file_name}: no section '{section}'")
+    return dict(data[section])
+
+
+def robot_execute_horizon() -> int:
+    """Actions a robot's policy node executes from each chunk (config/robot.yaml policy.execute_horizon).
+
+    Evaluations run chunks the same way, so a success rate measured offline is the fleet's.
+    """
+    return int(node_defaults("policy")["execute_horizon"])

@@ -28,6 +28,7 @@ from sop_ros.experiment.plan import PlanError, RunSpec, parse_methods, parse_rob
 from sop_ros.experiment.results import CurvePoint, RunResult, load_run_result, save_run_result
 from sop_ros.fleet.description import load_fleet
 from sop_ros.fleet.specs import NodeSpec, ProcessSpec
+from sop_ros.resources import node_defaults
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -229,6 +230,8 @@ def test_evaluator_runs_the_real_harness_once_per_weights(base_dir, tmp_path):
 
     def counting_evaluate(*args, **kwargs):
         calls.append(args[3])
+        # chunks run as the robots run them (config/robot.yaml policy.execute_horizon)
+        assert kwargs["actions_per_query"] == node_defaults("policy")["execute_horizon"]
         return evaluate(*args, **kwargs)
 
     tasks = {TASK: TaskSpec(TASK, "press the button down from above", max_steps=8)}

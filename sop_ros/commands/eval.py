@@ -20,6 +20,7 @@ from typing import Optional
 from sop_ros.cli import CliError
 
 from sop_ros.core.evaluation import DEFAULT_EVAL_SEED
+from sop_ros.resources import robot_execute_horizon
 
 BASELINES = ("expert", "random")
 
@@ -32,7 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--episodes-per-task", type=int, default=20, help="episodes per task (default 20)")
     parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help=f"first scene seed (default {DEFAULT_EVAL_SEED})")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes (default min(2, cpus))")
-    parser.add_argument("--actions-per-query", type=int, help="execute this many actions of each chunk before re-querying (default: the whole chunk)")
+    parser.add_argument("--actions-per-query", type=int, default=robot_execute_horizon(),
+                        help="execute this many actions of each chunk before re-querying (default: as the robots, config/robot.yaml policy.execute_horizon = %(default)s)")
     parser.add_argument("--device", help="torch device for the policy (default: the model's default)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.set_defaults(func=run)
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes_per_task <= 0 or args.workers <= 0:
         raise CliError("--episodes-per-task and --workers must be positive")
-    if args.actions_per_query is not None and args.actions_per_query <= 0:
+    if args.actions_per_query <= 0:
         raise CliError("--actions-per-query must be positive")
     specs = select_tasks(args.tasks, args.tasks_file)
     policy_factory = resolve_policy_factory(args.checkpoint, args.device)

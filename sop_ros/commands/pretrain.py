@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from sop_ros.cli import CliError
+from sop_ros.resources import robot_execute_horizon
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="torch / sampler seed (default 0)")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads for training (default min(2, cpus))")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="evaluation processes (default min(2, cpus))")
-    parser.add_argument("--actions-per-query", type=int, help="actions executed per policy query in evaluation (default: the whole chunk, as `sop eval`)")
+    parser.add_argument("--actions-per-query", type=int, default=robot_execute_horizon(),
+                        help="actions executed per policy query in evaluation (default: as the robots and `sop eval`, %(default)s)")
     parser.add_argument("--tasks-file", type=Path, help="task file (default: config/tasks.yaml)")
     parser.add_argument("--tasks", help="comma-separated task ids to collect when --demos is empty (default: all in the task file)")
     parser.add_argument("--collect-episodes-per-task", type=int, default=DEFAULT_DEMOS_PER_TASK, help=f"demos per task to collect when --demos holds none (default {DEFAULT_DEMOS_PER_TASK})")

@@ -18,6 +18,7 @@ from typing import Callable, Mapping, Optional, Sequence
 from sop_ros.core.checkpoint_store import CheckpointManifest, CheckpointStore
 from sop_ros.core.evaluation import DEFAULT_EVAL_SEED, EpisodeOutcome, evaluate
 from sop_ros.core.robot import TaskSpec
+from sop_ros.resources import robot_execute_horizon
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,19 +61,21 @@ def checkpoints_at(manifests: Sequence[CheckpointManifest], start_ns: int, times
 
 class CheckpointEvaluator:
     def __init__(self, tasks: Mapping[str, TaskSpec], cache_file: Path, workers: int = 1, first_seed: int = DEFAULT_EVAL_SEED,
-                 evaluate_fn: Callable = evaluate):
+                 evaluate_fn: Callable = evaluate, actions_per_query: Optional[int] = None):
         if not tasks:
             raise ValueError("tasks: at least one task is required")
         self.tasks = dict(tasks)
         self.cache_file = Path(cache_file)
         self.workers = workers
         self.first_seed = first_seed
+        # Chunks run as on the robots unless told otherwise, so offline success is the fleet's.
+        self.actions_per_query = robot_execute_horizon() if actions_per_query is None else actions_per_query
         self._evaluate = evaluate_fn
         self._lock = threading.Lock()
         self._cache: dict[str, dict] = json.loads(self.cache_file.read_text()) if self.cache_file.is_file() else {}
 
     def _key(self, content_hash: str, episodes: int) -> str:
-        return f"{content_hash}:{episodes}:{self.first_seed}:{','.join(self.tasks)}"
+        return f"{content_hash}:{episodes}:{self.first_seed}:{','.join(self.tasks)}:h{self.actions_per_query}"
 
     def cached(self, content_hash: str, episodes: int) -> Optional[CheckpointEval]:
         entry = self._cache.get(self._key(content_hash, episodes))
@@ -97,6 +100,7 @@ class CheckpointEvaluator:
             episodes,
             seeds=range(self.first_seed, self.first_seed + episodes),
             workers=self.workers,
+            actions_per_query=self.actions_per_query,
             on_episode=on_episode,
         )
         result = CheckpointEval(manifest.content_hash, episodes, {t.task_id: t.success_rate for t in report.tasks})

@@ -6,32 +6,12 @@ changes in one place. Parameters the fleet description sets are passed by the la
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-import yaml
 from rclpy.node import Node
 
 from sop_ros.nodes._runtime import declare
-from sop_ros.resources import config_dir
-
-CONFIG_DIR = config_dir()
-
-
-@functools.lru_cache(maxsize=None)
-def _load(file_name: str) -> dict:
-    path = CONFIG_DIR / file_name
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of node sections")
-    return data
-
-
-def node_defaults(section: str, file_name: str = "robot.yaml") -> dict[str, Any]:
-    data = _load(file_name)
-    if section not in data:
-        raise KeyError(f"{CONFIG_DIR / file_name}: no section '{section}'")
-    return dict(data[section])
+from sop_ros.resources import node_defaults
 
 
 class Params:
