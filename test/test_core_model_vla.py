@@ -92,7 +92,7 @@ def test_checkpoint_for_other_architecture_is_rejected(policy, encoder):
 
 
 def test_config_round_trips_through_json_and_rejects_unknown_fields():
-    for name in ("tiny", "base"):
+    for name in ("tiny", "tiny_siglip", "base"):
         cfg = preset(name, value_bins=21)
         assert VLAConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ConfigError, match="unknown model config field"):
@@ -129,7 +129,7 @@ def test_vision_tower_loads_from_a_local_pretrained_path(encoder, tmp_path):
 
     from sop_ros.core.model.vla import build_vision_tower
 
-    cfg = preset("tiny")
+    cfg = preset("tiny_siglip")
     torch.manual_seed(5)
     build_vision_tower(cfg.vision).save_pretrained(tmp_path / "siglip")
     pretrained = cfg.replace(vision=dataclasses.replace(cfg.vision, pretrained_path=str(tmp_path / "siglip")))
@@ -143,7 +143,7 @@ def test_vision_tower_loads_from_a_local_pretrained_path(encoder, tmp_path):
 
 
 def test_resnet_tower_round_trips_and_validates_its_shape():
-    cfg = preset("tiny_resnet", value_bins=11)
+    cfg = preset("tiny", value_bins=11)
     assert VLAConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # lists back to tuples
     assert (cfg.vision.num_tokens, cfg.vision.token_dim) == (16, 128)  # 64 px / stride 16 = 4x4 cells
     assert VLAConfig.from_dict({"vision": {"image_size": 64}}).vision.architecture == "siglip"  # older checkpoints
@@ -157,7 +157,7 @@ def test_resnet_tower_round_trips_and_validates_its_shape():
 
 def test_resnet_policy_acts_saves_and_knows_where_things_are(encoder, tmp_path):
     torch.manual_seed(0)
-    policy = VLAPolicy(preset("tiny_resnet"), instruction_encoder=encoder, device="cpu").eval()
+    policy = VLAPolicy(preset("tiny"), instruction_encoder=encoder, device="cpu").eval()
     chunk = policy.act(_obs(), "press the button")
     assert chunk.shape == (4, 4) and np.abs(chunk).max() <= 1.0
     loaded = VLAPolicy.load(policy.save(tmp_path / "p.safetensors"), device="cpu", instruction_encoder=encoder)
@@ -174,3 +174,20 @@ def test_resnet_policy_acts_saves_and_knows_where_things_are(encoder, tmp_path):
     cells = memory[0, :16]
     assert memory.shape == (1, 16 + 2, 128)
     assert torch.cdist(cells, cells).add(torch.eye(16) * 1e3).min() > 1e-3  # no two cells alike
+
+
+def test_resnet_tower_output_depends_neither_on_the_batch_nor_on_train_mode(encoder):
+    # BatchNorm would make both differ and would move a frozen value network's running statistics.
+    torch.manual_seed(0)
+    policy = VLAPolicy(preset("tiny"), instruction_encoder=encoder, device="cpu")
+    frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8))
+    state = policy.state_dict()
+    with torch.no_grad():
+        policy.train()
+        alone = policy.encoder.vision(pixel_values=policy.pixels(frames[:1])).last_hidden_state
+        batched = policy.encoder.vision(pixel_values=policy.pixels(frames)).last_hidden_state[:1]
+        policy.eval()
+        evaluated = policy.encoder.vision(pixel_values=policy.pixels(frames[:1])).last_hidden_state
+    torch.testing.assert_close(alone, batched, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(alone, evaluated, atol=1e-5, rtol=1e-5)
+    assert all(torch.equal(v, policy.state_dict()[k]) for k, v in state.items())

@@ -45,7 +45,7 @@ def _bench_preset(name: str, args: argparse.Namespace, device: torch.device) -> 
     cfg = preset(name, value_bins=51)
     torch.manual_seed(0)
     policy = VLAPolicy(cfg, device=device)
-    small = name == "tiny" or device.type == "cuda"
+    small = name.startswith("tiny") or device.type == "cuda"
     iterations = args.iterations if small else args.large_iterations
     size = cfg.vision.image_size
     rng = np.random.default_rng(0)

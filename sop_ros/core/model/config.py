@@ -24,8 +24,8 @@ class VisionConfig:
     architecture "siglip": a SigLIP ViT (SiglipVisionConfig: patch_size, hidden_size, intermediate_size,
     num_hidden_layers, num_attention_heads); the one a pretrained tower can be loaded into.
     architecture "resnet": a small ResNet (ResNetConfig: stem width resnet_stem_width, one stage per
-    entry of resnet_widths / resnet_depths); its final feature map, one token per cell, plus a learned
-    position embedding, is what the fusion transformer reads. Convolutions learn from a few dozen
+    entry of resnet_widths / resnet_depths; GroupNorm in place of BatchNorm); its final feature map,
+    one token per cell, plus a learned position embedding, is what the fusion transformer reads. Convolutions learn from a few dozen
     demos far faster than a ViT trained from scratch (docs/RESULTS.md, "Base policy").
     """
 
@@ -151,11 +151,13 @@ def _positive(cfg: object, names: tuple[str, ...]) -> None:
             raise ConfigError(f"{type(cfg).__name__}.{name} must be a positive int, got {value!r}")
 
 
-# Named presets. `tiny` trains on 2 CPU cores (64x64 frames, ~0.5M trainable parameters);
-# `base` is a SigLIP-B/16-sized tower at 224x224 for a GPU learner.
+# Named presets. `tiny` trains on 2 CPU cores (64x64 frames, a small ResNet tower, ~0.9M trainable
+# parameters); `tiny_siglip` is the same with a SigLIP ViT tower (it learned push/pick-place far more
+# slowly from a few dozen demos: docs/RESULTS.md, "Base policy"); `base` is a SigLIP-B/16-sized tower at
+# 224x224 for a GPU learner (a pretrained SigLIP can be loaded into it from a local path).
 PRESETS: dict[str, VLAConfig] = {
-    "tiny": VLAConfig(),
-    "tiny_resnet": VLAConfig(vision=VisionConfig(architecture="resnet")),
+    "tiny": VLAConfig(vision=VisionConfig(architecture="resnet")),
+    "tiny_siglip": VLAConfig(),
     "base": VLAConfig(
         vision=VisionConfig(image_size=224, patch_size=16, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
         chunk_size=10,

@@ -64,7 +64,7 @@ def default_device() -> torch.device:
 
 def build_vision_tower(cfg: VisionConfig) -> Union[SiglipVisionModel, ResNetModel]:
     if cfg.architecture == "resnet":
-        return ResNetModel(
+        tower = ResNetModel(
             ResNetConfig(
                 num_channels=3,
                 embedding_size=cfg.resnet_stem_width,
@@ -74,6 +74,8 @@ def build_vision_tower(cfg: VisionConfig) -> Union[SiglipVisionModel, ResNetMode
                 downsample_in_first_stage=False,
             )
         )
+        _batch_norm_to_group_norm(tower)
+        return tower
     if cfg.pretrained_path:
         tower = SiglipVisionModel.from_pretrained(cfg.pretrained_path, local_files_only=True)
         got = tower.config
@@ -95,6 +97,21 @@ def build_vision_tower(cfg: VisionConfig) -> Union[SiglipVisionModel, ResNetMode
     )
     siglip._attn_implementation = "sdpa"
     return SiglipVisionModel(siglip)
+
+
+def _batch_norm_to_group_norm(module: nn.Module, channels_per_group: int = 4) -> None:
+    """Swap every BatchNorm2d for a GroupNorm (as Diffusion Policy does for its ResNet).
+
+    BatchNorm makes the output depend on the batch and on train/eval mode, and its running
+    statistics change on every training forward pass, even of a frozen network (RECAP's value
+    network when train_value is off). GroupNorm has neither problem.
+    """
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            channels = child.num_features
+            setattr(module, name, nn.GroupNorm(max(1, channels // channels_per_group), channels))
+        else:
+            _batch_norm_to_group_norm(child, channels_per_group)
 
 
 class ObservationEncoder(nn.Module):
