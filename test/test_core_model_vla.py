@@ -151,6 +151,9 @@ def test_resnet_tower_round_trips_and_validates_its_shape():
         VLAConfig.from_dict({"vision": {"architecture": "cnn"}})
     with pytest.raises(ConfigError, match="equal length"):
         VLAConfig.from_dict({"vision": {"architecture": "resnet", "resnet_widths": [16, 32], "resnet_depths": [1]}})
+    assert cfg.value_tower.architecture == "siglip"  # the value network keeps the SigLIP tower
+    with pytest.raises(ConfigError, match="value_vision.image_size"):
+        VLAConfig.from_dict({"vision": {"architecture": "resnet"}, "value_vision": {"image_size": 32}})
     with pytest.raises(ConfigError, match="stride 16"):
         VLAConfig.from_dict({"vision": {"architecture": "resnet", "image_size": 40}})
 

@@ -117,14 +117,15 @@ def _batch_norm_to_group_norm(module: nn.Module, channels_per_group: int = 4) ->
 class ObservationEncoder(nn.Module):
     """(pixels, state, instruction embedding) -> memory tokens [B, P + 2, D]."""
 
-    def __init__(self, cfg: VLAConfig):
+    def __init__(self, cfg: VLAConfig, vision: Optional[VisionConfig] = None):
         super().__init__()
-        self.vision = build_vision_tower(cfg.vision)
-        self._convolutional = cfg.vision.architecture == "resnet"
+        vision = vision or cfg.vision
+        self.vision = build_vision_tower(vision)
+        self._convolutional = vision.architecture == "resnet"
         # SigLIP adds position embeddings itself; a ResNet's cells need them before the
         # (order-blind) cross-attention, or the decoder could not tell where things are.
-        self.cell_position = nn.Parameter(torch.randn(cfg.vision.num_tokens, cfg.hidden_size) * 0.02) if self._convolutional else None
-        self.patch_proj = nn.Linear(cfg.vision.token_dim, cfg.hidden_size)
+        self.cell_position = nn.Parameter(torch.randn(vision.num_tokens, cfg.hidden_size) * 0.02) if self._convolutional else None
+        self.patch_proj = nn.Linear(vision.token_dim, cfg.hidden_size)
         self.text_proj = nn.Linear(cfg.text_embedding_dim, cfg.hidden_size)
         self.state_proj = nn.Sequential(nn.Linear(cfg.state_dim, cfg.hidden_size), nn.GELU(), nn.Linear(cfg.hidden_size, cfg.hidden_size))
 
@@ -159,7 +160,7 @@ class ValueNetwork(nn.Module):
 
     def __init__(self, cfg: VLAConfig):
         super().__init__()
-        self.encoder = ObservationEncoder(cfg)
+        self.encoder = ObservationEncoder(cfg, cfg.value_tower)
         self.readout = QueryDecoder(cfg, num_queries=1, out_dim=cfg.value_bins)
 
     def forward(self, pixels: torch.Tensor, states: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
