@@ -136,3 +136,9 @@ def test_bad_inputs_are_refused(tmp_path):
         with pytest.raises(PretrainError, match="no episodes"):
             make_bc_trainer(offline, VLAPolicy(preset("tiny"), instruction_encoder=shared_instruction_encoder(), device="cpu"), TrainerConfig())
     assert main(["pretrain", "--demos", str(tmp_path), "--out", str(tmp_path / "o"), "--eval-every-updates", "0"]) == 2
+
+
+def test_cli_defaults_are_the_core_defaults():
+    from sop_ros.commands.pretrain import DEFAULT_PATIENCE
+
+    assert DEFAULT_PATIENCE == PretrainConfig().patience

@@ -1,5 +1,6 @@
-"""The VLA policy: SigLIP vision tower + frozen MiniLM instruction embedding + proprio encoder,
-fused by a small transformer decoder whose K learned queries read out an action chunk [K, A].
+"""The VLA policy: a vision tower (a small ResNet on CPU, SigLIP for pretrained or GPU configs) +
+frozen MiniLM instruction embedding + proprio encoder, fused by a small transformer decoder whose
+K learned queries read out an action chunk [K, A].
 
 RECAP adds two things (sop-paper.md section 4): an advantage-indicator token
 ({none, positive, negative}; dropped to `none` during training so one network learns both the
