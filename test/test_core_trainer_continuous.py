@@ -240,3 +240,14 @@ def test_recap_with_frozen_value_network_leaves_it_unchanged(store):
     for k, v in trainer.policy.value_net.state_dict().items():
         torch.testing.assert_close(v, value_before[k])
     assert not torch.equal(policy_before, trainer.policy.action_head.head.weight)
+
+
+def test_recap_from_a_bc_base_adds_a_value_network_on_the_presets_value_tower():
+    from sop_ros.core.model.config import VisionConfig, VLAConfig
+    from sop_ros.core.training.learner_training import _model_config_for
+
+    older_base = VLAConfig(vision=VisionConfig(architecture="resnet"))  # no value_vision field yet
+    recap = _model_config_for("recap", older_base, "tiny")
+    assert recap.value_bins == 51 and recap.value_tower == preset("tiny").value_tower and recap.vision == older_base.vision
+    assert _model_config_for("recap", recap, "tiny") == recap  # a RECAP checkpoint is resumed as it is
+    assert _model_config_for("hg_dagger", older_base, "tiny") == older_base

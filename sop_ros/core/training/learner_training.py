@@ -40,10 +40,19 @@ class LearnerTrainingConfig:
     seed: int = 0
 
 
-def _model_config_for(algorithm_name: str, base_config):
-    """RECAP needs the value head; the other algorithms train the same model as the base."""
+def _model_config_for(algorithm_name: str, base_config, model_preset: str):
+    """RECAP needs the value head; the other algorithms train the same model as the base.
+
+    A base without a value network (a BC base) that does not name a value tower gets the learner
+    preset's, when it reads the same image size: bases made before `value_vision` existed would
+    otherwise get a value network on the policy's ResNet tower, which ranks returns worse.
+    """
     if algorithm_name == "recap" and not base_config.value_bins:
-        return base_config.replace(value_bins=51)
+        value_vision = base_config.value_vision
+        if value_vision is None:
+            candidate = preset(model_preset).value_tower
+            value_vision = candidate if candidate.image_size == base_config.vision.image_size else None
+        return base_config.replace(value_bins=51, value_vision=value_vision)
     return base_config
 
 
@@ -75,7 +84,7 @@ def build_learner_trainer(
         base_config = config_from_tensor(base_tensors.pop(CONFIG_TENSOR_KEY))
     else:
         base_config = preset(config.model_preset)
-    model_config = _model_config_for(config.algorithm, base_config)
+    model_config = _model_config_for(config.algorithm, base_config, config.model_preset)
     algo_options = dict(config.algorithm_config)
     algo_options.setdefault("chunk_size", model_config.chunk_size)
     if config.algorithm == "recap":
