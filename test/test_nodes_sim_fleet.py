@@ -8,6 +8,7 @@ import dataclasses
 import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -215,3 +216,32 @@ def test_policy_update_mid_episode_is_used_from_the_next_episode_and_a_bad_hash_
     # After the refused v3 the robot kept recording with v2.
     after = [e for e in episodes if e.stamps_ns[0] > refused_ns]
     assert after and all((e.policy_versions == 2).all() for e in after)
+
+
+def test_policy_answers_a_resent_frame_again_so_a_lost_chunk_cannot_stall_the_arm(checkpoints):
+    # Seen in the closed-loop test: the first chunk of an episode reached the mux just before the mux reset
+    # for that episode and was dropped; the arm re-sent the frame after resend_after_s, and the policy,
+    # having answered that stamp once, stayed silent: that robot never stepped again.
+    path, sha = checkpoints[1]
+    env = ros_env()
+    policy = subprocess.Popen(
+        [sys.executable, "-m", "sop_ros.nodes", "policy", "--ros-args", "-r", "__ns:=/probe", "-p", f"checkpoint_path:={path}",
+         "-p", f"checkpoint_sha256:={sha}", "-p", "checkpoint_version:=1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        probe = run_peer("resend_probe.py", "/probe", env=env, timeout=120)
+        lines = probe.stdout.split()
+        assert probe.returncode == 0 and "done" in lines, probe.stdout + probe.stderr
+        out = probe.stdout.splitlines()
+        frame = next(line.split()[1] for line in out if line.startswith("frame "))
+        resend = out.index("resend")
+        before = [line for line in out[:resend] if line.startswith("chunk ")]
+        after = [line for line in out[resend:] if line.startswith("chunk ")]
+        assert before and all(line == f"chunk {frame}" for line in before), out
+        assert after == [f"chunk {frame}"], out  # answered again, with the chunk for that frame
+    finally:
+        policy.send_signal(signal.SIGINT)
+        try:
+            policy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            policy.kill()

@@ -57,6 +57,7 @@ class PolicyNode(Node):
         self._image: Optional[Image] = None
         self._state: Optional[tuple[int, np.ndarray]] = None
         self._last_stamp = -1
+        self._last_chunk: Optional[ActionChunk] = None
 
         self.chunk_pub = self.create_publisher(ActionChunk, "action_chunk", _qos.CONTROL)
         self.create_subscription(Image, "camera/image_raw", self._on_image, _qos.SENSOR)
@@ -114,6 +115,12 @@ class PolicyNode(Node):
 
     # --- observations -----------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
+        if stamp_ns(msg.header.stamp) == self._last_stamp and self._last_chunk is not None and self._episode is not None:
+            # The arm re-sends a frame when no command came for it: the chunk for it was lost (seen: the
+            # mux reset for a new episode just after the first chunk arrived). Answer again with the same
+            # chunk; staying silent would leave the arm waiting on this frame forever.
+            self.chunk_pub.publish(self._last_chunk)
+            return
         self._image = msg
         self._try_act()
 
@@ -141,6 +148,7 @@ class PolicyNode(Node):
                           step_period=Duration(sec=self.period_ns // 1_000_000_000, nanosec=self.period_ns % 1_000_000_000))
         msg.header.stamp = image.header.stamp
         msg.header.frame_id = "base_link"
+        self._last_chunk = msg
         self.chunk_pub.publish(msg)
 
     def close(self) -> None:
