@@ -176,7 +176,9 @@ def test_episode_manager_drives_a_ros2_control_arm_with_timeouts_and_an_operator
     for episode_id, end in ends.items():
         steps = sorted(r["episode_step"] for r in executed if r["episode_id"] == episode_id)
         assert steps == list(range(len(steps)))
-        assert end["step"] <= len(steps) <= end["step"] + 2, (end, len(steps))
+        # end["step"] is what the manager had counted when it ended the episode; ExecutedStep messages still in
+        # flight then (one per 10 Hz tick; the 300 ms window below) are executed but not counted: at most 3.
+        assert end["step"] <= len(steps) <= end["step"] + 3, (end, len(steps))
         acted += len(steps) >= 5  # the stand-in operator acts on >= 5 executed steps (fake_arm_controller.py)
         for r in executed:
             later = [s["stamp"] for s in starts.values() if s["stamp"] > end["stamp"]]
