@@ -25,8 +25,9 @@ class VisionConfig:
     num_hidden_layers, num_attention_heads); the one a pretrained tower can be loaded into.
     architecture "resnet": a small ResNet (ResNetConfig: stem width resnet_stem_width, one stage per
     entry of resnet_widths / resnet_depths; GroupNorm in place of BatchNorm); its final feature map,
-    one token per cell, plus a learned position embedding, is what the fusion transformer reads. Convolutions learn from a few dozen
-    demos far faster than a ViT trained from scratch (docs/RESULTS.md, "Base policy").
+    one token per cell, plus a learned position embedding, is what the fusion transformer reads.
+    Convolutions learn from a few dozen demos far faster than a ViT trained from scratch
+    (docs/RESULTS.md, "Base policy").
     """
 
     image_size: int = 64  # frames are resized to image_size x image_size inside the policy
@@ -165,9 +166,10 @@ def _positive(cfg: object, names: tuple[str, ...]) -> None:
 
 
 # Named presets. `tiny` trains on 2 CPU cores (64x64 frames, a small ResNet policy tower, ~0.9M trainable
-# parameters; its RECAP value network keeps the small SigLIP tower); `tiny_siglip` is the same with a SigLIP ViT tower (it learned push/pick-place far more
-# slowly from a few dozen demos: docs/RESULTS.md, "Base policy"); `base` is a SigLIP-B/16-sized tower at
-# 224x224 for a GPU learner (a pretrained SigLIP can be loaded into it from a local path).
+# parameters; its RECAP value network keeps the small SigLIP tower). `tiny_siglip` is the same with a
+# SigLIP ViT policy tower (it learned push/pick-place far more slowly from a few dozen demos:
+# docs/RESULTS.md, "Base policy"). `base` is a SigLIP-B/16-sized tower at 224x224 for a GPU learner
+# (a pretrained SigLIP can be loaded into it from a local path).
 PRESETS: dict[str, VLAConfig] = {
     "tiny": VLAConfig(vision=VisionConfig(architecture="resnet"), value_vision=VisionConfig()),
     "tiny_siglip": VLAConfig(),
