@@ -10,14 +10,11 @@ import time
 import numpy as np
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 
 from sop_ros.msg import ActionChunk, EpisodeStatus
 from sop_ros.nodes._convert import image_message, time_msg
-
-CONTROL = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-EVENTS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+from sop_ros.nodes._qos import CONTROL, EVENTS, SENSOR  # the nodes' own profiles, so the probe matches them
 
 
 def spin_for(node, seconds):
@@ -30,8 +27,8 @@ def main():
     ns = sys.argv[1]
     rclpy.init()
     node = Node("resend_probe")
-    images = node.create_publisher(Image, f"{ns}/camera/image_raw", qos_profile_sensor_data)
-    joints = node.create_publisher(JointState, f"{ns}/joint_states", qos_profile_sensor_data)
+    images = node.create_publisher(Image, f"{ns}/camera/image_raw", SENSOR)
+    joints = node.create_publisher(JointState, f"{ns}/joint_states", SENSOR)
     events = node.create_publisher(EpisodeStatus, f"{ns}/episode_event", EVENTS)
     received = []
 

@@ -122,17 +122,17 @@ class ObservationEncoder(nn.Module):
         super().__init__()
         vision = vision or cfg.vision
         self.vision = build_vision_tower(vision)
-        self._convolutional = vision.architecture == "resnet"
         # SigLIP adds position embeddings itself; a ResNet's cells need them before the
         # (order-blind) cross-attention, or the decoder could not tell where things are.
-        self.cell_position = nn.Parameter(torch.randn(vision.num_tokens, cfg.hidden_size) * 0.02) if self._convolutional else None
+        convolutional = vision.architecture == "resnet"
+        self.cell_position = nn.Parameter(torch.randn(vision.num_tokens, cfg.hidden_size) * 0.02) if convolutional else None
         self.patch_proj = nn.Linear(vision.token_dim, cfg.hidden_size)
         self.text_proj = nn.Linear(cfg.text_embedding_dim, cfg.hidden_size)
         self.state_proj = nn.Sequential(nn.Linear(cfg.state_dim, cfg.hidden_size), nn.GELU(), nn.Linear(cfg.hidden_size, cfg.hidden_size))
 
     def forward(self, pixels: torch.Tensor, states: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         features = self.vision(pixel_values=pixels).last_hidden_state
-        if self._convolutional:  # [B, C, h, w] -> [B, h*w, C]
+        if self.cell_position is not None:  # a ResNet's feature map [B, C, h, w] -> [B, h*w, C]
             patches = self.patch_proj(features.flatten(2).transpose(1, 2)) + self.cell_position
         else:
             patches = self.patch_proj(features)
