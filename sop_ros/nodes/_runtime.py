@@ -46,6 +46,12 @@ def run_nodes(factories: Sequence[Callable[[], Node]], args: Sequence[str] | Non
         # fails with "context is not valid". It is the same shutdown, not a fault.
         if not is_shutdown_error(exc):
             raise
+    except Exception as exc:
+        # A signal that lands while a node is still being built no longer interrupts the constructor
+        # (see above); what then fails on the shut-down context is the shutdown: one line, no traceback.
+        if rclpy.ok():
+            raise
+        rclpy.logging.get_logger("sop_ros").warning(f"stopped while starting: {exc!r}")
     finally:
         for node in nodes:
             close = getattr(node, "close", None)
