@@ -19,6 +19,7 @@ H = np.array([-1.0, 0.0, 0.5, 1.0], np.float32)
 
 def test_mux_runs_the_policy_until_a_fresh_human_command_then_waits_for_the_human_and_never_repeats_it():
     mux = ActionMux(MuxConfig(human_timeout_s=0.25))
+    mux.start_episode(50)
     assert mux.propose(100, A)
     ex = mux.poll(0)
     assert ex.actor == Actor.POLICY and not ex.changed and np.allclose(ex.action, A)
@@ -37,12 +38,30 @@ def test_mux_runs_the_policy_until_a_fresh_human_command_then_waits_for_the_huma
 
 def test_mux_ignores_a_human_command_produced_before_the_last_executed_tick():
     mux = ActionMux(MuxConfig(human_timeout_s=0.25))
+    mux.start_episode(50)
     mux.propose(100, A)
     mux.poll(0)
     mux.human(HumanInput(H, stamp_ns=100, received_ns=1 * MS))  # answers tick 100, which already ran
     mux.propose(200, A)
     assert mux.poll(2 * MS) is None  # human still counts as active: wait
     assert mux.poll(400 * MS).actor == Actor.POLICY
+
+
+def test_mux_executes_only_inside_an_episode_and_never_a_tick_from_before_its_start():
+    mux = ActionMux(MuxConfig(human_timeout_s=0.25))
+    assert mux.propose(100, A) and mux.poll(0) is None  # no episode yet: held, not executed
+    mux.start_episode(100)  # the start event came after the proposal for its first frame
+    assert mux.poll(1 * MS).tick_stamp_ns == 100
+    mux.propose(200, A)
+    mux.end_episode()  # the end: a proposal still pending is dropped, later ones are not executed
+    assert mux.poll(2 * MS) is None
+    mux.propose(300, A)  # a policy that has not heard of the end yet
+    mux.human(HumanInput(H, stamp_ns=310, received_ns=3 * MS))
+    assert mux.poll(4 * MS) is None
+    mux.start_episode(400)  # tick 300 was taken before this episode started: never executed
+    assert mux.poll(5 * MS) is None and mux.actor == Actor.POLICY
+    assert not mux.propose(350, A)
+    assert mux.propose(400, A) and mux.poll(6 * MS).tick_stamp_ns == 400
 
 
 def test_teleop_deadman_and_silence_timeout_and_no_repeated_reading():

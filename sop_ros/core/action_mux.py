@@ -8,7 +8,11 @@ it wants control. Rules (ROS-free, so they are unit-tested without a graph):
 - while the human is in control (a command arrived within `human_timeout_s`), a tick waits for
   the human's next command instead of falling back to the policy at once;
 - once the human has been silent for `human_timeout_s`, the policy's proposal is executed and
-  control is back with the policy.
+  control is back with the policy;
+- nothing is executed outside an episode (after its end event the arm stops, even while a late
+  policy still proposes), and a tick taken before the running episode started is never executed.
+  A proposal that arrives before its episode's start event is held, not dropped: the two come on
+  different topics, in either order.
 """
 from __future__ import annotations
 
@@ -59,21 +63,39 @@ class ActionMux:
         self._human: Optional[HumanInput] = None
         self._human_seen_ns: Optional[int] = None
         self._last_executed_stamp = -1
+        self._episode_start_ns: Optional[int] = None  # None: no episode is running
 
     @property
     def last_executed_stamp_ns(self) -> int:
         return self._last_executed_stamp
 
-    def reset_episode(self) -> None:
-        """A new episode starts with the policy; a human who still wants control commands again."""
+    @property
+    def episode_running(self) -> bool:
+        return self._episode_start_ns is not None
+
+    def start_episode(self, start_stamp_ns: int) -> None:
+        """An episode starts with the policy; a human who still wants control commands again."""
+        self._episode_start_ns = start_stamp_ns
+        if self._pending is not None and self._pending[0] < start_stamp_ns:
+            self._pending = None  # a tick of the previous episode (or between episodes)
+        self._human = None
+        self._human_seen_ns = None
+        self.actor = Actor.POLICY
+
+    def end_episode(self) -> None:
+        """The episode ended: execute nothing until the next one starts."""
+        self._episode_start_ns = None
         self._pending = None
         self._human = None
         self._human_seen_ns = None
         self.actor = Actor.POLICY
 
     def propose(self, tick_stamp_ns: int, policy_action: np.ndarray) -> bool:
-        """The policy's action for a tick. Returns False for a tick already executed (a duplicate)."""
+        """The policy's action for a tick. False for a tick already executed (a duplicate) or taken
+        before the running episode started."""
         if tick_stamp_ns <= self._last_executed_stamp:
+            return False
+        if self._episode_start_ns is not None and tick_stamp_ns < self._episode_start_ns:
             return False
         self._pending = (tick_stamp_ns, np.asarray(policy_action, dtype=np.float32))
         return True
@@ -91,7 +113,7 @@ class ActionMux:
 
     def poll(self, now_ns: int) -> Optional[Execution]:
         """Execute the pending tick if it can be decided now; None = nothing to do yet."""
-        if self._pending is None:
+        if self._pending is None or self._episode_start_ns is None:
             return None
         stamp, policy_action = self._pending
         if self._human_fresh(now_ns):

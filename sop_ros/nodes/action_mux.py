@@ -3,7 +3,9 @@
 Per control tick (a policy ActionChunk, stamped with its observation) it decides who acts
 (sop_ros.core.action_mux), sends the executed action to the arm as a stamped JointTrajectory
 goal (the same goal a ros2_control joint_trajectory_controller takes), publishes ExecutedStep
-for the recorder and, on every change of who acts, InterventionState.
+for the recorder and, on every change of who acts, InterventionState. It executes only while an
+episode runs (`episode_event`): the arm stops at the end event even if the policy, which hears of
+the end on its own, still proposes.
 """
 from __future__ import annotations
 
@@ -59,12 +61,18 @@ class ActionMuxNode(Node):
             self.get_logger().warning(str(exc), throttle_duration_sec=5.0)
 
     def _on_episode_event(self, msg: EpisodeStatus) -> None:
-        if msg.outcome != EpisodeStatus.OUTCOME_RUNNING or msg.episode_id == self._episode_id:
+        if msg.outcome != EpisodeStatus.OUTCOME_RUNNING:
+            if msg.episode_id == self._episode_id and self.mux.episode_running:
+                # The arm stops with the episode, not when the policy node hears of the end too.
+                self.mux.end_episode()
             return
+        if msg.episode_id == self._episode_id:
+            return  # transient-local replay of the start we already have
         self._episode_id, self._episode_step, self._segments = msg.episode_id, 0, 0
         if self.mux.actor == Actor.HUMAN:
             self.get_logger().info("new episode: control starts with the policy")
-        self.mux.reset_episode()
+        self.mux.start_episode(stamp_ns(msg.header.stamp))
+        self._poll()  # a proposal for its first frame may have come first
 
     def _on_chunk(self, msg: ActionChunk) -> None:
         if msg.chunk_length < 1 or len(msg.actions) != msg.chunk_length * msg.action_dim:

@@ -16,15 +16,13 @@ import time
 
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from sop_ros.msg import EpisodeStatus, ExecutedStep
+from sop_ros.nodes._qos import CONTROL, EVENTS, SENSOR
 from sop_ros.srv import LabelEpisode
 
-CONTROL = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-EVENTS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 JOINTS = ["x_joint", "y_joint", "z_joint", "gripper_joint"]
 
 
@@ -70,7 +68,7 @@ def main():
 
     node.create_subscription(ExecutedStep, f"{ns}/executed_step", on_executed, CONTROL)
     node.create_service(LabelEpisode, f"{ns}/label_episode", on_label)
-    joint_pub = node.create_publisher(JointState, f"{ns}/joint_states", qos_profile_sensor_data)
+    joint_pub = node.create_publisher(JointState, f"{ns}/joint_states", SENSOR)
 
     def publish_state():
         msg = JointState(name=JOINTS, position=[float(v) for v in position])

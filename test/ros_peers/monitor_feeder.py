@@ -14,15 +14,12 @@ import time
 import numpy as np
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from visualization_msgs.msg import MarkerArray
 
 from sop_ros.msg import EpisodeStatus, ExecutedStep, InterventionState
-
-CONTROL = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-EVENTS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-DISPLAY = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+from sop_ros.nodes._qos import CONTROL, EVENTS, SENSOR
+from sop_ros.nodes.monitor import DISPLAY
 
 
 def main():
@@ -32,7 +29,7 @@ def main():
     pub = lambda t, topic, qos: node.create_publisher(t, f"{ns}/{topic}", qos)  # noqa: E731
     events, statuses = pub(EpisodeStatus, "episode_event", EVENTS), pub(EpisodeStatus, "episode_status", EVENTS)
     steps, changes = pub(ExecutedStep, "executed_step", CONTROL), pub(InterventionState, "intervention_state", EVENTS)
-    images, joints = pub(Image, "camera/image_raw", qos_profile_sensor_data), pub(JointState, "joint_states", qos_profile_sensor_data)
+    images, joints = pub(Image, "camera/image_raw", SENSOR), pub(JointState, "joint_states", SENSOR)
     latest = {}
     node.create_subscription(MarkerArray, f"{ns}/monitor/markers", lambda m: latest.__setitem__("markers", (time.monotonic(), m)), DISPLAY)
     node.create_subscription(Image, f"{ns}/monitor/image", lambda m: latest.__setitem__("image", (time.monotonic(), m)), DISPLAY)

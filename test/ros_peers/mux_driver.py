@@ -1,8 +1,8 @@
 """Plays the policy and the arm around an action mux: 10 Hz ticks, records what the mux executes.
 
 usage: mux_driver.py NAMESPACE OUT_FILE DURATION_S
-Each tick publishes joint_states and a one-action ActionChunk [0.01, 0, 0, 0] (policy v5) stamped
-now; writes JSON lines for every ExecutedStep, InterventionState and arm goal received.
+Announces one running episode (the mux executes only inside one), then each tick publishes
+joint_states and a one-action ActionChunk [0.01, 0, 0, 0] (policy v5) stamped now; writes JSON lines for every ExecutedStep, InterventionState and arm goal received.
 """
 import json
 import sys
@@ -10,14 +10,11 @@ import time
 
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
-from sop_ros.msg import ActionChunk, ExecutedStep, InterventionState
-
-CONTROL = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-EVENTS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+from sop_ros.msg import ActionChunk, EpisodeStatus, ExecutedStep, InterventionState
+from sop_ros.nodes._qos import CONTROL, EVENTS, SENSOR
 
 
 def ns_of(t):
@@ -29,7 +26,11 @@ def main():
     rclpy.init()
     node = Node("mux_driver")
     out = open(out_path, "w", buffering=1)
-    joints = node.create_publisher(JointState, f"{ns}/joint_states", qos_profile_sensor_data)
+    events = node.create_publisher(EpisodeStatus, f"{ns}/episode_event", EVENTS)
+    start = EpisodeStatus(episode_id="mux-driver-episode", robot_id=ns.strip("/"), task_id="push-v3", outcome=EpisodeStatus.OUTCOME_RUNNING)
+    start.header.stamp = node.get_clock().now().to_msg()
+    events.publish(start)  # transient-local: a mux that starts later still gets it
+    joints = node.create_publisher(JointState, f"{ns}/joint_states", SENSOR)
     chunks = node.create_publisher(ActionChunk, f"{ns}/action_chunk", CONTROL)
     node.create_subscription(ExecutedStep, f"{ns}/executed_step", lambda m: out.write(json.dumps(
         {"topic": "executed", "stamp": ns_of(m.header.stamp), "actor": m.actor, "action": list(m.action), "version": m.policy_version}) + "\n"), CONTROL)
