@@ -41,6 +41,22 @@ def test_deviation_takes_over_only_when_consecutive():
     assert "2.00 > 0.5 for 3 steps" in decisions[5].reason
 
 
+def test_progress_excuses_deviation_only_when_enabled_and_only_on_steps_that_progressed():
+    far = EXPERT + np.array([0.0, 0.0, 0.0, 2.0])
+    # A policy off the expert's actions but getting there its own way (progress on every step except 4..6).
+    progress = [0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.5]
+    strict = ScriptedOperator(OperatorRuleConfig(stall_steps=0, deviation_threshold=0.5, deviation_steps=3, subgoal_gain=10.0))
+    assert [d.intervening for d in _run(strict, progress, [far] * 8)] == [False, False, True] + [True] * 5
+    lenient = ScriptedOperator(OperatorRuleConfig(stall_steps=0, deviation_threshold=0.5, deviation_steps=3, subgoal_gain=10.0,
+                                                    progress_excuses_deviation=True))
+    decisions = _run(lenient, progress, [far] * 8)
+    # Steps 0..3 made progress (not counted); 4, 5, 6 deviate without progress: takeover on the third.
+    assert [d.intervening for d in decisions] == [False] * 6 + [True, True]
+    assert "for 3 steps" in decisions[6].reason
+    with pytest.raises(ValueError, match="progress_excuses_deviation"):
+        OperatorRuleConfig(progress_excuses_deviation=1)
+
+
 def test_chunk_first_action_is_compared_and_none_is_not_judged():
     cfg = OperatorRuleConfig(stall_steps=0, deviation_threshold=0.5, deviation_steps=2)
     op = ScriptedOperator(cfg)

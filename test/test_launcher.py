@@ -55,6 +55,12 @@ def wait_for_nodes(launcher, count, timeout=90.0, lines=None):
     return pids
 
 
+def traceback_report(out):
+    """The whole output of each process that printed a traceback (pytest would truncate `out`)."""
+    labels = {line.split("]", 1)[0] + "]" for line in out.splitlines() if "Traceback" in line}
+    return "\n".join(line for line in out.splitlines() if any(line.startswith(label) for label in labels))
+
+
 def descendants(pid):
     try:
         return {p.pid for p in psutil.Process(pid).children(recursive=True)}
@@ -91,7 +97,7 @@ def test_two_robot_fleet_runs_and_ctrl_c_leaves_no_process(tmp_path, ros_environ
             os.killpg(launcher.pid, signal.SIGKILL)
     assert launcher.returncode == 0, out
     assert "all processes stopped" in out
-    assert "Traceback" not in out
+    assert "Traceback" not in out, traceback_report(out)
     assert alive(tree) == set()
 
 

@@ -11,7 +11,8 @@ import importlib
 from sop_ros.bench.report import write_json
 
 # name -> module; add a line when a benchmark lands.
-BENCHMARKS: dict[str, str] = {"model": "sop_ros.bench.model", "transport": "sop_ros.bench.transport", "robots": "sop_ros.bench.robots"}
+BENCHMARKS: dict[str, str] = {"model": "sop_ros.bench.model", "transport": "sop_ros.bench.transport", "robots": "sop_ros.bench.robots",
+                               "operator": "sop_ros.bench.operator"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -13,7 +13,7 @@ import math
 import multiprocessing
 import os
 import sys
-from typing import Callable, Iterable, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -34,9 +34,24 @@ class Policy(Protocol):
         ...
 
 
+class StepObserver(Protocol):
+    """Watches an evaluation episode step by step without acting on it (e.g. an operator-rule audit)."""
+
+    def start(self, task_id: str, seed: int) -> None: ...
+
+    def before_step(self, backend: RobotBackend, action: np.ndarray) -> None:
+        """Called with the action about to be executed, while the backend still shows the state it acts on."""
+        ...
+
+    def finish(self, success: bool, steps: int) -> Mapping[str, Any]:
+        """What the observer recorded for this episode (JSON-serialisable); kept in EpisodeOutcome.observed."""
+        ...
+
+
 EnvFactory = Callable[[], RobotBackend]
 # Gets the worker's backend so that privileged policies (the sim expert) can reach it; others ignore it.
 PolicyFactory = Callable[[RobotBackend], Policy]
+ObserverFactory = Callable[[], StepObserver]
 
 
 class RandomPolicy:
@@ -71,6 +86,7 @@ class EpisodeOutcome:
     seed: int
     success: bool
     steps: int
+    observed: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # from a StepObserver, if any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,20 +126,26 @@ class EvalReport:
         }
 
 
-def run_episode(backend: RobotBackend, policy: Policy, task_id: str, seed: int, actions_per_query: Optional[int] = None) -> EpisodeOutcome:
+def run_episode(backend: RobotBackend, policy: Policy, task_id: str, seed: int, actions_per_query: Optional[int] = None,
+                observer: Optional[StepObserver] = None) -> EpisodeOutcome:
     """One closed-loop episode: query a chunk, execute its first `actions_per_query` actions (None: all)."""
     instruction = backend.tasks[task_id].instruction
     obs = backend.reset(task_id, seed)
+    if observer is not None:
+        observer.start(task_id, seed)
     steps = 0
     while True:
         chunk = np.asarray(policy.act(obs.as_policy_input(), instruction), dtype=np.float32)
         if chunk.ndim != 2 or chunk.shape[0] == 0 or chunk.shape[1] != backend.action_dim:
             raise ValueError(f"policy.act returned shape {chunk.shape}, expected [K>0, {backend.action_dim}]")
         for action in chunk[: actions_per_query or len(chunk)]:
+            if observer is not None:
+                observer.before_step(backend, action)
             result = backend.step(action)
             steps += 1
             if result.done:
-                return EpisodeOutcome(task_id, seed, result.success, steps)
+                observed = dict(observer.finish(result.success, steps)) if observer is not None else {}
+                return EpisodeOutcome(task_id, seed, result.success, steps, observed)
         obs = result.observation
 
 
@@ -131,17 +153,19 @@ def run_episode(backend: RobotBackend, policy: Policy, task_id: str, seed: int, 
 _worker: dict = {}
 
 
-def _init_worker(env_factory: EnvFactory, policy_factory: PolicyFactory, actions_per_query: Optional[int]) -> None:
+def _init_worker(env_factory: EnvFactory, policy_factory: PolicyFactory, actions_per_query: Optional[int],
+                 observer_factory: Optional[ObserverFactory]) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported by the policy factory
     backend = env_factory()
     policy = policy_factory(backend)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
-    _worker.update(backend=backend, policy=policy, actions_per_query=actions_per_query)
+    observer = observer_factory() if observer_factory is not None else None
+    _worker.update(backend=backend, policy=policy, actions_per_query=actions_per_query, observer=observer)
 
 
 def _run_job(job: tuple[str, int]) -> EpisodeOutcome:
-    return run_episode(_worker["backend"], _worker["policy"], job[0], job[1], _worker["actions_per_query"])
+    return run_episode(_worker["backend"], _worker["policy"], job[0], job[1], _worker["actions_per_query"], _worker["observer"])
 
 
 def evaluate(
@@ -153,8 +177,12 @@ def evaluate(
     workers: int = 1,
     actions_per_query: Optional[int] = None,
     on_episode: Optional[Callable[[EpisodeOutcome], None]] = None,
+    observer_factory: Optional[ObserverFactory] = None,
 ) -> EvalReport:
-    """Evaluate on every task with the same seeds (default DEFAULT_EVAL_SEED + 0..episodes_per_task-1)."""
+    """Evaluate on every task with the same seeds (default DEFAULT_EVAL_SEED + 0..episodes_per_task-1).
+
+    `observer_factory` (picklable, called once per worker) builds a StepObserver whose per-episode
+    record lands in EpisodeOutcome.observed; it watches and never changes what is executed."""
     if not tasks:
         raise ValueError("tasks: at least one task is required")
     if episodes_per_task <= 0:
@@ -168,7 +196,7 @@ def evaluate(
         raise ValueError(f"seeds: {len(seeds)} given for episodes_per_task={episodes_per_task}")
     jobs = [(task_id, seed) for task_id in tasks for seed in seeds]
     outcomes: list[EpisodeOutcome] = []
-    for outcome in _run_jobs(jobs, policy_factory, env_factory, workers, actions_per_query):
+    for outcome in _run_jobs(jobs, policy_factory, env_factory, workers, actions_per_query, observer_factory):
         outcomes.append(outcome)
         if on_episode is not None:
             on_episode(outcome)
@@ -183,16 +211,18 @@ def evaluate(
     return EvalReport(tuple(results), tuple(outcomes))
 
 
-def _run_jobs(jobs, policy_factory, env_factory, workers, actions_per_query) -> Iterable[EpisodeOutcome]:
+def _run_jobs(jobs, policy_factory, env_factory, workers, actions_per_query, observer_factory) -> Iterable[EpisodeOutcome]:
     if workers == 1:
         backend = env_factory()
         try:
             policy = policy_factory(backend)
+            observer = observer_factory() if observer_factory is not None else None
             for task_id, seed in jobs:
-                yield run_episode(backend, policy, task_id, seed, actions_per_query)
+                yield run_episode(backend, policy, task_id, seed, actions_per_query, observer)
         finally:
             backend.close()
         return
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(env_factory, policy_factory, actions_per_query)) as pool:
+    initargs = (env_factory, policy_factory, actions_per_query, observer_factory)
+    with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=initargs) as pool:
         yield from pool.imap_unordered(_run_job, jobs)

@@ -7,7 +7,9 @@ a reason string (for InterventionState and the episode's intervention segments):
 
 - take over when the best progress so far has not improved by `min_progress_delta` for
   `stall_steps` consecutive policy steps ("stalled"), or when the policy's action differs from the
-  expert's by more than `deviation_threshold` (L2) for `deviation_steps` consecutive steps;
+  expert's by more than `deviation_threshold` (L2) for `deviation_steps` consecutive steps (with
+  `progress_excuses_deviation`, a deviating step that also made progress does not count: an
+  operator does not grab a robot that is getting there its own way);
 - hand back when, since the takeover, the expert has improved the best progress on
   `handback_progress_steps` steps, or has raised it by `subgoal_gain` (a sub-goal reached).
 
@@ -30,12 +32,15 @@ class OperatorRuleConfig:
     deviation_steps: int = 8  # m: consecutive deviating policy steps before a takeover (0 disables)
     handback_progress_steps: int = 10  # h: expert steps with progress before handing back
     subgoal_gain: float = 0.2  # progress gained since the takeover that also hands back
+    progress_excuses_deviation: bool = False  # a deviating step that made progress resets the deviation count
 
     def __post_init__(self) -> None:
         for name in ("stall_steps", "deviation_steps", "handback_progress_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"OperatorRuleConfig.{name}: must be a non-negative integer, got {value!r}")
+        if not isinstance(self.progress_excuses_deviation, bool):
+            raise ValueError(f"OperatorRuleConfig.progress_excuses_deviation: must be a bool, got {self.progress_excuses_deviation!r}")
         if self.handback_progress_steps == 0:
             raise ValueError("OperatorRuleConfig.handback_progress_steps: must be >= 1")
         for name in ("min_progress_delta", "deviation_threshold", "subgoal_gain"):
@@ -93,7 +98,8 @@ class ScriptedOperator:
             if first.shape != expert.shape:
                 raise ValueError(f"policy_action: action shape {first.shape} differs from expert_action {expert.shape}")
             distance = float(np.linalg.norm(first - expert))
-            self._deviating = self._deviating + 1 if distance > cfg.deviation_threshold else 0
+            deviating = distance > cfg.deviation_threshold and not (cfg.progress_excuses_deviation and improved)
+            self._deviating = self._deviating + 1 if deviating else 0
         else:
             distance = float("nan")
             self._deviating = 0

@@ -8,7 +8,11 @@ What `ros2 launch` does for a full ROS 2 install, for installs without launch_ro
 - a process that dies is restarted when its spec says respawn, otherwise the launcher
   says which one died with which exit code, stops the rest and exits non-zero.
 Each child runs in its own process group so a terminal's Ctrl-C reaches it once,
-from us (packaging spike P10), and nothing is left behind.
+from us (packaging spike P10), and nothing is left behind. SIGINT and SIGTERM go to the
+node process only, as `ros2 launch` sends them: a node stops its own helpers (torchrun its
+workers), and a helper caught mid-start must not die under it (glfw's library probe, a
+short-lived Python child of a sim node still importing, printed "Fatal Python error" when
+the group got SIGINT). SIGKILL, and the final sweep, take the whole group.
 """
 from __future__ import annotations
 
@@ -149,7 +153,10 @@ class FleetLauncher:
                 break
             for child in live:
                 try:
-                    os.killpg(child.proc.pid, sig)
+                    if sig == signal.SIGKILL:
+                        os.killpg(child.proc.pid, sig)
+                    else:
+                        os.kill(child.proc.pid, sig)
                 except ProcessLookupError:
                     pass
             deadline = time.monotonic() + SHUTDOWN_GRACE_S

@@ -31,6 +31,7 @@ class ScriptedOperatorNode(Node):
             deviation_steps=p("deviation_steps", "consecutive deviating steps before a takeover (0 disables)"),
             handback_progress_steps=p("handback_progress_steps", "expert steps with progress before handing back"),
             subgoal_gain=p("subgoal_gain", "progress gained since the takeover that also hands back"),
+            progress_excuses_deviation=p("progress_excuses_deviation", "a deviating step that made progress does not count toward deviation_steps"),
         )
         self.operator = ScriptedOperator(rule)
         self._episode_id = ""

@@ -1,0 +1,91 @@
+"""Scripted-operator rules audited on a checkpoint: false alarms on solved episodes, catches on failed ones.
+
+The policy runs alone (`sop eval`'s episodes and seeds); every rule watches the same episodes
+(sop_ros.core.operator_audit). Baseline in the same run: the rule of config/robot.yaml. A good
+stand-in operator fires in few episodes the policy solves by itself (those "corrections" teach
+HG-DAgger to undo working behaviour) and early in the ones it fails.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import os
+from typing import Any
+
+from sop_ros.bench.report import machine_info, print_table
+from sop_ros.core.evaluation import DEFAULT_EVAL_SEED
+from sop_ros.resources import node_defaults, robot_execute_horizon
+
+
+def configured_rule():
+    """The scripted operator's rule as the robots run it (config/robot.yaml scripted_operator)."""
+    from sop_ros.core.operator import OperatorRuleConfig
+
+    fields = {f.name for f in dataclasses.fields(OperatorRuleConfig)}
+    return OperatorRuleConfig(**{k: v for k, v in node_defaults("scripted_operator").items() if k in fields})
+
+
+def candidate_rules() -> dict[str, Any]:
+    """The configured rule and its variants, by name (the first one is the baseline)."""
+    base = configured_rule()
+    return {
+        "configured": base,
+        "progress excuses deviation": dataclasses.replace(base, progress_excuses_deviation=not base.progress_excuses_deviation),
+        "stall only": dataclasses.replace(base, deviation_steps=0),
+        "deviation only": dataclasses.replace(base, stall_steps=0),
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint version dir or policy .safetensors file (as for sop eval)")
+    parser.add_argument("--tasks", help="comma-separated task ids (default: all in the task file)")
+    parser.add_argument("--episodes-per-task", type=int, default=20, help="episodes per task (default 20)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help=f"first scene seed (default {DEFAULT_EVAL_SEED})")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes (default min(2, cpus))")
+    parser.add_argument("--actions-per-query", type=int, default=robot_execute_horizon(),
+                        help="actions executed per chunk (default: as the robots, %(default)s)")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from sop_ros.backends.metaworld_sim import make_backend
+    from sop_ros.cli import CliError
+    from sop_ros.commands.collect import select_tasks
+    from sop_ros.commands.eval import resolve_policy_factory
+    from sop_ros.core.evaluation import evaluate
+    from sop_ros.core.operator_audit import OperatorRuleAudit, summarise
+
+    if args.episodes_per_task <= 0 or args.workers <= 0 or args.actions_per_query <= 0:
+        raise CliError("--episodes-per-task, --workers and --actions-per-query must be positive")
+    specs = select_tasks(args.tasks, None)
+    rules = candidate_rules()
+    report = evaluate(resolve_policy_factory(args.checkpoint, None), functools.partial(make_backend, specs), list(specs),
+                      args.episodes_per_task, seeds=range(args.seed, args.seed + args.episodes_per_task), workers=args.workers,
+                      actions_per_query=args.actions_per_query, observer_factory=functools.partial(OperatorRuleAudit, rules))
+    per_task = {t: [s.as_dict() for s in summarise(list(rules), [o for o in report.outcomes if o.task_id == t])] for t in specs}
+    overall = [s.as_dict() for s in summarise(list(rules), report.outcomes)]
+    baseline = overall[0]
+    for row in overall:
+        base_rate = baseline["false_alarm_rate"]
+        row["false_alarm_ratio_vs_configured"] = row["false_alarm_rate"] / base_rate if base_rate else None
+    return {
+        "benchmark": "operator", "checkpoint": args.checkpoint, "episodes_per_task": args.episodes_per_task, "seed": args.seed,
+        "actions_per_query": args.actions_per_query, "machine": machine_info(),
+        "rules": {name: dataclasses.asdict(rule) for name, rule in rules.items()},
+        "policy_success": {t.task_id: t.success_rate for t in report.tasks},
+        "overall": overall, "per_task": per_task,
+    }
+
+
+def render(figures: dict[str, Any]) -> None:
+    success = ", ".join(f"{t} {v:.2f}" for t, v in figures["policy_success"].items())
+    rows = []
+    for scope, summaries in [("all", figures["overall"]), *figures["per_task"].items()]:
+        for s in summaries:
+            ratio = s.get("false_alarm_ratio_vs_configured")
+            rows.append([scope, s["rule"], f"{s['false_alarms']}/{s['solved_alone']} ({s['false_alarm_rate']:.2f})",
+                         f"{s['catches']}/{s['failed_alone']} ({s['catch_rate']:.2f})",
+                         "-" if s["mean_catch_step"] is None else f"{s['mean_catch_step']:.0f}",
+                         f"{s['by_kind']['stall']}/{s['by_kind']['deviation']}", "-" if ratio is None else f"{ratio:.2f}"])
+    print_table(f"sop bench operator {figures['checkpoint']} (policy alone: {success})",
+                ["tasks", "rule", "false alarms (solved)", "catches (failed)", "mean catch step", "stall/deviation", "false alarms vs configured"], rows)
