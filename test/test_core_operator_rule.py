@@ -32,7 +32,7 @@ def test_stall_takes_over_after_exactly_k_steps_without_progress():
 
 
 def test_deviation_takes_over_only_when_consecutive():
-    cfg = OperatorRuleConfig(stall_steps=0, deviation_threshold=0.5, deviation_steps=3)
+    cfg = OperatorRuleConfig(stall_steps=0, deviation_threshold=0.5, deviation_steps=3, progress_excuses_deviation=False)
     far = EXPERT + np.array([0.0, 0.0, 0.0, 2.0])  # gripper opposite to the expert's: distance 2
     op = ScriptedOperator(cfg)
     # deviate, deviate, agree (resets), deviate x3 -> takeover on the 6th step.
@@ -45,7 +45,8 @@ def test_progress_excuses_deviation_only_when_enabled_and_only_on_steps_that_pro
     far = EXPERT + np.array([0.0, 0.0, 0.0, 2.0])
     # A policy off the expert's actions but getting there its own way (progress on every step except 4..6).
     progress = [0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.5]
-    strict = ScriptedOperator(OperatorRuleConfig(stall_steps=0, deviation_threshold=0.5, deviation_steps=3, subgoal_gain=10.0))
+    strict = ScriptedOperator(OperatorRuleConfig(stall_steps=0, deviation_threshold=0.5, deviation_steps=3, subgoal_gain=10.0,
+                                                 progress_excuses_deviation=False))
     assert [d.intervening for d in _run(strict, progress, [far] * 8)] == [False, False, True] + [True] * 5
     lenient = ScriptedOperator(OperatorRuleConfig(stall_steps=0, deviation_threshold=0.5, deviation_steps=3, subgoal_gain=10.0,
                                                     progress_excuses_deviation=True))
@@ -58,7 +59,7 @@ def test_progress_excuses_deviation_only_when_enabled_and_only_on_steps_that_pro
 
 
 def test_chunk_first_action_is_compared_and_none_is_not_judged():
-    cfg = OperatorRuleConfig(stall_steps=0, deviation_threshold=0.5, deviation_steps=2)
+    cfg = OperatorRuleConfig(stall_steps=0, deviation_threshold=0.5, deviation_steps=2, progress_excuses_deviation=False)
     op = ScriptedOperator(cfg)
     chunk_far_first = np.stack([-EXPERT, EXPERT, EXPERT])
     chunk_close_first = np.stack([EXPERT, -EXPERT, -EXPERT])

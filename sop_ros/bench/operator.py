@@ -29,9 +29,10 @@ def configured_rule():
 def candidate_rules() -> dict[str, Any]:
     """The configured rule and its variants, by name (the first one is the baseline)."""
     base = configured_rule()
+    flipped = "deviation counted while progressing" if base.progress_excuses_deviation else "progress excuses deviation"
     return {
         "configured": base,
-        "progress excuses deviation": dataclasses.replace(base, progress_excuses_deviation=not base.progress_excuses_deviation),
+        flipped: dataclasses.replace(base, progress_excuses_deviation=not base.progress_excuses_deviation),
         "stall only": dataclasses.replace(base, deviation_steps=0),
         "deviation only": dataclasses.replace(base, stall_steps=0),
     }

@@ -32,7 +32,7 @@ class OperatorRuleConfig:
     deviation_steps: int = 8  # m: consecutive deviating policy steps before a takeover (0 disables)
     handback_progress_steps: int = 10  # h: expert steps with progress before handing back
     subgoal_gain: float = 0.2  # progress gained since the takeover that also hands back
-    progress_excuses_deviation: bool = False  # a deviating step that made progress resets the deviation count
+    progress_excuses_deviation: bool = True  # a deviating step that made progress resets the deviation count
 
     def __post_init__(self) -> None:
         for name in ("stall_steps", "deviation_steps", "handback_progress_steps"):
