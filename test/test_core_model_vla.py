@@ -117,6 +117,15 @@ def test_instruction_embeddings_are_cached_and_meaningful(encoder):
     assert sims[0, 1] > sims[0, 2]  # the real pretrained encoder: paraphrases are closer
 
 
+def test_loading_the_encoder_draws_no_progress_bar_and_leaves_the_setting_alone(capfd):
+    from transformers.utils import logging as transformers_logging
+
+    assert transformers_logging.is_progress_bar_enabled()
+    InstructionEncoder()
+    assert "Loading weights" not in capfd.readouterr().err
+    assert transformers_logging.is_progress_bar_enabled()
+
+
 def test_policy_act_runs_the_encoder_once_per_instruction(policy, encoder):
     calls = encoder.encoder_calls
     for _ in range(5):

