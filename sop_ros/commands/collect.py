@@ -131,6 +131,8 @@ def collect_demos(env_factory, jobs: list[DemoJob], settings: DemoSettings, work
             results.append(result)
             if on_result:
                 on_result(result)
+        pool.close()  # let the workers exit on their own (finalisers run); `with` alone terminates them
+        pool.join()
     return results
 
 

@@ -226,3 +226,7 @@ def _run_jobs(jobs, policy_factory, env_factory, workers, actions_per_query, obs
     initargs = (env_factory, policy_factory, actions_per_query, observer_factory)
     with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=initargs) as pool:
         yield from pool.imap_unordered(_run_job, jobs)
+        # Workers exit on their own, so their finalisers run: `with` alone terminates them (SIGTERM), and a
+        # semaphore a worker made (tqdm's lock) then showed up as "leaked semaphore objects" at exit.
+        pool.close()
+        pool.join()

@@ -63,14 +63,14 @@ class ActionMuxNode(Node):
     def _on_episode_event(self, msg: EpisodeStatus) -> None:
         if msg.outcome != EpisodeStatus.OUTCOME_RUNNING:
             if msg.episode_id == self._episode_id and self.mux.episode_running:
+                if self.mux.actor == Actor.HUMAN:
+                    self.get_logger().info("episode ended while the human acted: the next one starts with the policy")
                 # The arm stops with the episode, not when the policy node hears of the end too.
                 self.mux.end_episode()
             return
         if msg.episode_id == self._episode_id:
             return  # transient-local replay of the start we already have
         self._episode_id, self._episode_step, self._segments = msg.episode_id, 0, 0
-        if self.mux.actor == Actor.HUMAN:
-            self.get_logger().info("new episode: control starts with the policy")
         self.mux.start_episode(stamp_ns(msg.header.stamp))
         self._poll()  # a proposal for its first frame may have come first
 
