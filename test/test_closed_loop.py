@@ -149,7 +149,12 @@ def test_two_robots_and_the_learner_close_the_loop(tmp_path):
         # Every episode the robot's recorder spooled was acknowledged and stored exactly once.
         spooled = {m["episode_id"] for m in topics if m["topic"] == "episode_status" and m["ns"] == f"/{r}" and m["upload_state"] == EpisodeStatus.UPLOAD_SPOOLED}
         acked = [m["episode_id"] for m in topics if m["topic"] == "episode_status" and m["ns"] == f"/{r}" and m["upload_state"] == EpisodeStatus.UPLOAD_ACKED]
-        assert spooled and {e.episode_id for e in mine} == spooled == set(acked), (len(spooled), len(mine), len(acked))
+        stored_mine = [e.episode_id for e in mine]
+        assert spooled and set(stored_mine) == set(acked) and spooled <= set(stored_mine), (len(spooled), len(mine), len(acked))
+        # The spool file is written before the SPOOLED status is published; a recorder stopped between the two
+        # (robots.stop() above) leaves its last episode spooled, then uploaded, without that status. Only the last.
+        unannounced = [i for i, e in enumerate(stored_mine) if e not in spooled]
+        assert unannounced in ([], [len(stored_mine) - 1]), (unannounced, len(stored_mine))
         assert len(spools[r]) == 0
         # The bridge announced the learner's checkpoints, verified, in increasing order.
         announced = [m["version"] for m in topics if m["topic"] == "policy_update" and m["ns"] == f"/{r}"]
