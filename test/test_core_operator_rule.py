@@ -27,7 +27,7 @@ def test_stall_takes_over_after_exactly_k_steps_without_progress():
     # 0.2 then tiny improvements below the delta: steps 1..4 count as stalled.
     decisions = _run(op, [0.2, 0.21, 0.22, 0.23, 0.24, 0.3], [EXPERT] * 6)
     assert [d.intervening for d in decisions] == [False, False, False, False, True, True]
-    assert decisions[4].changed and "no progress for 4 steps" in decisions[4].reason
+    assert decisions[4].changed and "no progress for 4 steps" in decisions[4].reason and decisions[4].trigger == "stall"
     assert not decisions[5].changed
 
 
@@ -38,7 +38,7 @@ def test_deviation_takes_over_only_when_consecutive():
     # deviate, deviate, agree (resets), deviate x3 -> takeover on the 6th step.
     decisions = _run(op, [0.01 * i for i in range(6)], [far, far, EXPERT, far, far, far])
     assert [d.intervening for d in decisions] == [False] * 5 + [True]
-    assert "2.00 > 0.5 for 3 steps" in decisions[5].reason
+    assert "2.00 > 0.5 for 3 steps" in decisions[5].reason and decisions[5].trigger == "deviation"
 
 
 def test_progress_excuses_deviation_only_when_enabled_and_only_on_steps_that_progressed():

@@ -65,9 +65,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       actions_per_query=args.actions_per_query, observer_factory=functools.partial(OperatorRuleAudit, rules))
     per_task = {t: [s.as_dict() for s in summarise(list(rules), [o for o in report.outcomes if o.task_id == t])] for t in specs}
     overall = [s.as_dict() for s in summarise(list(rules), report.outcomes)]
-    baseline = overall[0]
+    base_rate = overall[0]["false_alarm_rate"]
     for row in overall:
-        base_rate = baseline["false_alarm_rate"]
         row["false_alarm_ratio_vs_configured"] = row["false_alarm_rate"] / base_rate if base_rate else None
     return {
         "benchmark": "operator", "checkpoint": args.checkpoint, "episodes_per_task": args.episodes_per_task, "seed": args.seed,

@@ -78,14 +78,15 @@ class ActionMux:
         self._episode_start_ns = start_stamp_ns
         if self._pending is not None and self._pending[0] < start_stamp_ns:
             self._pending = None  # a tick of the previous episode (or between episodes)
-        self._human = None
-        self._human_seen_ns = None
-        self.actor = Actor.POLICY
+        self._give_control_to_policy()
 
     def end_episode(self) -> None:
         """The episode ended: execute nothing until the next one starts."""
         self._episode_start_ns = None
         self._pending = None
+        self._give_control_to_policy()
+
+    def _give_control_to_policy(self) -> None:
         self._human = None
         self._human_seen_ns = None
         self.actor = Actor.POLICY

@@ -56,6 +56,7 @@ class OperatorDecision:
     intervening: bool  # True: the expert (standing in for the human) acts this step
     changed: bool  # this step is a takeover or a hand-back
     reason: str  # why the state changed (empty when unchanged)
+    trigger: str = ""  # on a takeover, the rule that fired: "stall" or "deviation"
 
 
 class ScriptedOperator:
@@ -104,10 +105,10 @@ class ScriptedOperator:
             distance = float("nan")
             self._deviating = 0
         if cfg.stall_steps and self._stalled >= cfg.stall_steps:
-            return self._take_over(f"no progress for {self._stalled} steps (best {self._best:.3f})")
+            return self._take_over("stall", f"no progress for {self._stalled} steps (best {self._best:.3f})")
         if cfg.deviation_steps and self._deviating >= cfg.deviation_steps:
             return self._take_over(
-                f"policy action off the expert's by {distance:.2f} > {cfg.deviation_threshold:g} for {self._deviating} steps"
+                "deviation", f"policy action off the expert's by {distance:.2f} > {cfg.deviation_threshold:g} for {self._deviating} steps"
             )
         return OperatorDecision(False, False, "")
 
@@ -122,11 +123,11 @@ class ScriptedOperator:
             return self._hand_back(f"expert made progress on {self._expert_progress_steps} steps")
         return OperatorDecision(True, False, "")
 
-    def _take_over(self, reason: str) -> OperatorDecision:
+    def _take_over(self, trigger: str, reason: str) -> OperatorDecision:
         self.intervening = True
         self._takeover_best = self._best
         self._expert_progress_steps = 0
-        return OperatorDecision(True, True, reason)
+        return OperatorDecision(True, True, reason, trigger)
 
     def _hand_back(self, reason: str) -> OperatorDecision:
         # The policy acts again from this step; its counters start afresh.

@@ -18,11 +18,6 @@ from sop_ros.core.evaluation import EpisodeOutcome
 from sop_ros.core.operator import OperatorRuleConfig, ScriptedOperator
 
 
-def takeover_kind(reason: str) -> str:
-    """'stall' or 'deviation', from ScriptedOperator's takeover reason."""
-    return "stall" if reason.startswith("no progress") else "deviation"
-
-
 class OperatorRuleAudit:
     """A StepObserver: runs one ScriptedOperator per named rule beside the policy, acting on none."""
 
@@ -48,7 +43,7 @@ class OperatorRuleAudit:
             for name in waiting:
                 decision = self._operators[name].decide(progress, action, expert)
                 if decision.intervening:
-                    self._fired[name] = {"step": self._step, "kind": takeover_kind(decision.reason), "reason": decision.reason}
+                    self._fired[name] = {"step": self._step, "kind": decision.trigger, "reason": decision.reason}
         self._step += 1
 
     def finish(self, success: bool, steps: int) -> Mapping[str, Any]:

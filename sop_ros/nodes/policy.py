@@ -116,8 +116,8 @@ class PolicyNode(Node):
     # --- observations -----------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
         if stamp_ns(msg.header.stamp) == self._last_stamp and self._last_chunk is not None and self._episode is not None:
-            # The arm re-sends a frame when no command came for it: the chunk for it was lost (seen: the
-            # mux reset for a new episode just after the first chunk arrived). Answer again with the same
+            # The arm re-sends a frame when no command came for it: the chunk for it never led to one
+            # (lost, or it reached the mux when it could not execute it). Answer again with the same
             # chunk; staying silent would leave the arm waiting on this frame forever.
             self.chunk_pub.publish(self._last_chunk)
             return
