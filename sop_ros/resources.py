@@ -25,6 +25,11 @@ def config_dir() -> Path:
     raise FileNotFoundError(f"sop_ros config directory not found; looked in {', '.join(map(str, candidates))}")
 
 
+def default_tasks_path() -> Path:
+    """config/tasks.yaml: the package's task file (the single source of task defaults)."""
+    return config_dir() / "tasks.yaml"
+
+
 @functools.lru_cache(maxsize=None)
 def _node_sections(file_name: str) -> dict:
     path = config_dir() / file_name

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from sop_ros.backends.metaworld_sim import MetaWorldSimBackend, MetaWorldSimConfig, SimCameraConfig, measure_step_rate
-from sop_ros.core.robot import SIM_ARM_JOINT_NAMES, TaskConfigError, TaskSpec, default_tasks_path, load_task_specs
+from sop_ros.core.robot.backend import SIM_ARM_JOINT_NAMES
+from sop_ros.core.robot.tasks import TaskConfigError, TaskSpec, load_task_specs
+from sop_ros.resources import default_tasks_path
 
 pytestmark = pytest.mark.timeout(120)
 

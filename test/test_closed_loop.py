@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 
 from conftest import LaunchedGroup, free_port, ros_env, start_peer
-from sop_ros.core.checkpoint_store import CheckpointStore
-from sop_ros.core.episode_store import EpisodeStore, read_index
-from sop_ros.core.spool import Spool
+from sop_ros.core.storage.checkpoint_store import CheckpointStore
+from sop_ros.core.storage.episode_store import EpisodeStore, read_index
+from sop_ros.core.storage.spool import Spool
 from sop_ros.fleet.description import parse_fleet
 from sop_ros.fleet.specs import NodeSpec, ProcessSpec, node_specs
 from sop_ros.msg import EpisodeStatus

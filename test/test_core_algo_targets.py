@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sop_ros.core.algorithms import DataSource, EpisodeMeta, HGDaggerConfig, chunk_labels, make_algorithm
-from sop_ros.core.episode import Actor, EpisodeBuilder, LabelSource
+from sop_ros.core.episodes.episode import Actor, EpisodeBuilder, LabelSource
 
 pytestmark = pytest.mark.timeout(60)
 P, H = Actor.POLICY, Actor.HUMAN

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from sop_ros.backends.metaworld_sim import expert_policy_factory, make_backend
-from sop_ros.core.evaluation import RandomPolicy, evaluate, random_policy_factory, run_episode, wilson_interval
-from sop_ros.core.robot import TaskSpec, default_tasks_path, load_task_specs
+from sop_ros.core.evaluation.harness import RandomPolicy, evaluate, random_policy_factory, run_episode, wilson_interval
+from sop_ros.core.robot.tasks import TaskSpec, load_task_specs
+from sop_ros.resources import default_tasks_path
 
 pytestmark = pytest.mark.timeout(180)
 

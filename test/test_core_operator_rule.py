@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sop_ros.core.operator import OperatorRuleConfig, ScriptedOperator
+from sop_ros.core.robot.operator import OperatorRuleConfig, ScriptedOperator
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -114,7 +114,8 @@ def test_config_validation_names_the_field():
 
 def test_with_real_sim_a_frozen_policy_gets_rescued_and_expert_never_interrupted():
     from sop_ros.backends.metaworld_sim import MetaWorldSimBackend, MetaWorldSimConfig
-    from sop_ros.core.robot import default_tasks_path, load_task_specs
+    from sop_ros.core.robot.tasks import load_task_specs
+    from sop_ros.resources import default_tasks_path
 
     tasks = load_task_specs(default_tasks_path())
     backend = MetaWorldSimBackend(MetaWorldSimConfig(tasks, render=False))

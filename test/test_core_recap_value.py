@@ -20,10 +20,11 @@ import yaml
 
 from sop_ros.cli import main
 from sop_ros.core.algorithms import DataSource, make_algorithm
-from sop_ros.core.episode_store import EpisodeStore
+from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.core.model.config import preset
 from sop_ros.core.model.vla import VLAPolicy
-from sop_ros.core.robot import default_tasks_path, load_task_specs
+from sop_ros.core.robot.tasks import load_task_specs
+from sop_ros.resources import default_tasks_path
 from sop_ros.core.training.protocols import EpisodeRecord
 from sop_ros.core.training.pretrain import episode_files, ingest_episode_files
 from sop_ros.core.training.store_adapters import record_from_stored

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sop_ros.core.algorithms import DataSource
-from sop_ros.core.sampler import SampleRef, SamplerConfig, TaskAwareSampler
+from sop_ros.core.training.sampler import SampleRef, SamplerConfig, TaskAwareSampler
 
 pytestmark = pytest.mark.timeout(60)
 ON, OFF = DataSource.ONLINE, DataSource.OFFLINE

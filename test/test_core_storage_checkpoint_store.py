@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sop_ros.core.checkpoint_store import (
+from sop_ros.core.storage.checkpoint_store import (
     CheckpointIntegrityError,
     CheckpointManifest,
     CheckpointStore,

@@ -15,11 +15,11 @@ import pytest
 from mcap.reader import make_reader
 from mcap.writer import Writer as McapWriter
 
-from sop_ros.core import episode_file as ef
-from sop_ros.core.durable_files import is_temp_name
-from sop_ros.core.episode import EpisodeValidationError, LabelSource
-from sop_ros.core.episode_file import EpisodeFileError, file_sha256, read_episode, read_episode_metadata, synthetic_episode, write_episode
-from sop_ros.core.hashing import EPISODE_ARRAY_FIELDS, episode_content_hash
+from sop_ros.core.episodes import episode_file as ef
+from sop_ros.core.storage.durable_files import is_temp_name
+from sop_ros.core.episodes.episode import EpisodeValidationError, LabelSource
+from sop_ros.core.episodes.episode_file import EpisodeFileError, file_sha256, read_episode, read_episode_metadata, synthetic_episode, write_episode
+from sop_ros.core.episodes.hashing import EPISODE_ARRAY_FIELDS, episode_content_hash
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -162,7 +162,7 @@ def test_killed_writer_leaves_only_a_temp_file(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from sop_ros.core import episode_file as ef
+        from sop_ros.core.episodes import episode_file as ef
         ep = ef.synthetic_episode(400, 64)
         real = ef._encode_image
         def slow(ns, img):

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sop_ros.core.episode_file import file_sha256, synthetic_episode, write_episode
-from sop_ros.core import episode_store as episode_store_module
-from sop_ros.core.episode_store import EpisodeRejectedError, EpisodeStore, OffsetMismatchError, RejectionCode
+from sop_ros.core.episodes.episode_file import file_sha256, synthetic_episode, write_episode
+from sop_ros.core.storage import episode_store as episode_store_module
+from sop_ros.core.storage.episode_store import EpisodeRejectedError, EpisodeStore, OffsetMismatchError, RejectionCode
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -188,7 +188,7 @@ def _commit_in_child_and_kill(tmp_path: Path, path: Path, ep, sha: str, kill_bef
     """Run commit() in a subprocess and SIGKILL it just before `kill_before` (a store method)."""
     script = textwrap.dedent(f"""
         import os, signal
-        from sop_ros.core import episode_store as es
+        from sop_ros.core.storage import episode_store as es
         original = getattr(es.EpisodeStore, {kill_before!r})
         def die(self, *a, **k):
             os.kill(os.getpid(), signal.SIGKILL)
@@ -311,7 +311,7 @@ def test_abandoned_uploads_can_be_listed_and_discarded(tmp_path):
 
 
 def test_read_index_sees_what_the_owner_committed_without_touching_its_files(tmp_path):
-    from sop_ros.core.episode_store import read_index
+    from sop_ros.core.storage.episode_store import read_index
 
     assert read_index(tmp_path / "none") == []
     store = EpisodeStore(tmp_path / "store")

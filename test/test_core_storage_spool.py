@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from sop_ros.core.durable_files import temp_path_for
-from sop_ros.core.episode_file import read_episode, synthetic_episode
-from sop_ros.core.spool import Spool
+from sop_ros.core.storage.durable_files import temp_path_for
+from sop_ros.core.episodes.episode_file import read_episode, synthetic_episode
+from sop_ros.core.storage.spool import Spool
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -77,7 +77,7 @@ def test_over_quota_warns_every_write_and_deletes_nothing(tmp_path, caplog):
     eps = _episodes(4)
     probe = Spool(tmp_path / "probe", max_bytes=1 << 30).write(eps[0]).size_bytes
     spool = Spool(tmp_path / "spool", max_bytes=int(probe * 1.5))
-    caplog.set_level(logging.WARNING, logger="sop_ros.core.spool")
+    caplog.set_level(logging.WARNING, logger="sop_ros.core.storage.spool")
     spool.write(eps[0])
     assert not spool.over_quota and not caplog.records
     for ep in eps[1:]:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from sop_ros.core.algorithms import DataSource, make_algorithm
-from sop_ros.core.episode import Actor, EpisodeBuilder, LabelSource
+from sop_ros.core.episodes.episode import Actor, EpisodeBuilder, LabelSource
 from sop_ros.core.model import VLAPolicy, preset, shared_instruction_encoder
-from sop_ros.core.sampler import SamplerConfig, TaskAwareSampler
+from sop_ros.core.training.sampler import SamplerConfig, TaskAwareSampler
 from sop_ros.core.training import ContinuousTrainer, EpisodeRecord, TrainerConfig
 
 pytestmark = pytest.mark.timeout(180)
@@ -193,8 +193,8 @@ def test_recap_needs_a_value_head():
 
 
 def _ingest(store, ep, tmp_path):
-    from sop_ros.core.episode_file import write_episode
-    from sop_ros.core.hashing import file_sha256
+    from sop_ros.core.episodes.episode_file import write_episode
+    from sop_ros.core.episodes.hashing import file_sha256
 
     path = write_episode(ep, tmp_path / f"{ep.episode_id}.mcap")
     store.append_staged(ep.episode_id, 0, path.read_bytes())
@@ -202,8 +202,8 @@ def _ingest(store, ep, tmp_path):
 
 
 def test_real_episode_and_checkpoint_stores(tmp_path):
-    from sop_ros.core.checkpoint_store import CheckpointStore
-    from sop_ros.core.episode_store import EpisodeStore
+    from sop_ros.core.storage.checkpoint_store import CheckpointStore
+    from sop_ros.core.storage.episode_store import EpisodeStore
     from sop_ros.core.training import MultiStoreArrays, StoreEpisodeSource, offline_records
 
     with EpisodeStore(tmp_path / "demos", cache_in_background=False) as demos, EpisodeStore(tmp_path / "fleet", cache_in_background=False) as fleet:

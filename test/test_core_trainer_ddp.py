@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(240)
 class _Store:
     def __init__(self, seed: int):
         from sop_ros.core.algorithms import DataSource
-        from sop_ros.core.episode import Actor, EpisodeBuilder, LabelSource
+        from sop_ros.core.episodes.episode import Actor, EpisodeBuilder, LabelSource
         from sop_ros.core.training import EpisodeRecord
 
         rng = np.random.default_rng(seed)
@@ -50,7 +50,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     try:
         from sop_ros.core.algorithms import make_algorithm
         from sop_ros.core.model import VLAPolicy, preset
-        from sop_ros.core.sampler import TaskAwareSampler
+        from sop_ros.core.training.sampler import TaskAwareSampler
         from sop_ros.core.training import ContinuousTrainer, TrainerConfig
 
         torch.manual_seed(100 + rank)  # different init per rank: DDP must broadcast rank 0's weights

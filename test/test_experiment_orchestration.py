@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from sop_ros.cli import main as sop_main
-from sop_ros.core.checkpoint_store import CheckpointIntegrityError, CheckpointStore
-from sop_ros.core.episode import Actor, EpisodeBuilder, LabelSource
-from sop_ros.core.episode_file import write_episode
-from sop_ros.core.episode_store import EpisodeStore
-from sop_ros.core.evaluation import evaluate
-from sop_ros.core.fleet_metrics import NS_PER_S, throughput, totals, window_stats
-from sop_ros.core.hashing import file_sha256
-from sop_ros.core.robot import TaskSpec
+from sop_ros.core.storage.checkpoint_store import CheckpointIntegrityError, CheckpointStore
+from sop_ros.core.episodes.episode import Actor, EpisodeBuilder, LabelSource
+from sop_ros.core.episodes.episode_file import write_episode
+from sop_ros.core.storage.episode_store import EpisodeStore
+from sop_ros.core.evaluation.harness import evaluate
+from sop_ros.core.evaluation.fleet_metrics import NS_PER_S, throughput, totals, window_stats
+from sop_ros.core.episodes.hashing import file_sha256
+from sop_ros.core.robot.tasks import TaskSpec
 from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator, checkpoints_at
 from sop_ros.experiment.fleet_run import (
     FleetRunConfig, FleetRunError, checkpoint_versions, online_seed, prepare_run_dir, prune_run_dir, read_live_counts, run_specs, write_fleet_yaml,

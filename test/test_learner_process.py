@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from conftest import REPO, free_port, wait_for
-from sop_ros.core.checkpoint_store import CheckpointStore
-from sop_ros.core.episode_file import synthetic_episode
-from sop_ros.core.episode_store import EpisodeStore
+from sop_ros.core.storage.checkpoint_store import CheckpointStore
+from sop_ros.core.episodes.episode_file import synthetic_episode
+from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.core.model.config import preset
 from sop_ros.core.model.vla import VLAPolicy
-from sop_ros.core.spool import Spool
+from sop_ros.core.storage.spool import Spool
 from sop_ros.link.channel import LinkClient, LinkClientConfig
 from sop_ros.link.uploader import EpisodeUploader
 
@@ -43,7 +43,7 @@ def prepare_learner_dir(tmp_path):
     for seed in range(2):  # offline prior: a demo per seed, all human (expert) steps
         ep = episode(100 + seed, "demo", (0, 24))
         path = tmp_path / f"demo{seed}.mcap"
-        from sop_ros.core.episode_file import file_sha256, write_episode
+        from sop_ros.core.episodes.episode_file import file_sha256, write_episode
 
         write_episode(ep, path)
         offline.append_staged(ep.episode_id, 0, path.read_bytes())

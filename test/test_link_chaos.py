@@ -94,7 +94,7 @@ def _uploader_main(argv: list[str]) -> int:
     """Drain one robot's spool through a real EpisodeUploader, then exit 0."""
     import logging
 
-    from sop_ros.core.spool import Spool
+    from sop_ros.core.storage.spool import Spool
     from sop_ros.link.channel import LinkClient, LinkClientConfig, RetryPolicy
     from sop_ros.link.uploader import EpisodeUploader
 
@@ -113,9 +113,9 @@ def _uploader_main(argv: list[str]) -> int:
 
 
 def test_chaos_kills_lose_and_duplicate_nothing(tmp_path):
-    from sop_ros.core.episode_file import file_sha256
-    from sop_ros.core.episode_store import EpisodeStore
-    from sop_ros.core.spool import Spool
+    from sop_ros.core.episodes.episode_file import file_sha256
+    from sop_ros.core.storage.episode_store import EpisodeStore
+    from sop_ros.core.storage.spool import Spool
     from test_link_support import make_episode
 
     rng = random.Random(int(os.environ.get("SOP_CHAOS_SEED", "0")) or None)

@@ -12,8 +12,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sop_ros.core.episode_file import file_sha256
-from sop_ros.core.spool import Spool
+from sop_ros.core.episodes.episode_file import file_sha256
+from sop_ros.core.storage.spool import Spool
 from sop_ros.link.options import CHUNK_BYTES
 from sop_ros.link.protos import fleet_pb2, ingest_pb2, policy_pb2
 from test_link_support import insecure_link, make_episode, running_learner

@@ -10,8 +10,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from sop_ros.core.episode_file import file_sha256
-from sop_ros.core.spool import Spool
+from sop_ros.core.episodes.episode_file import file_sha256
+from sop_ros.core.storage.spool import Spool
 from sop_ros.link.fleet_service import CompatibilityPolicy
 from sop_ros.link.membership import FleetMember, IncompatibleRobotError, RobotDescription
 from sop_ros.link.options import CHUNK_BYTES, PROTOCOL_VERSION

@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from sop_ros.cli import main as sop_main
-from sop_ros.core.episode_file import file_sha256
-from sop_ros.core.spool import Spool
+from sop_ros.core.episodes.episode_file import file_sha256
+from sop_ros.core.storage.spool import Spool
 from sop_ros.link.certs import CredentialsLayout, init_credentials
 from sop_ros.link.channel import LinkClient, LinkClientConfig
 from sop_ros.link.protos import fleet_pb2, ingest_pb2

@@ -8,9 +8,9 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from sop_ros.core.checkpoint_store import CheckpointStore
-from sop_ros.core.episode import Actor, Episode, EpisodeBuilder, LabelSource
-from sop_ros.core.episode_store import EpisodeStore
+from sop_ros.core.storage.checkpoint_store import CheckpointStore
+from sop_ros.core.episodes.episode import Actor, Episode, EpisodeBuilder, LabelSource
+from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.link.channel import LinkClient, LinkClientConfig, RetryPolicy
 from sop_ros.link.server import LearnerConfig, LearnerService, create_server
 

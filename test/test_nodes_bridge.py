@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from conftest import LaunchedGroup, ros_env, start_peer, wait_for
-from sop_ros.core.hashing import file_sha256
-from sop_ros.core.spool import Spool
+from sop_ros.core.episodes.hashing import file_sha256
+from sop_ros.core.storage.spool import Spool
 from sop_ros.link.uploader import MAX_IN_FLIGHT
 from sop_ros.fleet.description import parse_fleet
 from sop_ros.fleet.specs import NodeSpec, node_specs

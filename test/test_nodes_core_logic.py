@@ -4,12 +4,12 @@ import uuid
 import numpy as np
 import pytest
 
-from sop_ros.core.action_mux import ActionMux, HumanInput, MuxConfig
-from sop_ros.core.arm_command import ArmCommandCodec, GoalDeduplicator
-from sop_ros.core.episode import Actor, LabelSource
-from sop_ros.core.episode_assembly import EpisodeAssembler, ExecutedStepRecord, IncompleteEpisode
-from sop_ros.core.policy_runner import ChunkExecutor, LoadedPolicy, PolicySlot
-from sop_ros.core.teleop import JoyMapping, TeleopState
+from sop_ros.core.robot.action_mux import ActionMux, HumanInput, MuxConfig
+from sop_ros.core.robot.arm_command import ArmCommandCodec, GoalDeduplicator
+from sop_ros.core.episodes.episode import Actor, LabelSource
+from sop_ros.core.episodes.assembly import EpisodeAssembler, ExecutedStepRecord, IncompleteEpisode
+from sop_ros.core.robot.policy_runner import ChunkExecutor, LoadedPolicy, PolicySlot
+from sop_ros.core.robot.teleop import JoyMapping, TeleopState
 
 pytestmark = pytest.mark.timeout(30)
 MS = 1_000_000

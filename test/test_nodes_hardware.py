@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, ros_env, start_peer
-from sop_ros.core.hashing import file_sha256
-from sop_ros.core.robot import SIM_ARM_JOINT_NAMES
+from sop_ros.core.episodes.hashing import file_sha256
+from sop_ros.core.robot.backend import SIM_ARM_JOINT_NAMES
 from sop_ros.fleet.description import parse_fleet
 from sop_ros.fleet.launcher import FleetLauncher
 from sop_ros.fleet.specs import NodeSpec, node_specs

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, ros_env, run_peer
-from sop_ros.core.episode import Actor
-from sop_ros.core.monitor_state import HUMAN_COLOUR, IDLE_COLOUR, POLICY_COLOUR, MonitorConfig, RobotMonitorState, annotate_image
+from sop_ros.core.episodes.episode import Actor
+from sop_ros.core.robot.monitor_state import HUMAN_COLOUR, IDLE_COLOUR, POLICY_COLOUR, MonitorConfig, RobotMonitorState, annotate_image
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from conftest import ros_env, run_peer, start_peer
-from sop_ros.core.episode import Actor
-from sop_ros.core.episode_file import read_episode
-from sop_ros.core.hashing import file_sha256
+from sop_ros.core.episodes.episode import Actor
+from sop_ros.core.episodes.episode_file import read_episode
+from sop_ros.core.episodes.hashing import file_sha256
 from sop_ros.fleet.description import parse_fleet
 from sop_ros.fleet.launcher import FleetLauncher
 from sop_ros.fleet.specs import NodeSpec, node_specs

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from conftest import PEERS, REPO, ros_env
-from sop_ros.core.arm_model import ArmModel, UrdfError, default_urdf_path, rotate
-from sop_ros.core.robot import SIM_ARM_JOINT_NAMES
+from sop_ros.core.robot.arm_model import ArmModel, UrdfError, default_urdf_path, rotate
+from sop_ros.core.robot.backend import SIM_ARM_JOINT_NAMES
 from sop_ros.fleet.description import parse_fleet
 from sop_ros.fleet.launcher import FleetLauncher
 from sop_ros.fleet.specs import NodeSpec, node_specs

@@ -35,15 +35,15 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import mujoco  # noqa: E402
 
-from sop_ros.core.robot import (  # noqa: E402
+from sop_ros.core.robot.backend import (  # noqa: E402
     SIM_ARM_JOINT_NAMES,
     CameraInfo,
     Observation,
     RobotBackend,
     StepResult,
-    TaskSpec,
     check_action,
 )
+from sop_ros.core.robot.tasks import TaskSpec  # noqa: E402
 
 log = logging.getLogger(__name__)
 

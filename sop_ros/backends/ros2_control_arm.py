@@ -14,7 +14,7 @@ from builtin_interfaces.msg import Duration, Time
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from sop_ros.core.arm_command import ArmCommandCodec, ArmGoal, GoalDeduplicator
+from sop_ros.core.robot.arm_command import ArmCommandCodec, ArmGoal, GoalDeduplicator
 
 
 def duration_msg(seconds: float) -> Duration:

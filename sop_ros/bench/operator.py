@@ -1,7 +1,7 @@
 """Scripted-operator rules audited on a checkpoint: false alarms on solved episodes, catches on failed ones.
 
 The policy runs alone (`sop eval`'s episodes and seeds); every rule watches the same episodes
-(sop_ros.core.operator_audit). Baseline in the same run: the rule of config/robot.yaml. A good
+(sop_ros.core.evaluation.operator_audit). Baseline in the same run: the rule of config/robot.yaml. A good
 stand-in operator fires in few episodes the policy solves by itself (those "corrections" teach
 HG-DAgger to undo working behaviour) and early in the ones it fails.
 """
@@ -14,13 +14,13 @@ import os
 from typing import Any
 
 from sop_ros.bench.report import machine_info, print_table
-from sop_ros.core.evaluation import DEFAULT_EVAL_SEED
+from sop_ros.core.evaluation.harness import DEFAULT_EVAL_SEED
 from sop_ros.resources import node_defaults, robot_execute_horizon
 
 
 def configured_rule():
     """The scripted operator's rule as the robots run it (config/robot.yaml scripted_operator)."""
-    from sop_ros.core.operator import OperatorRuleConfig
+    from sop_ros.core.robot.operator import OperatorRuleConfig
 
     fields = {f.name for f in dataclasses.fields(OperatorRuleConfig)}
     return OperatorRuleConfig(**{k: v for k, v in node_defaults("scripted_operator").items() if k in fields})
@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from sop_ros.cli import CliError
     from sop_ros.commands.collect import select_tasks
     from sop_ros.commands.eval import resolve_policy_factory
-    from sop_ros.core.evaluation import evaluate
-    from sop_ros.core.operator_audit import OperatorRuleAudit, summarise
+    from sop_ros.core.evaluation.harness import evaluate
+    from sop_ros.core.evaluation.operator_audit import OperatorRuleAudit, summarise
 
     if args.episodes_per_task <= 0 or args.workers <= 0 or args.actions_per_query <= 0:
         raise CliError("--episodes-per-task, --workers and --actions-per-query must be positive")

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _checkpoint(directory: Path, preset_name: str) -> tuple[str, str]:
     import torch
 
-    from sop_ros.core.hashing import file_sha256
+    from sop_ros.core.episodes.hashing import file_sha256
     from sop_ros.core.model import VLAPolicy, preset
 
     torch.manual_seed(0)

@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _episode(robot_id: str, steps: int, hw: int, rng: np.random.Generator):
-    from sop_ros.core.episode import Actor, EpisodeBuilder, LabelSource
+    from sop_ros.core.episodes.episode import Actor, EpisodeBuilder, LabelSource
 
     builder = EpisodeBuilder(robot_id, "reach-v3", "reach the goal", (4, 4), episode_id=str(uuid.UUID(int=int(rng.integers(1 << 62)), version=4)), start_ns=1)
     for t in range(steps):
@@ -140,7 +140,7 @@ def _raw_channel(address: str) -> grpc.Channel:
 
 
 def _bench_upload(tmp: Path, episodes: int, steps: int, hw: int) -> dict[str, float]:
-    from sop_ros.core.spool import Spool
+    from sop_ros.core.storage.spool import Spool
     from sop_ros.link.channel import LinkClient, LinkClientConfig
     from sop_ros.link.options import CHUNK_BYTES
     from sop_ros.link.uploader import MAX_IN_FLIGHT, EpisodeUploader
@@ -185,7 +185,7 @@ def _bench_upload(tmp: Path, episodes: int, steps: int, hw: int) -> dict[str, fl
 
 def _validate_seconds(blob: bytes, path: Path, repeats: int = 3) -> float:
     """Best-of time of the full read_episode validation the learner runs before it acknowledges."""
-    from sop_ros.core.episode_file import read_episode
+    from sop_ros.core.episodes.episode_file import read_episode
 
     path.write_bytes(blob)
     best = float("inf")
@@ -198,9 +198,9 @@ def _validate_seconds(blob: bytes, path: Path, repeats: int = 3) -> float:
 
 def _store_only_seconds(root: Path, blobs: list[bytes]) -> float:
     """The EpisodeStore's own cost (append, one fsync per stream, verify/validate/index commit), no network."""
-    from sop_ros.core.episode_store import EpisodeStore
-    from sop_ros.core.episode_file import read_episode_metadata
-    from sop_ros.core.hashing import bytes_sha256
+    from sop_ros.core.storage.episode_store import EpisodeStore
+    from sop_ros.core.episodes.episode_file import read_episode_metadata
+    from sop_ros.core.episodes.hashing import bytes_sha256
     from sop_ros.link.options import CHUNK_BYTES
 
     root.mkdir(parents=True)
@@ -243,7 +243,7 @@ def _download_robot(address: str, info: bytes, cache_dir: str, ready, go, result
 def _bench_fanout(tmp: Path, checkpoint_mb: float, robots: int = 8) -> dict[str, float]:
     import torch
 
-    from sop_ros.core.checkpoint_store import CheckpointStore
+    from sop_ros.core.storage.checkpoint_store import CheckpointStore
     from sop_ros.link.checkpoint_info import info_from_manifest
 
     torch.manual_seed(0)
@@ -292,7 +292,7 @@ def _bench_fanout(tmp: Path, checkpoint_mb: float, robots: int = 8) -> dict[str,
 
 
 def _bench_fleet(tmp: Path, robots: int, seconds: float) -> dict[str, Any]:
-    from sop_ros.core.spool import Spool
+    from sop_ros.core.storage.spool import Spool
     from sop_ros.link.channel import LinkClient, LinkClientConfig
     from sop_ros.link.membership import FleetMember, RobotDescription
     from sop_ros.link.uploader import EpisodeUploader

@@ -77,8 +77,8 @@ class DemoResult:
 
 def record_demo(backend, job: DemoJob, settings: DemoSettings) -> DemoResult:
     """Run the expert on one scene and write the episode (atomically) unless it failed and failures are dropped."""
-    from sop_ros.core.episode import Actor, EpisodeBuilder, LabelSource
-    from sop_ros.core.episode_file import EPISODE_SUFFIX, write_episode
+    from sop_ros.core.episodes.episode import Actor, EpisodeBuilder, LabelSource
+    from sop_ros.core.episodes.episode_file import EPISODE_SUFFIX, write_episode
 
     spec = backend.tasks[job.task_id]
     rng = np.random.default_rng([job.seed, 0x5EED])
@@ -138,7 +138,8 @@ def collect_demos(env_factory, jobs: list[DemoJob], settings: DemoSettings, work
 
 def select_tasks(tasks_arg: Optional[str], tasks_file: Optional[Path]):
     """The task specs named by --tasks (default: all) from --tasks-file (default config/tasks.yaml)."""
-    from sop_ros.core.robot import TaskConfigError, default_tasks_path, load_task_specs
+    from sop_ros.core.robot.tasks import TaskConfigError, load_task_specs
+    from sop_ros.resources import default_tasks_path
 
     try:
         specs = load_task_specs(tasks_file or default_tasks_path())

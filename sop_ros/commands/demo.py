@@ -19,10 +19,10 @@ from rich.live import Live
 from rich.table import Table
 
 from sop_ros.cli import CliError
-from sop_ros.core.checkpoint_store import MANIFEST_FILE, CheckpointManifest
-from sop_ros.core.episode_store import read_index
-from sop_ros.core.fleet_metrics import window_stats
-from sop_ros.core.data_layout import CHECKPOINTS_DIR, EPISODES_DIR, OFFLINE_DIR, TENSORBOARD_DIR
+from sop_ros.core.storage.checkpoint_store import MANIFEST_FILE, CheckpointManifest
+from sop_ros.core.storage.episode_store import read_index
+from sop_ros.core.evaluation.fleet_metrics import window_stats
+from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR, OFFLINE_DIR, TENSORBOARD_DIR
 from sop_ros.fleet.description import FleetConfigError, default_fleet_path, load_fleet
 from sop_ros.fleet.launcher import FleetLauncher
 from sop_ros.fleet.specs import node_specs

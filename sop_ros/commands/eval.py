@@ -19,7 +19,7 @@ from typing import Optional
 
 from sop_ros.cli import CliError
 
-from sop_ros.core.evaluation import DEFAULT_EVAL_SEED
+from sop_ros.core.evaluation.harness import DEFAULT_EVAL_SEED
 from sop_ros.resources import robot_execute_horizon
 
 BASELINES = ("expert", "random")
@@ -55,7 +55,7 @@ def checkpoint_policy_factory(checkpoint: str, device: Optional[str], backend):
 def resolve_policy_factory(checkpoint: str, device: Optional[str]):
     """Check the checkpoint argument up front (clear errors here, not in a worker) and return a factory."""
     from sop_ros.backends.metaworld_sim import expert_policy_factory
-    from sop_ros.core.evaluation import random_policy_factory
+    from sop_ros.core.evaluation.harness import random_policy_factory
 
     if checkpoint == "expert":
         return expert_policy_factory
@@ -67,7 +67,7 @@ def resolve_policy_factory(checkpoint: str, device: Optional[str]):
             raise CliError(f"{path}: no model.safetensors (not a checkpoint version directory)")
         match = re.fullmatch(r"v(\d+)", path.name)
         if (path / "manifest.json").is_file() and match:
-            from sop_ros.core.checkpoint_store import CheckpointStore
+            from sop_ros.core.storage.checkpoint_store import CheckpointStore
 
             try:
                 CheckpointStore(path.parent).verify(int(match.group(1)))
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from sop_ros.backends.metaworld_sim import make_backend
     from sop_ros.bench.report import write_json
     from sop_ros.commands.collect import select_tasks
-    from sop_ros.core.evaluation import evaluate
+    from sop_ros.core.evaluation.harness import evaluate
 
     if args.episodes_per_task <= 0 or args.workers <= 0:
         raise CliError("--episodes-per-task and --workers must be positive")

@@ -103,8 +103,10 @@ def _build_trainer(args: argparse.Namespace, service):
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
-    from sop_ros.core.robot import default_tasks_path, load_task_specs
-    from sop_ros.core.data_layout import TENSORBOARD_DIR
+    from sop_ros.core.robot.tasks import load_task_specs
+
+    from sop_ros.resources import default_tasks_path
+    from sop_ros.core.storage.data_layout import TENSORBOARD_DIR
     from sop_ros.core.training.learner_training import LearnerTrainingConfig, build_learner_trainer
     from sop_ros.core.training.trainer import TrainerConfig
 

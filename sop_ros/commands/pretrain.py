@@ -99,7 +99,7 @@ def evaluate_candidate(policy, path: Path, specs, tasks, episodes: int, workers:
     """Save the weights where the spawned workers can load them, then evaluate on the validation scenes."""
     from sop_ros.backends.metaworld_sim import make_backend
     from sop_ros.commands.eval import checkpoint_policy_factory
-    from sop_ros.core.evaluation import evaluate
+    from sop_ros.core.evaluation.harness import evaluate
     from sop_ros.core.training.pretrain import VALIDATION_SEED
 
     policy.save(path)
@@ -123,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
 
     from sop_ros.bench.report import write_json
     from sop_ros.commands.collect import select_tasks
-    from sop_ros.core.checkpoint_store import CheckpointStore
-    from sop_ros.core.episode_store import EpisodeStore
+    from sop_ros.core.storage.checkpoint_store import CheckpointStore
+    from sop_ros.core.storage.episode_store import EpisodeStore
     from sop_ros.core.model import ConfigError, VLAPolicy, preset
     from sop_ros.core.training.pretrain import (
         CHECKPOINT_STORE_DIRNAME, OFFLINE_STORE_DIRNAME, VALIDATION_SEED, PretrainConfig, PretrainError, demo_counts, episode_files,
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     t_start = time.perf_counter()
     with EpisodeStore(args.out / OFFLINE_STORE_DIRNAME, cache_in_background=False) as offline:
-        store_log = logging.getLogger("sop_ros.core.episode_store")
+        store_log = logging.getLogger("sop_ros.core.storage.episode_store")
         quiet = not store_log.isEnabledFor(logging.DEBUG)
         if quiet:  # one line per stored demo is noise here; the summary below says what was ingested
             store_log.setLevel(logging.WARNING)

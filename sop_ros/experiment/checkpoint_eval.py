@@ -1,6 +1,6 @@
 """Evaluate a run's checkpoints in simulation (after its fleet stopped), with a result cache.
 
-Every checkpoint is evaluated on the same fixed scenes (sop_ros.core.evaluation: seeds from
+Every checkpoint is evaluated on the same fixed scenes (sop_ros.core.evaluation.harness: seeds from
 DEFAULT_EVAL_SEED), so methods and time points differ only by their weights. Results are cached
 by the weights' sha256, episodes per task, first seed and task list in a JSON file: the base v1 is
 evaluated once for all runs, and a resumed experiment does not evaluate anything twice.
@@ -15,9 +15,9 @@ import threading
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
-from sop_ros.core.checkpoint_store import CheckpointManifest, CheckpointStore
-from sop_ros.core.evaluation import DEFAULT_EVAL_SEED, EpisodeOutcome, evaluate
-from sop_ros.core.robot import TaskSpec
+from sop_ros.core.storage.checkpoint_store import CheckpointManifest, CheckpointStore
+from sop_ros.core.evaluation.harness import DEFAULT_EVAL_SEED, EpisodeOutcome, evaluate
+from sop_ros.core.robot.tasks import TaskSpec
 from sop_ros.resources import robot_execute_horizon
 
 

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import psutil
 import yaml
 
-from sop_ros.core.data_layout import CHECKPOINTS_DIR, EPISODES_DIR, OFFLINE_DIR
+from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR, OFFLINE_DIR
 from sop_ros.fleet.description import FleetDescription, parse_fleet
 from sop_ros.fleet.launcher import FleetLauncher
 from sop_ros.fleet.specs import NodeSpec, ProcessSpec, node_specs

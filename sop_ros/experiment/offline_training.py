@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from sop_ros.core.checkpoint_store import CheckpointManifest, CheckpointStore
-from sop_ros.core.episode_store import EpisodeStore
-from sop_ros.core.data_layout import CHECKPOINTS_DIR, EPISODES_DIR
+from sop_ros.core.storage.checkpoint_store import CheckpointManifest, CheckpointStore
+from sop_ros.core.storage.episode_store import EpisodeStore
+from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR
 from sop_ros.core.training.learner_training import LearnerTrainingConfig, build_learner_trainer
 from sop_ros.core.training.trainer import TrainerConfig
 

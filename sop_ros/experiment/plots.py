@@ -5,7 +5,7 @@ import collections
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from sop_ros.core.fleet_metrics import mean_curve
+from sop_ros.core.evaluation.fleet_metrics import mean_curve
 from sop_ros.experiment.results import RunResult
 
 _STYLE = {"sop_hg_dagger": "tab:blue", "sop_recap": "tab:orange", "non_sop": "tab:green", "offline_only": "tab:purple", "base": "tab:gray"}

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from sop_ros.core.fleet_metrics import mean_curve, spread, time_to_threshold
+from sop_ros.core.evaluation.fleet_metrics import mean_curve, spread, time_to_threshold
 from sop_ros.experiment.plan import METHODS, SCALING_METHOD
 
 RESULT_FILE = "result.json"

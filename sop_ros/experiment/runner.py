@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
-from sop_ros.core.checkpoint_store import CheckpointManifest, CheckpointStore
-from sop_ros.core.episode_store import EpisodeStore
-from sop_ros.core.fleet_metrics import throughput, totals, window_stats
-from sop_ros.core.robot import TaskSpec
-from sop_ros.core.data_layout import CHECKPOINTS_DIR, EPISODES_DIR
+from sop_ros.core.storage.checkpoint_store import CheckpointManifest, CheckpointStore
+from sop_ros.core.storage.episode_store import EpisodeStore
+from sop_ros.core.evaluation.fleet_metrics import throughput, totals, window_stats
+from sop_ros.core.robot.tasks import TaskSpec
+from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR
 from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator, checkpoints_at
 from sop_ros.experiment.fleet_run import FleetRunConfig, LiveCounts, checkpoint_versions, prepare_run_dir, prune_run_dir, run_fleet
 from sop_ros.experiment.offline_training import train_offline

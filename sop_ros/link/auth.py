@@ -30,7 +30,7 @@ from typing import Optional
 
 import grpc
 
-from sop_ros.core.durable_files import atomic_write_bytes
+from sop_ros.core.storage.durable_files import atomic_write_bytes
 from sop_ros.link.options import AUTH_METADATA_KEY
 
 _LOGGER = logging.getLogger(__name__)

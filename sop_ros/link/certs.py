@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sop_ros.core.durable_files import atomic_write_bytes
+from sop_ros.core.storage.durable_files import atomic_write_bytes
 from sop_ros.link import auth
 
 VALIDITY_DAYS = 825

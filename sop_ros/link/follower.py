@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import grpc
 
-from sop_ros.core.durable_files import fsync_dir
+from sop_ros.core.storage.durable_files import fsync_dir
 from sop_ros.link.announcer import LatestSlot
 from sop_ros.link.channel import LinkClient, RetryPolicy, is_transient
 from sop_ros.link.checkpoint_info import CheckpointRef

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 import grpc
 
-from sop_ros.core.episode_store import EpisodeRejectedError, EpisodeStore, OffsetMismatchError, RejectionCode
+from sop_ros.core.storage.episode_store import EpisodeRejectedError, EpisodeStore, OffsetMismatchError, RejectionCode
 from sop_ros.link import validate
 from sop_ros.link.auth import Authenticator
 from sop_ros.link.options import CHUNK_BYTES

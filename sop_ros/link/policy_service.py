@@ -14,7 +14,7 @@ from typing import Iterator
 
 import grpc
 
-from sop_ros.core.checkpoint_store import CheckpointStore
+from sop_ros.core.storage.checkpoint_store import CheckpointStore
 from sop_ros.link import validate
 from sop_ros.link.announcer import LatestSlot
 from sop_ros.link.auth import Authenticator

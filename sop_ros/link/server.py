@@ -20,8 +20,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from sop_ros.core.checkpoint_store import CheckpointStore
-from sop_ros.core.episode_store import EpisodeStore
+from sop_ros.core.storage.checkpoint_store import CheckpointStore
+from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.link import options
 from sop_ros.link.auth import Authenticator
 from sop_ros.link.fleet_service import CompatibilityPolicy, FleetServicer

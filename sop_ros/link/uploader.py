@@ -20,8 +20,8 @@ from typing import Callable, Iterator, Optional
 
 import grpc
 
-from sop_ros.core.episode_file import EpisodeFileError, file_sha256, read_episode_metadata
-from sop_ros.core.spool import Spool, SpoolEntry
+from sop_ros.core.episodes.episode_file import EpisodeFileError, file_sha256, read_episode_metadata
+from sop_ros.core.storage.spool import Spool, SpoolEntry
 from sop_ros.link.channel import LinkClient, RetryPolicy, is_transient
 from sop_ros.link.options import CHUNK_BYTES
 from sop_ros.link.protos import ingest_pb2

@@ -1,7 +1,7 @@
 """Action mux: executes the human's command whenever one is active, else the policy's proposal.
 
 Per control tick (a policy ActionChunk, stamped with its observation) it decides who acts
-(sop_ros.core.action_mux), sends the executed action to the arm as a stamped JointTrajectory
+(sop_ros.core.robot.action_mux), sends the executed action to the arm as a stamped JointTrajectory
 goal (the same goal a ros2_control joint_trajectory_controller takes), publishes ExecutedStep
 for the recorder and, on every change of who acts, InterventionState. It executes only while an
 episode runs (`episode_event`): the arm stops at the end event even if the policy, which hears of
@@ -18,10 +18,10 @@ from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from sop_ros.backends.ros2_control_arm import Ros2ControlArm
-from sop_ros.core.action_mux import ActionMux, Execution, HumanInput, MuxConfig
-from sop_ros.core.arm_command import ArmCommandCodec
-from sop_ros.core.episode import Actor
-from sop_ros.core.robot import SIM_ARM_JOINT_NAMES
+from sop_ros.core.robot.action_mux import ActionMux, Execution, HumanInput, MuxConfig
+from sop_ros.core.robot.arm_command import ArmCommandCodec
+from sop_ros.core.episodes.episode import Actor
+from sop_ros.core.robot.backend import SIM_ARM_JOINT_NAMES
 from sop_ros.msg import ActionChunk, EpisodeStatus, ExecutedStep, HumanCommand, InterventionState
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import stamp_ns, time_msg

@@ -27,8 +27,8 @@ from rclpy._rclpy_pybind11 import RCLError
 from rclpy.node import Node
 
 from sop_ros import __version__
-from sop_ros.core.episode_file import EpisodeFileError, read_episode_metadata
-from sop_ros.core.spool import Spool
+from sop_ros.core.episodes.episode_file import EpisodeFileError, read_episode_metadata
+from sop_ros.core.storage.spool import Spool
 from sop_ros.link.client import (CheckpointFollower, DownloadedCheckpoint, EpisodeUploader, FleetMember, LinkClient,
                                  LinkClientConfig, RobotDescription)
 from sop_ros.link.protos import fleet_pb2

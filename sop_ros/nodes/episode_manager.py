@@ -17,7 +17,9 @@ from typing import Optional
 
 from rclpy.node import Node
 
-from sop_ros.core.robot import TaskSpec, default_tasks_path, load_task_specs
+from sop_ros.core.robot.tasks import TaskSpec, load_task_specs
+
+from sop_ros.resources import default_tasks_path
 from sop_ros.msg import EpisodeStatus, ExecutedStep
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import time_msg

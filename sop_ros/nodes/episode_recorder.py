@@ -18,10 +18,10 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 
-from sop_ros.core.episode import Actor, Episode, LabelSource
-from sop_ros.core.episode_assembly import EpisodeAssembler, ExecutedStepRecord, IncompleteEpisode
-from sop_ros.core.robot import SIM_ARM_JOINT_NAMES
-from sop_ros.core.spool import Spool
+from sop_ros.core.episodes.episode import Actor, Episode, LabelSource
+from sop_ros.core.episodes.assembly import EpisodeAssembler, ExecutedStepRecord, IncompleteEpisode
+from sop_ros.core.robot.backend import SIM_ARM_JOINT_NAMES
+from sop_ros.core.storage.spool import Spool
 from sop_ros.msg import ActionChunk, EpisodeStatus, ExecutedStep, InterventionState
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import image_array, stamp_ns, time_msg

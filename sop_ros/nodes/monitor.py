@@ -23,9 +23,9 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import ColorRGBA, String
 from visualization_msgs.msg import Marker, MarkerArray
 
-from sop_ros.core.arm_model import ArmModel, Transform, default_urdf_path
-from sop_ros.core.episode import Actor
-from sop_ros.core.monitor_state import MonitorConfig, RobotMonitorState, annotate_image
+from sop_ros.core.robot.arm_model import ArmModel, Transform, default_urdf_path
+from sop_ros.core.episodes.episode import Actor
+from sop_ros.core.robot.monitor_state import MonitorConfig, RobotMonitorState, annotate_image
 from sop_ros.msg import EpisodeStatus, ExecutedStep, InterventionState, PolicyUpdate
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import image_array, image_message, time_msg

@@ -20,8 +20,8 @@ from builtin_interfaces.msg import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
-from sop_ros.core.policy_runner import ChunkExecutor, CheckpointRefused, PolicySlot, load_checkpoint
-from sop_ros.core.robot import SIM_ARM_JOINT_NAMES
+from sop_ros.core.robot.policy_runner import ChunkExecutor, CheckpointRefused, PolicySlot, load_checkpoint
+from sop_ros.core.robot.backend import SIM_ARM_JOINT_NAMES
 from sop_ros.msg import ActionChunk, EpisodeStatus, PolicyUpdate
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import image_array, stamp_ns

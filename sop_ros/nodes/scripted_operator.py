@@ -1,7 +1,7 @@
 """Scripted operator (simulation only): plays the human who watches the rollout and intervenes.
 
 On every observation's privileged state (sim/privileged_state) it applies the core takeover rule
-(sop_ros.core.operator: no progress for k steps, or a large deviation of the policy's latest
+(sop_ros.core.robot.operator: no progress for k steps, or a large deviation of the policy's latest
 proposal from the expert) and, while intervening, sends the simulator expert's action as a
 HumanCommand stamped with the observation it answers; it hands back by falling silent.
 """
@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 from rclpy.node import Node
 
-from sop_ros.core.operator import OperatorRuleConfig, ScriptedOperator
+from sop_ros.core.robot.operator import OperatorRuleConfig, ScriptedOperator
 from sop_ros.msg import ActionChunk, EpisodeStatus, HumanCommand, PrivilegedState
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import stamp_ns

@@ -27,8 +27,10 @@ from trajectory_msgs.msg import JointTrajectory
 
 from sop_ros.backends.metaworld_sim import MetaWorldSimBackend, MetaWorldSimConfig, SimCameraConfig
 from sop_ros.backends.ros2_control_arm import joint_state_message
-from sop_ros.core.arm_command import ArmCommandCodec
-from sop_ros.core.robot import Observation, TaskSpec, default_tasks_path, load_task_specs
+from sop_ros.core.robot.arm_command import ArmCommandCodec
+from sop_ros.core.robot.backend import Observation
+from sop_ros.core.robot.tasks import TaskSpec, load_task_specs
+from sop_ros.resources import default_tasks_path
 from sop_ros.msg import EpisodeStatus, PrivilegedState
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import image_message, time_msg

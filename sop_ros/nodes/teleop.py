@@ -12,7 +12,7 @@ import time
 from rclpy.node import Node
 from sensor_msgs.msg import Joy
 
-from sop_ros.core.teleop import JoyMapping, TeleopState
+from sop_ros.core.robot.teleop import JoyMapping, TeleopState
 from sop_ros.msg import HumanCommand
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import stamp_ns, time_msg

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
 import numpy as np
 import torch
 
-from sop_ros.core.episode import Actor
+from sop_ros.core.episodes.episode import Actor
 
 # Key of the detached per-sample loss [B] in the metrics dict returned by Algorithm.loss.
 PER_SAMPLE_LOSS = "per_sample_loss"

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from sop_ros.core.algorithms.base import Batch, StepTargets
-from sop_ros.core.sampler import SampleRef
+from sop_ros.core.training.sampler import SampleRef
 from sop_ros.core.training.protocols import EpisodeArrays
 
 

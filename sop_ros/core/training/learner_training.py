@@ -1,6 +1,6 @@
 """The learner's training side, composed from its stores (ROS-free, gRPC-free).
 
-The data directory layout is in sop_ros.core.data_layout.
+The data directory layout is in sop_ros.core.storage.data_layout.
 
 The policy starts from the latest checkpoint. When that checkpoint was made by another
 algorithm (the BC base policy v1 for an HG-DAgger or RECAP run), its weights are the
@@ -17,17 +17,17 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 
 from sop_ros.core.algorithms.registry import make_algorithm
-from sop_ros.core.checkpoint_store import CheckpointStore
-from sop_ros.core.episode_store import EpisodeStore
+from sop_ros.core.storage.checkpoint_store import CheckpointStore
+from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.core.model.config import preset
 from sop_ros.core.model.vla import CONFIG_TENSOR_KEY, VLAPolicy, config_from_tensor
-from sop_ros.core.sampler import SamplerConfig, TaskAwareSampler
+from sop_ros.core.training.sampler import SamplerConfig, TaskAwareSampler
 from sop_ros.core.training.store_adapters import MultiStoreArrays, StoreEpisodeSource, offline_records
 from sop_ros.core.training.trainer import ContinuousTrainer, TrainerConfig
 
 _LOG = logging.getLogger(__name__)
 
-from sop_ros.core.data_layout import OFFLINE_DIR
+from sop_ros.core.storage.data_layout import OFFLINE_DIR
 
 
 @dataclasses.dataclass(frozen=True)

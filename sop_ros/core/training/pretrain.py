@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 from sop_ros.core.algorithms.registry import make_algorithm
-from sop_ros.core.data_layout import CHECKPOINTS_DIR, OFFLINE_DIR
-from sop_ros.core.checkpoint_store import CheckpointManifest, CheckpointStore
-from sop_ros.core.episode_file import EPISODE_SUFFIX, EpisodeFileError, read_episode_metadata
-from sop_ros.core.episode_store import EpisodeStore, StoredEpisode
-from sop_ros.core.evaluation import EvalReport
-from sop_ros.core.hashing import file_sha256
+from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, OFFLINE_DIR
+from sop_ros.core.storage.checkpoint_store import CheckpointManifest, CheckpointStore
+from sop_ros.core.episodes.episode_file import EPISODE_SUFFIX, EpisodeFileError, read_episode_metadata
+from sop_ros.core.storage.episode_store import EpisodeStore, StoredEpisode
+from sop_ros.core.evaluation.harness import EvalReport
+from sop_ros.core.episodes.hashing import file_sha256
 from sop_ros.core.model.vla import VLAPolicy
-from sop_ros.core.sampler import TaskAwareSampler
+from sop_ros.core.training.sampler import TaskAwareSampler
 from sop_ros.core.training.store_adapters import NoOnlineEpisodes, offline_records
 from sop_ros.core.training.trainer import ContinuousTrainer, TrainerConfig
 

@@ -24,10 +24,10 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from sop_ros.core.algorithms.base import PER_SAMPLE_LOSS, Algorithm, Batch, DataSource, StepTargets
-from sop_ros.core.episode import Actor
+from sop_ros.core.episodes.episode import Actor
 from sop_ros.core.model.config import ConfigError
 from sop_ros.core.model.vla import CONFIG_TENSOR_KEY, VLAPolicy, config_from_tensor
-from sop_ros.core.sampler import TaskAwareSampler
+from sop_ros.core.training.sampler import TaskAwareSampler
 from sop_ros.core.training.batching import BatchAssembler
 from sop_ros.core.training.protocols import CheckpointSink, EpisodeArrays, EpisodeRecord, EpisodeSource, manifest_version
 from sop_ros.core.training.train_state import optimizer_from_tensors, optimizer_to_tensors

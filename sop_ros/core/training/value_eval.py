@@ -27,7 +27,7 @@ from scipy.stats import mannwhitneyu, spearmanr
 
 from sop_ros.core.algorithms.recap import Recap
 from sop_ros.core.model.vla import VLAPolicy
-from sop_ros.core.sampler import TaskAwareSampler
+from sop_ros.core.training.sampler import TaskAwareSampler
 from sop_ros.core.training.protocols import EpisodeArrays, EpisodeRecord
 from sop_ros.core.training.store_adapters import NoOnlineEpisodes
 from sop_ros.core.training.trainer import ContinuousTrainer, TrainerConfig

@@ -41,10 +41,10 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from sop_ros.core.durable_files import fsync_dir, is_stale_temp, is_temp_name, temp_path_for
-from sop_ros.core.episode import Episode, LabelSource
-from sop_ros.core.episode_file import EPISODE_SUFFIX, EpisodeFileError, read_episode, read_episode_metadata
-from sop_ros.core.hashing import EPISODE_ARRAY_FIELDS, file_sha256
+from sop_ros.core.storage.durable_files import fsync_dir, is_stale_temp, is_temp_name, temp_path_for
+from sop_ros.core.episodes.episode import Episode, LabelSource
+from sop_ros.core.episodes.episode_file import EPISODE_SUFFIX, EpisodeFileError, read_episode, read_episode_metadata
+from sop_ros.core.episodes.hashing import EPISODE_ARRAY_FIELDS, file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 
-from sop_ros.core.durable_files import fsync_dir, is_stale_temp, is_temp_name, temp_path_for
-from sop_ros.core.hashing import bytes_sha256, file_sha256
+from sop_ros.core.storage.durable_files import fsync_dir, is_stale_temp, is_temp_name, temp_path_for
+from sop_ros.core.episodes.hashing import bytes_sha256, file_sha256
 
 if TYPE_CHECKING:
     import torch

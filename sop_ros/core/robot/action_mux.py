@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from sop_ros.core.episode import Actor
+from sop_ros.core.episodes.episode import Actor
 
 
 @dataclasses.dataclass(frozen=True)

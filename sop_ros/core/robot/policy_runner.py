@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 
-from sop_ros.core.hashing import bytes_sha256
+from sop_ros.core.episodes.hashing import bytes_sha256
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Sequenc
 
 import numpy as np
 
-from sop_ros.core.robot import RobotBackend
+from sop_ros.core.robot.backend import RobotBackend
 
 log = logging.getLogger(__name__)
 

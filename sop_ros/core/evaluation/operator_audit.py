@@ -14,8 +14,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from sop_ros.core.evaluation import EpisodeOutcome
-from sop_ros.core.operator import OperatorRuleConfig, ScriptedOperator
+from sop_ros.core.evaluation.harness import EpisodeOutcome
+from sop_ros.core.robot.operator import OperatorRuleConfig, ScriptedOperator
 
 
 class OperatorRuleAudit:

@@ -20,9 +20,9 @@ import threading
 import time
 from pathlib import Path
 
-from sop_ros.core.durable_files import fsync_dir, is_stale_temp, is_temp_name
-from sop_ros.core.episode import Episode
-from sop_ros.core.episode_file import EPISODE_SUFFIX, write_episode
+from sop_ros.core.storage.durable_files import fsync_dir, is_stale_temp, is_temp_name
+from sop_ros.core.episodes.episode import Episode
+from sop_ros.core.episodes.episode_file import EPISODE_SUFFIX, write_episode
 
 log = logging.getLogger(__name__)
 

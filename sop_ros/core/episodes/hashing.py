@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from sop_ros.core.episode import Episode
+    from sop_ros.core.episodes.episode import Episode
 
 # Array fields of an Episode, in the canonical hashing (and storage) order.
 EPISODE_ARRAY_FIELDS: tuple[str, ...] = (

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from sop_ros.core.episode import Actor, Episode, EpisodeBuilder, LabelSource
+from sop_ros.core.episodes.episode import Actor, Episode, EpisodeBuilder, LabelSource
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from sop_ros.core.episode import Actor
+from sop_ros.core.episodes.episode import Actor
 
 # RGBA in [0, 1]: who acts, at a glance.
 POLICY_COLOUR = (0.15, 0.75, 0.25, 1.0)  # green: the policy drives

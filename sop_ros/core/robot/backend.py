@@ -2,71 +2,22 @@
 
 A backend turns a task id + seed into an episode of (observation, action) exchanges. It does no
 wall-clock pacing (the node paces) and knows nothing about ROS; nodes adapt it to topics
-(Image, JointState, CameraInfo). Task specs (id, instruction, step limit) come from
-config/tasks.yaml and are loaded here because resetting a backend is where they are used.
+(Image, JointState, CameraInfo). Task specs live in sop_ros.core.robot.tasks.
 """
 from __future__ import annotations
 
 import abc
 import dataclasses
 import math
-from pathlib import Path
 from typing import Mapping, Optional
 
 import numpy as np
-import yaml
 
-from sop_ros.resources import config_dir
+from sop_ros.core.robot.tasks import TaskSpec
 
 # Joint names of the simulated xyz+gripper arm, in action/state order. The sim's state is
 # [x, y, z, gripper] (end-effector position in metres, gripper opening); urdf/ must use these names.
 SIM_ARM_JOINT_NAMES: tuple[str, ...] = ("x_joint", "y_joint", "z_joint", "gripper_joint")
-
-
-class TaskConfigError(ValueError):
-    """The task file or a task entry is malformed."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskSpec:
-    """One task the fleet can be asked to do."""
-
-    task_id: str  # e.g. "push-v3"; for the sim it is the MetaWorld environment name
-    instruction: str  # natural-language instruction given to the policy
-    max_steps: int  # episode step limit (the episode is truncated, and failed, after this)
-
-    def __post_init__(self) -> None:
-        if not self.task_id:
-            raise TaskConfigError("task field 'task_id': must be a non-empty string")
-        if not isinstance(self.instruction, str) or not self.instruction.strip():
-            raise TaskConfigError(f"task '{self.task_id}' field 'instruction': must be a non-empty string")
-        if not isinstance(self.max_steps, int) or self.max_steps <= 0:
-            raise TaskConfigError(f"task '{self.task_id}' field 'max_steps': must be a positive integer, got {self.max_steps!r}")
-
-
-def load_task_specs(path: str | Path) -> dict[str, TaskSpec]:
-    """Read config/tasks.yaml: `tasks: {task_id: {instruction: str, max_steps: int}}`, in file order."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise TaskConfigError(f"cannot read task file {path}: {exc}") from exc
-    if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), dict) or not raw["tasks"]:
-        raise TaskConfigError(f"task file {path}: expected a non-empty mapping under 'tasks'")
-    specs: dict[str, TaskSpec] = {}
-    for task_id, entry in raw["tasks"].items():
-        if not isinstance(entry, dict):
-            raise TaskConfigError(f"task file {path}: task '{task_id}' must be a mapping")
-        unknown = set(entry) - {"instruction", "max_steps"}
-        if unknown:
-            raise TaskConfigError(f"task file {path}: task '{task_id}' has unknown fields {sorted(unknown)}")
-        specs[str(task_id)] = TaskSpec(str(task_id), entry.get("instruction", ""), entry.get("max_steps", 0))
-    return specs
-
-
-def default_tasks_path() -> Path:
-    """config/tasks.yaml of the source tree (the single source of task defaults)."""
-    return config_dir() / "tasks.yaml"
 
 
 @dataclasses.dataclass(frozen=True)

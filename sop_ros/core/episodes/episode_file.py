@@ -29,9 +29,9 @@ from mcap.reader import make_reader
 from mcap.writer import CompressionType
 from mcap.writer import Writer as McapWriter
 
-from sop_ros.core.durable_files import atomic_output
-from sop_ros.core.episode import Episode, EpisodeValidationError, LabelSource
-from sop_ros.core.hashing import episode_content_hash, file_sha256
+from sop_ros.core.storage.durable_files import atomic_output
+from sop_ros.core.episodes.episode import Episode, EpisodeValidationError, LabelSource
+from sop_ros.core.episodes.hashing import episode_content_hash, file_sha256
 
 __all__ = ["EpisodeFileError", "write_episode", "read_episode", "read_episode_metadata", "file_sha256", "EPISODE_SUFFIX"]
 
@@ -554,7 +554,7 @@ def synthetic_episode(
     """
     import uuid
 
-    from sop_ros.core.episode import Actor
+    from sop_ros.core.episodes.episode import Actor
 
     rng = np.random.default_rng(seed)
     actors = np.zeros(num_steps, np.uint8)

@@ -1,0 +1,1 @@
+"""Evaluation: the rollout harness, fleet metrics and the scripted-operator audit."""
