@@ -149,6 +149,49 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def _checked_publish_metrics(
+    algorithm: str, fleet: str, training_step: int, metrics: Mapping[str, float]
+) -> dict[str, float]:
+    """Validate a publish's identity fields; return its metrics as finite floats keyed by str."""
+    if not algorithm:
+        raise ValueError("checkpoint 'algorithm' must be a non-empty string")
+    if not fleet:
+        raise ValueError("checkpoint 'fleet' must be a non-empty string")
+    if int(training_step) < 0:
+        raise ValueError(f"checkpoint 'training_step' must be >= 0, got {training_step}")
+    clean_metrics = {}
+    for name, value in metrics.items():
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"checkpoint metric {name!r} is {value}; only finite metrics can be published")
+        clean_metrics[str(name)] = value
+    return clean_metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class _CheckpointFiles:
+    """The serialized bytes of one version, made before the publish lock is taken."""
+
+    weights: bytes
+    state: Optional[bytes]  # train_state.safetensors, when a train state is published
+    state_meta: Optional[bytes]  # train_state.json, present exactly when `state` is
+
+    @classmethod
+    def serialize(
+        cls,
+        tensors: Mapping[str, Any],
+        train_state: Mapping[str, Any] | None,
+        train_state_meta: Mapping[str, Any] | None,
+    ) -> "_CheckpointFiles":
+        from safetensors.torch import save
+
+        weights = save(_tensor_dict_for_save(tensors, "checkpoint weights"))
+        if train_state is None:
+            return cls(weights, None, None)
+        state = save(_tensor_dict_for_save(train_state, "train_state"))
+        return cls(weights, state, json.dumps(dict(train_state_meta or {}), sort_keys=True, allow_nan=False).encode())
+
+
 class CheckpointStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -220,25 +263,9 @@ class CheckpointStore:
         train_state_meta: Mapping[str, Any] | None = None,
     ) -> CheckpointManifest:
         """Publish a new immutable version (number = highest existing + 1) and return its manifest."""
-        from safetensors.torch import save
-
-        if not algorithm:
-            raise ValueError("checkpoint 'algorithm' must be a non-empty string")
-        if not fleet:
-            raise ValueError("checkpoint 'fleet' must be a non-empty string")
-        if int(training_step) < 0:
-            raise ValueError(f"checkpoint 'training_step' must be >= 0, got {training_step}")
-        clean_metrics = {}
-        for name, value in metrics.items():
-            value = float(value)
-            if not math.isfinite(value):
-                raise ValueError(f"checkpoint metric {name!r} is {value}; only finite metrics can be published")
-            clean_metrics[str(name)] = value
+        clean_metrics = _checked_publish_metrics(algorithm, fleet, training_step, metrics)
         extra_json = json.loads(json.dumps(dict(extra or {}), allow_nan=False))  # fails early if not JSON-able
-        weights = save(_tensor_dict_for_save(tensors, "checkpoint weights"))
-        state_bytes = save(_tensor_dict_for_save(train_state, "train_state")) if train_state is not None else None
-        state_meta = json.dumps(dict(train_state_meta or {}), sort_keys=True, allow_nan=False) if state_bytes is not None else None
-
+        files = _CheckpointFiles.serialize(tensors, train_state, train_state_meta)
         with self._exclusive():
             existing = self.versions()
             if parent_version is not None and parent_version not in existing:
@@ -247,35 +274,40 @@ class CheckpointStore:
             manifest = CheckpointManifest(
                 version=version,
                 parent_version=parent_version,
-                content_hash=bytes_sha256(weights),
+                content_hash=bytes_sha256(files.weights),
                 algorithm=algorithm,
                 training_step=int(training_step),
                 metrics=clean_metrics,
                 created_ns=time.time_ns(),
                 fleet=fleet,
-                size_bytes=len(weights),
+                size_bytes=len(files.weights),
                 extra=extra_json,
-                train_state_sha256=bytes_sha256(state_bytes) if state_bytes is not None else None,
-                train_state_meta_sha256=bytes_sha256(state_meta.encode()) if state_meta is not None else None,
+                train_state_sha256=bytes_sha256(files.state) if files.state is not None else None,
+                train_state_meta_sha256=bytes_sha256(files.state_meta) if files.state_meta is not None else None,
             )
-            final = self.version_dir(version)
-            tmp = temp_path_for(final)
-            tmp.mkdir()
-            try:
-                _write_synced(tmp / WEIGHTS_FILE, weights)
-                if state_bytes is not None:
-                    _write_synced(tmp / TRAIN_STATE_FILE, state_bytes)
-                    _write_synced(tmp / TRAIN_STATE_META_FILE, state_meta.encode())
-                _write_synced(tmp / MANIFEST_FILE, manifest.to_json().encode())
-                fsync_dir(tmp)
-                os.rename(tmp, final)  # final cannot exist: we hold the lock and version is new
-                fsync_dir(self.root)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            self._write_version_dir(version, files, manifest)
         self._manifests[version] = manifest
-        log.info("published checkpoint v%d (fleet %s, %s step %d, %d bytes)", version, fleet, algorithm, training_step, len(weights))
+        log.info("published checkpoint v%d (fleet %s, %s step %d, %d bytes)",
+                 version, fleet, algorithm, training_step, len(files.weights))
         return manifest
+
+    def _write_version_dir(self, version: int, files: "_CheckpointFiles", manifest: CheckpointManifest) -> None:
+        """Write and fsync every file under a temp name, then rename: a version directory appears only complete."""
+        final = self.version_dir(version)
+        tmp = temp_path_for(final)
+        tmp.mkdir()
+        try:
+            _write_synced(tmp / WEIGHTS_FILE, files.weights)
+            if files.state is not None:
+                _write_synced(tmp / TRAIN_STATE_FILE, files.state)
+                _write_synced(tmp / TRAIN_STATE_META_FILE, files.state_meta)
+            _write_synced(tmp / MANIFEST_FILE, manifest.to_json().encode())
+            fsync_dir(tmp)
+            os.rename(tmp, final)  # final cannot exist: the caller holds the lock and version is new
+            fsync_dir(self.root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     def prune(self, keep_latest: int, keep: Iterable[int] = ()) -> list[int]:
         """Delete old versions; returns the versions removed (oldest first).
