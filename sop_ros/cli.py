@@ -11,6 +11,9 @@ import importlib
 import logging
 import sys
 
+# Re-exported for modules not yet importing it from sop_ros.commands.errors (commands/learner.py, bench/operator.py).
+from sop_ros.commands.errors import CliError
+
 # Order is the order in `sop --help`.
 COMMAND_MODULES = (
     "sop_ros.commands.launch",
@@ -24,13 +27,10 @@ COMMAND_MODULES = (
 )
 
 
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit code 2, no traceback."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sop", description="SOP-ROS: online post-training of VLA policies across a ROS 2 fleet.")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default INFO)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="logging level (default INFO)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(subparsers)
@@ -50,8 +50,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the imported module's main, not this __main__ copy, so that the CliError the
-    # subcommands raise (sop_ros.cli.CliError) is the class caught above.
-    from sop_ros.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

@@ -1,4 +1,6 @@
 """The `sop` CLI: every subcommand answers --help, nothing is a placeholder."""
+import argparse
+
 import pytest
 
 from conftest import sop_cli
@@ -8,22 +10,32 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def subcommand_paths(parser, prefix=()):
+    """Every command path of the parser, from the root `()` down, read from argparse's own subparsers."""
+    yield prefix
     for action in parser._actions:
-        if action.__class__.__name__ == "_SubParsersAction":
+        if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
-                yield prefix + (name,)
                 yield from subcommand_paths(sub, prefix + (name,))
 
 
-def test_every_subcommand_has_help(capsys):
+def test_every_command_path_answers_help(capsys):
     paths = list(subcommand_paths(build_parser()))
-    for expected in [("launch",), ("fleet", "check"), ("demo",), ("learner",), ("certs", "init"), ("collect",), ("pretrain",), ("eval",), ("experiment",), ("bench", "transport")]:
-        assert expected in paths
+    expected = [(), ("launch",), ("fleet", "check"), ("fleet", "nodes"), ("demo",), ("learner",), ("certs", "init"),
+                ("certs", "add-robot"), ("certs", "revoke"), ("collect",), ("pretrain",), ("eval",), ("experiment",),
+                ("bench", "transport"), ("bench", "operator")]
+    for path in expected:
+        assert path in paths
     for path in paths:
         with pytest.raises(SystemExit) as done:
             main([*path, "--help"])
         assert done.value.code == 0, path
-        assert "usage: sop " + " ".join(path) in capsys.readouterr().out
+        assert ("usage: " + " ".join(("sop", *path))) in capsys.readouterr().out, path
+
+
+def test_help_runs_as_a_process():
+    result = sop_cli("--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: sop" in result.stdout and "eval" in result.stdout
 
 
 def test_the_console_script_runs_as_a_process():

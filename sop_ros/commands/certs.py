@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from sop_ros.cli import CliError
+from sop_ros.commands.errors import CliError
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from sop_ros.cli import CliError
+from sop_ros.commands.errors import CliError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from sop_ros.cli import CliError
+from sop_ros.commands.errors import CliError
 from sop_ros.core.storage.checkpoint_store import MANIFEST_FILE, CheckpointManifest
 from sop_ros.core.storage.episode_store import read_index
 from sop_ros.core.evaluation.fleet_metrics import window_stats
@@ -55,14 +55,16 @@ def latest_manifests(checkpoints_dir: Path) -> list[CheckpointManifest]:
 def ensure_base_policy(data_dir: Path, args: argparse.Namespace, console: Console) -> None:
     if latest_manifests(data_dir / CHECKPOINTS_DIR):
         return
-    from sop_ros.cli import build_parser
+    from sop_ros.commands import pretrain
 
     console.print(f"[bold]No base policy cached in {data_dir}.[/bold] Collecting scripted-expert demos and training one by "
                   f"behaviour cloning first (once; up to {args.pretrain_minutes:g} min).")
     argv = ["pretrain", "--demos", str(data_dir.parent / "demos"), "--out", str(data_dir), "--max-minutes", str(args.pretrain_minutes)]
     if args.demos_per_task:
         argv += ["--collect-episodes-per-task", str(args.demos_per_task)]
-    pre = build_parser().parse_args(argv)
+    parser = argparse.ArgumentParser(prog="sop")
+    pretrain.add_parser(parser.add_subparsers())
+    pre = parser.parse_args(argv)
     code = pre.func(pre)
     if code or not latest_manifests(data_dir / CHECKPOINTS_DIR):
         raise CliError(f"training the base policy failed (exit code {code}); see the messages above")

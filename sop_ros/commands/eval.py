@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from sop_ros.cli import CliError
+from sop_ros.commands.errors import CliError
 
 from sop_ros.core.evaluation.harness import DEFAULT_EVAL_SEED
 from sop_ros.resources import robot_execute_horizon
@@ -26,7 +26,8 @@ BASELINES = ("expert", "random")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("eval", help="evaluate a checkpoint in simulation: per-task success with 95% CI", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser("eval", help="evaluate a checkpoint in simulation: per-task success with 95%% CI",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="checkpoint version dir, policy .safetensors file, or 'expert' / 'random'")
     parser.add_argument("--tasks", help="comma-separated task ids (default: all in the task file)")
     parser.add_argument("--tasks-file", type=Path, help="task file (default: config/tasks.yaml)")

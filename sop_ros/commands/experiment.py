@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from sop_ros.cli import CliError
+from sop_ros.commands.errors import CliError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from sop_ros.cli import CliError
+from sop_ros.commands.errors import CliError
 from sop_ros.fleet.description import FleetConfigError, default_fleet_path, load_fleet
 from sop_ros.fleet.specs import NodeSpec, node_specs
 

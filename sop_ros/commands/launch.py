@@ -5,7 +5,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from sop_ros.cli import CliError
+from sop_ros.commands.errors import CliError
 from sop_ros.fleet.description import FleetConfigError, default_fleet_path, load_fleet
 from sop_ros.fleet.launcher import FleetLauncher, command_for
 from sop_ros.fleet.specs import node_specs

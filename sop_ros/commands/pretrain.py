@@ -26,7 +26,7 @@ import os
 import time
 from pathlib import Path
 
-from sop_ros.cli import CliError
+from sop_ros.commands.errors import CliError
 from sop_ros.resources import robot_execute_horizon
 
 log = logging.getLogger(__name__)
