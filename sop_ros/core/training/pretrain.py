@@ -227,81 +227,133 @@ def pretrain(
 
     on_update(updates, loss, elapsed_s) after every update; on_eval(point, is_new_best) after every evaluation.
     """
+    sink = _snapshot_sink_of(trainer, checkpoints)
+    run = _PretrainRun(trainer, evaluate_policy, config, sink, summary_writer, on_eval, clock)
+    stop_reason = run.train(on_update)
+    return _publish_best(run, checkpoints, config, stop_reason, extra)
+
+
+def _snapshot_sink_of(trainer: ContinuousTrainer, checkpoints: CheckpointStore) -> _SnapshotSink:
+    """The trainer's in-memory sink, after checking the trainer and the store can start a pretraining."""
     if not isinstance(trainer._checkpoints, _SnapshotSink):  # noqa: SLF001 - we built it in make_bc_trainer
         raise PretrainError("pretrain() needs a trainer from make_bc_trainer()")
     if trainer.algorithm.name != ALGORITHM:
         raise PretrainError(f"pretrain trains '{ALGORITHM}', the trainer runs '{trainer.algorithm.name}'")
     existing = checkpoints.versions()
     if existing:
-        raise PretrainError(f"checkpoint store {checkpoints.root} already holds versions {existing[:5]}; the base policy must be the first (use a fresh data dir)")
-    sink: _SnapshotSink = trainer._checkpoints  # noqa: SLF001
-    start = clock()
-    history: list[EvalPoint] = []
-    best: Optional[EvalPoint] = None
-    best_snapshot: Optional[_Snapshot] = None
-    since_best = 0
-    losses: list[float] = []
-    stop_reason = ""
-    start_updates = trainer.updates
+        raise PretrainError(f"checkpoint store {checkpoints.root} already holds versions {existing[:5]}; "
+                            "the base policy must be the first (use a fresh data dir)")
+    return trainer._checkpoints  # noqa: SLF001
 
-    def evaluate_now() -> None:
-        nonlocal best, best_snapshot, since_best
-        t0 = clock()
+
+class _PretrainRun:
+    """One pretraining loop: BC updates, periodic evaluations, and the best snapshot so far."""
+
+    def __init__(
+        self,
+        trainer: ContinuousTrainer,
+        evaluate_policy: Callable[[VLAPolicy], EvalReport],
+        config: PretrainConfig,
+        sink: _SnapshotSink,
+        summary_writer: Any,
+        on_eval: Optional[Callable[[EvalPoint, bool], None]],
+        clock: Callable[[], float],
+    ):
+        self.trainer = trainer
+        self.evaluate_policy = evaluate_policy
+        self.config = config
+        self.sink = sink
+        self.summary_writer = summary_writer
+        self.on_eval = on_eval
+        self.clock = clock
+        self.start = clock()
+        self.history: list[EvalPoint] = []
+        self.best: Optional[EvalPoint] = None
+        self.best_snapshot: Optional[_Snapshot] = None
+        self.since_best = 0
+        self.losses: list[float] = []  # training losses since the last evaluation
+        self.start_updates = trainer.updates
+
+    def train(self, on_update: Optional[Callable[[int, float, float], None]]) -> str:
+        """Update until a stop condition; returns the stop reason ("plateau" | "time" | "max_updates")."""
+        trainer, config = self.trainer, self.config
+        stop_reason = ""
+        while True:
+            if config.max_updates is not None and trainer.updates - self.start_updates >= config.max_updates:
+                stop_reason = "max_updates"
+            elif self.clock() - self.start >= config.max_seconds:
+                stop_reason = "time"
+            if stop_reason:
+                if not self.history or self.history[-1].updates != trainer.updates:
+                    self.evaluate_now()  # the last weights get their chance too
+                return stop_reason
+            metrics = trainer.step()
+            self.losses.append(float(metrics["loss"]))
+            if on_update is not None:
+                on_update(trainer.updates, float(metrics["loss"]), self.clock() - self.start)
+            if (trainer.updates - self.start_updates) % config.eval_every_updates == 0:
+                self.evaluate_now()
+                if self.since_best >= config.patience:
+                    return "plateau"
+
+    def evaluate_now(self) -> None:
+        """Evaluate the current weights; snapshot them when they are the new best."""
+        trainer = self.trainer
+        t0 = self.clock()
         trainer.policy.eval()
-        report = evaluate_policy(trainer.policy)
+        report = self.evaluate_policy(trainer.policy)
         trainer.policy.train()
-        point = EvalPoint(trainer.updates, clock() - start, clock() - t0, report, float(np.mean(losses)) if losses else None)
-        losses.clear()
-        history.append(point)
-        is_best = best is None or point.mean_success > best.mean_success + config.min_improvement
+        train_loss = float(np.mean(self.losses)) if self.losses else None
+        point = EvalPoint(trainer.updates, self.clock() - self.start, self.clock() - t0, report, train_loss)
+        self.losses.clear()
+        self.history.append(point)
+        is_best = self.best is None or point.mean_success > self.best.mean_success + self.config.min_improvement
         if is_best:
-            # Into the in-memory snapshot sink (weights + optimizer + sampler state at this update); the
-            # trainer's "published checkpoint" log line would be misleading here, so it is muted.
-            trainer_log = logging.getLogger(ContinuousTrainer.__module__)
-            level = trainer_log.level
-            trainer_log.setLevel(logging.WARNING)
-            try:
-                trainer.publish()
-            finally:
-                trainer_log.setLevel(level)
-            best, best_snapshot, since_best = point, sink.last, 0
+            self._snapshot()
+            self.best, self.best_snapshot, self.since_best = point, self.sink.last, 0
         else:
-            since_best += 1
-        if summary_writer is not None:
+            self.since_best += 1
+        self._report(point, is_best)
+
+    def _snapshot(self) -> None:
+        """Publish into the in-memory snapshot sink (weights + optimizer + sampler state at this update).
+
+        The trainer's "published checkpoint" log line would be misleading here, so it is muted.
+        """
+        trainer_log = logging.getLogger(ContinuousTrainer.__module__)
+        level = trainer_log.level
+        trainer_log.setLevel(logging.WARNING)
+        try:
+            self.trainer.publish()
+        finally:
+            trainer_log.setLevel(level)
+
+    def _report(self, point: EvalPoint, is_best: bool) -> None:
+        """An evaluation to TensorBoard, the log and the caller's on_eval."""
+        updates, report = self.trainer.updates, point.report
+        if self.summary_writer is not None:
             for key, value in eval_metrics(report).items():
-                summary_writer.add_scalar(key, value, trainer.updates)
-            summary_writer.add_scalar("eval/best_mean_success", best.mean_success, trainer.updates)
-            summary_writer.flush()
+                self.summary_writer.add_scalar(key, value, updates)
+            self.summary_writer.add_scalar("eval/best_mean_success", self.best.mean_success, updates)
+            self.summary_writer.flush()
         _LOG.info(
             "update %d: eval mean success %.3f (%s)%s",
-            trainer.updates, point.mean_success,
+            updates, point.mean_success,
             ", ".join(f"{t.task_id} {t.success_rate:.2f}" for t in report.tasks),
-            " new best" if is_best else f", {since_best} without improvement",
+            " new best" if is_best else f", {self.since_best} without improvement",
         )
-        if on_eval is not None:
-            on_eval(point, is_best)
+        if self.on_eval is not None:
+            self.on_eval(point, is_best)
 
-    while True:
-        if config.max_updates is not None and trainer.updates - start_updates >= config.max_updates:
-            stop_reason = "max_updates"
-        elif clock() - start >= config.max_seconds:
-            stop_reason = "time"
-        if stop_reason:
-            if not history or history[-1].updates != trainer.updates:
-                evaluate_now()  # the last weights get their chance too
-            break
-        metrics = trainer.step()
-        losses.append(float(metrics["loss"]))
-        if on_update is not None:
-            on_update(trainer.updates, float(metrics["loss"]), clock() - start)
-        if (trainer.updates - start_updates) % config.eval_every_updates == 0:
-            evaluate_now()
-            if since_best >= config.patience:
-                stop_reason = "plateau"
-                break
 
+def _publish_best(
+    run: _PretrainRun, checkpoints: CheckpointStore, config: PretrainConfig, stop_reason: str,
+    extra: Optional[Mapping[str, Any]],
+) -> PretrainResult:
+    """Publish the run's best snapshot as the store's first checkpoint, its evaluations in the manifest."""
+    best, best_snapshot, trainer = run.best, run.best_snapshot, run.trainer
     assert best is not None and best_snapshot is not None
-    elapsed = clock() - start
+    elapsed = run.clock() - run.start
     metrics = {**{f"train/{k}": v for k, v in best_snapshot.metrics.items()}, **eval_metrics(best.report)}
     metrics["pretrain/elapsed_s"] = elapsed
     info = {
@@ -310,7 +362,7 @@ def pretrain(
             "total_updates": trainer.updates,
             "best_updates": best.updates,
             "config": dataclasses.asdict(config),
-            "history": [p.as_dict() for p in history],
+            "history": [p.as_dict() for p in run.history],
             **dict(extra or {}),
         }
     }
@@ -324,8 +376,9 @@ def pretrain(
         train_state=best_snapshot.train_state,
         train_state_meta=best_snapshot.train_state_meta,
     )
-    _LOG.info("published base policy v%d (update %d, mean success %.3f; stopped: %s)", manifest.version, best.updates, best.mean_success, stop_reason)
-    return PretrainResult(manifest, best, tuple(history), stop_reason, trainer.updates, elapsed)
+    _LOG.info("published base policy v%d (update %d, mean success %.3f; stopped: %s)",
+              manifest.version, best.updates, best.mean_success, stop_reason)
+    return PretrainResult(manifest, best, tuple(run.history), stop_reason, trainer.updates, elapsed)
 
 
 def demo_counts(records: Sequence[StoredEpisode]) -> dict[str, int]:
