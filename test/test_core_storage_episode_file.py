@@ -15,10 +15,14 @@ import pytest
 from mcap.reader import make_reader
 from mcap.writer import Writer as McapWriter
 
+from sop_ros.bench.episode_io import bench_episode_io
+from sop_ros.bench.synthetic_episodes import synthetic_episode
+from sop_ros.core.episodes import cdr
 from sop_ros.core.episodes import episode_file as ef
+from sop_ros.core.episodes import episode_format as fmt
 from sop_ros.core.storage.durable_files import is_temp_name
 from sop_ros.core.episodes.episode import EpisodeValidationError, LabelSource
-from sop_ros.core.episodes.episode_file import EpisodeFileError, file_sha256, read_episode, read_episode_metadata, synthetic_episode, write_episode
+from sop_ros.core.episodes.episode_file import EpisodeFileError, file_sha256, read_episode, read_episode_metadata, write_episode
 from sop_ros.core.episodes.hashing import EPISODE_ARRAY_FIELDS, episode_content_hash
 
 pytestmark = pytest.mark.timeout(60)
@@ -64,7 +68,7 @@ def test_file_is_a_ros2_mcap_with_embedded_schemas(tmp_path):
         assert reader.get_header().profile == "ros2"
         summary = reader.get_summary()
         topics = {ch.topic: summary.schemas[ch.schema_id].name for ch in summary.channels.values()}
-        assert topics == ef.TOPIC_TYPES
+        assert topics == fmt.TOPIC_TYPES
         assert all(c.compression == "zstd" for c in summary.chunk_indexes)
         assert set(summary.statistics.channel_message_counts.values()) == {12}
     # A generic ROS 2 decoder (what Foxglove-like tools use) decodes every message from the embedded text.
@@ -72,13 +76,13 @@ def test_file_is_a_ros2_mcap_with_embedded_schemas(tmp_path):
 
     with open(path, "rb") as f:
         decoded = list(make_reader(f, decoder_factories=[DecoderFactory()]).iter_decoded_messages(log_time_order=False))
-    images = [m for _s, ch, _r, m in decoded if ch.topic == ef.IMAGE_TOPIC]
+    images = [m for _s, ch, _r, m in decoded if ch.topic == fmt.IMAGE_TOPIC]
     assert images[3].encoding == "rgb8" and images[3].height == 8
     np.testing.assert_array_equal(np.frombuffer(images[3].data, np.uint8).reshape(8, 8, 3), ep.images[3])
-    chunk = [m for _s, ch, _r, m in decoded if ch.topic == ef.CHUNK_TOPIC][0]
+    chunk = [m for _s, ch, _r, m in decoded if ch.topic == fmt.CHUNK_TOPIC][0]
     assert [d.size for d in chunk.layout.dim] == [10, 4]
     np.testing.assert_array_equal(np.asarray(chunk.data, np.float32).reshape(10, 4), ep.proposed_chunks[0])
-    versions = [m.data for _s, ch, _r, m in decoded if ch.topic == ef.VERSION_TOPIC]
+    versions = [m.data for _s, ch, _r, m in decoded if ch.topic == fmt.VERSION_TOPIC]
     assert versions == ep.policy_versions.tolist()
 
 
@@ -90,9 +94,9 @@ def test_hand_encoded_cdr_is_byte_identical_to_mcap_ros2():
     ns = 1_700_000_000_123_456_789
     buf = io.BytesIO()
     w = Ros2Writer(buf)
-    schemas = {n: w.register_msgdef(n, t) for n, t in ef.MSGDEFS.items()}
+    schemas = {n: w.register_msgdef(n, t) for n, t in fmt.MSGDEFS.items()}
     w.write_message("/i", schemas["sensor_msgs/msg/Image"], {
-        "header": {"stamp": {"sec": ns // 10**9, "nanosec": ns % 10**9}, "frame_id": ef.IMAGE_FRAME_ID},
+        "header": {"stamp": {"sec": ns // 10**9, "nanosec": ns % 10**9}, "frame_id": cdr.IMAGE_FRAME_ID},
         "height": 3, "width": 5, "encoding": "rgb8", "is_bigendian": 0, "step": 15, "data": img.tobytes()}, log_time=1)
     w.write_message("/a", schemas["std_msgs/msg/Float32MultiArray"], {"layout": {"dim": [
         {"label": "horizon", "size": 2, "stride": 6}, {"label": "action", "size": 3, "stride": 3}], "data_offset": 0},
@@ -102,7 +106,7 @@ def test_hand_encoded_cdr_is_byte_identical_to_mcap_ros2():
     w.finish()
     buf.seek(0)
     reference = [r.data for _s, _c, r in make_reader(buf).iter_messages(log_time_order=False)]
-    ours = [ef._encode_image(ns, img), ef._encode_multiarray(arr, ("horizon", "action")), ef._encode_uint8(1), ef._encode_int64(-(2**40))]
+    ours = [cdr.encode_image(ns, img), cdr.encode_multiarray(arr, ("horizon", "action")), cdr.encode_uint8(1), cdr.encode_int64(-(2**40))]
     assert ours == reference
 
 
@@ -121,9 +125,9 @@ def test_msgdefs_match_installed_ros2_interfaces():
                 out.append((typ.split("/")[-1], field))
         return out
 
-    for text in ef.MSGDEFS.values():
+    for text in fmt.MSGDEFS.values():
         blocks = text.split("=" * 80 + "\n")
-        root_type = next(t for t, v in ef.MSGDEFS.items() if v == text)
+        root_type = next(t for t, v in fmt.MSGDEFS.items() if v == text)
         for i, block in enumerate(blocks):
             lines = block.strip().splitlines()
             full = root_type if i == 0 else lines.pop(0).removeprefix("MSG: ")
@@ -139,13 +143,13 @@ def test_rclpy_deserializes_our_messages():
     msg_mod = pytest.importorskip("sensor_msgs.msg")
     std_msgs = pytest.importorskip("std_msgs.msg")
     img = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
-    m = serialization.deserialize_message(ef._encode_image(1_700_000_000_000_000_123, img), msg_mod.Image)
+    m = serialization.deserialize_message(cdr.encode_image(1_700_000_000_000_000_123, img), msg_mod.Image)
     assert (m.height, m.width, m.encoding, m.header.stamp.nanosec) == (2, 3, "rgb8", 123)
     assert bytes(m.data) == img.tobytes()
     arr = np.arange(6, dtype=np.float32).reshape(2, 3)
-    m = serialization.deserialize_message(ef._encode_multiarray(arr, ("horizon", "action")), std_msgs.Float32MultiArray)
+    m = serialization.deserialize_message(cdr.encode_multiarray(arr, ("horizon", "action")), std_msgs.Float32MultiArray)
     assert [d.size for d in m.layout.dim] == [2, 3] and list(m.data) == arr.reshape(-1).tolist()
-    assert serialization.deserialize_message(ef._encode_int64(-7), std_msgs.Int64).data == -7
+    assert serialization.deserialize_message(cdr.encode_int64(-7), std_msgs.Int64).data == -7
 
 
 def test_write_refuses_invalid_episode_and_leaves_nothing(tmp_path):
@@ -162,15 +166,16 @@ def test_killed_writer_leaves_only_a_temp_file(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from sop_ros.core.episodes import episode_file as ef
-        ep = ef.synthetic_episode(400, 64)
-        real = ef._encode_image
+        from sop_ros.bench.synthetic_episodes import synthetic_episode
+        from sop_ros.core.episodes import cdr, episode_file as ef
+        ep = synthetic_episode(400, 64)
+        real = cdr.encode_image
         def slow(ns, img):
             if ns - int(ep.stamps_ns[0]) == 100 * 100_000_000:
                 print("mid", flush=True)
                 time.sleep(60)
             return real(ns, img)
-        ef._encode_image = slow
+        cdr.encode_image = slow
         ef.write_episode(ep, Path({str(target)!r}))
     """)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
@@ -247,25 +252,25 @@ def test_every_single_byte_flip_in_the_summary_is_caught_or_harmless(tmp_path, g
 
 def _write_custom(path: Path, ep, *, topic_types=None, skip_last=None, meta_override=None, image_encoding="rgb8"):
     """Write an episode like write_episode but with one deliberate defect."""
-    topic_types = topic_types or ef.TOPIC_TYPES
+    topic_types = topic_types or fmt.TOPIC_TYPES
     with open(path, "wb") as f:
         w = McapWriter(f)
         w.start(profile="ros2", library="test")
-        defs = dict(ef.MSGDEFS, **{"std_msgs/msg/String": "string data\n"})
+        defs = dict(fmt.MSGDEFS, **{"std_msgs/msg/String": "string data\n"})
         sids = {n: w.register_schema(name=n, encoding="ros2msg", data=t.encode()) for n, t in defs.items()}
         ch = {tp: w.register_channel(topic=tp, message_encoding="cdr", schema_id=sids[typ]) for tp, typ in topic_types.items()}
         for t in range(ep.num_steps):
             ns = int(ep.stamps_ns[t])
-            img = ef._encode_image(ns, ep.images[t])
+            img = cdr.encode_image(ns, ep.images[t])
             if image_encoding != "rgb8":
                 img = img.replace(b"rgb8", image_encoding.encode())
             msgs = {
-                ef.IMAGE_TOPIC: img,
-                ef.STATE_TOPIC: ef._encode_multiarray(ep.states[t], ("state",)),
-                ef.ACTION_TOPIC: ef._encode_multiarray(ep.actions[t], ("action",)),
-                ef.CHUNK_TOPIC: ef._encode_multiarray(ep.proposed_chunks[t], ("horizon", "action")),
-                ef.ACTOR_TOPIC: ef._encode_uint8(int(ep.actors[t])),
-                ef.VERSION_TOPIC: ef._encode_int64(int(ep.policy_versions[t])),
+                fmt.IMAGE_TOPIC: img,
+                fmt.STATE_TOPIC: cdr.encode_multiarray(ep.states[t], ("state",)),
+                fmt.ACTION_TOPIC: cdr.encode_multiarray(ep.actions[t], ("action",)),
+                fmt.CHUNK_TOPIC: cdr.encode_multiarray(ep.proposed_chunks[t], ("horizon", "action")),
+                fmt.ACTOR_TOPIC: cdr.encode_uint8(int(ep.actors[t])),
+                fmt.VERSION_TOPIC: cdr.encode_int64(int(ep.policy_versions[t])),
             }
             for tp, data in msgs.items():
                 if skip_last == tp and t == ep.num_steps - 1:
@@ -273,7 +278,7 @@ def _write_custom(path: Path, ep, *, topic_types=None, skip_last=None, meta_over
                 w.add_message(channel_id=ch[tp], log_time=ns, publish_time=ns, sequence=t, data=data)
         meta = ef._episode_metadata(ep)
         meta.update(meta_override or {})
-        w.add_metadata(ef.METADATA_NAME, meta)
+        w.add_metadata(fmt.METADATA_NAME, meta)
         w.finish()
     return path
 
@@ -286,8 +291,8 @@ def test_custom_writer_without_defects_is_accepted(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(topic_types=dict(ef.TOPIC_TYPES, **{ef.ACTION_TOPIC: "std_msgs/msg/String"})), "topic /action has schema std_msgs/msg/String"),
-        (dict(skip_last=ef.ACTOR_TOPIC), "topic /actor has 7 messages"),
+        (dict(topic_types=dict(fmt.TOPIC_TYPES, **{fmt.ACTION_TOPIC: "std_msgs/msg/String"})), "topic /action has schema std_msgs/msg/String"),
+        (dict(skip_last=fmt.ACTOR_TOPIC), "topic /actor has 7 messages"),
         (dict(meta_override={"shapes": '{"image_hw": [4, 5], "state_dim": 39, "action_dim": 4, "chunk_len": 10}'}), "image 4x4 'rgb8'"),
         (dict(meta_override={"shapes": '{"image_hw": [4, 4], "state_dim": 38, "action_dim": 4, "chunk_len": 10}'}), "array dims \\(39,\\)"),
         (dict(image_encoding="bgr8"), "'bgr8'"),
@@ -324,5 +329,5 @@ def test_content_hash_covers_every_array_and_metadata():
 
 
 def test_bench_episode_io_reports_positive_times():
-    figures = ef.bench_episode_io(num_steps=20, image_hw=16, repeats=1)
+    figures = bench_episode_io(num_steps=20, image_hw=16, repeats=1)
     assert figures["write_ms"] > 0 and figures["read_ms"] > 0 and figures["file_bytes"] > 20 * 16 * 16 * 3

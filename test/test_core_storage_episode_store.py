@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sop_ros.core.episodes.episode_file import file_sha256, synthetic_episode, write_episode
+from sop_ros.bench.synthetic_episodes import synthetic_episode
+from sop_ros.core.episodes.episode_file import file_sha256, write_episode
 from sop_ros.core.storage import episode_store as episode_store_module
 from sop_ros.core.storage.episode_store import EpisodeRejectedError, EpisodeStore, OffsetMismatchError, RejectionCode
 

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from sop_ros.core.storage.durable_files import temp_path_for
-from sop_ros.core.episodes.episode_file import read_episode, synthetic_episode
+from sop_ros.bench.synthetic_episodes import synthetic_episode
+from sop_ros.core.episodes.episode_file import read_episode
 from sop_ros.core.storage.spool import Spool
 
 pytestmark = pytest.mark.timeout(60)

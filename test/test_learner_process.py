@@ -14,7 +14,7 @@ import torch
 
 from conftest import REPO, free_port, wait_for
 from sop_ros.core.storage.checkpoint_store import CheckpointStore
-from sop_ros.core.episodes.episode_file import synthetic_episode
+from sop_ros.bench.synthetic_episodes import synthetic_episode
 from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.core.model.config import preset
 from sop_ros.core.model.vla import VLAPolicy
