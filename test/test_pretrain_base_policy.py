@@ -48,9 +48,9 @@ def test_sop_pretrain_publishes_v1_that_loads_and_acts(tiny_demos, tmp_path):
     out = tmp_path / "learner"
     summary = tmp_path / "summary.json"
     argv = [
-        "pretrain", "--demos", str(tiny_demos), "--out", str(out), "--tasks-file", str(tasks_file),
+        "pretrain", "--demos", str(tiny_demos), "--data-dir", str(out), "--tasks-file", str(tasks_file),
         "--max-updates", "4", "--eval-every-updates", "2", "--eval-episodes", "1", "--patience", "5",
-        "--batch-size", "8", "--workers", "1", "--threads", "1", "--json", str(summary),
+        "--batch-size", "8", "--workers", "1", "--torch-threads", "1", "--json", str(summary),
     ]
     assert main(argv) == 0
 
@@ -136,10 +136,15 @@ def test_bad_inputs_are_refused(tmp_path):
             ingest_episode_files(offline, [bad])
         with pytest.raises(PretrainError, match="no episodes"):
             make_bc_trainer(offline, VLAPolicy(preset("tiny"), instruction_encoder=shared_instruction_encoder(), device="cpu"), TrainerConfig())
-    assert main(["pretrain", "--demos", str(tmp_path), "--out", str(tmp_path / "o"), "--eval-every-updates", "0"]) == 2
+    assert main(["pretrain", "--demos", str(tmp_path), "--data-dir", str(tmp_path / "o"), "--eval-every-updates", "0"]) == 2
 
 
 def test_cli_defaults_are_the_core_defaults():
-    from sop_ros.commands.pretrain import DEFAULT_PATIENCE
+    from sop_ros.cli import build_parser
+    from sop_ros.core.training.trainer import TrainerConfig
 
-    assert DEFAULT_PATIENCE == PretrainConfig().patience
+    args = build_parser().parse_args(["pretrain", "--demos", "d", "--data-dir", "o"])
+    stop, trainer = PretrainConfig(), TrainerConfig()
+    assert (args.max_minutes * 60.0, args.eval_every_updates, args.patience, args.min_improvement, args.max_updates) == (
+        stop.max_seconds, stop.eval_every_updates, stop.patience, stop.min_improvement, stop.max_updates)
+    assert (args.batch_size, args.lr, args.seed) == (trainer.batch_size, trainer.learning_rate, trainer.seed)

@@ -20,7 +20,6 @@ import dataclasses
 import functools
 import logging
 import multiprocessing
-import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -28,27 +27,41 @@ from typing import Optional
 import numpy as np
 
 from sop_ros.commands.errors import CliError
+from sop_ros.commands.options import add_task_arguments, add_workers_argument
+from sop_ros.resources import node_defaults
 
 log = logging.getLogger(__name__)
 
 DEMO_POLICY_VERSION = 0
+DEMO_ROBOT_ID = "sim-demo"  # the robot id demo episodes are recorded under
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("collect", help="record scripted-expert demos in simulation (offline buffer)", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    camera = node_defaults("sim_robot")
+    parser = subparsers.add_parser("collect", help="record scripted-expert demos in simulation (offline buffer)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="offline-buffer directory (created if missing)")
-    parser.add_argument("--tasks", help="comma-separated task ids (default: all in the task file)")
-    parser.add_argument("--tasks-file", type=Path, help="task file (default: config/tasks.yaml)")
+    add_task_arguments(parser)
     parser.add_argument("--episodes-per-task", type=int, default=50, help="demos per task (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="first scene seed; episode i uses seed+i (default 0)")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes (default min(2, cpus))")
+    add_workers_argument(parser, "parallel processes")
     parser.add_argument("--action-noise", type=float, default=0.0, help="std of Gaussian noise added to expert actions (default 0)")
     parser.add_argument("--keep-failures", action="store_true", help="also write demos where the expert failed")
-    parser.add_argument("--robot-id", default="sim-demo", help="robot id recorded in the episodes (default sim-demo)")
-    parser.add_argument("--chunk-size", type=int, default=4, help="K of the (empty) proposed-chunk field; match the model (default 4)")
-    parser.add_argument("--width", type=int, default=64, help="camera image width (default 64)")
-    parser.add_argument("--height", type=int, default=64, help="camera image height (default 64)")
+    parser.add_argument("--robot-id", default=DEMO_ROBOT_ID,
+                        help="robot id recorded in the episodes (default %(default)s)")
+    parser.add_argument("--chunk-size", type=int, default=recorded_chunk_size(),
+                        help="K of the (empty) proposed-chunk field; as the robots record (config/robot.yaml "
+                             "episode_recorder.chunk_size = %(default)s)")
+    parser.add_argument("--width", type=int, default=camera["camera_width"],
+                        help="camera image width (default: as the sim robots, %(default)s)")
+    parser.add_argument("--height", type=int, default=camera["camera_height"],
+                        help="camera image height (default: as the sim robots, %(default)s)")
     parser.set_defaults(func=run)
+
+
+def recorded_chunk_size() -> int:
+    """K of the proposed chunks the robots record (config/robot.yaml): demos have the same shape."""
+    return int(node_defaults("episode_recorder")["chunk_size"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +184,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--seed must be >= 0")
     specs = select_tasks(args.tasks, args.tasks_file)
     try:
-        camera = SimCameraConfig(width=args.width, height=args.height)
+        # The sim robots' field of view (config/robot.yaml): demos see the scene as the fleet does.
+        fovy_deg = node_defaults("sim_robot")["camera_fovy_deg"]
+        camera = SimCameraConfig(width=args.width, height=args.height, fovy_deg=fovy_deg)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     env_factory = functools.partial(make_backend, specs, camera)

@@ -19,10 +19,10 @@ from rich.live import Live
 from rich.table import Table
 
 from sop_ros.commands.errors import CliError
-from sop_ros.core.storage.checkpoint_store import MANIFEST_FILE, CheckpointManifest
-from sop_ros.core.storage.episode_store import read_index
 from sop_ros.core.evaluation.fleet_metrics import window_stats
+from sop_ros.core.storage.checkpoint_store import MANIFEST_FILE, CheckpointManifest
 from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR, OFFLINE_DIR, TENSORBOARD_DIR
+from sop_ros.core.storage.episode_store import read_index
 from sop_ros.fleet.description import FleetConfigError, default_fleet_path, load_fleet
 from sop_ros.fleet.launcher import FleetLauncher
 from sop_ros.fleet.specs import node_specs
@@ -32,12 +32,18 @@ RECENT_EPISODES = 10  # per robot, for the live success / intervention rates
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="run the local fleet demo: learner + simulated robots post-training online", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fleet", default=str(default_fleet_path()), help="fleet description (default: the embedded config/fleet.yaml)")
-    parser.add_argument("--duration-min", type=float, default=30.0, help="stop after this many minutes (default 30; Ctrl-C stops earlier)")
-    parser.add_argument("--demos-per-task", type=int, help="demos to collect for the base policy when none is cached (default: sop pretrain's)")
-    parser.add_argument("--pretrain-minutes", type=float, default=15.0, help="time budget for training the base policy on first use (default 15)")
+    parser = subparsers.add_parser("demo", help="run the local fleet demo: learner + simulated robots training online",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fleet", default=str(default_fleet_path()),
+                        help="fleet description (default: the embedded config/fleet.yaml)")
+    parser.add_argument("--duration-min", type=float, default=30.0,
+                        help="stop after this many minutes (default 30; Ctrl-C stops earlier)")
+    # Passed on to `sop pretrain` only when given: its defaults stay the only ones.
+    parser.add_argument("--demos-per-task", type=int,
+                        help="demos to collect for the base policy when none is cached (default: sop pretrain's)")
+    parser.add_argument("--pretrain-minutes", type=float,
+                        help="time budget for training the base policy on first use (default: sop pretrain's "
+                             "--max-minutes)")
     parser.set_defaults(func=run)
 
 
@@ -57,14 +63,16 @@ def ensure_base_policy(data_dir: Path, args: argparse.Namespace, console: Consol
         return
     from sop_ros.commands import pretrain
 
-    console.print(f"[bold]No base policy cached in {data_dir}.[/bold] Collecting scripted-expert demos and training one by "
-                  f"behaviour cloning first (once; up to {args.pretrain_minutes:g} min).")
-    argv = ["pretrain", "--demos", str(data_dir.parent / "demos"), "--out", str(data_dir), "--max-minutes", str(args.pretrain_minutes)]
+    argv = ["pretrain", "--demos", str(data_dir.parent / "demos"), "--data-dir", str(data_dir)]
+    if args.pretrain_minutes is not None:
+        argv += ["--max-minutes", str(args.pretrain_minutes)]
     if args.demos_per_task:
-        argv += ["--collect-episodes-per-task", str(args.demos_per_task)]
+        argv += ["--demos-per-task", str(args.demos_per_task)]
     parser = argparse.ArgumentParser(prog="sop")
     pretrain.add_parser(parser.add_subparsers())
     pre = parser.parse_args(argv)
+    console.print(f"[bold]No base policy cached in {data_dir}.[/bold] Collecting scripted-expert demos and training one "
+                  f"by behaviour cloning first (once; up to {pre.max_minutes:g} min).")
     code = pre.func(pre)
     if code or not latest_manifests(data_dir / CHECKPOINTS_DIR):
         raise CliError(f"training the base policy failed (exit code {code}); see the messages above")

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import re
 from pathlib import Path
 from typing import Optional
 
 from sop_ros.commands.errors import CliError
-
+from sop_ros.commands.options import add_actions_per_query_argument, add_task_arguments, add_workers_argument
 from sop_ros.core.evaluation.harness import DEFAULT_EVAL_SEED
-from sop_ros.resources import robot_execute_horizon
 
 BASELINES = ("expert", "random")
 
@@ -29,13 +27,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="evaluate a checkpoint in simulation: per-task success with 95%% CI",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="checkpoint version dir, policy .safetensors file, or 'expert' / 'random'")
-    parser.add_argument("--tasks", help="comma-separated task ids (default: all in the task file)")
-    parser.add_argument("--tasks-file", type=Path, help="task file (default: config/tasks.yaml)")
+    add_task_arguments(parser)
     parser.add_argument("--episodes-per-task", type=int, default=20, help="episodes per task (default 20)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help=f"first scene seed (default {DEFAULT_EVAL_SEED})")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes (default min(2, cpus))")
-    parser.add_argument("--actions-per-query", type=int, default=robot_execute_horizon(),
-                        help="execute this many actions of each chunk before re-querying (default: as the robots, config/robot.yaml policy.execute_horizon = %(default)s)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help="first scene seed (default %(default)s)")
+    add_workers_argument(parser, "parallel processes")
+    add_actions_per_query_argument(parser)
     parser.add_argument("--device", help="torch device for the policy (default: the model's default)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     parser.set_defaults(func=run)

@@ -19,6 +19,7 @@ rerunning the same command with the same --out resumes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import logging
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 
 from sop_ros.commands.errors import CliError
+from sop_ros.commands.options import add_workers_argument
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,9 @@ SETTINGS_FILE = "experiment.json"
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from sop_ros.experiment.plan import METHODS
+    from sop_ros.experiment.runner import ExperimentConfig
 
+    defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}  # the experiment's knobs' one home
     parser = subparsers.add_parser("experiment", help="run the paper's comparisons on a simulated fleet (CSV, plots, summary.json)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="results folder (default runs/experiment-<date>)")
@@ -54,16 +58,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threshold", type=float, default=0.9, help="success threshold for time-to-threshold (default 0.9)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)} (default all)")
     parser.add_argument("--eval-episodes", type=int, default=20, help="final evaluation episodes per task (default 20)")
-    parser.add_argument("--curve-points", type=int, default=5, help="evaluated wall-clock points per run after t=0 (default 5)")
+    parser.add_argument("--curve-points", type=int, default=defaults["curve_points"],
+                        help="evaluated wall-clock points per run after t=0 (default %(default)s)")
     parser.add_argument("--curve-eval-episodes", type=int, help="episodes per task at the intermediate points (default --eval-episodes)")
     parser.add_argument("--tasks", help="comma-separated task ids (default: all of config/tasks.yaml)")
-    parser.add_argument("--base", type=Path, help=f"learner data dir with the base v1 and offline demos (default {DEFAULT_BASE_DIR}, created by `sop pretrain` on first use)")
-    parser.add_argument("--publish-every-updates", type=int, default=25, help="learner publishes a checkpoint every N updates (default 25)")
-    parser.add_argument("--learner-threads", type=int, default=1, help="torch threads of the online learner (default 1)")
-    parser.add_argument("--offline-threads", type=int, default=1, help="torch threads of the offline baselines' training (default 1, as the online learner: on a busy machine more threads can be many times slower)")
-    parser.add_argument("--offline-updates", type=int, help="updates of the offline baselines (default: as many as the SOP HG-DAgger run of the same seed)")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="evaluation processes (default min(2, cpus))")
-    parser.add_argument("--keep-checkpoints", action="store_true", help="keep every checkpoint a run published (default: only the evaluated ones; an hour-long run publishes gigabytes)")
+    parser.add_argument("--base", type=Path,
+                        help=f"learner data dir with the base v1 and offline demos (default {DEFAULT_BASE_DIR}, "
+                             "created by `sop pretrain` on first use)")
+    parser.add_argument("--publish-every-updates", type=int, default=defaults["publish_every_updates"],
+                        help="learner publishes a checkpoint every N updates (default %(default)s)")
+    parser.add_argument("--learner-threads", type=int, default=defaults["learner_threads"],
+                        help="torch threads of the online learner (default %(default)s)")
+    parser.add_argument("--offline-threads", type=int, default=defaults["offline_threads"],
+                        help="torch threads of the offline baselines' training (default %(default)s, as the online "
+                             "learner: on a busy machine more threads can be many times slower)")
+    parser.add_argument("--offline-updates", type=int,
+                        help="updates of the offline baselines (default: as many as the SOP HG-DAgger run of the same "
+                             "seed)")
+    add_workers_argument(parser, "evaluation processes")
+    # Not --keep-checkpoints: `sop learner --keep-checkpoints N` is a count.
+    parser.add_argument("--keep-all-checkpoints", action="store_true",
+                        help="keep every checkpoint a run published (default: only the evaluated ones; an hour-long "
+                             "run publishes gigabytes)")
     parser.add_argument("--dry-run", action="store_true", help="print the planned runs and exit")
     parser.set_defaults(func=run)
 
@@ -88,15 +104,17 @@ def ensure_base(base: Path | None, console) -> Path:
 
     if base is not None:
         if not checkpoint_versions(base / "checkpoints") or not (base / "offline").is_dir():
-            raise CliError(f"--base {base}: expected a learner data dir with checkpoints/ (the base v1) and offline/ (from `sop pretrain --out`)")
+            raise CliError(f"--base {base}: expected a learner data dir with checkpoints/ (the base v1) and offline/ "
+                           "(from `sop pretrain --data-dir`)")
         return base
     if checkpoint_versions(DEFAULT_BASE_DIR / "checkpoints"):
         return DEFAULT_BASE_DIR
-    console.print(f"[bold]No cached base policy in {DEFAULT_BASE_DIR}: training it once with `sop pretrain` (default settings, up to ~15 min + demo collection)[/bold]")
+    console.print(f"[bold]No cached base policy in {DEFAULT_BASE_DIR}: training it once with `sop pretrain` "
+                  "(default settings: its --max-minutes budget plus demo collection)[/bold]")
     tmp = DEFAULT_BASE_DIR.with_name(DEFAULT_BASE_DIR.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     demos = DEFAULT_BASE_DIR.with_name(DEFAULT_BASE_DIR.name + "_demos")
-    cmd = [sys.executable, "-m", "sop_ros.cli", "pretrain", "--demos", str(demos), "--out", str(tmp)]
+    cmd = [sys.executable, "-m", "sop_ros.cli", "pretrain", "--demos", str(demos), "--data-dir", str(tmp)]
     if subprocess.run(cmd).returncode != 0:
         raise CliError(f"`{shlex.join(cmd)}` failed; the base policy is needed (or pass --base)")
     os.rename(tmp, DEFAULT_BASE_DIR)
@@ -180,74 +198,116 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_planned(args: argparse.Namespace, runs, methods, specs, console) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from sop_ros.bench.report import machine_info
-    from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator
-    from sop_ros.experiment.fleet_run import FleetRunError
     from sop_ros.experiment.results import load_run_result, save_run_result
-    from sop_ros.experiment.runner import ExperimentConfig, RunError, RunHooks, execute_run
 
     out = args.out or Path("runs") / f"experiment-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     base = ensure_base(args.base, console)
     _check_resume(out, _settings(args, list(specs), base))
-    config = ExperimentConfig(
-        out_dir=out, base_dir=base, tasks=specs, duration_s=args.duration_min * 60.0, robot_hz=args.robot_hz,
-        eval_episodes=args.eval_episodes, curve_eval_episodes=args.curve_eval_episodes or args.eval_episodes,
-        curve_points=args.curve_points, publish_every_updates=args.publish_every_updates, learner_threads=args.learner_threads,
-        offline_threads=args.offline_threads, offline_updates=args.offline_updates, keep_checkpoints=args.keep_checkpoints,
-    )
-    evaluator = CheckpointEvaluator(specs, out / "eval_cache.json", workers=args.workers)
-    extra = {"command": shlex.join(["sop", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("sop", "cli.py") else shlex.join(sys.argv),
-             "machine": machine_info(), "date": datetime.datetime.now().isoformat(timespec="seconds"), "eval_episodes": args.eval_episodes,
-             "curve_points": args.curve_points, "tasks": list(specs), "base": str(base.resolve()), "methods_run": methods}
+    config = _experiment_config(args, out, base, specs)
+    evaluator = _evaluator(args, out, specs)
+    extra = _run_info(args, specs, base, methods)
     started = time.monotonic()
     finished: dict = {}
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                        TimeElapsedColumn(), console=console)
-    with progress:
-        overall = progress.add_task("runs", total=len(runs), status="")
-        bar = {"id": progress.add_task("", total=None, status="")}
-
-        def phase(text: str, total=None) -> None:
-            # A fresh bar per phase: rich cannot make a bar indeterminate again once it had a total.
-            progress.remove_task(bar["id"])
-            bar["id"] = progress.add_task(text, total=total, status="")
-
+    progress = _ExperimentProgress(console, len(runs), config.duration_s)
+    with progress.bar:
         for run_spec in runs:
             run_dir = config.run_dir(run_spec)
             previous = load_run_result(run_dir)
             if previous is not None:
-                progress.console.print(f"{run_spec.name}: finished earlier (final success {previous.final_success:.2f}); reusing")
+                progress.bar.console.print(f"{run_spec.name}: finished earlier (final success "
+                                           f"{previous.final_success:.2f}); reusing")
                 finished[run_spec.name] = previous
-                progress.advance(overall)
+                progress.run_done()
                 continue
-
-            def fleet_tick(elapsed: float, counts) -> None:
-                recent = "-" if counts.recent_success_rate is None else f"{counts.recent_success_rate:.2f}"
-                share = "-" if counts.recent_intervention_share is None else f"{counts.recent_intervention_share:.2f}"
-                progress.update(bar["id"], total=round(config.duration_s), completed=round(elapsed),
-                                status=f"{counts.episodes} episodes | recent success {recent} | operator share {share} | policy v{counts.latest_version}")
-
-            hooks = RunHooks(
-                phase=lambda text, total=None, name=run_spec.name: phase(f"{name}: {text}", total),
-                fleet_tick=fleet_tick,
-                eval_episode=lambda: progress.advance(bar["id"]),
-                offline_update=lambda done, total: progress.update(bar["id"], total=total, completed=done) if done % 10 == 0 or done == total else None,
-            )
-            try:
-                result = execute_run(run_spec, config, evaluator, finished, hooks)
-            except (RunError, FleetRunError) as exc:
-                raise CliError(str(exc)) from None
+            result = _execute(run_spec, config, evaluator, finished, progress.hooks(run_spec.name))
             save_run_result(run_dir, result)
             finished[run_spec.name] = result
-            progress.console.print(f"{run_spec.name}: final success {result.final_success:.2f} (v{result.final_version})"
-                                   + (f", {result.throughput['episodes_per_hour']:.0f} episodes/h" if result.throughput else ""))
-            progress.advance(overall)
+            rate = f", {result.throughput['episodes_per_hour']:.0f} episodes/h" if result.throughput else ""
+            progress.bar.console.print(f"{run_spec.name}: final success {result.final_success:.2f} "
+                                       f"(v{result.final_version}){rate}")
+            progress.run_done()
             extra["wall_clock_s"] = time.monotonic() - started
             write_outputs(out, list(finished.values()), args, extra)
     data = write_outputs(out, list(finished.values()), args, extra)
     console.print((out / "results.md").read_text(), markup=False, highlight=False)
     console.print(f"results in {out}: summary.json, results.md, *.csv, {', '.join(data['plots'])}")
     return 0
+
+
+def _experiment_config(args: argparse.Namespace, out: Path, base: Path, specs):
+    from sop_ros.experiment.runner import ExperimentConfig
+
+    return ExperimentConfig(
+        out_dir=out, base_dir=base, tasks=specs, duration_s=args.duration_min * 60.0, robot_hz=args.robot_hz,
+        eval_episodes=args.eval_episodes, curve_eval_episodes=args.curve_eval_episodes or args.eval_episodes,
+        curve_points=args.curve_points, publish_every_updates=args.publish_every_updates,
+        learner_threads=args.learner_threads, offline_threads=args.offline_threads,
+        offline_updates=args.offline_updates, keep_checkpoints=args.keep_all_checkpoints,
+    )
+
+
+def _evaluator(args: argparse.Namespace, out: Path, specs):
+    from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator
+
+    return CheckpointEvaluator(specs, out / "eval_cache.json", workers=args.workers)
+
+
+def _run_info(args: argparse.Namespace, specs, base: Path, methods) -> dict:
+    """What summary.json records about how the experiment was run."""
+    from sop_ros.bench.report import machine_info
+
+    invoked_as_sop = Path(sys.argv[0]).name in ("sop", "cli.py")
+    return {"command": shlex.join(["sop", *sys.argv[1:]]) if invoked_as_sop else shlex.join(sys.argv),
+            "machine": machine_info(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "eval_episodes": args.eval_episodes, "curve_points": args.curve_points, "tasks": list(specs),
+            "base": str(base.resolve()), "methods_run": methods}
+
+
+def _execute(run_spec, config, evaluator, finished: dict, hooks):
+    from sop_ros.experiment.fleet_run import FleetRunError
+    from sop_ros.experiment.runner import RunError, execute_run
+
+    try:
+        return execute_run(run_spec, config, evaluator, finished, hooks)
+    except (RunError, FleetRunError) as exc:
+        raise CliError(str(exc)) from None
+
+
+class _ExperimentProgress:
+    """One bar over the runs and one for the current run's phase (fleet time, evaluation episodes, offline updates)."""
+
+    def __init__(self, console, runs: int, fleet_duration_s: float):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console)
+        self._overall = self.bar.add_task("runs", total=runs, status="")
+        self._phase = self.bar.add_task("", total=None, status="")
+        self._fleet_duration_s = fleet_duration_s
+
+    def run_done(self) -> None:
+        self.bar.advance(self._overall)
+
+    def phase(self, text: str, total=None) -> None:
+        # A fresh bar per phase: rich cannot make a bar indeterminate again once it had a total.
+        self.bar.remove_task(self._phase)
+        self._phase = self.bar.add_task(text, total=total, status="")
+
+    def fleet_tick(self, elapsed: float, counts) -> None:
+        recent = "-" if counts.recent_success_rate is None else f"{counts.recent_success_rate:.2f}"
+        share = "-" if counts.recent_intervention_share is None else f"{counts.recent_intervention_share:.2f}"
+        self.bar.update(self._phase, total=round(self._fleet_duration_s), completed=round(elapsed),
+                        status=f"{counts.episodes} episodes | recent success {recent} | operator share {share} "
+                               f"| policy v{counts.latest_version}")
+
+    def offline_update(self, done: int, total: int) -> None:
+        if done % 10 == 0 or done == total:
+            self.bar.update(self._phase, total=total, completed=done)
+
+    def hooks(self, run_name: str):
+        from sop_ros.experiment.runner import RunHooks
+
+        return RunHooks(phase=lambda text, total=None: self.phase(f"{run_name}: {text}", total),
+                        fleet_tick=self.fleet_tick, eval_episode=lambda: self.bar.advance(self._phase),
+                        offline_update=self.offline_update)

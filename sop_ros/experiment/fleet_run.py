@@ -31,6 +31,7 @@ import psutil
 import yaml
 
 from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR, OFFLINE_DIR
+from sop_ros.core.training.trainer import TrainerConfig
 from sop_ros.fleet.description import FleetDescription, parse_fleet
 from sop_ros.fleet.launcher import FleetLauncher
 from sop_ros.fleet.specs import NodeSpec, ProcessSpec, node_specs
@@ -62,7 +63,7 @@ class FleetRunConfig:
     learner_trains: bool  # False: the learner only serves (robots keep the base policy)
     duration_s: float
     seed: int = 0
-    publish_every_updates: int = 25
+    publish_every_updates: int = TrainerConfig().publish_every_updates
     learner_threads: int = 1
 
     def __post_init__(self) -> None:

@@ -14,16 +14,18 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from sop_ros.core.storage.checkpoint_store import CheckpointManifest, CheckpointStore
-from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR
+from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.core.training.learner_training import LearnerTrainingConfig, build_learner_trainer
 from sop_ros.core.training.trainer import TrainerConfig
 
 log = logging.getLogger(__name__)
+_TRAINER_DEFAULTS = TrainerConfig()
 
 
-def train_offline(data_dir: Path, updates: int, algorithm: str = "hg_dagger", threads: int = 1, seed: int = 0,
-                  batch_size: int = 32, learning_rate: float = 3e-4,
+def train_offline(data_dir: Path, updates: int, algorithm: str = "hg_dagger", threads: int = 1,
+                  seed: int = _TRAINER_DEFAULTS.seed, batch_size: int = _TRAINER_DEFAULTS.batch_size,
+                  learning_rate: float = _TRAINER_DEFAULTS.learning_rate,
                   on_update: Optional[Callable[[int], None]] = None) -> CheckpointManifest:
     """Train `updates` updates from the latest checkpoint of data_dir and publish the result (the latest
     checkpoint itself when updates is 0). Returns the published manifest."""

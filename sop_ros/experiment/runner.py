@@ -13,18 +13,26 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
-from sop_ros.core.storage.checkpoint_store import CheckpointManifest, CheckpointStore
-from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.core.evaluation.fleet_metrics import throughput, totals, window_stats
 from sop_ros.core.robot.tasks import TaskSpec
+from sop_ros.core.storage.checkpoint_store import CheckpointManifest, CheckpointStore
 from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR
+from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator, checkpoints_at
-from sop_ros.experiment.fleet_run import FleetRunConfig, LiveCounts, checkpoint_versions, prepare_run_dir, prune_run_dir, run_fleet
+from sop_ros.experiment.fleet_run import (
+    FleetRunConfig,
+    LiveCounts,
+    checkpoint_versions,
+    prepare_run_dir,
+    prune_run_dir,
+    run_fleet,
+)
 from sop_ros.experiment.offline_training import train_offline
 from sop_ros.experiment.plan import RunSpec
 from sop_ros.experiment.results import CurvePoint, RunResult
 
 log = logging.getLogger(__name__)
+_FLEET_RUN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(FleetRunConfig)}
 
 
 class RunError(RuntimeError):
@@ -42,9 +50,9 @@ class ExperimentConfig:
     curve_eval_episodes: int  # evaluation of the intermediate time points, per task
     curve_points: int = 5  # evaluated time points after t=0
     online_window_s: Optional[float] = None  # fleet metrics window (default duration / 6)
-    publish_every_updates: int = 25
-    learner_threads: int = 1
-    offline_threads: int = 1
+    publish_every_updates: int = _FLEET_RUN_DEFAULTS["publish_every_updates"]  # TrainerConfig's
+    learner_threads: int = _FLEET_RUN_DEFAULTS["learner_threads"]
+    offline_threads: int = _FLEET_RUN_DEFAULTS["learner_threads"]  # as the online learner: a fair comparison
     offline_updates: Optional[int] = None  # fixed budget for the offline baselines (default: the budget run's updates)
     keep_checkpoints: bool = False  # False: after its evaluation a run keeps only the checkpoints it evaluated
 
