@@ -23,4 +23,5 @@ def bench_episode_io(num_steps: int = 300, image_hw: int = 64, repeats: int = 3)
             read_episode(path)
             read_ms.append((time.perf_counter() - t0) * 1e3)
         size = path.stat().st_size
-    return {"write_ms": min(write_ms), "read_ms": min(read_ms), "file_bytes": float(size), "num_steps": float(num_steps)}
+    return {"write_ms": min(write_ms), "read_ms": min(read_ms), "file_bytes": float(size),
+            "num_steps": float(num_steps)}

@@ -107,7 +107,7 @@ def encode_multiarray(values: np.ndarray, labels: tuple[str, ...]) -> bytes:
     out = _CdrOut()
     out.u32(len(labels))
     stride = int(values.size)
-    for label, size in zip(labels, values.shape):
+    for label, size in zip(labels, values.shape, strict=False):
         out.string(label)
         out.put(struct.pack("<II", size, stride), 4)
         stride //= max(int(size), 1)

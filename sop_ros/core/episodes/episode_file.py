@@ -181,7 +181,7 @@ class _Shapes:
     chunk_len: int
 
     @classmethod
-    def parse(cls, meta: dict[str, str]) -> "_Shapes":
+    def parse(cls, meta: dict[str, str]) -> _Shapes:
         num_steps = _shape_int(_json_field(meta, "num_steps"), "num_steps", 1)
         shapes = _json_field(meta, "shapes")
         if not isinstance(shapes, dict) or not isinstance(shapes.get("image_hw"), list) or len(shapes["image_hw"]) != 2:

@@ -182,7 +182,7 @@ class _CheckpointFiles:
         tensors: Mapping[str, Any],
         train_state: Mapping[str, Any] | None,
         train_state_meta: Mapping[str, Any] | None,
-    ) -> "_CheckpointFiles":
+    ) -> _CheckpointFiles:
         from safetensors.torch import save
 
         weights = save(_tensor_dict_for_save(tensors, "checkpoint weights"))
@@ -291,7 +291,7 @@ class CheckpointStore:
                  version, fleet, algorithm, training_step, len(files.weights))
         return manifest
 
-    def _write_version_dir(self, version: int, files: "_CheckpointFiles", manifest: CheckpointManifest) -> None:
+    def _write_version_dir(self, version: int, files: _CheckpointFiles, manifest: CheckpointManifest) -> None:
         """Write and fsync every file under a temp name, then rename: a version directory appears only complete."""
         final = self.version_dir(version)
         tmp = temp_path_for(final)
