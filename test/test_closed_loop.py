@@ -25,7 +25,8 @@ import pytest
 
 from conftest import LaunchedGroup, free_port, ros_env, start_peer
 from sop_ros.core.storage.checkpoint_store import CheckpointStore
-from sop_ros.core.storage.episode_store import EpisodeStore, read_index
+from sop_ros.core.storage.episode_index import read_index
+from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.core.storage.spool import Spool
 from sop_ros.fleet.description import parse_fleet
 from sop_ros.fleet.specs import NodeSpec, ProcessSpec, node_specs

@@ -17,7 +17,7 @@ import pytest
 
 from sop_ros.bench.synthetic_episodes import synthetic_episode
 from sop_ros.core.episodes.episode_file import file_sha256, write_episode
-from sop_ros.core.storage import episode_store as episode_store_module
+from sop_ros.core.storage import training_cache as training_cache_module
 from sop_ros.core.storage.episode_store import EpisodeRejectedError, EpisodeStore, OffsetMismatchError, RejectionCode
 
 pytestmark = pytest.mark.timeout(90)
@@ -252,11 +252,11 @@ def test_cache_writes_are_atomic_temp_dirs(tmp_path, monkeypatch):
             raise OSError("disk full")
         return real_save(f, arr, **kw)
 
-    monkeypatch.setattr(episode_store_module.np, "save", failing_save)
+    monkeypatch.setattr(training_cache_module.np, "save", failing_save)
     with pytest.raises(OSError, match="disk full"):
         store.arrays(ep.episode_id)
     assert list((tmp_path / "store" / "cache").iterdir()) == []
-    monkeypatch.setattr(episode_store_module.np, "save", real_save)
+    monkeypatch.setattr(training_cache_module.np, "save", real_save)
     np.testing.assert_array_equal(store.arrays(ep.episode_id)["states"], ep.states)
 
 
@@ -312,7 +312,7 @@ def test_abandoned_uploads_can_be_listed_and_discarded(tmp_path):
 
 
 def test_read_index_sees_what_the_owner_committed_without_touching_its_files(tmp_path):
-    from sop_ros.core.storage.episode_store import read_index
+    from sop_ros.core.storage.episode_index import read_index
 
     assert read_index(tmp_path / "none") == []
     store = EpisodeStore(tmp_path / "store")

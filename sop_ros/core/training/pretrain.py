@@ -26,7 +26,8 @@ from sop_ros.core.algorithms.registry import make_algorithm
 from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, OFFLINE_DIR
 from sop_ros.core.storage.checkpoint_store import CheckpointManifest, CheckpointStore
 from sop_ros.core.episodes.episode_file import EPISODE_SUFFIX, EpisodeFileError, read_episode_metadata
-from sop_ros.core.storage.episode_store import EpisodeStore, StoredEpisode
+from sop_ros.core.storage.episode_index import StoredEpisode
+from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.core.evaluation.harness import EvalReport
 from sop_ros.core.episodes.hashing import file_sha256
 from sop_ros.core.model.vla import VLAPolicy
