@@ -1,8 +1,10 @@
-"""ContinuousTrainer: polling, publishing every N updates, resume, TensorBoard, RECAP end to end."""
+"""ContinuousTrainer: notified and polled episodes, publishing every N updates, resume, TensorBoard,
+RECAP end to end."""
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import threading
 from typing import Optional
 
 import numpy as np
@@ -12,8 +14,8 @@ import torch
 from sop_ros.core.algorithms import DataSource, make_algorithm
 from sop_ros.core.episodes.episode import Actor, EpisodeBuilder, LabelSource
 from sop_ros.core.model import VLAPolicy, preset, shared_instruction_encoder
-from sop_ros.core.training.sampler import SamplerConfig, TaskAwareSampler
 from sop_ros.core.training import ContinuousTrainer, EpisodeRecord, TrainerConfig
+from sop_ros.core.training.sampler import SamplerConfig, TaskAwareSampler
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -142,6 +144,69 @@ def test_new_online_episodes_enter_the_buffer_on_the_next_poll(store):
     assert trainer.buffered_episodes == 3
     assert trainer.sampler.buffer_sizes()[("push", DataSource.ONLINE)] == 6  # the human steps only
     assert 0.2 <= trainer.sampler.online_share("push") <= 0.8
+
+
+class ReadRecordingEpisodes(MemoryEpisodes):
+    """MemoryEpisodes that signals every read of the online source."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = threading.Semaphore(0)
+
+    def new_episodes(self, after_seq: int):
+        records = super().new_episodes(after_seq)
+        self.reads.release()
+        return records
+
+
+class SignallingCheckpoints(MemoryCheckpoints):
+    def __init__(self, published: threading.Event) -> None:
+        super().__init__()
+        self._published = published
+
+    def publish(self, tensors, **kwargs):
+        manifest = super().publish(tensors, **kwargs)
+        self._published.set()
+        return manifest
+
+
+def test_a_notified_episode_is_trained_on_without_waiting_for_the_poll():
+    """Poll interval huge: only notify_new_episodes() can bring the committed episode to the sampler."""
+    source = ReadRecordingEpisodes()
+    published = threading.Event()
+    trainer, announced = make_trainer(source, SignallingCheckpoints(published), publish_every_updates=1,
+                                      poll_interval_s=1e6)
+    stop = threading.Event()
+    thread = threading.Thread(target=trainer.run, kwargs={"should_stop": stop.is_set}, daemon=True)
+    thread.start()
+    try:
+        assert source.reads.acquire(timeout=60), "the trainer never read its source at start"
+        source.add(make_episode("push", 12, [Actor.POLICY, Actor.HUMAN], False, seed=7))
+        trainer.notify_new_episodes()
+        assert published.wait(timeout=60), "the committed episode never reached the sampler"
+    finally:
+        stop.set()
+        trainer.notify_new_episodes()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert trainer.sampler.buffer_sizes()[("push", DataSource.ONLINE)] == 6
+    assert trainer.source_reads >= 2 and announced[0].training_step == 1
+
+
+@pytest.mark.parametrize("algorithm, config", [
+    ("bc", {"chunk_size": 4}), ("hg_dagger", {"chunk_size": 4}),
+    ("recap", {"chunk_size": 4, "value_bins": 11, "max_episode_steps": 20, "n_step": 3}),
+])
+def test_only_offline_only_algorithms_find_nothing_to_learn_in_a_fleet_episode(algorithm, config):
+    """OFFLINE_ONLY_ALGORITHMS (the learner's "nothing to train on" check) matches what the algorithms do."""
+    from sop_ros.core.algorithms.base import EpisodeMeta
+    from sop_ros.core.training.learner_training import OFFLINE_ONLY_ALGORITHMS
+
+    ep = make_episode("push", 12, [Actor.POLICY, Actor.HUMAN], True, seed=3)
+    arrays = {name: value for name, value in vars(ep).items() if isinstance(value, np.ndarray)}
+    meta = EpisodeMeta(ep.episode_id, ep.task_id, ep.instruction, ep.success, ep.num_steps, DataSource.ONLINE)
+    trainable = make_algorithm(algorithm, config).targets(arrays, meta).trainable_steps.size
+    assert (trainable == 0) == (algorithm in OFFLINE_ONLY_ALGORITHMS)
 
 
 def test_training_reduces_the_action_loss(store):

@@ -11,13 +11,13 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO, free_port, wait_for
-from sop_ros.core.storage.checkpoint_store import CheckpointStore
+
 from sop_ros.bench.synthetic_episodes import synthetic_episode
-from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.core.model.config import preset
 from sop_ros.core.model.vla import VLAPolicy
+from sop_ros.core.storage.checkpoint_store import CheckpointStore
+from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.core.storage.spool import Spool
 from sop_ros.link.channel import LinkClient, LinkClientConfig
 from sop_ros.link.uploader import EpisodeUploader
@@ -113,5 +113,61 @@ def test_learner_keeps_only_the_newest_checkpoints_and_the_base(tmp_path):
 def test_learner_refuses_a_negative_checkpoint_count(tmp_path):
     result = subprocess.run([sys.executable, "-m", "sop_ros.cli", "learner", "--data-dir", str(tmp_path), "--insecure", "--keep-checkpoints", "-1"],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "--keep-checkpoints: must be >= 0" in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 2 and "keep_checkpoints: must be >= 0" in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "checkpoints").exists()
+
+
+def in_process_settings(data_dir, **training):
+    from sop_ros.learner import LearnerSettings
+    from sop_ros.link.server import LearnerServerConfig
+
+    server = LearnerServerConfig(address="127.0.0.1:0", insecure=True, expected_robots=1, shutdown_grace_s=1.0)
+    return LearnerSettings(data_dir=data_dir, server=server, batch_size=4, torch_threads=1, **training)
+
+
+def test_a_committed_upload_wakes_the_trainer_without_waiting_for_the_poll(tmp_path):
+    """The episode index is re-read only every 1e6 s: the upload's commit alone must bring the episode
+    to the trainer, which then trains on it and announces a checkpoint to a watching robot."""
+    from sop_ros.learner import LearnerProcess
+    from sop_ros.link.protos import policy_pb2
+
+    torch.set_num_threads(1)
+    settings = in_process_settings(tmp_path / "learner", publish_every_updates=1, episode_poll_s=1e6)
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 30)
+    spool.write(episode(0, "robot1", (5, 12)))
+    with LearnerProcess(settings) as process:
+        wait_for(lambda: process.trainer.source_reads >= 1, 60, "the trainer's first read of the episode index")
+        with LinkClient.connect(LinkClientConfig(address=f"127.0.0.1:{process.port}", insecure=True)) as link:
+            watch = link.policy.WatchCheckpoints(policy_pb2.WatchCheckpointsRequest(robot_id="robot1"), timeout=120)
+            assert EpisodeUploader(link, spool, "robot1").drain(timeout_s=60) == 1
+            announcement = next(watch)  # blocks until the trainer publishes (no checkpoint existed before)
+            watch.cancel()
+        assert process.trainer.buffered_episodes == 1
+    assert announcement.checkpoint.version == 1 and not process.training_failed
+
+
+@pytest.mark.parametrize("offline", ["missing", "not a store", "empty store"])
+def test_bc_without_offline_episodes_refuses_to_start_and_says_why(tmp_path, offline):
+    from sop_ros.learner import LearnerProcess, NothingToTrainError
+
+    data = tmp_path / "learner"
+    if offline == "not a store":
+        (data / "offline").mkdir(parents=True)
+    elif offline == "empty store":
+        EpisodeStore(data / "offline").close()
+    process = LearnerProcess(in_process_settings(data, algorithm="bc"))
+    with pytest.raises(NothingToTrainError, match="bc trains only on offline data") as raised:
+        process.start()
+    assert str(data / "offline") in str(raised.value)
+    # refused before touching the data dir
+    assert not (data / "episodes").exists() and not (data / "checkpoints").exists()
+
+
+def test_sop_learner_bc_without_demonstrations_exits_with_one_clear_error(tmp_path):
+    command = [sys.executable, "-m", "sop_ros.commands.learner", "--data-dir", str(tmp_path), "--insecure",
+               "--algorithm", "bc"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.count("nothing to train on") == 1, result.stderr[-2000:]
+    assert f"{tmp_path / 'offline'} holds no episode store; bc trains only on offline data" in result.stderr
+    assert "--no-train" in result.stderr  # what to do instead

@@ -127,9 +127,9 @@ def test_mutual_tls(tmp_path, creds):
 
 
 def test_tls_learner_requires_explicit_insecure_for_plaintext(tmp_path):
-    from sop_ros.link.server import LearnerConfig
+    from sop_ros.link.server import LearnerServerConfig
 
     with pytest.raises(ValueError, match="insecure=True"):
-        LearnerConfig(address="127.0.0.1:0")
+        LearnerServerConfig(address="127.0.0.1:0")
     with pytest.raises(ValueError, match="insecure=True"):
         LinkClientConfig(address="127.0.0.1:1")

@@ -12,7 +12,7 @@ from sop_ros.core.storage.checkpoint_store import CheckpointStore
 from sop_ros.core.episodes.episode import Actor, Episode, EpisodeBuilder, LabelSource
 from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.link.channel import LinkClient, LinkClientConfig, RetryPolicy
-from sop_ros.link.server import LearnerConfig, LearnerService, create_server
+from sop_ros.link.server import LearnerServerConfig, LearnerService, create_server
 
 FAST_RETRY = RetryPolicy(initial_s=0.02, max_s=0.3)
 
@@ -29,7 +29,7 @@ def make_episode(robot_id: str, steps: int = 20, hw: int = 16, seed: int = 0, ta
 class Learner:
     """A real learner (stores on disk, gRPC server on an ephemeral loopback port)."""
 
-    def __init__(self, data_dir: Path, config: LearnerConfig):
+    def __init__(self, data_dir: Path, config: LearnerServerConfig):
         self.episode_store = EpisodeStore(data_dir / "episodes", max_episode_bytes=config.max_episode_bytes)
         self.checkpoint_store = CheckpointStore(data_dir / "checkpoints")
         self.service = LearnerService(config, self.episode_store, self.checkpoint_store)
@@ -46,7 +46,7 @@ class Learner:
 def running_learner(data_dir: Path, **config) -> Iterator[Learner]:
     config.setdefault("address", "127.0.0.1:0")
     config.setdefault("insecure", True)
-    learner = Learner(Path(data_dir), LearnerConfig(**config))
+    learner = Learner(Path(data_dir), LearnerServerConfig(**config))
     try:
         yield learner
     finally:

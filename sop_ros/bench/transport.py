@@ -94,10 +94,10 @@ def _serve(kind: str, path: str, robots: int, ready, stop) -> None:
         stop.wait()
         server.stop(0).wait()
         return
-    from sop_ros.link.server import LearnerConfig, LearnerService, create_server, open_stores
+    from sop_ros.link.server import LearnerServerConfig, LearnerService, create_server, open_stores
 
     stores = open_stores(Path(path))
-    service = LearnerService(LearnerConfig(address="127.0.0.1:0", insecure=True, expected_robots=robots), *stores)
+    service = LearnerService(LearnerServerConfig(address="127.0.0.1:0", insecure=True, expected_robots=robots), *stores)
     server, port = create_server(service)
     server.start()
     ready.send(port)

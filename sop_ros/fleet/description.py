@@ -15,7 +15,8 @@ from typing import Annotated, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
-from sop_ros.resources import config_dir
+from sop_ros.link.options import DEFAULT_LEARNER_ADDRESS
+from sop_ros.resources import config_dir, robot_spool_max_bytes
 
 _ROBOT_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # also a valid ROS name token
 _NAMESPACE = re.compile(r"^(/[A-Za-z][A-Za-z0-9_]*)+$")
@@ -48,8 +49,8 @@ class LearnerTls(_Strict):
     client_ca: Optional[PathStr] = Field(None, description="CA for robot certificates; set to require mutual TLS")
 
 
-class LearnerConfig(_Strict):
-    address: str = Field("127.0.0.1:50051", description="host:port the learner serves on and robots connect to")
+class FleetLearnerConfig(_Strict):
+    address: str = Field(DEFAULT_LEARNER_ADDRESS, description="host:port the learner serves on and robots connect to")
     run_locally: bool = Field(True, description="start the learner together with the fleet")
     data_dir: Optional[PathStr] = Field(None, description="episode and checkpoint stores (default: <state_dir>/learner)")
     algorithm: Literal["bc", "hg_dagger", "recap"] = "hg_dagger"
@@ -66,7 +67,7 @@ class LearnerConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _secure_or_explicitly_insecure(self) -> "LearnerConfig":
+    def _secure_or_explicitly_insecure(self) -> "FleetLearnerConfig":
         if not self.insecure and (self.tls is None or self.tokens_file is None):
             raise ValueError("set tls and tokens_file, or insecure: true for a plaintext local fleet")
         return self
@@ -81,7 +82,7 @@ class RobotConfig(_Strict):
     respawn: bool = Field(False, description="restart a node of this robot when it dies")
     respawn_delay_s: float = Field(2.0, ge=0)
     spool_dir: Optional[PathStr] = Field(None, description="on-robot episode spool (default: <state_dir>/<id>/spool)")
-    spool_max_bytes: int = Field(20 * 2**30, gt=0)
+    spool_max_bytes: int = Field(default_factory=robot_spool_max_bytes, gt=0)  # config/robot.yaml's
     checkpoint_cache_dir: Optional[PathStr] = Field(None, description="verified checkpoints from the learner (default: <state_dir>/<id>/checkpoints)")
     credentials: RobotCredentials = RobotCredentials()
 
@@ -107,7 +108,7 @@ class RobotConfig(_Strict):
 class FleetDescription(_Strict):
     fleet: str = Field("default", description="fleet name; the learner keeps a latest checkpoint per fleet")
     state_dir: Optional[PathStr] = Field(None, description="where robots and the learner keep data (default ~/.sop/<fleet>)")
-    learner: LearnerConfig = LearnerConfig(insecure=True)
+    learner: FleetLearnerConfig = FleetLearnerConfig(insecure=True)
     robots: list[RobotConfig] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
+DEFAULT_LEARNER_ADDRESS = "127.0.0.1:50051"  # loopback unless told otherwise; robots connect here by default
 PROTOCOL_VERSION = 1  # sop.v1 wire revision; bump on incompatible message changes
 CHUNK_BYTES = 1 << 20  # largest payload in one EpisodeChunk / CheckpointChunk
 MAX_MESSAGE_BYTES = CHUNK_BYTES + (64 << 10)  # chunk + protobuf envelope headroom

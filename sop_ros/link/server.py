@@ -1,11 +1,12 @@
 """The learner's gRPC server: Ingest, Policy and Fleet services plus health and reflection.
 
-    service = LearnerService(config, EpisodeStore(...), CheckpointStore(...))
+    service = LearnerService(config, *open_stores(data_dir, config.max_episode_bytes))
     server, port = create_server(service)      # bound, not started: tests bind 127.0.0.1:0
     server.start(); ...; service.stop(server)   # drains in-flight calls for config.shutdown_grace_s
 
 The trainer living in the same process hooks in with `service.on_episode_committed.append(fn)`
-and announces a new checkpoint with `service.publish_checkpoint(manifest)`.
+and announces a new checkpoint with `service.publish_checkpoint(manifest)`; sop_ros.learner
+composes the whole learner process from these parts.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sop_ros.core.storage.checkpoint_store import CheckpointStore
+from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR
 from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.link import options
 from sop_ros.link.auth import Authenticator
@@ -33,10 +35,10 @@ _LOGGER = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class LearnerConfig:
+class LearnerServerConfig:
     """How the learner listens and whom it trusts. Secure by default: TLS plus tokens or client certs."""
 
-    address: str = "127.0.0.1:50051"  # loopback unless told otherwise
+    address: str = options.DEFAULT_LEARNER_ADDRESS
     tls_cert: Optional[Path] = None
     tls_key: Optional[Path] = None
     client_ca: Optional[Path] = None  # set: mutual TLS, every client needs a certificate from this CA
@@ -50,16 +52,18 @@ class LearnerConfig:
 
     def __post_init__(self) -> None:
         if self.insecure and (self.tls_cert or self.tls_key or self.client_ca):
-            raise ValueError("LearnerConfig: insecure=True contradicts tls_cert/tls_key/client_ca; choose one")
+            raise ValueError("LearnerServerConfig: insecure=True contradicts tls_cert/tls_key/client_ca; choose one")
         if not self.insecure:
             if not (self.tls_cert and self.tls_key):
-                raise ValueError("LearnerConfig: tls_cert and tls_key are required (or insecure=True for plaintext)")
+                raise ValueError("LearnerServerConfig: tls_cert and tls_key are required "
+                                 "(or insecure=True for plaintext)")
             if not (self.tokens_file or self.client_ca):
-                raise ValueError("LearnerConfig: a TLS learner needs tokens_file or client_ca to authenticate robots")
+                raise ValueError("LearnerServerConfig: a TLS learner needs tokens_file or client_ca "
+                                 "to authenticate robots")
         if self.expected_robots < 1:
-            raise ValueError(f"LearnerConfig.expected_robots must be >= 1, got {self.expected_robots}")
+            raise ValueError(f"LearnerServerConfig.expected_robots must be >= 1, got {self.expected_robots}")
         if self.max_episode_bytes < 1:
-            raise ValueError(f"LearnerConfig.max_episode_bytes must be >= 1, got {self.max_episode_bytes}")
+            raise ValueError(f"LearnerServerConfig.max_episode_bytes must be >= 1, got {self.max_episode_bytes}")
 
     def server_credentials(self) -> Optional[grpc.ServerCredentials]:
         if self.insecure:
@@ -72,7 +76,7 @@ class LearnerConfig:
 class LearnerService:
     """The three sop.v1 servicers over one pair of stores, plus the hooks the trainer uses."""
 
-    def __init__(self, config: LearnerConfig, episode_store: EpisodeStore, checkpoint_store: CheckpointStore):
+    def __init__(self, config: LearnerServerConfig, episode_store: EpisodeStore, checkpoint_store: CheckpointStore):
         self.config = config
         self.episode_store = episode_store
         self.checkpoint_store = checkpoint_store
@@ -134,15 +138,6 @@ def create_server(service: LearnerService) -> tuple[grpc.Server, int]:
 
 def open_stores(data_dir: Path, max_episode_bytes: int = options.MAX_EPISODE_BYTES) -> tuple[EpisodeStore, CheckpointStore]:
     data_dir = Path(data_dir)
-    return EpisodeStore(data_dir / "episodes", max_episode_bytes=max_episode_bytes), CheckpointStore(data_dir / "checkpoints")
+    return (EpisodeStore(data_dir / EPISODES_DIR, max_episode_bytes=max_episode_bytes),
+            CheckpointStore(data_dir / CHECKPOINTS_DIR))
 
-
-def serve(config: LearnerConfig, data_dir: Path, stop_event: threading.Event) -> None:
-    """Run the learner until stop_event is set, then drain gracefully."""
-    service = LearnerService(config, *open_stores(data_dir, config.max_episode_bytes))
-    server, port = create_server(service)
-    server.start()
-    _LOGGER.info("learner serving on %s (port %d), data in %s, %d worker threads", config.address, port, data_dir, options.worker_threads(config.expected_robots))
-    stop_event.wait()
-    _LOGGER.info("stopping: draining in-flight calls for up to %.1f s", config.shutdown_grace_s)
-    service.stop(server)

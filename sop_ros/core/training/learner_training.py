@@ -11,23 +11,28 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Optional
 
 import torch
 
 from sop_ros.core.algorithms.registry import make_algorithm
-from sop_ros.core.storage.checkpoint_store import CheckpointStore
-from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.core.model.config import preset
 from sop_ros.core.model.vla import CONFIG_TENSOR_KEY, VLAPolicy, config_from_tensor
+from sop_ros.core.storage.checkpoint_store import CheckpointStore
+from sop_ros.core.storage.data_layout import OFFLINE_DIR
+from sop_ros.core.storage.episode_store import EpisodeStore, read_index
 from sop_ros.core.training.sampler import SamplerConfig, TaskAwareSampler
 from sop_ros.core.training.store_adapters import MultiStoreArrays, StoreEpisodeSource, offline_records
 from sop_ros.core.training.trainer import ContinuousTrainer, TrainerConfig
 
 _LOG = logging.getLogger(__name__)
 
-from sop_ros.core.storage.data_layout import OFFLINE_DIR
+# Algorithms whose targets trust offline steps only (BehaviourCloning.trusted_steps): no fleet
+# episode ever adds a sample, so without offline episodes they have nothing to train on.
+OFFLINE_ONLY_ALGORITHMS = frozenset({"bc"})
+_INDEX_FILE = "index.sqlite3"  # an EpisodeStore's index: its presence makes a directory a store
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +43,22 @@ class LearnerTrainingConfig:
     trainer: TrainerConfig = TrainerConfig()
     sampler: SamplerConfig = SamplerConfig()
     seed: int = 0
+
+
+def nothing_to_train(algorithm: str, data_dir: Path) -> Optional[str]:
+    """Why `algorithm` over `data_dir` can never draw a sample, or None when it can (now or once robots upload).
+
+    Reads the offline index read-only, so asking creates nothing in data_dir.
+    """
+    if algorithm not in OFFLINE_ONLY_ALGORITHMS:
+        return None
+    offline_path = Path(data_dir) / OFFLINE_DIR
+    if not (offline_path / _INDEX_FILE).is_file():
+        return f"nothing to train on: {offline_path} holds no episode store; {algorithm} trains only on offline data"
+    if not any(row.num_steps > 0 for row in read_index(offline_path)):
+        return (f"nothing to train on: the episode store {offline_path} is empty; "
+                f"{algorithm} trains only on offline data")
+    return None
 
 
 def _model_config_for(algorithm_name: str, base_config, model_preset: str):

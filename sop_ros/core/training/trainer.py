@@ -1,7 +1,8 @@
 """ContinuousTrainer: the learner loop of SOP (pull episodes, sample, update, publish).
 
-It never waits for the fleet and the fleet never waits for it: new episodes are polled every
-`poll_interval_s` and indexed into the online buffer; updates run back to back; a checkpoint is
+It never waits for the fleet and the fleet never waits for it: whoever commits episodes calls
+`notify_new_episodes()` and the trainer indexes them into the online buffer before its next update
+(a poll every `poll_interval_s` is only the safety net); updates run back to back; a checkpoint is
 published every `publish_every_updates` updates or `publish_every_s` seconds, whichever comes
 first, and `on_checkpoint(manifest)` announces it. Restart resumes from the latest checkpoint:
 weights, optimizer, sampler EMAs and RNG, algorithm state and the update counter; the buffer
@@ -15,8 +16,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import threading
 import time
-from typing import Any, Callable, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -27,12 +30,20 @@ from sop_ros.core.algorithms.base import PER_SAMPLE_LOSS, Algorithm, Batch, Data
 from sop_ros.core.episodes.episode import Actor
 from sop_ros.core.model.config import ConfigError
 from sop_ros.core.model.vla import CONFIG_TENSOR_KEY, VLAPolicy, config_from_tensor
-from sop_ros.core.training.sampler import TaskAwareSampler
 from sop_ros.core.training.batching import BatchAssembler
-from sop_ros.core.training.protocols import CheckpointSink, EpisodeArrays, EpisodeRecord, EpisodeSource, manifest_version
+from sop_ros.core.training.protocols import (
+    CheckpointSink,
+    EpisodeArrays,
+    EpisodeRecord,
+    EpisodeSource,
+    manifest_version,
+)
+from sop_ros.core.training.sampler import TaskAwareSampler
 from sop_ros.core.training.train_state import optimizer_from_tensors, optimizer_to_tensors
 
 _LOG = logging.getLogger(__name__)
+_IDLE_CHECK_S = 0.5  # longest idle wait between checks of should_stop() and the run's limits
+_MIN_IDLE_WAIT_S = 0.01  # never spin: poll_interval_s may be 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +54,7 @@ class TrainerConfig:
     grad_clip_norm: float = 1.0
     publish_every_updates: int = 25  # the paper publishes every 25 learner steps
     publish_every_s: float = 60.0
-    poll_interval_s: float = 1.0
+    poll_interval_s: float = 1.0  # safety net: the episode source is read at least this often
     log_every_updates: int = 10
     outcome_window: int = 20  # incoming episodes per task for success / intervention rates
     seed: int = 0
@@ -97,6 +108,8 @@ class ContinuousTrainer:
         self._instructions: dict[str, str] = {}
         self._last_seq = -1
         self._last_poll: Optional[float] = None
+        self._episodes_pending = threading.Event()  # set by notify_new_episodes(), from any thread
+        self.source_reads = 0  # how often the episode source was read (each notification or safety-net poll)
         self._outcomes: dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=config.outcome_window))
         self._staleness: collections.deque = collections.deque(maxlen=100)
         self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
@@ -137,9 +150,19 @@ class ContinuousTrainer:
                 self._staleness.append(self.version - int(np.max(arrays["policy_versions"])))
         return self.sampler.add_episode(record.episode_id, record.task_id, record.source, targets.trainable_steps)
 
+    def notify_new_episodes(self) -> None:
+        """New episodes may be in the source: index them before the next update and end an idle wait.
+
+        Thread-safe and cheap (the ingest path calls it after every commit); the loop's own
+        thread reads the source, so the caller never waits for the trainer.
+        """
+        self._episodes_pending.set()
+
     def poll(self) -> int:
         """Index episodes ingested since the last poll; returns how many were new."""
+        self._episodes_pending.clear()  # before reading: a commit during the read sets it again
         records = list(self._episodes.new_episodes(self._last_seq))
+        self.source_reads += 1
         added = 0
         for record in records:
             self._last_seq = max(self._last_seq, record.seq)
@@ -184,14 +207,29 @@ class ContinuousTrainer:
                 break
             if max_seconds is not None and self._clock() - start_t >= max_seconds:
                 break
-            if self._last_poll is None or self._clock() - self._last_poll >= self.config.poll_interval_s:
+            if self._episodes_pending.is_set() or self._poll_due():
                 self.poll()
             if not self.sampler.tasks():
-                time.sleep(min(self.config.poll_interval_s, 0.5) or 0.01)
+                deadline = None if max_seconds is None else start_t + max_seconds
+                self._idle_wait(deadline)
                 continue
             self.step()
             self.maybe_publish()
         return self.updates - start_updates
+
+    def _poll_due(self) -> bool:
+        return self._last_poll is None or self._clock() - self._last_poll >= self.config.poll_interval_s
+
+    def _idle_wait(self, deadline: Optional[float]) -> None:
+        """Nothing to sample yet: wait for notify_new_episodes(), the safety-net poll or the deadline.
+
+        Capped at _IDLE_CHECK_S so that a should_stop() nobody signals is still seen soon.
+        """
+        now = self._clock()
+        timeout = min(self._last_poll + self.config.poll_interval_s - now, _IDLE_CHECK_S)
+        if deadline is not None:
+            timeout = min(timeout, deadline - now)
+        self._episodes_pending.wait(max(timeout, _MIN_IDLE_WAIT_S))
 
     # ---- checkpoints --------------------------------------------------------------------
     def publish(self) -> Optional[Any]:
