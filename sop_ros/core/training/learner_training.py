@@ -23,6 +23,7 @@ from sop_ros.core.model.vla import CONFIG_TENSOR_KEY, VLAPolicy, config_from_ten
 from sop_ros.core.storage.checkpoint_store import CheckpointStore
 from sop_ros.core.storage.data_layout import OFFLINE_DIR
 from sop_ros.core.storage.episode_store import EpisodeStore, read_index
+from sop_ros.core.storage.episode_store_layout import INDEX_FILE
 from sop_ros.core.training.sampler import SamplerConfig, TaskAwareSampler
 from sop_ros.core.training.store_adapters import MultiStoreArrays, StoreEpisodeSource, offline_records
 from sop_ros.core.training.trainer import ContinuousTrainer, TrainerConfig
@@ -32,7 +33,6 @@ _LOG = logging.getLogger(__name__)
 # Algorithms whose targets trust offline steps only (BehaviourCloning.trusted_steps): no fleet
 # episode ever adds a sample, so without offline episodes they have nothing to train on.
 OFFLINE_ONLY_ALGORITHMS = frozenset({"bc"})
-_INDEX_FILE = "index.sqlite3"  # an EpisodeStore's index: its presence makes a directory a store
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +53,7 @@ def nothing_to_train(algorithm: str, data_dir: Path) -> Optional[str]:
     if algorithm not in OFFLINE_ONLY_ALGORITHMS:
         return None
     offline_path = Path(data_dir) / OFFLINE_DIR
-    if not (offline_path / _INDEX_FILE).is_file():
+    if not (offline_path / INDEX_FILE).is_file():  # no index: not an episode store
         return f"nothing to train on: {offline_path} holds no episode store; {algorithm} trains only on offline data"
     if not any(row.num_steps > 0 for row in read_index(offline_path)):
         return (f"nothing to train on: the episode store {offline_path} is empty; "
