@@ -80,16 +80,20 @@ class CheckpointManifest:
             raise ValueError(f"checkpoint manifest format {d.get('format')!r}, expected {MANIFEST_FORMAT!r}")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - fields
-        missing = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING} - set(d)
+        required = {f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        missing = required - set(d)
         if unknown or missing:
             raise ValueError(f"checkpoint manifest: unknown fields {sorted(unknown)}, missing fields {sorted(missing)}")
         for name in ("version", "training_step", "created_ns", "size_bytes"):
             if not isinstance(d[name], int) or isinstance(d[name], bool) or d[name] < 0:
                 raise ValueError(f"checkpoint manifest field '{name}' must be a non-negative integer, got {d[name]!r}")
         if d["parent_version"] is not None and not isinstance(d["parent_version"], int):
-            raise ValueError(f"checkpoint manifest field 'parent_version' must be an integer or null, got {d['parent_version']!r}")
+            raise ValueError("checkpoint manifest field 'parent_version' must be an integer or null, "
+                             f"got {d['parent_version']!r}")
         if not isinstance(d["content_hash"], str) or not re.fullmatch(r"[0-9a-f]{64}", d["content_hash"]):
-            raise ValueError(f"checkpoint manifest field 'content_hash' must be a sha256 hex string, got {d['content_hash']!r}")
+            raise ValueError("checkpoint manifest field 'content_hash' must be a sha256 hex string, "
+                             f"got {d['content_hash']!r}")
         if not isinstance(d["metrics"], dict):
             raise ValueError("checkpoint manifest field 'metrics' must be an object")
         return cls(**d)
@@ -111,7 +115,8 @@ def _tensor_dict_for_save(tensors: Mapping[str, Any], what: str) -> dict[str, "t
         elif isinstance(value, torch.Tensor):
             t = value.detach().cpu().contiguous()
         else:
-            raise TypeError(f"{what}: tensor {name!r} is a {type(value).__name__}, expected torch.Tensor or numpy.ndarray")
+            raise TypeError(f"{what}: tensor {name!r} is a {type(value).__name__}, "
+                            "expected torch.Tensor or numpy.ndarray")
         ptr = t.untyped_storage().data_ptr()
         if ptr in seen_storage and t.numel() > 0:
             t = t.clone()
@@ -238,7 +243,8 @@ class CheckpointStore:
             except ValueError as e:
                 raise CheckpointIntegrityError(f"{path}: {e}") from None
             if manifest.version != version:
-                raise CheckpointIntegrityError(f"{path}: manifest says version {manifest.version}, directory is v{version:06d}")
+                raise CheckpointIntegrityError(
+                    f"{path}: manifest says version {manifest.version}, directory is v{version:06d}")
             self._manifests[version] = manifest
         return manifest
 
@@ -341,7 +347,8 @@ class CheckpointStore:
                 self._manifests.pop(version, None)
                 removed.append(version)
         if removed:
-            log.info("checkpoint store %s: pruned %d old versions (v%d..v%d)", self.root, len(removed), removed[0], removed[-1])
+            log.info("checkpoint store %s: pruned %d old versions (v%d..v%d)",
+                     self.root, len(removed), removed[0], removed[-1])
         return removed
 
     def _require(self, version: int) -> CheckpointManifest:
