@@ -171,3 +171,35 @@ def test_sop_learner_bc_without_demonstrations_exits_with_one_clear_error(tmp_pa
     assert result.stderr.count("nothing to train on") == 1, result.stderr[-2000:]
     assert f"{tmp_path / 'offline'} holds no episode store; bc trains only on offline data" in result.stderr
     assert "--no-train" in result.stderr  # what to do instead
+
+
+def test_sop_learner_flags_become_settings_with_the_dataclass_defaults(tmp_path, capsys):
+    import argparse
+
+    from sop_ros.commands import learner as learner_command
+    from sop_ros.commands.errors import CliError
+    from sop_ros.learner import LearnerSettings
+    from sop_ros.link.server import LearnerServerConfig
+
+    parser = argparse.ArgumentParser()
+    learner_command.add_arguments(parser)
+
+    def settings(*flags):
+        return learner_command.settings_from_args(parser.parse_args(["--data-dir", str(tmp_path), *flags]))
+
+    assert settings("--insecure") == LearnerSettings(data_dir=tmp_path, server=LearnerServerConfig(insecure=True))
+    tuned = settings("--insecure", "--lr", "1e-3", "--batch-size", "8", "--address", "127.0.0.1:6000", "--no-train")
+    assert (tuned.learning_rate, tuned.batch_size, tuned.train) == (1e-3, 8, False)
+    assert tuned.server.address == "127.0.0.1:6000"
+    with pytest.raises(SystemExit):  # one spelling: --lr, as `sop pretrain`
+        parser.parse_args(["--data-dir", str(tmp_path), "--learning-rate", "1e-3"])
+    assert "unrecognized arguments: --learning-rate" in capsys.readouterr().err
+
+    config = tmp_path / "learner.yaml"
+    config.write_text("insecure: true\nexpected_robots: 3\nshutdown_grace_s: 4\ncompatibility: {tasks: [push-v3]}\n")
+    from_yaml = settings("--config", str(config), "--robots", "5")  # flags on top of the file
+    assert (from_yaml.server.expected_robots, from_yaml.server.shutdown_grace_s) == (5, 4)
+    assert from_yaml.server.compatibility.tasks == frozenset({"push-v3"})
+    config.write_text("insecure: true\nlearning_rate: 0.1\n")
+    with pytest.raises(CliError, match="unknown LearnerServerConfig keys \\['learning_rate'\\]"):
+        settings("--config", str(config))

@@ -23,8 +23,7 @@ import yaml
 from sop_ros.commands.errors import CliError
 from sop_ros.core.algorithms.registry import ALGORITHMS
 from sop_ros.learner.process import LearnerProcess, NothingToTrainError
-from sop_ros.learner.settings import LearnerSettings, default, server_config
-from sop_ros.link.options import DEFAULT_LEARNER_ADDRESS
+from sop_ros.learner.settings import LearnerSettings, default, server_config, server_default
 
 _LOGGER = logging.getLogger(__name__)
 # Flags that override the --config YAML's server keys (argparse dest = LearnerServerConfig field).
@@ -43,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path,
                         help="YAML with LearnerServerConfig fields (address, tls_cert, tokens_file, "
                              "expected_robots, ...)")
-    parser.add_argument("--address", help=f"host:port to listen on (default {DEFAULT_LEARNER_ADDRESS})")
+    parser.add_argument("--address", help=f"host:port to listen on (default {server_default('address')})")
     parser.add_argument("--credentials", type=Path, metavar="DIR",
                         help="directory from `sop certs init` (learner.crt/key, tokens.json, ca.crt)")
     parser.add_argument("--mtls", action="store_true",
@@ -54,8 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens-file", type=Path, help="hashed bearer tokens (tokens.json)")
     parser.add_argument("--insecure", action="store_true",
                         help="plaintext gRPC (no TLS); without --tokens-file also no authentication")
-    parser.add_argument("--robots", type=int, dest="expected_robots", help="robots expected (sizes the thread pool)")
-    parser.add_argument("--grace", type=float, dest="shutdown_grace_s", help="seconds to drain in-flight calls on shutdown")
+    parser.add_argument("--robots", type=int, dest="expected_robots",
+                        help=f"robots expected (sizes the thread pool; default {server_default('expected_robots')})")
+    parser.add_argument("--grace", type=float, dest="shutdown_grace_s",
+                        help="seconds to drain in-flight calls on shutdown "
+                             f"(default {server_default('shutdown_grace_s')})")
     train = parser.add_argument_group("training")
     train.add_argument("--algorithm", default=default("algorithm"), choices=sorted(ALGORITHMS),
                        help="post-training algorithm (default %(default)s)")
@@ -65,9 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--publish-every-s", type=float, default=default("publish_every_s"),
                        help="... or every T seconds, whichever comes first (default %(default)s)")
     train.add_argument("--keep-checkpoints", type=int, default=default("keep_checkpoints"), metavar="N",
-                       help="after each publish delete all but the newest N checkpoints (the base policy and each fleet's "
-                            "latest stay); 0 keeps every one (default %(default)s; a checkpoint every few seconds is "
-                            "gigabytes an hour)")
+                       help="after each publish delete all but the newest N checkpoints (the base policy and each "
+                            "fleet's latest stay); 0 keeps every one (default %(default)s; a checkpoint every few "
+                            "seconds is gigabytes an hour)")
     train.add_argument("--batch-size", type=int, default=default("batch_size"), help="(default %(default)s)")
     train.add_argument("--lr", dest="learning_rate", type=float, default=default("learning_rate"),
                        help="learning rate (default %(default)s)")
@@ -137,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m sop_ros.commands.learner ...` (same as `sop learner`, without the other commands)."""
-    parser = argparse.ArgumentParser(prog="sop learner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="sop learner", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -51,6 +51,7 @@ class LearnerProcess:
         self._trainer_thread: Optional[threading.Thread] = None
         self._stop_requested = threading.Event()
         self._training_failed = threading.Event()
+        self._stopped = False
 
     @property
     def training_failed(self) -> bool:
@@ -93,6 +94,9 @@ class LearnerProcess:
     def stop(self) -> None:
         """Stop training, then refuse new calls and drain in-flight ones for the server's grace period."""
         self.request_stop()
+        if self._stopped:
+            return
+        self._stopped = True
         if self._trainer_thread is not None:
             self._trainer_thread.join(timeout=_TRAINER_JOIN_S)
             if self._trainer_thread.is_alive():

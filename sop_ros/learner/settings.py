@@ -62,6 +62,11 @@ def default(name: str) -> Any:
     return field.default
 
 
+def server_default(name: str) -> Any:
+    """The default of a LearnerServerConfig field (for help texts: the server flags default to the --config YAML)."""
+    return {f.name: f.default for f in dataclasses.fields(LearnerServerConfig)}[name]
+
+
 def server_config(values: Mapping[str, Any]) -> LearnerServerConfig:
     """A LearnerServerConfig from plain values (a --config YAML mapping plus flags); ValueError names the problem."""
     known = {f.name for f in dataclasses.fields(LearnerServerConfig)}
