@@ -1,4 +1,4 @@
-"""Where the package's data files (config/*.yaml) are, in a checkout and when installed.
+"""Where the package's data files (config/*.yaml, urdf/) are, in a checkout and when installed.
 
 A checkout or editable install has them in <repo>/config; a CMake/colcon install (ament)
 puts them in <prefix>/share/sop_ros/config, next to <prefix>/lib/pythonX.Y/site-packages/sop_ros.
@@ -25,6 +25,11 @@ def config_dir() -> Path:
     raise FileNotFoundError(f"sop_ros config directory not found; looked in {', '.join(map(str, candidates))}")
 
 
+def default_urdf_path() -> Path:
+    """urdf/sop_sim_arm.urdf, the simulated arm; installed next to config/ (share/sop_ros/urdf)."""
+    return config_dir().parent / "urdf" / "sop_sim_arm.urdf"
+
+
 def default_tasks_path() -> Path:
     """config/tasks.yaml: the package's task file (the single source of task defaults)."""
     return config_dir() / "tasks.yaml"
@@ -45,6 +50,14 @@ def node_defaults(section: str, file_name: str = "robot.yaml") -> dict[str, Any]
     if section not in data:
         raise KeyError(f"{config_dir() / file_name}: no section '{section}'")
     return dict(data[section])
+
+
+def robot_spool_max_bytes() -> int:
+    """Spool size above which a robot's writes warn (config/robot.yaml episode_recorder.spool_max_bytes).
+
+    The fleet description's per-robot default, so that a fleet and a node started alone agree.
+    """
+    return int(node_defaults("episode_recorder")["spool_max_bytes"])
 
 
 def robot_execute_horizon() -> int:

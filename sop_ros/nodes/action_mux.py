@@ -18,14 +18,14 @@ from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from sop_ros.backends.ros2_control_arm import Ros2ControlArm
+from sop_ros.core.episodes.episode import Actor
 from sop_ros.core.robot.action_mux import ActionMux, Execution, HumanInput, MuxConfig
 from sop_ros.core.robot.arm_command import ArmCommandCodec
-from sop_ros.core.episodes.episode import Actor
 from sop_ros.core.robot.backend import SIM_ARM_JOINT_NAMES
 from sop_ros.msg import ActionChunk, EpisodeStatus, ExecutedStep, HumanCommand, InterventionState
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import stamp_ns, time_msg
-from sop_ros.nodes._defaults import Params
+from sop_ros.nodes._defaults import PERIOD_S, POSITION_SCALE_M, RATE_HZ, Params
 from sop_ros.nodes._runtime import run_nodes
 
 
@@ -33,9 +33,9 @@ class ActionMuxNode(Node):
     def __init__(self, **kwargs):
         super().__init__("action_mux", **kwargs)
         p = Params(self, "action_mux")
-        rate = p("control_rate_hz", "control rate in Hz")
-        timeout = p("human_timeout_s", "human control lapses this long after its last command")
-        scale = p("position_scale", "metres of end-effector motion per unit action")
+        rate = p("control_rate_hz", "control rate in Hz", value_range=RATE_HZ)
+        timeout = p("human_timeout_s", "human control lapses this long after its last command", value_range=PERIOD_S)
+        scale = p("position_scale", "metres of end-effector motion per unit action", value_range=POSITION_SCALE_M)
         trajectory_topic = p("trajectory_topic", "joint_trajectory_controller command topic")
         self.mux = ActionMux(MuxConfig(human_timeout_s=timeout))
         self.arm = Ros2ControlArm(ArmCommandCodec(SIM_ARM_JOINT_NAMES, scale, 1.0 / rate))

@@ -29,12 +29,19 @@ from rclpy.node import Node
 from sop_ros import __version__
 from sop_ros.core.episodes.episode_file import EpisodeFileError, read_episode_metadata
 from sop_ros.core.storage.spool import Spool
-from sop_ros.link.client import (CheckpointFollower, DownloadedCheckpoint, EpisodeUploader, FleetMember, LinkClient,
-                                 LinkClientConfig, RobotDescription)
+from sop_ros.link.client import (
+    CheckpointFollower,
+    DownloadedCheckpoint,
+    EpisodeUploader,
+    FleetMember,
+    LinkClient,
+    LinkClientConfig,
+    RobotDescription,
+)
 from sop_ros.link.protos import fleet_pb2
 from sop_ros.msg import EpisodeStatus, PolicyUpdate
 from sop_ros.nodes import _qos
-from sop_ros.nodes._defaults import Params
+from sop_ros.nodes._defaults import AT_LEAST_ONE, PERIOD_S, RATE_HZ, Params
 from sop_ros.nodes._runtime import is_shutdown_error, run_nodes
 
 _KNOWN_EPISODES = 1000  # SPOOLED statuses remembered for the ACKED re-publication
@@ -95,18 +102,22 @@ class BridgeNode(Node):
             server_name_override=p("server_name_override", "TLS server name to expect (empty = from the address)"),
         )
         spool_dir = p("spool_dir", "on-robot episode spool directory (the recorder writes, the bridge uploads)")
-        spool_max_bytes = p("spool_max_bytes", "spool size above which writes warn")
+        spool_max_bytes = p("spool_max_bytes", "spool size above which writes warn", value_range=AT_LEAST_ONE)
         cache_dir = p("cache_dir", "local cache of verified checkpoints")
         fleet = p("fleet", "fleet whose checkpoints to follow ('' = the learner's newest)")
         description = RobotDescription(
             robot_id=self.robot_id, software_version=__version__,
             tasks=tuple(p("tasks", "task ids this robot runs (compatibility handshake)")),
             backend=p("backend", "sim or hardware (compatibility handshake)"),
-            control_rate_hz=float(p("control_rate_hz", "control rate in Hz (compatibility handshake)")),
-            action_dim=int(p("action_dim", "dimension of one action (compatibility handshake)")),
-            state_dim=int(p("state_dim", "dimension of the proprio state (compatibility handshake)")),
+            control_rate_hz=float(p("control_rate_hz", "control rate in Hz (compatibility handshake)",
+                                    value_range=RATE_HZ)),
+            action_dim=int(p("action_dim", "dimension of one action (compatibility handshake)",
+                             value_range=AT_LEAST_ONE)),
+            state_dim=int(p("state_dim", "dimension of the proprio state (compatibility handshake)",
+                            value_range=AT_LEAST_ONE)),
         )
-        status_period_s = p("status_period_s", "seconds between diagnostics of the bridge's state")
+        status_period_s = p("status_period_s", "seconds between diagnostics of the bridge's state",
+                            value_range=PERIOD_S)
 
         self._log_handler = _RosLogHandler(self)
         link_logger = logging.getLogger(_LINK_LOGGER)

@@ -21,7 +21,7 @@ from std_msgs.msg import Header
 from sop_ros.backends.opencv_camera import CameraError, OpenCVCamera, OpenCVCameraConfig, parse_source
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import image_message, time_msg
-from sop_ros.nodes._defaults import Params
+from sop_ros.nodes._defaults import IMAGE_SIDE_PX, RATE_HZ, Params
 from sop_ros.nodes._runtime import run_nodes
 
 _RETRY_S = 1.0
@@ -32,12 +32,12 @@ class CameraDriverNode(Node):
         super().__init__("camera_driver", **kwargs)
         p = Params(self, "camera_driver")
         source = str(p("source", "device index (\"0\"), video file path or stream URL"))
-        self.config = OpenCVCameraConfig(parse_source(source), width=p("width", "published image width in pixels"),
-                                         height=p("height", "published image height in pixels"), loop=p("loop", "video files: start again at the end"))
-        rate = p("rate_hz", "frames published per second")
+        width = p("width", "published image width in pixels", value_range=IMAGE_SIDE_PX)
+        height = p("height", "published image height in pixels", value_range=IMAGE_SIDE_PX)
+        self.config = OpenCVCameraConfig(parse_source(source), width=width, height=height,
+                                         loop=p("loop", "video files: start again at the end"))
+        rate = p("rate_hz", "frames published per second", value_range=RATE_HZ)
         self.frame_id = p("frame_id", "frame_id of the published images")
-        if rate <= 0:
-            raise ValueError(f"parameter 'rate_hz': must be positive, got {rate}")
         self.period_s = 1.0 / rate
         self._is_file = isinstance(self.config.source, str) and Path(self.config.source).is_file()
         try:

@@ -18,13 +18,12 @@ from typing import Optional
 from rclpy.node import Node
 
 from sop_ros.core.robot.tasks import TaskSpec, load_task_specs
-
-from sop_ros.resources import default_tasks_path
 from sop_ros.msg import EpisodeStatus, ExecutedStep
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import time_msg
-from sop_ros.nodes._defaults import Params
+from sop_ros.nodes._defaults import PAUSE_S, Params, assign
 from sop_ros.nodes._runtime import run_nodes
+from sop_ros.resources import default_tasks_path
 from sop_ros.srv import LabelEpisode, SetTask
 
 _FORWARD_RETRY_S = 0.25  # the recorder holds the episode for a label only after its last steps arrived
@@ -38,10 +37,11 @@ class EpisodeManagerNode(Node):
         self.robot_id = p("robot_id", "robot id from the fleet description")
         task_ids = p("tasks", "task ids this robot runs; episodes cycle through them unless set_task chooses")
         tasks_file = p("tasks_file", "task file (empty = the package's config/tasks.yaml)") or str(default_tasks_path())
-        self.max_duration_s = p("max_duration_s", "an episode ends after this long unless the operator ends it first")
-        self.reset_pause_s = p("reset_pause_s", "seconds between an episode's end and the next start (scene reset)")
-        if self.max_duration_s <= 0 or self.reset_pause_s < 0:
-            raise ValueError("parameters 'max_duration_s' must be > 0 and 'reset_pause_s' >= 0")
+        # Read at each tick: a new value applies to the running episode / the next pause.
+        self.max_duration_s = p("max_duration_s", "an episode ends after this long unless the operator ends it first",
+                                value_range=(0.1, 86400.0), on_change=assign(self, "max_duration_s"))
+        self.reset_pause_s = p("reset_pause_s", "seconds between an episode's end and the next start (scene reset)",
+                               value_range=PAUSE_S, on_change=assign(self, "reset_pause_s"))
         specs = load_task_specs(tasks_file)
         unknown = [t for t in task_ids if t not in specs]
         if not task_ids or unknown:

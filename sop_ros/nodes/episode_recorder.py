@@ -18,14 +18,14 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 
-from sop_ros.core.episodes.episode import Actor, Episode, LabelSource
 from sop_ros.core.episodes.assembly import EpisodeAssembler, ExecutedStepRecord, IncompleteEpisode
+from sop_ros.core.episodes.episode import Actor, Episode, LabelSource
 from sop_ros.core.robot.backend import SIM_ARM_JOINT_NAMES
 from sop_ros.core.storage.spool import Spool
 from sop_ros.msg import ActionChunk, EpisodeStatus, ExecutedStep, InterventionState
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import image_array, stamp_ns, time_msg
-from sop_ros.nodes._defaults import Params
+from sop_ros.nodes._defaults import AT_LEAST_ONE, PERIOD_S, Params, assign
 from sop_ros.nodes._runtime import run_nodes
 from sop_ros.srv import LabelEpisode
 
@@ -40,11 +40,13 @@ class EpisodeRecorderNode(Node):
         p = Params(self, "episode_recorder")
         self.robot_id = p("robot_id", "robot id from the fleet description")
         spool_dir = p("spool_dir", "on-robot episode spool directory")
-        max_bytes = p("spool_max_bytes", "spool size above which every write warns")
-        chunk_size = p("chunk_size", "K of the recorded proposed chunks")
-        action_dim = p("action_dim", "dimension of one action")
+        max_bytes = p("spool_max_bytes", "spool size above which every write warns", value_range=AT_LEAST_ONE)
+        chunk_size = p("chunk_size", "K of the recorded proposed chunks", value_range=AT_LEAST_ONE)
+        action_dim = p("action_dim", "dimension of one action", value_range=AT_LEAST_ONE)
         source = p("label_source", "environment (sim success signal) or operator (LabelEpisode service)")
-        self.label_timeout_s = p("label_timeout_s", "spool an episode unlabelled after this long without a label (operator mode)")
+        # Read when an episode starts waiting for its label.
+        self.label_timeout_s = p("label_timeout_s", "spool an episode unlabelled after this long without a label "
+                                 "(operator mode)", value_range=PERIOD_S, on_change=assign(self, "label_timeout_s"))
         self.label_source = LabelSource(source)
         if self.label_source not in (LabelSource.ENVIRONMENT, LabelSource.OPERATOR):
             raise ValueError(f"parameter 'label_source': {source!r} must be 'environment' or 'operator'")

@@ -18,7 +18,7 @@ from sensor_msgs.msg import Joy
 
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import time_msg
-from sop_ros.nodes._defaults import Params
+from sop_ros.nodes._defaults import NON_NEGATIVE, RATE_HZ, Params
 from sop_ros.nodes._runtime import run_nodes
 
 _WAIT_S = 1.0
@@ -41,11 +41,9 @@ class JoystickNode(Node):
     def __init__(self, **kwargs):
         super().__init__("joystick", **kwargs)
         p = Params(self, "joystick", "teleop.yaml")
-        self.device_index = p("device_index", "SDL joystick index to read")
-        rate = p("rate_hz", "Joy messages per second while a device is connected")
+        self.device_index = p("device_index", "SDL joystick index to read", value_range=NON_NEGATIVE)
+        rate = p("rate_hz", "Joy messages per second while a device is connected", value_range=RATE_HZ)
         self.frame_id = p("frame_id", "frame_id of the Joy messages")
-        if rate <= 0:
-            raise ValueError(f"parameter 'rate_hz': must be positive, got {rate}")
         self.period_s = 1.0 / rate
         self.joy_pub = self.create_publisher(Joy, "joy", _qos.SENSOR)
         self.messages_published = 0

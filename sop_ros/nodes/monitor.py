@@ -23,14 +23,15 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import ColorRGBA, String
 from visualization_msgs.msg import Marker, MarkerArray
 
-from sop_ros.core.robot.arm_model import ArmModel, Transform, default_urdf_path
 from sop_ros.core.episodes.episode import Actor
+from sop_ros.core.robot.arm_model import ArmModel, Transform
 from sop_ros.core.robot.monitor_state import MonitorConfig, RobotMonitorState, annotate_image
 from sop_ros.msg import EpisodeStatus, ExecutedStep, InterventionState, PolicyUpdate
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import image_array, image_message, time_msg
-from sop_ros.nodes._defaults import Params
+from sop_ros.nodes._defaults import AT_LEAST_ONE, RATE_HZ, Params, assign
 from sop_ros.nodes._runtime import run_nodes
+from sop_ros.resources import default_urdf_path
 
 # What RViz subscribes with by default (reliable, volatile); keep only the newest.
 DISPLAY = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -63,10 +64,11 @@ class MonitorNode(Node):
         super().__init__("monitor", **kwargs)
         p = Params(self, "monitor")
         self.robot_id = p("robot_id", "robot id from the fleet description")
-        window = p("success_window", "success rate over this many recent labelled episodes")
+        window = p("success_window", "success rate over this many recent labelled episodes", value_range=AT_LEAST_ONE)
         self.frame_id = p("frame_id", "fixed frame of the markers (RViz's Fixed Frame)")
-        self.scale = p("annotate_scale", "the annotated image is the camera image scaled up this much")
-        rate = p("display_rate_hz", "markers and annotated images per second")
+        self.scale = p("annotate_scale", "the annotated image is the camera image scaled up this much",
+                       value_range=(1, 16), on_change=assign(self, "scale"))  # read at each annotated image
+        rate = p("display_rate_hz", "markers and annotated images per second", value_range=RATE_HZ)
         self.offset = tuple(float(v) for v in p("display_offset", "x y z of this robot's base_link in frame_id (robots side by side)"))
         urdf_path = p("urdf_path", "the arm's URDF (empty = the package's urdf/sop_sim_arm.urdf)") or str(default_urdf_path())
         if len(self.offset) != 3:

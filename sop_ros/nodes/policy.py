@@ -20,12 +20,12 @@ from builtin_interfaces.msg import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
-from sop_ros.core.robot.policy_runner import ChunkExecutor, CheckpointRefused, PolicySlot, load_checkpoint
 from sop_ros.core.robot.backend import SIM_ARM_JOINT_NAMES
+from sop_ros.core.robot.policy_runner import CheckpointRefused, ChunkExecutor, PolicySlot, load_checkpoint
 from sop_ros.msg import ActionChunk, EpisodeStatus, PolicyUpdate
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import image_array, stamp_ns
-from sop_ros.nodes._defaults import Params
+from sop_ros.nodes._defaults import AT_LEAST_ONE, NON_NEGATIVE, RATE_HZ, Params
 from sop_ros.nodes._runtime import run_nodes
 
 
@@ -34,14 +34,19 @@ class PolicyNode(Node):
         super().__init__("policy", **kwargs)
         p = Params(self, "policy")
         self.robot_id = p("robot_id", "robot id from the fleet description")
-        rate = p("control_rate_hz", "control rate in Hz (the period stamped on chunks)")
+        rate = p("control_rate_hz", "control rate in Hz (the period stamped on chunks)", value_range=RATE_HZ)
         start_path = p("checkpoint_path", "safetensors checkpoint to start with (empty = wait for a PolicyUpdate)")
         start_sha = p("checkpoint_sha256", "expected sha256 of checkpoint_path (empty = not verified)")
-        start_version = p("checkpoint_version", "version stamped on steps of the start checkpoint")
-        horizon = p("execute_horizon", "actions executed from each chunk before the next forward pass")
+        start_version = p("checkpoint_version", "version stamped on steps of the start checkpoint",
+                          value_range=NON_NEGATIVE)
+        horizon = p("execute_horizon", "actions executed from each chunk before the next forward pass",
+                    value_range=AT_LEAST_ONE)
         indicator = p("indicator", "RECAP advantage indicator at inference: '', positive or negative")
-        torch.set_num_threads(p("torch_threads", "CPU threads for inference"))
-        self.max_state_age_ns = int(p("max_state_age_s", "pair an image with a joint state at most this far apart") * 1e9)
+        torch.set_num_threads(p("torch_threads", "CPU threads for inference", value_range=AT_LEAST_ONE))
+        # Read at each pairing of an image with a joint state.
+        max_state_age_s = p("max_state_age_s", "pair an image with a joint state at most this far apart",
+                            value_range=(0.0, 10.0), on_change=self._set_max_state_age)
+        self._set_max_state_age(max_state_age_s)
         self.joint_names = SIM_ARM_JOINT_NAMES
         self.period_ns = int(1e9 / rate)
 
@@ -70,6 +75,9 @@ class PolicyNode(Node):
     # --- checkpoints ------------------------------------------------------------------------
     def _on_policy_update(self, msg: PolicyUpdate) -> None:
         self._request(msg.local_path, msg.content_hash, msg.version, "PolicyUpdate")
+
+    def _set_max_state_age(self, seconds: float) -> None:
+        self.max_state_age_ns = int(seconds * 1e9)
 
     def _request(self, path: str, sha256: str, version: int, what: str) -> None:
         current = self.slot.current.version if self.slot.current else 0

@@ -11,8 +11,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+import sop_ros
 from sop_ros.msg import EpisodeStatus, PolicyUpdate
-from sop_ros.nodes._runtime import declare, run_nodes
+from sop_ros.nodes._defaults import PERIOD_S, RATE_HZ, Params
+from sop_ros.nodes._runtime import run_nodes
 from sop_ros.srv import GetRobotStatus
 
 # Same QoS as the bridge's publisher: a late joiner still gets the current checkpoint.
@@ -22,12 +24,14 @@ POLICY_UPDATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, 
 class RobotStatusNode(Node):
     def __init__(self, **kwargs):
         super().__init__("robot_status", **kwargs)
-        self.robot_id = declare(self, "robot_id", "robot1", "robot id from the fleet description")
-        self.backend = declare(self, "backend", "sim", "sim or hardware")
-        self.task_set = list(declare(self, "task_set", ["push-v3"], "task ids this robot may run"))
-        self.control_rate_hz = declare(self, "control_rate_hz", 10.0, "control rate in Hz")
-        self.software_version = declare(self, "software_version", "0.0.0", "sop_ros version on the robot")
-        period = declare(self, "heartbeat_period_s", 1.0, "seconds between heartbeats on /diagnostics")
+        p = Params(self, "robot_status")
+        self.robot_id = p("robot_id", "robot id from the fleet description")
+        self.backend = p("backend", "sim or hardware")
+        self.task_set = p("task_set", "task ids this robot may run")
+        self.control_rate_hz = p("control_rate_hz", "control rate in Hz", value_range=RATE_HZ)
+        software_version = p("software_version", "sop_ros version on the robot (empty = the installed one)")
+        self.software_version = software_version or sop_ros.__version__
+        period = p("heartbeat_period_s", "seconds between heartbeats on /diagnostics", value_range=PERIOD_S)
 
         self._started = time.monotonic()
         self._policy_version = 0

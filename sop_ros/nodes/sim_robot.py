@@ -30,12 +30,21 @@ from sop_ros.backends.ros2_control_arm import joint_state_message
 from sop_ros.core.robot.arm_command import ArmCommandCodec
 from sop_ros.core.robot.backend import Observation
 from sop_ros.core.robot.tasks import TaskSpec, load_task_specs
-from sop_ros.resources import default_tasks_path
 from sop_ros.msg import EpisodeStatus, PrivilegedState
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import image_message, time_msg
-from sop_ros.nodes._defaults import Params
+from sop_ros.nodes._defaults import (
+    IMAGE_SIDE_PX,
+    NON_NEGATIVE,
+    PAUSE_S,
+    PERIOD_S,
+    POSITION_SCALE_M,
+    RATE_HZ,
+    Params,
+    assign,
+)
 from sop_ros.nodes._runtime import run_nodes
+from sop_ros.resources import default_tasks_path
 
 
 class SimRobotNode(Node):
@@ -45,15 +54,22 @@ class SimRobotNode(Node):
         self.robot_id = p("robot_id", "robot id from the fleet description")
         task_ids = p("tasks", "task ids to run; episodes cycle through them in order")
         tasks_file = p("tasks_file", "task file (empty = the package's config/tasks.yaml)") or str(default_tasks_path())
-        max_steps = p("max_steps", "> 0 overrides every task's step limit")
-        rate = p("control_rate_hz", "the arm steps at most this often (wall clock)")
-        cam = SimCameraConfig(width=p("camera_width", "image width in pixels"), height=p("camera_height", "image height in pixels"),
-                              fovy_deg=p("camera_fovy_deg", "vertical field of view in degrees"))
-        self.reset_pause_s = p("reset_pause_s", "pause between an episode's end and the next reset")
-        self.resend_after_s = p("resend_after_s", "without a new goal for this long, hold the last goal (or re-send the observation)")
-        seed = p("seed", "first episode's seed (-1 = random); episode n uses seed + n")
-        self.max_episodes = p("max_episodes", "stop after this many episodes (0 = unlimited)")
-        self.position_scale = p("position_scale", "metres of end-effector motion per unit action")
+        max_steps = p("max_steps", "> 0 overrides every task's step limit", value_range=NON_NEGATIVE)
+        rate = p("control_rate_hz", "the arm steps at most this often (wall clock)", value_range=RATE_HZ)
+        cam = SimCameraConfig(width=p("camera_width", "image width in pixels", value_range=IMAGE_SIDE_PX),
+                              height=p("camera_height", "image height in pixels", value_range=IMAGE_SIDE_PX),
+                              fovy_deg=p("camera_fovy_deg", "vertical field of view in degrees",
+                                         value_range=(1.0, 170.0)))
+        # Read at each tick / episode end: a new value applies from the next use.
+        self.reset_pause_s = p("reset_pause_s", "pause between an episode's end and the next reset",
+                               value_range=PAUSE_S, on_change=assign(self, "reset_pause_s"))
+        self.resend_after_s = p("resend_after_s", "without a new goal for this long, hold the last goal (or re-send "
+                                "the observation)", value_range=PERIOD_S, on_change=assign(self, "resend_after_s"))
+        seed = p("seed", "first episode's seed (-1 = random); episode n uses seed + n", value_range=(-1, None))
+        self.max_episodes = p("max_episodes", "stop after this many episodes (0 = unlimited)",
+                              value_range=NON_NEGATIVE, on_change=assign(self, "max_episodes"))
+        self.position_scale = p("position_scale", "metres of end-effector motion per unit action",
+                                value_range=POSITION_SCALE_M)
 
         specs = load_task_specs(tasks_file)
         unknown = [t for t in task_ids if t not in specs]

@@ -16,7 +16,7 @@ from sop_ros.core.robot.teleop import JoyMapping, TeleopState
 from sop_ros.msg import HumanCommand
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import stamp_ns, time_msg
-from sop_ros.nodes._defaults import Params
+from sop_ros.nodes._defaults import NON_NEGATIVE, PERIOD_S, RATE_HZ, Params
 from sop_ros.nodes._runtime import run_nodes
 
 
@@ -24,15 +24,18 @@ class TeleopNode(Node):
     def __init__(self, **kwargs):
         super().__init__("teleop", **kwargs)
         p = Params(self, "teleop", "teleop.yaml")
-        rate = p("control_rate_hz", "commands per second at most (the control rate)")
+        rate = p("control_rate_hz", "commands per second at most (the control rate)", value_range=RATE_HZ)
         mapping = JoyMapping(
-            deadman_button=p("deadman_button", "button index that must be held for the human to command"),
+            deadman_button=p("deadman_button", "button index that must be held for the human to command",
+                             value_range=NON_NEGATIVE),
             axis_map=tuple(p("axis_map", "Joy axis index per action dimension (-1 = 0)")),
             axis_scale=tuple(float(v) for v in p("axis_scale", "gain/sign per action dimension")),
-            deadzone=p("deadzone", "|axis| below this reads as 0"),
-            gripper_close_button=p("gripper_close_button", "held = close the gripper (+1), else open (-1); -1 = use axis_map"),
+            deadzone=p("deadzone", "|axis| below this reads as 0", value_range=(0.0, 0.99)),
+            gripper_close_button=p("gripper_close_button", "held = close the gripper (+1), else open (-1); "
+                                   "-1 = use axis_map", value_range=(-1, None)),
         )
-        self.state = TeleopState(mapping, p("joy_timeout_s", "joystick silence after which control is handed back"))
+        joy_timeout_s = p("joy_timeout_s", "joystick silence after which control is handed back", value_range=PERIOD_S)
+        self.state = TeleopState(mapping, joy_timeout_s)
         self._active = False
         self.command_pub = self.create_publisher(HumanCommand, "intervention/command", _qos.CONTROL)
         self.create_subscription(Joy, "joy", self._on_joy, _qos.SENSOR)

@@ -17,7 +17,7 @@ it wants control. Rules (ROS-free, so they are unit-tested without a graph):
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -26,11 +26,19 @@ from sop_ros.core.episodes.episode import Actor
 
 @dataclasses.dataclass(frozen=True)
 class MuxConfig:
-    human_timeout_s: float = 0.25
+    """No defaults here: config/robot.yaml's action_mux section is their one source (the node declares them
+    from it; other users build this with from_mapping(sop_ros.resources.node_defaults("action_mux")))."""
+
+    human_timeout_s: float
 
     def __post_init__(self) -> None:
         if not self.human_timeout_s > 0:
             raise ValueError(f"MuxConfig.human_timeout_s: must be positive, got {self.human_timeout_s!r}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> MuxConfig:
+        """The config from a parameter mapping (e.g. the node's YAML section); keys that are not fields are ignored."""
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +63,7 @@ class Execution:
 class ActionMux:
     """Feed it ticks (the policy's proposal per observation) and human commands; `poll()` decides."""
 
-    def __init__(self, config: MuxConfig = MuxConfig()):
+    def __init__(self, config: MuxConfig):
         self.config = config
         self._timeout_ns = int(config.human_timeout_s * 1e9)
         self.actor = Actor.POLICY
