@@ -94,3 +94,14 @@ def test_node_specs_select_robots_and_namespaces(tmp_path):
     assert only and all(isinstance(s, NodeSpec) and s.robot_id == "robot2" for s in only)
     with pytest.raises(FleetConfigError, match="no robot with id 'robot9'"):
         node_specs(fleet, robot_ids=["robot9"])
+
+
+def test_learner_address_defaults_agree_with_the_shipped_fleet(tmp_path):
+    """One default learner address: the link's constant, used by the learner server and the fleet description."""
+    from sop_ros.fleet.description import FleetLearnerConfig
+    from sop_ros.link.options import DEFAULT_LEARNER_ADDRESS
+    from sop_ros.link.server import LearnerServerConfig
+
+    assert FleetLearnerConfig(insecure=True).address == DEFAULT_LEARNER_ADDRESS
+    assert LearnerServerConfig(insecure=True).address == DEFAULT_LEARNER_ADDRESS
+    assert load_fleet(default_fleet_path()).learner.address == DEFAULT_LEARNER_ADDRESS  # config/fleet.yaml states it

@@ -64,7 +64,8 @@ class LearnerProcess:
         if settings.train:
             # Refuse at start rather than serve as a learner that silently never trains: the operator
             # sees the reason and exit status at once (systemd, `sop launch`) instead of discovering
-            # hours later that no checkpoint came. Serving without training is --no-train.
+            # hours later that no checkpoint came. Nothing is lost meanwhile: robots keep episodes in
+            # their spools until a learner takes them. Serving without training is --no-train.
             reason = nothing_to_train(settings.algorithm, settings.data_dir)
             if reason is not None:
                 raise NothingToTrainError(reason)
