@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Optional
 
 from sop_ros.commands.errors import CliError
-from sop_ros.commands.options import add_actions_per_query_argument, add_task_arguments, add_workers_argument
+from sop_ros.commands.options import (
+    EVAL_EPISODES_PER_TASK,
+    add_actions_per_query_argument,
+    add_task_arguments,
+    add_workers_argument,
+)
 from sop_ros.core.evaluation.harness import DEFAULT_EVAL_SEED
 
 BASELINES = ("expert", "random")
@@ -28,7 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="checkpoint version dir, policy .safetensors file, or 'expert' / 'random'")
     add_task_arguments(parser)
-    parser.add_argument("--episodes-per-task", type=int, default=20, help="episodes per task (default 20)")
+    parser.add_argument("--episodes-per-task", type=int, default=EVAL_EPISODES_PER_TASK,
+                        help="episodes per task (default %(default)s)")
     parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help="first scene seed (default %(default)s)")
     add_workers_argument(parser, "parallel processes")
     add_actions_per_query_argument(parser)

@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 
 from sop_ros.commands.errors import CliError
-from sop_ros.commands.options import add_workers_argument
+from sop_ros.commands.options import EVAL_EPISODES_PER_TASK, add_workers_argument
+from sop_ros.resources import node_defaults
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--robots", type=int, default=4, help="robots in the method comparison (default 4)")
     parser.add_argument("--robots-scaling", default="1,2,4", help="fleet sizes of the scaling study (default 1,2,4)")
     parser.add_argument("--skip-scaling", action="store_true", help="only the method comparison")
-    parser.add_argument("--robot-hz", type=float, default=10.0, help="control rate of the sim robots, wall clock (default 10)")
+    parser.add_argument("--robot-hz", type=float, default=node_defaults("sim_robot")["control_rate_hz"],
+                        help="control rate of the sim robots, wall clock (default: config/robot.yaml's, %(default)s)")
     parser.add_argument("--threshold", type=float, default=0.9, help="success threshold for time-to-threshold (default 0.9)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)} (default all)")
-    parser.add_argument("--eval-episodes", type=int, default=20, help="final evaluation episodes per task (default 20)")
+    parser.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES_PER_TASK,
+                        help="final evaluation episodes per task (default %(default)s, as sop eval)")
     parser.add_argument("--curve-points", type=int, default=defaults["curve_points"],
                         help="evaluated wall-clock points per run after t=0 (default %(default)s)")
     parser.add_argument("--curve-eval-episodes", type=int, help="episodes per task at the intermediate points (default --eval-episodes)")

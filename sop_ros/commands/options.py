@@ -14,6 +14,7 @@ from sop_ros.resources import robot_execute_horizon
 
 # Parallel simulation processes: the machine also runs the fleet or the learner, so at most 2.
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
+EVAL_EPISODES_PER_TASK = 20  # episodes per task of a final evaluation (sop eval, sop experiment)
 
 
 def add_task_arguments(parser: argparse.ArgumentParser, tasks_help: str = "comma-separated task ids") -> None:
