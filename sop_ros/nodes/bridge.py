@@ -87,35 +87,44 @@ def link_config(address: str, insecure: bool, ca_cert: str, token_file: str, cli
         raise ValueError(f"bridge link parameters (address, insecure, ca_cert, token_file, client_cert, client_key): {exc}") from None
 
 
+def _declare_link_config(p: Params) -> LinkClientConfig:
+    """How to reach and trust the learner."""
+    return link_config(
+        address=p("address", "learner host:port"),
+        insecure=p("insecure", "plaintext gRPC without TLS (only for a fleet whose learner is insecure)"),
+        ca_cert=p("ca_cert", "CA certificate of the learner (TLS); empty with insecure"),
+        token_file=p("token_file", "file with this robot's bearer token (empty = no token)"),
+        client_cert=p("client_cert", "robot certificate for mutual TLS (with client_key)"),
+        client_key=p("client_key", "robot private key for mutual TLS (with client_cert)"),
+        server_name_override=p("server_name_override", "TLS server name to expect (empty = from the address)"),
+    )
+
+
+def _declare_description(p: Params, robot_id: str) -> RobotDescription:
+    """The robot's config for the learner's compatibility handshake."""
+    return RobotDescription(
+        robot_id=robot_id, software_version=__version__,
+        tasks=tuple(p("tasks", "task ids this robot runs (compatibility handshake)")),
+        backend=p("backend", "sim or hardware (compatibility handshake)"),
+        control_rate_hz=float(p("control_rate_hz", "control rate in Hz (compatibility handshake)",
+                                value_range=RATE_HZ)),
+        action_dim=int(p("action_dim", "dimension of one action (compatibility handshake)", value_range=AT_LEAST_ONE)),
+        state_dim=int(p("state_dim", "dimension of the proprio state (compatibility handshake)",
+                        value_range=AT_LEAST_ONE)),
+    )
+
+
 class BridgeNode(Node):
     def __init__(self, **kwargs):
         super().__init__("bridge", **kwargs)
         p = Params(self, "bridge")
         self.robot_id = p("robot_id", "robot id from the fleet description (the identity it uploads as)")
-        config = link_config(
-            address=p("address", "learner host:port"),
-            insecure=p("insecure", "plaintext gRPC without TLS (only for a fleet whose learner is insecure)"),
-            ca_cert=p("ca_cert", "CA certificate of the learner (TLS); empty with insecure"),
-            token_file=p("token_file", "file with this robot's bearer token (empty = no token)"),
-            client_cert=p("client_cert", "robot certificate for mutual TLS (with client_key)"),
-            client_key=p("client_key", "robot private key for mutual TLS (with client_cert)"),
-            server_name_override=p("server_name_override", "TLS server name to expect (empty = from the address)"),
-        )
+        config = _declare_link_config(p)
         spool_dir = p("spool_dir", "on-robot episode spool directory (the recorder writes, the bridge uploads)")
         spool_max_bytes = p("spool_max_bytes", "spool size above which writes warn", value_range=AT_LEAST_ONE)
         cache_dir = p("cache_dir", "local cache of verified checkpoints")
         fleet = p("fleet", "fleet whose checkpoints to follow ('' = the learner's newest)")
-        description = RobotDescription(
-            robot_id=self.robot_id, software_version=__version__,
-            tasks=tuple(p("tasks", "task ids this robot runs (compatibility handshake)")),
-            backend=p("backend", "sim or hardware (compatibility handshake)"),
-            control_rate_hz=float(p("control_rate_hz", "control rate in Hz (compatibility handshake)",
-                                    value_range=RATE_HZ)),
-            action_dim=int(p("action_dim", "dimension of one action (compatibility handshake)",
-                             value_range=AT_LEAST_ONE)),
-            state_dim=int(p("state_dim", "dimension of the proprio state (compatibility handshake)",
-                            value_range=AT_LEAST_ONE)),
-        )
+        description = _declare_description(p, self.robot_id)
         status_period_s = p("status_period_s", "seconds between diagnostics of the bridge's state",
                             value_range=PERIOD_S)
 
