@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-# Re-exported for modules not yet importing it from sop_ros.commands.errors (commands/learner.py, bench/operator.py).
+# Re-exported until sop_ros/bench/operator.py imports it from sop_ros.commands.errors; then drop this line.
 from sop_ros.commands.errors import CliError
 
 # Order is the order in `sop --help`.
