@@ -54,7 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-dir", type=Path, required=True,
                         help="learner data dir: <data-dir>/offline (demo store), <data-dir>/checkpoints, "
                              "<data-dir>/tensorboard")
-    parser.add_argument("--config", default="tiny", help="model preset (default tiny)")
+    # Not --config: `sop learner --config` is a settings file; `sop bench robots --preset` names a preset too.
+    parser.add_argument("--preset", default="tiny", help="VLA model preset (default tiny)")
     parser.add_argument("--max-minutes", type=float, default=stop.max_seconds / 60.0,
                         help="wall-clock budget for training and evaluations; the final evaluation may run past it "
                              "(default %(default)g)")
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check_args(args)
     specs = select_tasks(None, args.tasks_file)
-    model_config = _model_config(args.config)
+    model_config = _model_config(args.preset)
     checkpoints = CheckpointStore(args.data_dir / CHECKPOINT_STORE_DIRNAME)
     if checkpoints.versions():
         raise CliError(f"{checkpoints.root} already holds checkpoint versions {checkpoints.versions()[:5]}; "
@@ -236,7 +237,7 @@ def _train(args: argparse.Namespace, offline, checkpoints, model_config, specs, 
                                         actions_per_query=args.actions_per_query)
     extra = {
         "demos": {"dir": str(args.demos.resolve()), "episodes_per_task": demos.counts, "steps": demos.steps},
-        "model_preset": args.config,
+        "model_preset": args.preset,
         "eval": {"episodes_per_task": args.eval_episodes, "first_seed": VALIDATION_SEED,
                  "actions_per_query": args.actions_per_query, "workers": args.workers},
         "trainer": {"batch_size": args.batch_size, "learning_rate": args.lr, "seed": args.seed,
