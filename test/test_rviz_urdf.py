@@ -16,12 +16,13 @@ import pytest
 import yaml
 
 from conftest import PEERS, REPO, ros_env
-from sop_ros.core.robot.arm_model import ArmModel, UrdfError, default_urdf_path, rotate
+from sop_ros.core.robot.arm_model import ArmModel, UrdfError, rotate
 from sop_ros.core.robot.backend import SIM_ARM_JOINT_NAMES
 from sop_ros.fleet.description import parse_fleet
 from sop_ros.fleet.launcher import FleetLauncher
 from sop_ros.fleet.specs import NodeSpec, node_specs
 from sop_ros.nodes.monitor import tf_message_type
+from sop_ros.resources import default_urdf_path
 
 pytestmark = pytest.mark.timeout(180)
 
