@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-# Re-exported until sop_ros/bench/operator.py imports it from sop_ros.commands.errors; then drop this line.
+# Commands raise it (sop_ros.commands.errors); main prints it as one line.
 from sop_ros.commands.errors import CliError
 
 # Order is the order in `sop --help`.

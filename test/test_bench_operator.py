@@ -39,3 +39,15 @@ def test_operator_audit_never_fires_on_the_expert_and_catches_random_actions_ear
         s = rules[name]
         assert s["failed_alone"] == 2 and s["catch_rate"] == 1.0 and s["mean_catch_step"] <= 3 * stall_steps, s
     assert rules["stall only"]["by_kind"]["deviation"] == 0 and rules["deviation only"]["by_kind"]["stall"] == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (("random", "--tasks", "no-such-task-v3"), "unknown task(s) ['no-such-task-v3']"),
+    (("/nonexistent/v000001",), "/nonexistent/v000001: no such file or directory"),
+])
+def test_bad_arguments_are_one_line_errors_naming_what_is_wrong(args, message):
+    result = sop_cli("bench", "operator", *args, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("sop bench: error:") and message in last

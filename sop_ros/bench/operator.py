@@ -13,7 +13,7 @@ import functools
 import os
 from typing import Any
 
-from sop_ros.bench.report import machine_info, print_table
+from sop_ros.bench.report import BenchArgumentError, machine_info, print_table
 from sop_ros.core.evaluation.harness import DEFAULT_EVAL_SEED
 from sop_ros.resources import node_defaults, robot_execute_horizon
 
@@ -50,15 +50,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from sop_ros.backends.metaworld_sim import make_backend
-    from sop_ros.cli import CliError
-    from sop_ros.commands.collect import select_tasks
-    from sop_ros.commands.eval import resolve_policy_factory
+    from sop_ros.core.robot.tasks import load_task_specs, select_tasks
+    from sop_ros.experiment.policy_sources import resolve_policy_factory
+    from sop_ros.resources import default_tasks_path
     from sop_ros.core.evaluation.harness import evaluate
     from sop_ros.core.evaluation.operator_audit import OperatorRuleAudit, summarise
 
     if args.episodes_per_task <= 0 or args.workers <= 0 or args.actions_per_query <= 0:
-        raise CliError("--episodes-per-task, --workers and --actions-per-query must be positive")
-    specs = select_tasks(args.tasks, None)
+        raise BenchArgumentError("--episodes-per-task, --workers and --actions-per-query must be positive")
+    specs = select_tasks(load_task_specs(default_tasks_path()), args.tasks)
     rules = candidate_rules()
     report = evaluate(resolve_policy_factory(args.checkpoint, None), functools.partial(make_backend, specs), list(specs),
                       args.episodes_per_task, seeds=range(args.seed, args.seed + args.episodes_per_task), workers=args.workers,

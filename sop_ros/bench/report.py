@@ -12,6 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 
+class BenchArgumentError(ValueError):
+    """A benchmark's arguments are unusable; `sop bench` says so in one line."""
+
+
 def machine_info() -> dict[str, Any]:
     """Where the figures were measured: results are meaningless without it."""
     info: dict[str, Any] = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from sop_ros.bench.report import write_json
+from sop_ros.bench.report import BenchArgumentError, write_json
+from sop_ros.commands.errors import CliError
 
 # name -> module; add a line when a benchmark lands.
 BENCHMARKS: dict[str, str] = {"model": "sop_ros.bench.model", "transport": "sop_ros.bench.transport", "robots": "sop_ros.bench.robots",
@@ -29,7 +30,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(module, args: argparse.Namespace) -> int:
-    figures = module.run(args)
+    from sop_ros.core.robot.tasks import TaskConfigError
+    from sop_ros.experiment.policy_sources import PolicySourceError
+
+    try:
+        figures = module.run(args)
+    except (BenchArgumentError, PolicySourceError, TaskConfigError) as exc:
+        raise CliError(str(exc)) from None
     module.render(figures)
     if args.json:
         write_json(args.json, figures)

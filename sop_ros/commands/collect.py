@@ -152,19 +152,17 @@ def collect_demos(env_factory, jobs: list[DemoJob], settings: DemoSettings, work
 def select_tasks(tasks_arg: Optional[str], tasks_file: Optional[Path]):
     """The task specs named by --tasks (default: all) from --tasks-file (default config/tasks.yaml)."""
     from sop_ros.core.robot.tasks import TaskConfigError, load_task_specs
+    from sop_ros.core.robot.tasks import select_tasks as select
     from sop_ros.resources import default_tasks_path
 
     try:
         specs = load_task_specs(tasks_file or default_tasks_path())
     except TaskConfigError as exc:
         raise CliError(str(exc)) from None
-    if not tasks_arg:
-        return specs
-    names = [t.strip() for t in tasks_arg.split(",") if t.strip()]
-    unknown = [t for t in names if t not in specs]
-    if unknown:
-        raise CliError(f"--tasks: unknown task(s) {unknown}; known: {sorted(specs)}")
-    return {t: specs[t] for t in names}
+    try:
+        return select(specs, tasks_arg)
+    except TaskConfigError as exc:
+        raise CliError(f"--tasks: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:

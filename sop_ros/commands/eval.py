@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -24,8 +23,6 @@ from sop_ros.commands.options import (
     add_workers_argument,
 )
 from sop_ros.core.evaluation.harness import DEFAULT_EVAL_SEED
-
-BASELINES = ("expert", "random")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -43,42 +40,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def checkpoint_policy_factory(checkpoint: str, device: Optional[str], backend):
-    """Load a VLA policy in the evaluation worker (picklable via functools.partial)."""
-    from safetensors.torch import load_file
-
-    from sop_ros.core.model.vla import VLAPolicy
-
-    path = Path(checkpoint)
-    if path.is_dir():
-        return VLAPolicy.from_checkpoint_tensors(load_file(str(path / "model.safetensors")), device=device)
-    return VLAPolicy.load(path, device=device)
-
-
 def resolve_policy_factory(checkpoint: str, device: Optional[str]):
-    """Check the checkpoint argument up front (clear errors here, not in a worker) and return a factory."""
-    from sop_ros.backends.metaworld_sim import expert_policy_factory
-    from sop_ros.core.evaluation.harness import random_policy_factory
+    """experiment.policy_sources.resolve_policy_factory with its refusal as a CliError."""
+    from sop_ros.experiment.policy_sources import PolicySourceError
+    from sop_ros.experiment.policy_sources import resolve_policy_factory as resolve
 
-    if checkpoint == "expert":
-        return expert_policy_factory
-    if checkpoint == "random":
-        return random_policy_factory
-    path = Path(checkpoint)
-    if path.is_dir():
-        if not (path / "model.safetensors").is_file():
-            raise CliError(f"{path}: no model.safetensors (not a checkpoint version directory)")
-        match = re.fullmatch(r"v(\d+)", path.name)
-        if (path / "manifest.json").is_file() and match:
-            from sop_ros.core.storage.checkpoint_store import CheckpointStore
-
-            try:
-                CheckpointStore(path.parent).verify(int(match.group(1)))
-            except Exception as exc:  # any verification failure is a user-facing refusal
-                raise CliError(f"{path}: checkpoint verification failed: {exc}") from None
-    elif not path.is_file():
-        raise CliError(f"{checkpoint}: no such file or directory (or use one of {BASELINES})")
-    return functools.partial(checkpoint_policy_factory, str(path), device)
+    try:
+        return resolve(checkpoint, device)
+    except PolicySourceError as exc:
+        raise CliError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -123,7 +123,7 @@ def _collect_if_empty(args: argparse.Namespace, specs) -> None:
 def evaluate_candidate(policy, path: Path, specs, tasks, episodes: int, workers: int, actions_per_query):
     """Save the weights where the spawned workers can load them, then evaluate on the validation scenes."""
     from sop_ros.backends.metaworld_sim import make_backend
-    from sop_ros.commands.eval import checkpoint_policy_factory
+    from sop_ros.experiment.policy_sources import checkpoint_policy_factory
     from sop_ros.core.evaluation.harness import evaluate
     from sop_ros.core.training.pretrain import VALIDATION_SEED
 

@@ -22,11 +22,6 @@ class UrdfError(ValueError):
     """The URDF is malformed or uses something this model does not support."""
 
 
-def default_urdf_path() -> Path:
-    """urdf/sop_sim_arm.urdf of the source tree (the simulated arm)."""
-    return Path(__file__).resolve().parents[2] / "urdf" / "sop_sim_arm.urdf"
-
-
 @dataclasses.dataclass(frozen=True)
 class Transform:
     """A rigid transform: translation (x, y, z) and rotation quaternion (x, y, z, w)."""

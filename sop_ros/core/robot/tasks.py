@@ -50,3 +50,14 @@ def load_task_specs(path: str | Path) -> dict[str, TaskSpec]:
             raise TaskConfigError(f"task file {path}: task '{task_id}' has unknown fields {sorted(unknown)}")
         specs[str(task_id)] = TaskSpec(str(task_id), entry.get("instruction", ""), entry.get("max_steps", 0))
     return specs
+
+
+def select_tasks(specs: dict[str, TaskSpec], names: str | None) -> dict[str, TaskSpec]:
+    """The specs named in `names` (comma-separated task ids, in that order); all of them when empty."""
+    if not names:
+        return dict(specs)
+    chosen = [t.strip() for t in names.split(",") if t.strip()]
+    unknown = [t for t in chosen if t not in specs]
+    if unknown:
+        raise TaskConfigError(f"unknown task(s) {unknown}; known: {sorted(specs)}")
+    return {t: specs[t] for t in chosen}

@@ -53,7 +53,7 @@ class PretrainError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
     max_seconds: float = 900.0  # wall-clock budget of training + evaluations
-    eval_every_updates: int = 500
+    eval_every_updates: int = 1000  # `sop pretrain`'s default before it read this field (the recorded bases)
     # Evaluations in a row without a new best mean success before stopping. 5, not 3: with 10 validation
     # episodes per task the mean moves by +-0.15 between evaluations of similar weights, and patience 3
     # stopped a 20-demo run after 6,000 updates with its best at 1,500 (docs/RESULTS.md, "Base policy").
