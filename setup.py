@@ -6,6 +6,7 @@ spike, pitfall P3). Direct dependencies are pinned in requirements/*.txt (also u
 full-ROS installs); requirements/constraints.txt pins the whole tree so a fresh setup
 is reproducible and never pulls another torch.
 """
+
 from pathlib import Path
 
 from setuptools import find_packages, setup

@@ -5,14 +5,15 @@ config/fleet.yaml) for users with a full ROS 2 install. The node list comes from
 sop_ros.fleet.specs.node_specs(), the same function `sop launch` uses, so the two
 launchers cannot drift.
 """
+
 import os
 import sys
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from launch import LaunchDescription
 from sop_ros.fleet.description import load_fleet
 from sop_ros.fleet.specs import NodeSpec, node_specs
 
@@ -31,34 +32,47 @@ def _actions_for(context):
     actions = []
     for spec in node_specs(fleet, robot_ids=[robot] if robot else None, with_learner=with_learner):
         if isinstance(spec, NodeSpec):
-            actions.append(Node(
-                package=spec.package,
-                executable=spec.executable,
-                name=spec.name,
-                namespace=spec.namespace,
-                parameters=[spec.parameters],
-                remappings=list(spec.remappings),
-                respawn=spec.respawn,
-                respawn_delay=spec.respawn_delay_s,
-                sigterm_timeout=SIGTERM_TIMEOUT_S,
-                output="screen",
-            ))
+            actions.append(
+                Node(
+                    package=spec.package,
+                    executable=spec.executable,
+                    name=spec.name,
+                    namespace=spec.namespace,
+                    parameters=[spec.parameters],
+                    remappings=list(spec.remappings),
+                    respawn=spec.respawn,
+                    respawn_delay=spec.respawn_delay_s,
+                    sigterm_timeout=SIGTERM_TIMEOUT_S,
+                    output="screen",
+                )
+            )
         else:
-            actions.append(ExecuteProcess(
-                cmd=[sys.executable, "-m", spec.module, *spec.args],
-                name=spec.name,
-                respawn=spec.respawn,
-                respawn_delay=spec.respawn_delay_s,
-                sigterm_timeout=SIGTERM_TIMEOUT_S,
-                output="screen",
-            ))
+            actions.append(
+                ExecuteProcess(
+                    cmd=[sys.executable, "-m", spec.module, *spec.args],
+                    name=spec.name,
+                    respawn=spec.respawn,
+                    respawn_delay=spec.respawn_delay_s,
+                    sigterm_timeout=SIGTERM_TIMEOUT_S,
+                    output="screen",
+                )
+            )
     return actions
 
 
 def generate_launch_description():
-    return LaunchDescription([
-        DeclareLaunchArgument("fleet", default_value=DEFAULT_FLEET, description="fleet description YAML"),
-        DeclareLaunchArgument("robot", default_value="", description="start only this robot's nodes (empty: all robots)"),
-        DeclareLaunchArgument("learner", default_value="auto", choices=["auto", "true", "false"], description="start the learner here (auto: as the fleet file says)"),
-        OpaqueFunction(function=_actions_for),
-    ])
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument("fleet", default_value=DEFAULT_FLEET, description="fleet description YAML"),
+            DeclareLaunchArgument(
+                "robot", default_value="", description="start only this robot's nodes (empty: all robots)"
+            ),
+            DeclareLaunchArgument(
+                "learner",
+                default_value="auto",
+                choices=["auto", "true", "false"],
+                description="start the learner here (auto: as the fleet file says)",
+            ),
+            OpaqueFunction(function=_actions_for),
+        ]
+    )

@@ -5,6 +5,7 @@ site-packages, the hand-written code lives in this checkout; extend_path merges 
 directories so either can come first on sys.path (packaging-spike P5). Keep this file
 free of imports of generated code.
 """
+
 from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)

@@ -4,6 +4,7 @@ Each module defines `add_parser(subparsers)` that registers its subcommand and s
 `func` (called with the parsed args; returns the exit code). A subcommand exists only
 when its work exists: nothing here is a placeholder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,10 @@ COMMAND_MODULES = (
     "sop_ros.commands.launch",
     "sop_ros.commands.fleet",
     "sop_ros.commands.bench",
-    "sop_ros.commands.learner", "sop_ros.commands.certs",
-    "sop_ros.commands.collect", "sop_ros.commands.eval",
+    "sop_ros.commands.learner",
+    "sop_ros.commands.certs",
+    "sop_ros.commands.collect",
+    "sop_ros.commands.eval",
     "sop_ros.commands.pretrain",
     "sop_ros.commands.experiment",
     "sop_ros.commands.demo",
@@ -28,9 +31,15 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sop", description="SOP-ROS: online post-training of VLA policies across a ROS 2 fleet.")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="logging level (default INFO)")
+    parser = argparse.ArgumentParser(
+        prog="sop", description="SOP-ROS: online post-training of VLA policies across a ROS 2 fleet."
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (default INFO)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(subparsers)

@@ -3,6 +3,7 @@
 A checkout or editable install has them in <repo>/config; a CMake/colcon install (ament)
 puts them in <prefix>/share/sop_ros/config, next to <prefix>/lib/pythonX.Y/site-packages/sop_ros.
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,7 +36,7 @@ def default_tasks_path() -> Path:
     return config_dir() / "tasks.yaml"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _node_sections(file_name: str) -> dict:
     path = config_dir() / file_name
     data = yaml.safe_load(path.read_text())

@@ -1,4 +1,5 @@
 """Shared fixtures: isolated ROS 2 environments and process helpers for real multi-process tests."""
+
 from __future__ import annotations
 
 import itertools
@@ -35,15 +36,26 @@ def ros_environment() -> dict[str, str]:
 
 
 def run_peer(script: str, *args: str, env: dict[str, str], timeout: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(PEERS / script), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(PEERS / script), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def start_peer(script: str, *args: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(PEERS / script), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, str(PEERS / script), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def sop_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sop_ros.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "sop_ros.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
 
 
 def free_port() -> int:

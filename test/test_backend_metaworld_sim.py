@@ -1,4 +1,5 @@
 """MetaWorld sim backend with real MetaWorld environments and real offscreen rendering."""
+
 from __future__ import annotations
 
 import numpy as np

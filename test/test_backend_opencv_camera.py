@@ -1,4 +1,5 @@
 """OpenCV camera backend against a real video file written with cv2.VideoWriter."""
+
 from __future__ import annotations
 
 import cv2

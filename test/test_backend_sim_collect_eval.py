@@ -1,4 +1,5 @@
 """`sop collect` writes valid expert-demo episode files; `sop eval` reports per-task success with CIs."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,21 @@ TASKS = load_task_specs(default_tasks_path())
 
 def test_collect_writes_valid_demo_episodes(tmp_path):
     out = tmp_path / "offline"
-    rc = main(["collect", "--out", str(out), "--tasks", "push-v3", "--episodes-per-task", "1", "--workers", "1", "--seed", "40"])
+    rc = main(
+        [
+            "collect",
+            "--out",
+            str(out),
+            "--tasks",
+            "push-v3",
+            "--episodes-per-task",
+            "1",
+            "--workers",
+            "1",
+            "--seed",
+            "40",
+        ]
+    )
     assert rc == 0
     files = sorted(out.glob("*.mcap"))
     assert len(files) == 1
@@ -49,13 +64,17 @@ def test_collect_writes_valid_demo_episodes(tmp_path):
 def test_failed_demos_are_dropped_unless_kept(tmp_path):
     backend = make_backend({"push-v3": TaskSpec("push-v3", "push", 10)}, render=False)
     try:
-        dropped = record_demo(backend, DemoJob("push-v3", 1), DemoSettings(str(tmp_path), "r", 4, 0.0, keep_failures=False))
+        dropped = record_demo(
+            backend, DemoJob("push-v3", 1), DemoSettings(str(tmp_path), "r", 4, 0.0, keep_failures=False)
+        )
         assert dropped.path is None and not dropped.success and dropped.steps == 10
         assert not list(tmp_path.iterdir())
         kept = record_demo(backend, DemoJob("push-v3", 1), DemoSettings(str(tmp_path), "r", 4, 0.1, keep_failures=True))
         ep = read_episode(kept.path)
         assert ep.success is False and ep.num_steps == 10
-        clean = record_demo(backend, DemoJob("push-v3", 1), DemoSettings(str(tmp_path), "r", 4, 0.0, keep_failures=True))
+        clean = record_demo(
+            backend, DemoJob("push-v3", 1), DemoSettings(str(tmp_path), "r", 4, 0.0, keep_failures=True)
+        )
         assert not np.allclose(read_episode(clean.path).actions, ep.actions), "action noise had no effect"
     finally:
         backend.close()
@@ -63,7 +82,9 @@ def test_failed_demos_are_dropped_unless_kept(tmp_path):
 
 def test_eval_command_json_and_errors(tmp_path, capsys):
     out = tmp_path / "eval.json"
-    rc = main(["eval", "random", "--tasks", "push-v3", "--episodes-per-task", "1", "--workers", "1", "--json", str(out)])
+    rc = main(
+        ["eval", "random", "--tasks", "push-v3", "--episodes-per-task", "1", "--workers", "1", "--json", str(out)]
+    )
     assert rc == 0
     report = json.loads(out.read_text())
     push = report["tasks"]["push-v3"]

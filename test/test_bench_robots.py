@@ -1,8 +1,8 @@
 """`sop bench robots` end to end: a real 1-robot sim control loop, figures in the table and the JSON."""
+
 import json
 
 import pytest
-
 from conftest import sop_cli
 
 pytestmark = pytest.mark.timeout(300)

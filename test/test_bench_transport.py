@@ -1,9 +1,9 @@
 """`sop bench transport --quick` end to end: a learner and a raw gRPC server in their own processes,
 uploads, an 8-robot checkpoint fan-out (one process per robot) and a small fleet; figures in the JSON."""
+
 import json
 
 import pytest
-
 from conftest import sop_cli
 
 pytestmark = pytest.mark.timeout(400)
@@ -11,7 +11,9 @@ pytestmark = pytest.mark.timeout(400)
 
 def test_bench_transport_quick_measures_upload_fanout_and_fleet_against_raw_grpc(tmp_path):
     out = tmp_path / "transport.json"
-    result = sop_cli("bench", "transport", "--quick", "--robots", "8", "--fleet-seconds", "2", "--json", str(out), timeout=380)
+    result = sop_cli(
+        "bench", "transport", "--quick", "--robots", "8", "--fleet-seconds", "2", "--json", str(out), timeout=380
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "episode upload vs raw gRPC" in result.stdout
     figures = json.loads(out.read_text())

@@ -1,9 +1,10 @@
 """The `sop` CLI: every subcommand answers --help, nothing is a placeholder."""
+
 import argparse
 
 import pytest
-
 from conftest import sop_cli
+
 from sop_ros.cli import build_parser, main
 
 pytestmark = pytest.mark.timeout(300)
@@ -20,9 +21,23 @@ def subcommand_paths(parser, prefix=()):
 
 def test_every_command_path_answers_help(capsys):
     paths = list(subcommand_paths(build_parser()))
-    expected = [(), ("launch",), ("fleet", "check"), ("fleet", "nodes"), ("demo",), ("learner",), ("certs", "init"),
-                ("certs", "add-robot"), ("certs", "revoke"), ("collect",), ("pretrain",), ("eval",), ("experiment",),
-                ("bench", "transport"), ("bench", "operator")]
+    expected = [
+        (),
+        ("launch",),
+        ("fleet", "check"),
+        ("fleet", "nodes"),
+        ("demo",),
+        ("learner",),
+        ("certs", "init"),
+        ("certs", "add-robot"),
+        ("certs", "revoke"),
+        ("collect",),
+        ("pretrain",),
+        ("eval",),
+        ("experiment",),
+        ("bench", "transport"),
+        ("bench", "operator"),
+    ]
     for path in expected:
         assert path in paths
     for path in paths:

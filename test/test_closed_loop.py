@@ -12,6 +12,7 @@ between episodes (every stored episode ran one policy version; a robot's version
 back and change at least once; both reach v >= 3); every episode a robot recorded is in the learner's store exactly once
 and every spool ends empty.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import LaunchedGroup, free_port, ros_env, start_peer
+
 from sop_ros.core.storage.checkpoint_store import CheckpointStore
 from sop_ros.core.storage.episode_index import read_index
 from sop_ros.core.storage.episode_store import EpisodeStore
@@ -41,7 +42,16 @@ PUBLISH_EVERY_S = 5.0  # the learner's checkpoint cadence (seconds of training)
 EPISODES_AFTER_V3 = 2  # episodes per robot the learner must store that ran v>=3
 RUN_TIMEOUT_S = 360.0
 # The learner trains with these on top of the fleet's arguments (argparse keeps the last value).
-LEARNER_ARGS = ("--publish-every-updates", "100000", "--publish-every-s", str(PUBLISH_EVERY_S), "--batch-size", "4", "--grace", "2")
+LEARNER_ARGS = (
+    "--publish-every-updates",
+    "100000",
+    "--publish-every-s",
+    str(PUBLISH_EVERY_S),
+    "--batch-size",
+    "4",
+    "--grace",
+    "2",
+)
 NODE_OVERRIDES = {
     "sim_robot": {"max_steps": MAX_STEPS, "reset_pause_s": 0.1},
     "policy": {"execute_horizon": 2},
@@ -60,24 +70,48 @@ def test_two_robots_and_the_learner_close_the_loop(tmp_path):
 
     from sop_ros.core.model import VLAPolicy, preset
 
-    fleet = parse_fleet({
-        "fleet": "closed_loop", "state_dir": str(tmp_path / "state"),
-        "learner": {"address": f"127.0.0.1:{free_port()}", "run_locally": True, "insecure": True, "algorithm": "hg_dagger"},
-        "robots": [{"id": r, "backend": "sim", "tasks": ["push-v3"], "control_rate_hz": RATE_HZ} for r in ROBOTS],
-    })
+    fleet = parse_fleet(
+        {
+            "fleet": "closed_loop",
+            "state_dir": str(tmp_path / "state"),
+            "learner": {
+                "address": f"127.0.0.1:{free_port()}",
+                "run_locally": True,
+                "insecure": True,
+                "algorithm": "hg_dagger",
+            },
+            "robots": [{"id": r, "backend": "sim", "tasks": ["push-v3"], "control_rate_hz": RATE_HZ} for r in ROBOTS],
+        }
+    )
     data_dir = fleet.learner_data_dir()
     checkpoints = CheckpointStore(data_dir / "checkpoints")
     torch.manual_seed(0)
-    base = checkpoints.publish(VLAPolicy(preset("tiny"), device="cpu").checkpoint_tensors(), algorithm="bc", training_step=0, metrics={}, parent_version=None)
+    base = checkpoints.publish(
+        VLAPolicy(preset("tiny"), device="cpu").checkpoint_tensors(),
+        algorithm="bc",
+        training_step=0,
+        metrics={},
+        parent_version=None,
+    )
     assert base.version == 1
 
     specs = node_specs(fleet)
     (learner,) = [s for s in specs if isinstance(s, ProcessSpec)]
     learner = dataclasses.replace(learner, args=learner.args + LEARNER_ARGS)
     # The monitor (visualisation only) is left out to spare the 2-core CI machine.
-    nodes = [dataclasses.replace(s, parameters={**s.parameters, **NODE_OVERRIDES.get(s.name, {})})
-             for s in specs if isinstance(s, NodeSpec) and s.name != "monitor"]
-    assert {s.name for s in nodes if s.robot_id == "robot1"} >= {"sim_robot", "policy", "action_mux", "scripted_operator", "episode_recorder", "bridge"}
+    nodes = [
+        dataclasses.replace(s, parameters={**s.parameters, **NODE_OVERRIDES.get(s.name, {})})
+        for s in specs
+        if isinstance(s, NodeSpec) and s.name != "monitor"
+    ]
+    assert {s.name for s in nodes if s.robot_id == "robot1"} >= {
+        "sim_robot",
+        "policy",
+        "action_mux",
+        "scripted_operator",
+        "episode_recorder",
+        "bridge",
+    }
     # Two groups so the robots can stop producing episodes while the link (learner + bridges) drains the spools.
     link_specs = [learner] + [s for s in nodes if s.name == "bridge"]
     robot_specs = [s for s in nodes if s.name != "bridge"]
@@ -108,7 +142,9 @@ def test_two_robots_and_the_learner_close_the_loop(tmp_path):
         # The robots are stopped; the bridges upload what the recorders spooled last.
         drain_deadline = time.monotonic() + 60
         while any(len(s) for s in spools.values()):
-            assert time.monotonic() < drain_deadline, f"spools not drained: { {r: len(s) for r, s in spools.items()} }\n{logs()}"
+            assert time.monotonic() < drain_deadline, (
+                f"spools not drained: { {r: len(s) for r, s in spools.items()} }\n{logs()}"
+            )
             time.sleep(0.5)
         time.sleep(1.0)  # the last ACKED statuses reach the topic recorder
     finally:
@@ -143,15 +179,31 @@ def test_two_robots_and_the_learner_close_the_loop(tmp_path):
     for r in ROBOTS:
         # Both robots switched between episodes, never backwards, and ran at least v3.
         mine = sorted((e for e in stored if e.robot_id == r), key=lambda e: e.start_ns)
-        assert all(e.policy_version_min == e.policy_version_max for e in mine), [(e.policy_version_min, e.policy_version_max) for e in mine]
+        assert all(e.policy_version_min == e.policy_version_max for e in mine), [
+            (e.policy_version_min, e.policy_version_max) for e in mine
+        ]
         run = [e.policy_version_max for e in mine]
         # A robot that starts late may begin on v2 already (the newest when it joined); it still switches.
         assert run == sorted(run) and run[0] < run[-1] and run[-1] >= 3, run
         # Every episode the robot's recorder spooled was acknowledged and stored exactly once.
-        spooled = {m["episode_id"] for m in topics if m["topic"] == "episode_status" and m["ns"] == f"/{r}" and m["upload_state"] == EpisodeStatus.UPLOAD_SPOOLED}
-        acked = [m["episode_id"] for m in topics if m["topic"] == "episode_status" and m["ns"] == f"/{r}" and m["upload_state"] == EpisodeStatus.UPLOAD_ACKED]
+        spooled = {
+            m["episode_id"]
+            for m in topics
+            if m["topic"] == "episode_status"
+            and m["ns"] == f"/{r}"
+            and m["upload_state"] == EpisodeStatus.UPLOAD_SPOOLED
+        }
+        acked = [
+            m["episode_id"]
+            for m in topics
+            if m["topic"] == "episode_status" and m["ns"] == f"/{r}" and m["upload_state"] == EpisodeStatus.UPLOAD_ACKED
+        ]
         stored_mine = [e.episode_id for e in mine]
-        assert spooled and set(stored_mine) == set(acked) and spooled <= set(stored_mine), (len(spooled), len(mine), len(acked))
+        assert spooled and set(stored_mine) == set(acked) and spooled <= set(stored_mine), (
+            len(spooled),
+            len(mine),
+            len(acked),
+        )
         # The spool file is written before the SPOOLED status is published; a recorder stopped between the two
         # (robots.stop() above) leaves its last episode spooled, then uploaded, without that status. Only the last.
         unannounced = [i for i, e in enumerate(stored_mine) if e not in spooled]

@@ -1,4 +1,5 @@
 """Algorithm targets with hand-built episodes and hand-computed expectations."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,7 +17,9 @@ def _episode(actors, success, task="push-v3"):
     b = EpisodeBuilder("robot1", task, "push the puck", chunk_shape=(3, 2))
     for t, actor in enumerate(actors):
         # action value encodes the step so labels are easy to check by hand
-        b.add_step(np.zeros((8, 8, 3), np.uint8), np.zeros(4, np.float32), np.array([t, -t], np.float32), actor, 1, 1000 + t)
+        b.add_step(
+            np.zeros((8, 8, 3), np.uint8), np.zeros(4, np.float32), np.array([t, -t], np.float32), actor, 1, 1000 + t
+        )
     ep = b.close(success, LabelSource.NONE if success is None else LabelSource.ENVIRONMENT, 2000)
     arrays = {"actions": ep.actions, "actors": ep.actors, "policy_versions": ep.policy_versions}
     return arrays, lambda source: EpisodeMeta(ep.episode_id, task, ep.instruction, success, ep.num_steps, source)
@@ -106,7 +109,12 @@ def test_recap_unlabelled_episode_trains_only_human_steps_and_no_value():
 def test_recap_offline_demos_are_forced_positive_by_default():
     arrays, meta = _episode([P, P, P], success=True)
     assert _recap().targets(arrays, meta(DataSource.OFFLINE)).fields["forced_positive"].all()
-    assert not _recap(offline_forced_positive=False).targets(arrays, meta(DataSource.OFFLINE)).fields["forced_positive"].any()
+    assert (
+        not _recap(offline_forced_positive=False)
+        .targets(arrays, meta(DataSource.OFFLINE))
+        .fields["forced_positive"]
+        .any()
+    )
 
 
 def test_recap_indicator_uses_per_task_percentile_and_forces_human_steps():

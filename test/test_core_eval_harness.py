@@ -1,4 +1,5 @@
 """Evaluation harness on real MetaWorld envs: the expert scores ~1, random ~0, workers agree with in-process."""
+
 from __future__ import annotations
 
 import functools
@@ -34,7 +35,12 @@ def test_expert_scores_one_and_random_scores_zero():
     assert expert.tasks[0].ci_low > 0.15 and expert.tasks[0].ci_high == 1.0
 
     short = {t: TaskSpec(t, s.instruction, 60) for t, s in TASKS.items()}
-    rand = evaluate(random_policy_factory, functools.partial(make_backend, short, render=False), ["push-v3", "pick-place-v3"], episodes_per_task=2)
+    rand = evaluate(
+        random_policy_factory,
+        functools.partial(make_backend, short, render=False),
+        ["push-v3", "pick-place-v3"],
+        episodes_per_task=2,
+    )
     assert rand.overall_success_rate == 0.0
     assert all(o.steps == 60 for o in rand.outcomes)
 
@@ -53,6 +59,7 @@ def test_parallel_workers_match_in_process_and_keep_seed_order():
 def test_chunk_execution_and_bad_chunk_shape():
     backend = make_backend(TASKS, render=False)
     try:
+
         class Counting(RandomPolicy):
             calls = 0
 

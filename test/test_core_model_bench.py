@@ -1,4 +1,5 @@
 """`sop bench model` runs through the CLI and reports real figures."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,9 @@ def test_bench_model_tiny_writes_figures(tmp_path, capsys):
     from sop_ros.cli import main
 
     out = tmp_path / "model.json"
-    assert main(["bench", "model", "--configs", "tiny", "--iterations", "2", "--batch-size", "4", "--json", str(out)]) == 0
+    assert (
+        main(["bench", "model", "--configs", "tiny", "--iterations", "2", "--batch-size", "4", "--json", str(out)]) == 0
+    )
     figures = json.loads(out.read_text())
     (row,) = figures["rows"]
     assert row["preset"] == "tiny" and row["batch_size"] == 4

@@ -1,4 +1,5 @@
 """VLA policy: act() shapes, classifier-free guidance, save/load round trips, MiniLM cache."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from sop_ros.core.model import ConfigError, Indicator, InstructionEncoder, VLAConfig, VLAPolicy, preset, shared_instruction_encoder
+from sop_ros.core.model import (
+    ConfigError,
+    Indicator,
+    InstructionEncoder,
+    VLAConfig,
+    VLAPolicy,
+    preset,
+    shared_instruction_encoder,
+)
 from sop_ros.core.model.vla import CONFIG_TENSOR_KEY
 
 pytestmark = pytest.mark.timeout(120)
@@ -35,7 +44,10 @@ def policy(encoder) -> VLAPolicy:
 
 def _obs(seed: int = 0, size: int = 48) -> dict:
     rng = np.random.default_rng(seed)
-    return {"image": rng.integers(0, 256, (size, size + 16, 3), dtype=np.uint8), "state": rng.normal(size=4).astype(np.float32)}
+    return {
+        "image": rng.integers(0, 256, (size, size + 16, 3), dtype=np.uint8),
+        "state": rng.normal(size=4).astype(np.float32),
+    }
 
 
 def test_act_returns_bounded_chunk_of_configured_shape(policy):
@@ -57,7 +69,9 @@ def test_classifier_free_guidance_combines_conditional_and_unconditional(policy)
     assert not np.allclose(cond, uncond, atol=1e-4)
     np.testing.assert_allclose(policy.act(obs, text, indicator=True, guidance=1.0), cond, atol=1e-5)
     np.testing.assert_allclose(policy.act(obs, text, indicator="positive", guidance=0.0), uncond, atol=1e-5)
-    np.testing.assert_allclose(policy.act(obs, text, indicator="positive", guidance=2.0), uncond + 2.0 * (cond - uncond), atol=1e-5)
+    np.testing.assert_allclose(
+        policy.act(obs, text, indicator="positive", guidance=2.0), uncond + 2.0 * (cond - uncond), atol=1e-5
+    )
     with pytest.raises(ValueError, match="guidance needs"):
         policy.act(obs, text, guidance=2.0)
 
@@ -76,7 +90,9 @@ def test_save_load_round_trip_rebuilds_identical_model(policy, encoder, tmp_path
     loaded = VLAPolicy.load(path, device="cpu", instruction_encoder=encoder).eval()
     assert loaded.config == policy.config
     obs = _obs(3)
-    np.testing.assert_array_equal(loaded.act(obs, "reach", indicator="negative"), policy.act(obs, "reach", indicator="negative"))
+    np.testing.assert_array_equal(
+        loaded.act(obs, "reach", indicator="negative"), policy.act(obs, "reach", indicator="negative")
+    )
     ckpt = policy.checkpoint_tensors()
     assert ckpt[CONFIG_TENSOR_KEY].dtype == torch.uint8
     rebuilt = VLAPolicy.from_checkpoint_tensors(ckpt, device="cpu", instruction_encoder=encoder).eval()
@@ -146,7 +162,9 @@ def test_vision_tower_loads_from_a_local_pretrained_path(encoder, tmp_path):
     reference = build_vision_tower(pretrained.vision)
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(policy.encoder.vision.state_dict()[key], value)
-    wrong = cfg.replace(vision=dataclasses.replace(cfg.vision, hidden_size=64, pretrained_path=str(tmp_path / "siglip")))
+    wrong = cfg.replace(
+        vision=dataclasses.replace(cfg.vision, hidden_size=64, pretrained_path=str(tmp_path / "siglip"))
+    )
     with pytest.raises(ConfigError, match="pretrained vision tower"):
         VLAPolicy(wrong, instruction_encoder=encoder, device="cpu")
 
@@ -174,6 +192,7 @@ def test_resnet_policy_acts_saves_and_knows_where_things_are(encoder, tmp_path):
     assert chunk.shape == (4, 4) and np.abs(chunk).max() <= 1.0
     loaded = VLAPolicy.load(policy.save(tmp_path / "p.safetensors"), device="cpu", instruction_encoder=encoder)
     np.testing.assert_allclose(loaded.act(_obs(), "press the button"), chunk, atol=1e-6)
+
     # Identical features in two cells must become different memory tokens: the cell position
     # embedding is all that tells the order-blind cross-attention where a feature is.
     class SameEverywhere(torch.nn.Module):

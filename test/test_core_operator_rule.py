@@ -1,4 +1,5 @@
 """Scripted-operator intervention rule: hand-built sequences, plus one run against the real sim."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,7 +33,9 @@ def test_stall_takes_over_after_exactly_k_steps_without_progress():
 
 
 def test_deviation_takes_over_only_when_consecutive():
-    cfg = OperatorRuleConfig(stall_steps=0, deviation_threshold=0.5, deviation_steps=3, progress_excuses_deviation=False)
+    cfg = OperatorRuleConfig(
+        stall_steps=0, deviation_threshold=0.5, deviation_steps=3, progress_excuses_deviation=False
+    )
     far = EXPERT + np.array([0.0, 0.0, 0.0, 2.0])  # gripper opposite to the expert's: distance 2
     op = ScriptedOperator(cfg)
     # deviate, deviate, agree (resets), deviate x3 -> takeover on the 6th step.
@@ -45,11 +48,25 @@ def test_progress_excuses_deviation_only_when_enabled_and_only_on_steps_that_pro
     far = EXPERT + np.array([0.0, 0.0, 0.0, 2.0])
     # A policy off the expert's actions but getting there its own way (progress on every step except 4..6).
     progress = [0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.5]
-    strict = ScriptedOperator(OperatorRuleConfig(stall_steps=0, deviation_threshold=0.5, deviation_steps=3, subgoal_gain=10.0,
-                                                 progress_excuses_deviation=False))
+    strict = ScriptedOperator(
+        OperatorRuleConfig(
+            stall_steps=0,
+            deviation_threshold=0.5,
+            deviation_steps=3,
+            subgoal_gain=10.0,
+            progress_excuses_deviation=False,
+        )
+    )
     assert [d.intervening for d in _run(strict, progress, [far] * 8)] == [False, False, True] + [True] * 5
-    lenient = ScriptedOperator(OperatorRuleConfig(stall_steps=0, deviation_threshold=0.5, deviation_steps=3, subgoal_gain=10.0,
-                                                    progress_excuses_deviation=True))
+    lenient = ScriptedOperator(
+        OperatorRuleConfig(
+            stall_steps=0,
+            deviation_threshold=0.5,
+            deviation_steps=3,
+            subgoal_gain=10.0,
+            progress_excuses_deviation=True,
+        )
+    )
     decisions = _run(lenient, progress, [far] * 8)
     # Steps 0..3 made progress (not counted); 4, 5, 6 deviate without progress: takeover on the third.
     assert [d.intervening for d in decisions] == [False] * 6 + [True, True]
@@ -59,7 +76,9 @@ def test_progress_excuses_deviation_only_when_enabled_and_only_on_steps_that_pro
 
 
 def test_chunk_first_action_is_compared_and_none_is_not_judged():
-    cfg = OperatorRuleConfig(stall_steps=0, deviation_threshold=0.5, deviation_steps=2, progress_excuses_deviation=False)
+    cfg = OperatorRuleConfig(
+        stall_steps=0, deviation_threshold=0.5, deviation_steps=2, progress_excuses_deviation=False
+    )
     op = ScriptedOperator(cfg)
     chunk_far_first = np.stack([-EXPERT, EXPERT, EXPERT])
     chunk_close_first = np.stack([EXPERT, -EXPERT, -EXPERT])
@@ -70,11 +89,22 @@ def test_chunk_first_action_is_compared_and_none_is_not_judged():
 
 
 def test_hand_back_after_h_progress_steps_then_policy_counters_restart():
-    cfg = OperatorRuleConfig(stall_steps=2, min_progress_delta=0.01, deviation_steps=0, handback_progress_steps=3, subgoal_gain=10.0)
+    cfg = OperatorRuleConfig(
+        stall_steps=2, min_progress_delta=0.01, deviation_steps=0, handback_progress_steps=3, subgoal_gain=10.0
+    )
     op = ScriptedOperator(cfg)
-    progress = [0.5, 0.5, 0.5,  # stall -> takeover at index 2
-                0.5, 0.52, 0.52, 0.54, 0.56,  # expert: progress on 3 steps -> hand back at index 7
-                0.56, 0.56]  # policy stalls again: takeover needs 2 fresh stalled steps
+    progress = [
+        0.5,
+        0.5,
+        0.5,  # stall -> takeover at index 2
+        0.5,
+        0.52,
+        0.52,
+        0.54,
+        0.56,  # expert: progress on 3 steps -> hand back at index 7
+        0.56,
+        0.56,
+    ]  # policy stalls again: takeover needs 2 fresh stalled steps
     decisions = _run(op, progress, [ZERO] * len(progress))
     assert [d.intervening for d in decisions] == [False, False, True, True, True, True, True, False, False, True]
     assert decisions[7].changed and "expert made progress on 3 steps" in decisions[7].reason

@@ -8,6 +8,7 @@ limit a scan of 20 scenes gave push success 1.0 at noise 0, 0.25 at 0.5, 0.0 at 
 verified upload path, split by episode, and the value network of the tiny VLA is trained with
 RECAP's loss through the ContinuousTrainer; nothing is cached between runs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,13 +21,12 @@ import yaml
 
 from sop_ros.cli import main
 from sop_ros.core.algorithms import DataSource, make_algorithm
-from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.core.model.config import preset
 from sop_ros.core.model.vla import VLAPolicy
 from sop_ros.core.robot.tasks import load_task_specs
-from sop_ros.resources import default_tasks_path
-from sop_ros.core.training.protocols import EpisodeRecord
+from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.core.training.pretrain import episode_files, ingest_episode_files
+from sop_ros.core.training.protocols import EpisodeRecord
 from sop_ros.core.training.store_adapters import record_from_stored
 from sop_ros.core.training.value_eval import (
     ValueEvalConfig,
@@ -37,6 +37,7 @@ from sop_ros.core.training.value_eval import (
     split_episodes,
     train_value_function,
 )
+from sop_ros.resources import default_tasks_path
 
 pytestmark = pytest.mark.timeout(900)  # ~2.5 min on 2 idle cores; generous for a loaded CI host
 _LOG = logging.getLogger(__name__)
@@ -66,18 +67,42 @@ def recorded(tmp_path_factory):
     tasks_file.write_text(yaml.safe_dump({"tasks": {TASK: {"instruction": instruction, "max_steps": MAX_STEPS}}}))
     start = time.perf_counter()
     for level, noise in enumerate(NOISE_LEVELS):
-        rc = main([
-            "collect", "--out", str(root / "episodes"), "--tasks-file", str(tasks_file), "--tasks", TASK,
-            "--episodes-per-task", str(EPISODES_PER_LEVEL), "--seed", str(500 + 100 * level),
-            "--action-noise", str(noise), "--keep-failures", "--workers", "1", "--robot-id", "sim-rollouts",
-        ])
+        rc = main(
+            [
+                "collect",
+                "--out",
+                str(root / "episodes"),
+                "--tasks-file",
+                str(tasks_file),
+                "--tasks",
+                TASK,
+                "--episodes-per-task",
+                str(EPISODES_PER_LEVEL),
+                "--seed",
+                str(500 + 100 * level),
+                "--action-noise",
+                str(noise),
+                "--keep-failures",
+                "--workers",
+                "1",
+                "--robot-id",
+                "sim-rollouts",
+            ]
+        )
         assert rc == 0
     store = EpisodeStore(root / "store")
     ingest_episode_files(store, episode_files(root / "episodes"))
     store.wait_for_caches()
     # recording order (episode ids are random), so the split and the figures repeat run to run
-    records = [record_from_stored(row, DataSource.ONLINE) for row in sorted(store.query(), key=lambda row: row.start_ns)]
-    _LOG.info("recorded %d episodes (%d steps) in %.1f s", len(records), sum(r.num_steps for r in records), time.perf_counter() - start)
+    records = [
+        record_from_stored(row, DataSource.ONLINE) for row in sorted(store.query(), key=lambda row: row.start_ns)
+    ]
+    _LOG.info(
+        "recorded %d episodes (%d steps) in %.1f s",
+        len(records),
+        sum(r.num_steps for r in records),
+        time.perf_counter() - start,
+    )
     yield store, records
     store.close()
 

@@ -1,4 +1,5 @@
 """Task-aware adaptive online/offline sampler."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from sop_ros.core.algorithms import DataSource
-from sop_ros.core.training.sampler import SampleRef, SamplerConfig, TaskAwareSampler
+from sop_ros.core.training.sampler import SamplerConfig, SampleRef, TaskAwareSampler
 
 pytestmark = pytest.mark.timeout(60)
 ON, OFF = DataSource.ONLINE, DataSource.OFFLINE

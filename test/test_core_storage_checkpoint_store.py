@@ -1,4 +1,5 @@
 """Checkpoint store: monotonic immutable versions, hash verification, tamper detection, train state."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,12 +22,23 @@ pytestmark = pytest.mark.timeout(60)
 
 def _weights(seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"head.weight": torch.randn(8, 4, generator=g), "head.bias": torch.randn(8, generator=g), "step": torch.tensor([seed])}
+    return {
+        "head.weight": torch.randn(8, 4, generator=g),
+        "head.bias": torch.randn(8, generator=g),
+        "step": torch.tensor([seed]),
+    }
 
 
 def _publish(store: CheckpointStore, seed: int, parent=None, fleet="default", **kw):
-    return store.publish(_weights(seed), algorithm="hg_dagger", training_step=seed * 10, metrics={"loss": 1.0 / (seed + 1)},
-                         parent_version=parent, fleet=fleet, **kw)
+    return store.publish(
+        _weights(seed),
+        algorithm="hg_dagger",
+        training_step=seed * 10,
+        metrics={"loss": 1.0 / (seed + 1)},
+        parent_version=parent,
+        fleet=fleet,
+        **kw,
+    )
 
 
 def test_versions_are_monotonic_and_round_trip(tmp_path):
@@ -60,8 +72,13 @@ def test_latest_is_per_fleet_with_store_wide_numbers(tmp_path):
 def test_numpy_tensors_and_tied_weights_are_accepted(tmp_path):
     store = CheckpointStore(tmp_path)
     shared = torch.randn(3, 3)
-    m = store.publish({"a": np.arange(4, dtype=np.float32), "emb": shared, "tied": shared}, algorithm="recap",
-                      training_step=0, metrics={}, parent_version=None)
+    m = store.publish(
+        {"a": np.arange(4, dtype=np.float32), "emb": shared, "tied": shared},
+        algorithm="recap",
+        training_step=0,
+        metrics={},
+        parent_version=None,
+    )
     t = store.load_tensors(m.version)
     assert torch.equal(t["a"], torch.arange(4, dtype=torch.float32)) and torch.equal(t["tied"], shared)
 
@@ -93,8 +110,17 @@ def test_train_state_round_trip_and_absence(tmp_path):
     store = CheckpointStore(tmp_path)
     plain = _publish(store, 1)
     assert store.load_train_state(plain.version) is None and not store.has_train_state(plain.version)
-    state = {"optimizer.exp_avg.head.weight": torch.randn(8, 4), "sampler.rng": torch.tensor([1, 2, 3], dtype=torch.int64)}
-    m = _publish(store, 2, parent=1, train_state=state, train_state_meta={"optimizer": "adamw", "lr": 3e-4, "param_names": ["head.weight"]})
+    state = {
+        "optimizer.exp_avg.head.weight": torch.randn(8, 4),
+        "sampler.rng": torch.tensor([1, 2, 3], dtype=torch.int64),
+    }
+    m = _publish(
+        store,
+        2,
+        parent=1,
+        train_state=state,
+        train_state_meta={"optimizer": "adamw", "lr": 3e-4, "param_names": ["head.weight"]},
+    )
     tensors, meta = store.load_train_state(m.version)
     assert meta == {"optimizer": "adamw", "lr": 3e-4, "param_names": ["head.weight"]}
     for k, v in state.items():
@@ -172,7 +198,13 @@ def test_prune_keeps_newest_roots_fleet_latest_and_requested_and_numbering_goes_
     removed = store.prune(keep_latest=2, keep=[5])
     assert removed == [2, 3, 4, 6, 7, 8, 10]
     assert store.versions() == [1, 5, 9, 11, 12]
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["v000001", "v000005", "v000009", "v000011", "v000012"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "v000001",
+        "v000005",
+        "v000009",
+        "v000011",
+        "v000012",
+    ]
     assert store.get(3) is None and store.latest("lab2").version == 9
     store.verify(12)
     assert _publish(store, 13, parent=12).version == 13  # monotonic after pruning

@@ -1,4 +1,5 @@
 """Episode MCAP file: exact round trip, ROS 2 interop, atomic write, and clear errors for bad files."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,10 +21,16 @@ from sop_ros.bench.synthetic_episodes import synthetic_episode
 from sop_ros.core.episodes import cdr
 from sop_ros.core.episodes import episode_file as ef
 from sop_ros.core.episodes import episode_format as fmt
-from sop_ros.core.storage.durable_files import is_temp_name
 from sop_ros.core.episodes.episode import EpisodeValidationError, LabelSource
-from sop_ros.core.episodes.episode_file import EpisodeFileError, file_sha256, read_episode, read_episode_metadata, write_episode
+from sop_ros.core.episodes.episode_file import (
+    EpisodeFileError,
+    file_sha256,
+    read_episode,
+    read_episode_metadata,
+    write_episode,
+)
 from sop_ros.core.episodes.hashing import EPISODE_ARRAY_FIELDS, episode_content_hash
+from sop_ros.core.storage.durable_files import is_temp_name
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,18 +102,43 @@ def test_hand_encoded_cdr_is_byte_identical_to_mcap_ros2():
     buf = io.BytesIO()
     w = Ros2Writer(buf)
     schemas = {n: w.register_msgdef(n, t) for n, t in fmt.MSGDEFS.items()}
-    w.write_message("/i", schemas["sensor_msgs/msg/Image"], {
-        "header": {"stamp": {"sec": ns // 10**9, "nanosec": ns % 10**9}, "frame_id": cdr.IMAGE_FRAME_ID},
-        "height": 3, "width": 5, "encoding": "rgb8", "is_bigendian": 0, "step": 15, "data": img.tobytes()}, log_time=1)
-    w.write_message("/a", schemas["std_msgs/msg/Float32MultiArray"], {"layout": {"dim": [
-        {"label": "horizon", "size": 2, "stride": 6}, {"label": "action", "size": 3, "stride": 3}], "data_offset": 0},
-        "data": arr.reshape(-1).tolist()}, log_time=1)
+    w.write_message(
+        "/i",
+        schemas["sensor_msgs/msg/Image"],
+        {
+            "header": {"stamp": {"sec": ns // 10**9, "nanosec": ns % 10**9}, "frame_id": cdr.IMAGE_FRAME_ID},
+            "height": 3,
+            "width": 5,
+            "encoding": "rgb8",
+            "is_bigendian": 0,
+            "step": 15,
+            "data": img.tobytes(),
+        },
+        log_time=1,
+    )
+    w.write_message(
+        "/a",
+        schemas["std_msgs/msg/Float32MultiArray"],
+        {
+            "layout": {
+                "dim": [{"label": "horizon", "size": 2, "stride": 6}, {"label": "action", "size": 3, "stride": 3}],
+                "data_offset": 0,
+            },
+            "data": arr.reshape(-1).tolist(),
+        },
+        log_time=1,
+    )
     w.write_message("/u", schemas["std_msgs/msg/UInt8"], {"data": 1}, log_time=1)
     w.write_message("/q", schemas["std_msgs/msg/Int64"], {"data": -(2**40)}, log_time=1)
     w.finish()
     buf.seek(0)
     reference = [r.data for _s, _c, r in make_reader(buf).iter_messages(log_time_order=False)]
-    ours = [cdr.encode_image(ns, img), cdr.encode_multiarray(arr, ("horizon", "action")), cdr.encode_uint8(1), cdr.encode_int64(-(2**40))]
+    ours = [
+        cdr.encode_image(ns, img),
+        cdr.encode_multiarray(arr, ("horizon", "action")),
+        cdr.encode_uint8(1),
+        cdr.encode_int64(-(2**40)),
+    ]
     assert ours == reference
 
 
@@ -258,7 +290,10 @@ def _write_custom(path: Path, ep, *, topic_types=None, skip_last=None, meta_over
         w.start(profile="ros2", library="test")
         defs = dict(fmt.MSGDEFS, **{"std_msgs/msg/String": "string data\n"})
         sids = {n: w.register_schema(name=n, encoding="ros2msg", data=t.encode()) for n, t in defs.items()}
-        ch = {tp: w.register_channel(topic=tp, message_encoding="cdr", schema_id=sids[typ]) for tp, typ in topic_types.items()}
+        ch = {
+            tp: w.register_channel(topic=tp, message_encoding="cdr", schema_id=sids[typ])
+            for tp, typ in topic_types.items()
+        }
         for t in range(ep.num_steps):
             ns = int(ep.stamps_ns[t])
             img = cdr.encode_image(ns, ep.images[t])
@@ -291,10 +326,19 @@ def test_custom_writer_without_defects_is_accepted(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(topic_types=dict(fmt.TOPIC_TYPES, **{fmt.ACTION_TOPIC: "std_msgs/msg/String"})), "topic /action has schema std_msgs/msg/String"),
+        (
+            dict(topic_types=dict(fmt.TOPIC_TYPES, **{fmt.ACTION_TOPIC: "std_msgs/msg/String"})),
+            "topic /action has schema std_msgs/msg/String",
+        ),
         (dict(skip_last=fmt.ACTOR_TOPIC), "topic /actor has 7 messages"),
-        (dict(meta_override={"shapes": '{"image_hw": [4, 5], "state_dim": 39, "action_dim": 4, "chunk_len": 10}'}), "image 4x4 'rgb8'"),
-        (dict(meta_override={"shapes": '{"image_hw": [4, 4], "state_dim": 38, "action_dim": 4, "chunk_len": 10}'}), "array dims \\(39,\\)"),
+        (
+            dict(meta_override={"shapes": '{"image_hw": [4, 5], "state_dim": 39, "action_dim": 4, "chunk_len": 10}'}),
+            "image 4x4 'rgb8'",
+        ),
+        (
+            dict(meta_override={"shapes": '{"image_hw": [4, 4], "state_dim": 38, "action_dim": 4, "chunk_len": 10}'}),
+            "array dims \\(39,\\)",
+        ),
         (dict(image_encoding="bgr8"), "'bgr8'"),
         (dict(meta_override={"content_hash": "0" * 64}), "content hash mismatch"),
         (dict(meta_override={"label_source": "oracle"}), "label_source 'oracle' is unknown"),
@@ -302,7 +346,18 @@ def test_custom_writer_without_defects_is_accepted(tmp_path):
         (dict(meta_override={"success": "null"}), "invalid episode: episode field 'label_source'"),
         (dict(meta_override={"episode_id": "not-a-uuid"}), "episode_id"),
     ],
-    ids=["wrong-schema", "missing-message", "wrong-image-shape", "wrong-state-dim", "wrong-encoding", "hash", "label", "version", "validate", "bad-id"],
+    ids=[
+        "wrong-schema",
+        "missing-message",
+        "wrong-image-shape",
+        "wrong-state-dim",
+        "wrong-encoding",
+        "hash",
+        "label",
+        "version",
+        "validate",
+        "bad-id",
+    ],
 )
 def test_format_violations_are_named(tmp_path, kwargs, message):
     path = _write_custom(tmp_path / "bad.mcap", synthetic_episode(8, 4), **kwargs)

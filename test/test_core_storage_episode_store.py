@@ -1,4 +1,5 @@
 """Learner episode store: resumable staging, verified idempotent commit, index queries, crash recovery."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,7 +33,7 @@ def _episode_file(tmp_path: Path, name: str = "ep", **kw) -> tuple:
 def _upload(store: EpisodeStore, ep_id: str, data: bytes, chunk: int = 1000) -> None:
     offset = store.staged_offset(ep_id)
     while offset < len(data):
-        offset = store.append_staged(ep_id, offset, data[offset: offset + chunk])
+        offset = store.append_staged(ep_id, offset, data[offset : offset + chunk])
 
 
 def _all_files(root: Path) -> set[str]:
@@ -209,7 +210,9 @@ def test_crash_between_rename_and_index_commit_is_recovered(tmp_path):
     _upload(store, ep.episode_id, path.read_bytes())
     store.close()
     _commit_in_child_and_kill(tmp_path, path, ep, file_sha256(path), "_insert")
-    assert any(p.suffix == ".mcap" for p in (tmp_path / "store" / "episodes").rglob("*")), "the crash left a renamed file"
+    assert any(p.suffix == ".mcap" for p in (tmp_path / "store" / "episodes").rglob("*")), (
+        "the crash left a renamed file"
+    )
 
     store = EpisodeStore(tmp_path / "store")  # recover() runs at open
     assert not store.contains(ep.episode_id)
@@ -286,7 +289,7 @@ def test_staged_bytes_are_fsynced_per_sync_not_per_chunk(tmp_path, monkeypatch):
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
-    chunks = [data[i:i + 1000] for i in range(0, len(data), 1000)]
+    chunks = [data[i : i + 1000] for i in range(0, len(data), 1000)]
     offset = 0
     for chunk in chunks[: len(chunks) // 2]:
         offset = store.append_staged(ep.episode_id, offset, chunk)
@@ -294,7 +297,7 @@ def test_staged_bytes_are_fsynced_per_sync_not_per_chunk(tmp_path, monkeypatch):
     assert store.sync_staged(ep.episode_id) == offset
     assert len(fsynced) == 1
     assert store.sync_staged(ep.episode_id) == offset and len(fsynced) == 1  # nothing new: no fsync
-    for chunk in chunks[len(chunks) // 2:]:
+    for chunk in chunks[len(chunks) // 2 :]:
         offset = store.append_staged(ep.episode_id, offset, chunk)
     assert len(fsynced) == 2, "one fsync once sync_every_bytes were written since the last one"
     assert store.commit(ep.episode_id, file_sha256(path), ep.robot_id).size_bytes == len(data)

@@ -1,4 +1,5 @@
 """Robot spool: durable order, restart, crash leftovers, quota warnings without data loss."""
+
 from __future__ import annotations
 
 import logging
@@ -8,9 +9,9 @@ import sys
 
 import pytest
 
-from sop_ros.core.storage.durable_files import temp_path_for
 from sop_ros.bench.synthetic_episodes import synthetic_episode
 from sop_ros.core.episodes.episode_file import read_episode
+from sop_ros.core.storage.durable_files import temp_path_for
 from sop_ros.core.storage.spool import Spool
 
 pytestmark = pytest.mark.timeout(60)
@@ -62,7 +63,9 @@ def test_crashed_temp_files_are_cleaned_and_never_listed(tmp_path):
     spool = Spool(tmp_path, max_bytes=1 << 30)
     kept = spool.write(_episodes(1)[0])
     # A temp left by a dead writer (pid of an exited process) and one of a live writer (our pid).
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     dead_pid = int(dead.stdout)
     stale = tmp_path / f".000000000009_1_{'a' * 8}-aaaa-4aaa-8aaa-{'a' * 12}.mcap.{dead_pid}.deadbeef.partial"
     stale.write_bytes(b"\x89MCAP0\r\npartial")

@@ -1,5 +1,6 @@
 """ContinuousTrainer: notified and polled episodes, publishing every N updates, resume, TensorBoard,
 RECAP end to end."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,8 +39,12 @@ class MemoryEpisodes:
         self._seq = itertools.count()
 
     def add(self, ep, source=DataSource.ONLINE) -> EpisodeRecord:
-        rec = EpisodeRecord(next(self._seq), ep.episode_id, ep.task_id, ep.instruction, ep.success, ep.num_steps, source)
-        self.data[ep.episode_id] = {f.name: getattr(ep, f.name) for f in dataclasses.fields(ep) if isinstance(getattr(ep, f.name), np.ndarray)}
+        rec = EpisodeRecord(
+            next(self._seq), ep.episode_id, ep.task_id, ep.instruction, ep.success, ep.num_steps, source
+        )
+        self.data[ep.episode_id] = {
+            f.name: getattr(ep, f.name) for f in dataclasses.fields(ep) if isinstance(getattr(ep, f.name), np.ndarray)
+        }
         if source == DataSource.ONLINE:
             self.records.append(rec)
         return rec
@@ -86,18 +91,31 @@ def make_episode(task: str, steps: int, actors, success: Optional[bool], seed: i
     for t in range(steps):
         state = rng.uniform(-1, 1, 4).astype(np.float32)
         action = np.tanh(np.array([state[0], -state[1], state[2] * 0.5, 0.3], np.float32))  # learnable from the state
-        b.add_step(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), state, action, actors[t % len(actors)], version, t)
+        b.add_step(
+            rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), state, action, actors[t % len(actors)], version, t
+        )
     return b.close(success, LabelSource.NONE if success is None else LabelSource.ENVIRONMENT, steps)
 
 
 def make_trainer(store, ckpts, algo="hg_dagger", offline=(), model_overrides=None, algo_config=None, **cfg):
     torch.manual_seed(0)
-    policy = VLAPolicy(preset("tiny", **(model_overrides or {})), instruction_encoder=shared_instruction_encoder(), device="cpu")
-    config = TrainerConfig(**{"batch_size": 8, "publish_every_updates": 3, "publish_every_s": 1e6, "poll_interval_s": 0.0, **cfg})
+    policy = VLAPolicy(
+        preset("tiny", **(model_overrides or {})), instruction_encoder=shared_instruction_encoder(), device="cpu"
+    )
+    config = TrainerConfig(
+        **{"batch_size": 8, "publish_every_updates": 3, "publish_every_s": 1e6, "poll_interval_s": 0.0, **cfg}
+    )
     announced = []
     trainer = ContinuousTrainer(
-        config, policy, make_algorithm(algo, algo_config or {"chunk_size": 4}), TaskAwareSampler(SamplerConfig(), seed=0),
-        store, store, ckpts, offline_episodes=offline, on_checkpoint=announced.append,
+        config,
+        policy,
+        make_algorithm(algo, algo_config or {"chunk_size": 4}),
+        TaskAwareSampler(SamplerConfig(), seed=0),
+        store,
+        store,
+        ckpts,
+        offline_episodes=offline,
+        on_checkpoint=announced.append,
     )
     return trainer, announced
 
@@ -105,7 +123,10 @@ def make_trainer(store, ckpts, algo="hg_dagger", offline=(), model_overrides=Non
 @pytest.fixture()
 def store():
     s = MemoryEpisodes()
-    s.offline = [s.add(make_episode(task, 20, [Actor.HUMAN], True, seed=i), DataSource.OFFLINE) for i, task in enumerate(["push", "reach"])]
+    s.offline = [
+        s.add(make_episode(task, 20, [Actor.HUMAN], True, seed=i), DataSource.OFFLINE)
+        for i, task in enumerate(["push", "reach"])
+    ]
     return s
 
 
@@ -174,8 +195,9 @@ def test_a_notified_episode_is_trained_on_without_waiting_for_the_poll():
     """Poll interval huge: only notify_new_episodes() can bring the committed episode to the sampler."""
     source = ReadRecordingEpisodes()
     published = threading.Event()
-    trainer, announced = make_trainer(source, SignallingCheckpoints(published), publish_every_updates=1,
-                                      poll_interval_s=1e6)
+    trainer, announced = make_trainer(
+        source, SignallingCheckpoints(published), publish_every_updates=1, poll_interval_s=1e6
+    )
     stop = threading.Event()
     thread = threading.Thread(target=trainer.run, kwargs={"should_stop": stop.is_set}, daemon=True)
     thread.start()
@@ -193,10 +215,14 @@ def test_a_notified_episode_is_trained_on_without_waiting_for_the_poll():
     assert trainer.source_reads >= 2 and announced[0].training_step == 1
 
 
-@pytest.mark.parametrize("algorithm, config", [
-    ("bc", {"chunk_size": 4}), ("hg_dagger", {"chunk_size": 4}),
-    ("recap", {"chunk_size": 4, "value_bins": 11, "max_episode_steps": 20, "n_step": 3}),
-])
+@pytest.mark.parametrize(
+    "algorithm, config",
+    [
+        ("bc", {"chunk_size": 4}),
+        ("hg_dagger", {"chunk_size": 4}),
+        ("recap", {"chunk_size": 4, "value_bins": 11, "max_episode_steps": 20, "n_step": 3}),
+    ],
+)
 def test_only_offline_only_algorithms_find_nothing_to_learn_in_a_fleet_episode(algorithm, config):
     """OFFLINE_ONLY_ALGORITHMS (the learner's "nothing to train on" check) matches what the algorithms do."""
     from sop_ros.core.algorithms.base import EpisodeMeta
@@ -210,7 +236,9 @@ def test_only_offline_only_algorithms_find_nothing_to_learn_in_a_fleet_episode(a
 
 
 def test_training_reduces_the_action_loss(store):
-    trainer, _ = make_trainer(store, MemoryCheckpoints(), offline=store.offline, algo="bc", batch_size=16, learning_rate=1e-3)
+    trainer, _ = make_trainer(
+        store, MemoryCheckpoints(), offline=store.offline, algo="bc", batch_size=16, learning_rate=1e-3
+    )
     losses = [trainer.step()["loss"] for _ in range(40)]
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
 
@@ -230,8 +258,17 @@ def test_tensorboard_scalars_are_written(store, tmp_path):
     acc = EventAccumulator(str(tmp_path))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    for tag in ["train/loss", "train/updates_per_s", "sampler/online_share/push", "sampler/task_weight/reach", "buffer/push/online_steps",
-                "loss/push/offline", "fleet/push/success_rate", "fleet/push/intervention_rate", "fleet/staleness_versions"]:
+    for tag in [
+        "train/loss",
+        "train/updates_per_s",
+        "sampler/online_share/push",
+        "sampler/task_weight/reach",
+        "buffer/push/online_steps",
+        "loss/push/offline",
+        "fleet/push/success_rate",
+        "fleet/push/intervention_rate",
+        "fleet/staleness_versions",
+    ]:
         assert tag in tags, tag
     assert acc.Scalars("fleet/staleness_versions")[-1].value == 1.0  # version 1 was live, the episode ran version 0
 
@@ -240,7 +277,14 @@ def test_recap_trains_policy_and_value_end_to_end(store):
     store.add(make_episode("push", 15, [Actor.POLICY, Actor.POLICY, Actor.HUMAN], True, seed=5))
     store.add(make_episode("push", 15, [Actor.POLICY], False, seed=6))
     cfg = {"chunk_size": 4, "value_bins": 11, "max_episode_steps": 20, "n_step": 3}
-    trainer, announced = make_trainer(store, MemoryCheckpoints(), algo="recap", offline=store.offline, model_overrides={"value_bins": 11}, algo_config=cfg)
+    trainer, announced = make_trainer(
+        store,
+        MemoryCheckpoints(),
+        algo="recap",
+        offline=store.offline,
+        model_overrides={"value_bins": 11},
+        algo_config=cfg,
+    )
     value_before = {k: v.clone() for k, v in trainer.policy.value_net.state_dict().items()}
     metrics = [trainer.step() for _ in range(4)]
     assert all(np.isfinite(m["value_loss"]) and 0.0 <= m["positive_rate"] <= 1.0 for m in metrics)
@@ -254,7 +298,9 @@ def test_recap_needs_a_value_head():
     from sop_ros.core.model import ConfigError
 
     with pytest.raises(ConfigError, match="value bins"):
-        make_trainer(MemoryEpisodes(), MemoryCheckpoints(), algo="recap", algo_config={"chunk_size": 4, "value_bins": 11})
+        make_trainer(
+            MemoryEpisodes(), MemoryCheckpoints(), algo="recap", algo_config={"chunk_size": 4, "value_bins": 11}
+        )
 
 
 def _ingest(store, ep, tmp_path):
@@ -271,26 +317,42 @@ def test_real_episode_and_checkpoint_stores(tmp_path):
     from sop_ros.core.storage.episode_store import EpisodeStore
     from sop_ros.core.training import MultiStoreArrays, StoreEpisodeSource, offline_records
 
-    with EpisodeStore(tmp_path / "demos", cache_in_background=False) as demos, EpisodeStore(tmp_path / "fleet", cache_in_background=False) as fleet:
+    with (
+        EpisodeStore(tmp_path / "demos", cache_in_background=False) as demos,
+        EpisodeStore(tmp_path / "fleet", cache_in_background=False) as fleet,
+    ):
         _ingest(demos, make_episode("push", 12, [Actor.HUMAN], True, seed=1), tmp_path)
         ckpts = CheckpointStore(tmp_path / "ckpt")
         torch.manual_seed(0)
         policy = VLAPolicy(preset("tiny"), instruction_encoder=shared_instruction_encoder(), device="cpu")
         trainer = ContinuousTrainer(
-            TrainerConfig(batch_size=4, publish_every_updates=2, poll_interval_s=0.0), policy, make_algorithm("hg_dagger", {"chunk_size": 4}),
-            TaskAwareSampler(), StoreEpisodeSource(fleet), MultiStoreArrays(fleet, demos), ckpts, offline_episodes=offline_records(demos),
+            TrainerConfig(batch_size=4, publish_every_updates=2, poll_interval_s=0.0),
+            policy,
+            make_algorithm("hg_dagger", {"chunk_size": 4}),
+            TaskAwareSampler(),
+            StoreEpisodeSource(fleet),
+            MultiStoreArrays(fleet, demos),
+            ckpts,
+            offline_episodes=offline_records(demos),
         )
         trainer.run(max_updates=2)
         _ingest(fleet, make_episode("push", 10, [Actor.POLICY, Actor.HUMAN], False, seed=2), tmp_path)
         trainer.run(max_updates=2)
         assert trainer.sampler.buffer_sizes()[("push", DataSource.ONLINE)] == 5
         assert [ckpts.get(v).training_step for v in ckpts.versions()] == [2, 4]
-        robot_side = VLAPolicy.from_checkpoint_tensors(ckpts.load_tensors(2), device="cpu", instruction_encoder=shared_instruction_encoder())
+        robot_side = VLAPolicy.from_checkpoint_tensors(
+            ckpts.load_tensors(2), device="cpu", instruction_encoder=shared_instruction_encoder()
+        )
         obs = {"image": np.zeros((32, 32, 3), np.uint8), "state": np.zeros(4, np.float32)}
         np.testing.assert_allclose(robot_side.eval().act(obs, "do push"), policy.eval().act(obs, "do push"), atol=1e-6)
         resumed = ContinuousTrainer(
-            TrainerConfig(batch_size=4), VLAPolicy(preset("tiny"), instruction_encoder=shared_instruction_encoder(), device="cpu"),
-            make_algorithm("hg_dagger", {"chunk_size": 4}), TaskAwareSampler(), StoreEpisodeSource(fleet), MultiStoreArrays(fleet, demos), ckpts,
+            TrainerConfig(batch_size=4),
+            VLAPolicy(preset("tiny"), instruction_encoder=shared_instruction_encoder(), device="cpu"),
+            make_algorithm("hg_dagger", {"chunk_size": 4}),
+            TaskAwareSampler(),
+            StoreEpisodeSource(fleet),
+            MultiStoreArrays(fleet, demos),
+            ckpts,
         )
         assert resumed.resume() and resumed.updates == 4 and resumed.version == 2
 
@@ -298,7 +360,14 @@ def test_real_episode_and_checkpoint_stores(tmp_path):
 def test_recap_with_frozen_value_network_leaves_it_unchanged(store):
     store.add(make_episode("push", 15, [Actor.POLICY], True, seed=8))
     cfg = {"chunk_size": 4, "value_bins": 11, "max_episode_steps": 20, "n_step": 3, "train_value": False}
-    trainer, _ = make_trainer(store, MemoryCheckpoints(), algo="recap", offline=store.offline, model_overrides={"value_bins": 11}, algo_config=cfg)
+    trainer, _ = make_trainer(
+        store,
+        MemoryCheckpoints(),
+        algo="recap",
+        offline=store.offline,
+        model_overrides={"value_bins": 11},
+        algo_config=cfg,
+    )
     value_before = {k: v.clone() for k, v in trainer.policy.value_net.state_dict().items()}
     policy_before = trainer.policy.action_head.head.weight.clone()
     trainer.run(max_updates=3)
@@ -313,6 +382,8 @@ def test_recap_from_a_bc_base_adds_a_value_network_on_the_presets_value_tower():
 
     older_base = VLAConfig(vision=VisionConfig(architecture="resnet"))  # no value_vision field yet
     recap = _model_config_for("recap", older_base, "tiny")
-    assert recap.value_bins == 51 and recap.value_tower == preset("tiny").value_tower and recap.vision == older_base.vision
+    assert (
+        recap.value_bins == 51 and recap.value_tower == preset("tiny").value_tower and recap.vision == older_base.vision
+    )
     assert _model_config_for("recap", recap, "tiny") == recap  # a RECAP checkpoint is resumed as it is
     assert _model_config_for("hg_dagger", older_base, "tiny") == older_base

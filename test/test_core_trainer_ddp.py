@@ -1,4 +1,5 @@
 """DistributedDataParallel: two gloo ranks on CPU take a few steps and end with identical weights."""
+
 from __future__ import annotations
 
 import os
@@ -24,9 +25,22 @@ class _Store:
         for i, task in enumerate(["push", "reach"]):
             b = EpisodeBuilder("r", task, f"do {task}", (4, 4), episode_id=str(uuid.UUID(int=i + 1)))
             for t in range(12):
-                b.add_step(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), rng.normal(size=4).astype(np.float32), rng.uniform(-1, 1, 4).astype(np.float32), Actor.HUMAN, 0, t)
+                b.add_step(
+                    rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+                    rng.normal(size=4).astype(np.float32),
+                    rng.uniform(-1, 1, 4).astype(np.float32),
+                    Actor.HUMAN,
+                    0,
+                    t,
+                )
             ep = b.close(True, LabelSource.ENVIRONMENT, 12)
-            self.data[ep.episode_id] = {"images": ep.images, "states": ep.states, "actions": ep.actions, "actors": ep.actors, "policy_versions": ep.policy_versions}
+            self.data[ep.episode_id] = {
+                "images": ep.images,
+                "states": ep.states,
+                "actions": ep.actions,
+                "actors": ep.actors,
+                "policy_versions": ep.policy_versions,
+            }
             self.offline.append(EpisodeRecord(i, ep.episode_id, task, ep.instruction, True, 12, DataSource.OFFLINE))
 
     def new_episodes(self, after_seq):
@@ -50,15 +64,21 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     try:
         from sop_ros.core.algorithms import make_algorithm
         from sop_ros.core.model import VLAPolicy, preset
-        from sop_ros.core.training.sampler import TaskAwareSampler
         from sop_ros.core.training import ContinuousTrainer, TrainerConfig
+        from sop_ros.core.training.sampler import TaskAwareSampler
 
         torch.manual_seed(100 + rank)  # different init per rank: DDP must broadcast rank 0's weights
         policy = VLAPolicy(preset("tiny"), device="cpu")
         store = _Store(seed=0)
         trainer = ContinuousTrainer(
-            TrainerConfig(batch_size=4, publish_every_updates=1000, poll_interval_s=0.0), policy, make_algorithm("bc", {"chunk_size": 4}),
-            TaskAwareSampler(seed=rank), store, store, _NoCheckpoints(), offline_episodes=store.offline,
+            TrainerConfig(batch_size=4, publish_every_updates=1000, poll_interval_s=0.0),
+            policy,
+            make_algorithm("bc", {"chunk_size": 4}),
+            TaskAwareSampler(seed=rank),
+            store,
+            store,
+            _NoCheckpoints(),
+            offline_episodes=store.offline,
         )
         initial = torch.cat([p.detach().flatten() for p in policy.parameters()]).numpy().copy()
         losses = [trainer.step()["loss"] for _ in range(2)]

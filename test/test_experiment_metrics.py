@@ -1,11 +1,19 @@
 """Fleet metrics (sop_ros/core/evaluation/fleet_metrics.py) on hand-built episode rows with known answers."""
+
 import dataclasses
 from typing import Optional
 
 import pytest
 
 from sop_ros.core.evaluation.fleet_metrics import (
-    NS_PER_S, in_run, mean_curve, spread, throughput, time_to_threshold, totals, window_stats,
+    NS_PER_S,
+    in_run,
+    mean_curve,
+    spread,
+    throughput,
+    time_to_threshold,
+    totals,
+    window_stats,
 )
 
 pytestmark = pytest.mark.timeout(30)

@@ -1,30 +1,38 @@
 """`sop experiment`'s orchestration without robots: the plan, fleet.yaml generation, run-dir isolation,
 live counts, offline baseline training, cached checkpoint evaluation and result writing, all on real
 stores (EpisodeStore, CheckpointStore), real models and a real MetaWorld evaluation."""
+
 import argparse
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sop_ros.cli import main as sop_main
-from sop_ros.core.storage.checkpoint_store import CheckpointIntegrityError, CheckpointStore
 from sop_ros.core.episodes.episode import Actor, EpisodeBuilder, LabelSource
 from sop_ros.core.episodes.episode_file import write_episode
-from sop_ros.core.storage.episode_store import EpisodeStore
-from sop_ros.core.evaluation.harness import evaluate
-from sop_ros.core.evaluation.fleet_metrics import NS_PER_S, throughput, totals, window_stats
 from sop_ros.core.episodes.hashing import file_sha256
+from sop_ros.core.evaluation.fleet_metrics import NS_PER_S, throughput, totals, window_stats
+from sop_ros.core.evaluation.harness import evaluate
 from sop_ros.core.robot.tasks import TaskSpec
+from sop_ros.core.storage.checkpoint_store import CheckpointIntegrityError, CheckpointStore
+from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator, checkpoints_at
 from sop_ros.experiment.fleet_run import (
-    FleetRunConfig, FleetRunError, checkpoint_versions, online_seed, prepare_run_dir, prune_run_dir, read_live_counts, run_specs, write_fleet_yaml,
+    FleetRunConfig,
+    FleetRunError,
+    checkpoint_versions,
+    online_seed,
+    prepare_run_dir,
+    prune_run_dir,
+    read_live_counts,
+    run_specs,
+    write_fleet_yaml,
 )
 from sop_ros.experiment.offline_training import train_offline
-from sop_ros.experiment.plan import PlanError, RunSpec, parse_methods, parse_robot_counts, plan_runs
+from sop_ros.experiment.plan import PlanError, parse_methods, parse_robot_counts, plan_runs
 from sop_ros.experiment.results import CurvePoint, RunResult, load_run_result, save_run_result
 from sop_ros.fleet.description import load_fleet
 from sop_ros.fleet.specs import NodeSpec, ProcessSpec
@@ -38,12 +46,21 @@ TASK = "button-press-topdown-v3"
 # ------------------------------------------------------------------------------ helpers
 
 
-def make_episode(task: str, steps: int, actors, success, seed: int, end_ns: int = 0, robot: str = "robot1", version: int = 1):
+def make_episode(
+    task: str, steps: int, actors, success, seed: int, end_ns: int = 0, robot: str = "robot1", version: int = 1
+):
     rng = np.random.default_rng(seed)
     b = EpisodeBuilder(robot, task, f"do {task}", chunk_shape=(4, 4))
     for t in range(steps):
         state = rng.uniform(-1, 1, 4).astype(np.float32)
-        b.add_step(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), state, np.tanh(state), actors[t % len(actors)], version, t + 1)
+        b.add_step(
+            rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+            state,
+            np.tanh(state),
+            actors[t % len(actors)],
+            version,
+            t + 1,
+        )
     return b.close(success, LabelSource.ENVIRONMENT, end_ns or steps + 1)
 
 
@@ -63,7 +80,9 @@ def base_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("base")
     torch.manual_seed(0)
     policy = VLAPolicy(preset("tiny"), device="cpu")
-    CheckpointStore(root / "checkpoints").publish(policy.checkpoint_tensors(), algorithm="bc", training_step=100, metrics={}, parent_version=None)
+    CheckpointStore(root / "checkpoints").publish(
+        policy.checkpoint_tensors(), algorithm="bc", training_step=100, metrics={}, parent_version=None
+    )
     with EpisodeStore(root / "offline", cache_in_background=False) as offline:
         for i in range(2):
             ingest(offline, make_episode(TASK, 12, [Actor.HUMAN], True, seed=i), root)
@@ -76,12 +95,27 @@ def base_dir(tmp_path_factory):
 
 
 def test_plan_orders_the_budget_run_first_and_shares_the_comparison_run_with_scaling():
-    runs = plan_runs(parse_methods("base,sop_hg_dagger,sop_recap,non_sop,offline_only"), seeds=2, robots=4, scaling=parse_robot_counts("4,1,2"))
+    runs = plan_runs(
+        parse_methods("base,sop_hg_dagger,sop_recap,non_sop,offline_only"),
+        seeds=2,
+        robots=4,
+        scaling=parse_robot_counts("4,1,2"),
+    )
     names = [r.name for r in runs]
     assert names == [
         "base-r0-s0",
-        "sop_hg_dagger-r4-s0", "sop_recap-r4-s0", "non_sop-r4-s0", "offline_only-r0-s0", "sop_hg_dagger-r1-s0", "sop_hg_dagger-r2-s0",
-        "sop_hg_dagger-r4-s1", "sop_recap-r4-s1", "non_sop-r4-s1", "offline_only-r0-s1", "sop_hg_dagger-r1-s1", "sop_hg_dagger-r2-s1",
+        "sop_hg_dagger-r4-s0",
+        "sop_recap-r4-s0",
+        "non_sop-r4-s0",
+        "offline_only-r0-s0",
+        "sop_hg_dagger-r1-s0",
+        "sop_hg_dagger-r2-s0",
+        "sop_hg_dagger-r4-s1",
+        "sop_recap-r4-s1",
+        "non_sop-r4-s1",
+        "offline_only-r0-s1",
+        "sop_hg_dagger-r1-s1",
+        "sop_hg_dagger-r2-s1",
     ]
     by_name = {r.name: r for r in runs}
     assert by_name["sop_hg_dagger-r4-s1"].groups == ("comparison", "scaling")
@@ -108,8 +142,16 @@ def test_plan_refuses_inconsistent_requests():
 
 
 def test_generated_fleet_yaml_loads_and_specs_carry_the_run_settings(tmp_path):
-    config = FleetRunConfig(robots=2, tasks=(TASK, "push-v3"), robot_hz=5.0, algorithm="hg_dagger", learner_trains=False,
-                            duration_s=60, seed=1, publish_every_updates=7)
+    config = FleetRunConfig(
+        robots=2,
+        tasks=(TASK, "push-v3"),
+        robot_hz=5.0,
+        algorithm="hg_dagger",
+        learner_trains=False,
+        duration_s=60,
+        seed=1,
+        publish_every_updates=7,
+    )
     path, fleet = write_fleet_yaml(config, tmp_path, port=45678)
     assert load_fleet(path) == fleet  # the file on disk is the run's exact, valid configuration
     assert fleet.learner.address == "127.0.0.1:45678" and fleet.learner.insecure and fleet.learner.run_locally
@@ -124,7 +166,10 @@ def test_generated_fleet_yaml_loads_and_specs_carry_the_run_settings(tmp_path):
     assert args[args.index("--data-dir") + 1] == str(tmp_path.resolve() / "learner")
     assert args[args.index("--publish-every-updates") + 1] == "7" and "--no-train" in args and "--insecure" in args
     sims = [s for s in specs if isinstance(s, NodeSpec) and s.executable == "sim_robot"]
-    assert [(s.namespace, s.parameters["seed"]) for s in sims] == [("/robot1", online_seed(1, 0)), ("/robot2", online_seed(1, 1))]
+    assert [(s.namespace, s.parameters["seed"]) for s in sims] == [
+        ("/robot1", online_seed(1, 0)),
+        ("/robot2", online_seed(1, 1)),
+    ]
     assert len({online_seed(s, r) for s in range(3) for r in range(4)}) == 12
 
     training = dataclasses.replace(config, learner_trains=True, algorithm="recap")
@@ -148,13 +193,17 @@ def test_each_run_gets_its_own_copy_of_the_base(base_dir, tmp_path):
 
     a = prepare_run_dir(base_dir, tmp_path / "a")
     b = prepare_run_dir(base_dir, tmp_path / "b")
-    CheckpointStore(a / "checkpoints").publish({"w": torch.zeros(2)}, algorithm="hg_dagger", training_step=1, metrics={}, parent_version=1)
+    CheckpointStore(a / "checkpoints").publish(
+        {"w": torch.zeros(2)}, algorithm="hg_dagger", training_step=1, metrics={}, parent_version=1
+    )
     with EpisodeStore(a / "offline", cache_in_background=False) as offline:
         ingest(offline, make_episode(TASK, 5, [Actor.HUMAN], True, seed=9), tmp_path)
     assert checkpoint_versions(a / "checkpoints") == [1, 2]
     assert checkpoint_versions(b / "checkpoints") == checkpoint_versions(base_dir / "checkpoints") == [1]
     with EpisodeStore(b / "offline") as offline:
-        assert offline.count() == 2 and all(offline.arrays(r.episode_id)["images"].shape[1:] == (64, 64, 3) for r in offline.query())
+        assert offline.count() == 2 and all(
+            offline.arrays(r.episode_id)["images"].shape[1:] == (64, 64, 3) for r in offline.query()
+        )
     CheckpointStore(b / "checkpoints").verify(1)
     # Preparing a run dir again starts it over: nothing of the earlier attempt survives.
     (tmp_path / "a" / "fleet.log").write_text("old")
@@ -171,7 +220,13 @@ def test_pruning_keeps_only_the_evaluated_checkpoints(base_dir, tmp_path):
     learner = prepare_run_dir(base_dir, tmp_path / "run")
     store = CheckpointStore(learner / "checkpoints")
     for step in (1, 2, 3):
-        store.publish({"w": torch.full((256,), float(step))}, algorithm="hg_dagger", training_step=step, metrics={}, parent_version=1)
+        store.publish(
+            {"w": torch.full((256,), float(step))},
+            algorithm="hg_dagger",
+            training_step=step,
+            metrics={},
+            parent_version=1,
+        )
     cache = tmp_path / "run" / "state" / "robot1" / "checkpoints"
     cache.mkdir(parents=True)
     (cache / "v000003.safetensors").write_bytes(b"x" * 100)
@@ -179,7 +234,9 @@ def test_pruning_keeps_only_the_evaluated_checkpoints(base_dir, tmp_path):
     freed = prune_run_dir(tmp_path / "run", keep_versions={1, 3})
     assert checkpoint_versions(learner / "checkpoints") == [1, 3] and freed > 1024
     assert not cache.exists() and (tmp_path / "run" / "state" / "robot1" / "spool").is_dir()
-    assert CheckpointStore(learner / "checkpoints").load_tensors(3)["w"][0] == 2.0  # v3 = the second published (v2..v4 = steps 1..3)
+    assert (
+        CheckpointStore(learner / "checkpoints").load_tensors(3)["w"][0] == 2.0
+    )  # v3 = the second published (v2..v4 = steps 1..3)
 
 
 def test_live_counts_read_the_index_the_learner_is_writing(tmp_path):
@@ -190,7 +247,9 @@ def test_live_counts_read_the_index_the_learner_is_writing(tmp_path):
         ingest(store, make_episode(TASK, 10, [Actor.POLICY, Actor.HUMAN], False, seed=2), tmp_path)
         counts = read_live_counts(learner)
     assert (counts.episodes, counts.successes, counts.steps, counts.human_steps) == (2, 1, 20, 5)
-    assert counts.recent_success_rate == 0.5 and counts.recent_intervention_share == 0.25 and counts.latest_version is None
+    assert (
+        counts.recent_success_rate == 0.5 and counts.recent_intervention_share == 0.25 and counts.latest_version is None
+    )
 
 
 # ------------------------------------------------------------------------------ offline baselines
@@ -201,10 +260,17 @@ def test_offline_training_makes_exactly_the_budgeted_updates(base_dir, tmp_path)
     with EpisodeStore(with_fleet / "episodes", cache_in_background=False) as fleet:
         ingest(fleet, make_episode(TASK, 16, [Actor.POLICY, Actor.HUMAN], False, seed=5), tmp_path)
     manifest = train_offline(with_fleet, updates=3, threads=1)
-    assert (manifest.version, manifest.parent_version, manifest.algorithm, manifest.training_step) == (2, 1, "hg_dagger", 3)
+    assert (manifest.version, manifest.parent_version, manifest.algorithm, manifest.training_step) == (
+        2,
+        1,
+        "hg_dagger",
+        3,
+    )
     assert checkpoint_versions(with_fleet / "checkpoints") == [1, 2]
     store = CheckpointStore(with_fleet / "checkpoints")
-    assert not all(np.array_equal(store.load_tensors(2)[k], v) for k, v in store.load_tensors(1).items() if v.is_floating_point())
+    assert not all(
+        np.array_equal(store.load_tensors(2)[k], v) for k, v in store.load_tensors(1).items() if v.is_floating_point()
+    )
 
     demos_only = prepare_run_dir(base_dir, tmp_path / "offline_only")
     assert train_offline(demos_only, updates=0).version == 1  # nothing to spend: the base
@@ -219,7 +285,10 @@ def test_offline_training_makes_exactly_the_budgeted_updates(base_dir, tmp_path)
 def test_checkpoints_at_picks_the_newest_created_by_each_time(base_dir):
     real = CheckpointStore(base_dir / "checkpoints").get(1)
     t0 = 1_000 * NS_PER_S
-    manifests = [dataclasses.replace(real, version=v, created_ns=t0 + s * NS_PER_S) for v, s in ((1, -500), (2, 30), (3, 90), (4, 100))]
+    manifests = [
+        dataclasses.replace(real, version=v, created_ns=t0 + s * NS_PER_S)
+        for v, s in ((1, -500), (2, 30), (3, 90), (4, 100))
+    ]
     chosen = checkpoints_at(manifests, t0, [0, 29, 30, 95, 1000])
     assert [m.version for m in chosen] == [1, 1, 2, 3, 4]
     assert [m.version for m in checkpoints_at(manifests[1:], t0, [0])] == [2]  # before any: the oldest
@@ -242,7 +311,12 @@ def test_evaluator_runs_the_real_harness_once_per_weights(base_dir, tmp_path):
     assert len(episodes) == 2 and all(o.task_id == TASK and 1 <= o.steps <= 8 for o in episodes)
     assert list(first.per_task) == [TASK] and 0.0 <= first.mean_success <= 1.0
     assert evaluator.evaluate(root, 1, episodes=2) == first
-    assert CheckpointEvaluator(tasks, tmp_path / "cache.json", evaluate_fn=counting_evaluate).evaluate(base_dir / "checkpoints", 1, 2) == first
+    assert (
+        CheckpointEvaluator(tasks, tmp_path / "cache.json", evaluate_fn=counting_evaluate).evaluate(
+            base_dir / "checkpoints", 1, 2
+        )
+        == first
+    )
     assert calls == [2]  # same weights (hash), same scenes: evaluated once, across evaluators and run dirs
     weights = root / "v000001" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
@@ -253,15 +327,33 @@ def test_evaluator_runs_the_real_harness_once_per_weights(base_dir, tmp_path):
 # ------------------------------------------------------------------------------ results
 
 
-def _run_result(method, seed, robots, groups, final, curve=(), rows=(), start_ns=0, duration_s=0.0, updates=None, offline=None):
+def _run_result(
+    method, seed, robots, groups, final, curve=(), rows=(), start_ns=0, duration_s=0.0, updates=None, offline=None
+):
     kw = {}
     if rows:
-        kw = dict(online_windows=tuple(w.as_dict() for w in window_stats(rows, start_ns, duration_s, duration_s / 3)),
-                  online_totals=totals(rows, start_ns, duration_s).as_dict(), throughput=throughput(rows, start_ns, duration_s, robots).as_dict())
-    return RunResult(name=f"{method}-r{robots}-s{seed}", method=method, seed=seed, robots=robots, groups=groups, duration_s=duration_s,
-                     final_version=2, final_success=final, final_per_task={TASK: final, "push-v3": final}, eval_episodes_per_task=5,
-                     curve=tuple(CurvePoint(t, 1 + i, v, {TASK: v, "push-v3": v}) for i, (t, v) in enumerate(curve)),
-                     learner_updates=updates, offline_updates=offline, start_ns=start_ns, **kw)
+        kw = dict(
+            online_windows=tuple(w.as_dict() for w in window_stats(rows, start_ns, duration_s, duration_s / 3)),
+            online_totals=totals(rows, start_ns, duration_s).as_dict(),
+            throughput=throughput(rows, start_ns, duration_s, robots).as_dict(),
+        )
+    return RunResult(
+        name=f"{method}-r{robots}-s{seed}",
+        method=method,
+        seed=seed,
+        robots=robots,
+        groups=groups,
+        duration_s=duration_s,
+        final_version=2,
+        final_success=final,
+        final_per_task={TASK: final, "push-v3": final},
+        eval_episodes_per_task=5,
+        curve=tuple(CurvePoint(t, 1 + i, v, {TASK: v, "push-v3": v}) for i, (t, v) in enumerate(curve)),
+        learner_updates=updates,
+        offline_updates=offline,
+        start_ns=start_ns,
+        **kw,
+    )
 
 
 def test_results_are_written_as_csv_markdown_plots_and_summary(base_dir, tmp_path):
@@ -269,25 +361,50 @@ def test_results_are_written_as_csv_markdown_plots_and_summary(base_dir, tmp_pat
 
     t0 = 1_700_000_000 * NS_PER_S
     with EpisodeStore(tmp_path / "fleet", cache_in_background=False) as store:
-        for i, (t, actors, success) in enumerate([(10, [Actor.HUMAN], True), (50, [Actor.POLICY, Actor.HUMAN], False), (100, [Actor.POLICY], True)]):
+        for i, (t, actors, success) in enumerate(
+            [(10, [Actor.HUMAN], True), (50, [Actor.POLICY, Actor.HUMAN], False), (100, [Actor.POLICY], True)]
+        ):
             ingest(store, make_episode(TASK, 8, actors, success, seed=i, end_ns=t0 + t * NS_PER_S), tmp_path)
         rows = store.query()
     curve = [(0, 0.4), (60, 0.7), (120, 0.95)]
     results = [
         _run_result("base", 0, 0, ("comparison",), 0.4, curve=[(0, 0.4)]),
         _run_result("sop_hg_dagger", 0, 2, ("comparison", "scaling"), 0.95, curve, rows, t0, 120.0, updates=300),
-        _run_result("sop_hg_dagger", 1, 2, ("comparison", "scaling"), 0.85, [(0, 0.4), (60, 0.9), (120, 0.85)], rows, t0, 120.0, updates=280),
-        _run_result("sop_hg_dagger", 0, 1, ("scaling",), 0.6, [(0, 0.4), (60, 0.5), (120, 0.6)], rows, t0, 120.0, updates=250),
-        _run_result("non_sop", 0, 2, ("comparison",), 0.6, [(0, 0.4), (60, 0.4), (120, 0.4)], rows, t0, 120.0, offline=300),
+        _run_result(
+            "sop_hg_dagger",
+            1,
+            2,
+            ("comparison", "scaling"),
+            0.85,
+            [(0, 0.4), (60, 0.9), (120, 0.85)],
+            rows,
+            t0,
+            120.0,
+            updates=280,
+        ),
+        _run_result(
+            "sop_hg_dagger", 0, 1, ("scaling",), 0.6, [(0, 0.4), (60, 0.5), (120, 0.6)], rows, t0, 120.0, updates=250
+        ),
+        _run_result(
+            "non_sop", 0, 2, ("comparison",), 0.6, [(0, 0.4), (60, 0.4), (120, 0.4)], rows, t0, 120.0, offline=300
+        ),
         _run_result("offline_only", 0, 0, ("comparison",), 0.5, offline=300),
     ]
     save_run_result(tmp_path / "runs" / "x", results[1])
     assert load_run_result(tmp_path / "runs" / "x") == results[1]
 
     args = argparse.Namespace(threshold=0.9, robot_hz=10.0, seeds=2, duration_min=2.0)
-    data = write_outputs(tmp_path, results, args, {"command": "sop experiment --duration-min 2", "machine": {"cpu_count": 2}})
+    data = write_outputs(
+        tmp_path, results, args, {"command": "sop experiment --duration-min 2", "machine": {"cpu_count": 2}}
+    )
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["final_success"] == {"base": 0.4, "sop_hg_dagger": pytest.approx(0.9), "sop_recap": None, "non_sop": 0.6, "offline_only": 0.5}
+    assert summary["final_success"] == {
+        "base": 0.4,
+        "sop_hg_dagger": pytest.approx(0.9),
+        "sop_recap": None,
+        "non_sop": 0.6,
+        "offline_only": 0.5,
+    }
     assert summary["final_success_spread"]["sop_hg_dagger"]["std"] == pytest.approx(np.std([0.95, 0.85], ddof=1))
     # 2 robots: the seed-mean curve (0.4, 0.8, 0.9) crosses 0.9 at 120 s; seed 0 alone at 60 + 60 * 0.2 / 0.25 = 108 s.
     assert summary["time_to_threshold_s"] == {"1": None, "2": pytest.approx(120.0)}

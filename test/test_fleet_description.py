@@ -1,10 +1,11 @@
 """The fleet description is validated up front: a bad file is one clear line, never a traceback."""
+
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import sop_cli
 
-from conftest import REPO, sop_cli
 from sop_ros.fleet.description import FleetConfigError, default_fleet_path, load_fleet
 from sop_ros.fleet.specs import NodeSpec, node_specs
 
@@ -35,9 +36,17 @@ def with_change(change):
 BAD = {
     "unknown key": (lambda d: d["robots"][0].update(colour="red"), "robots.0.colour", "unknown key"),
     "missing robot id": (lambda d: d["robots"][1].pop("id"), "robots.1.id", "required field is missing"),
-    "duplicate namespace": (lambda d: d["robots"][1].update(namespace="/robot1"), "robots.1.namespace", "duplicate namespace '/robot1'"),
+    "duplicate namespace": (
+        lambda d: d["robots"][1].update(namespace="/robot1"),
+        "robots.1.namespace",
+        "duplicate namespace '/robot1'",
+    ),
     "wrong type": (lambda d: d["robots"][0].update(control_rate_hz="fast"), "robots.0.control_rate_hz", "'fast'"),
-    "missing file": (lambda d: d["robots"][0].update(credentials={"token_file": "nope/robot1.token"}), "robots.0.credentials.token_file", "file not found"),
+    "missing file": (
+        lambda d: d["robots"][0].update(credentials={"token_file": "nope/robot1.token"}),
+        "robots.0.credentials.token_file",
+        "file not found",
+    ),
     "bad backend": (lambda d: d["robots"][0].update(backend="cloud"), "robots.0.backend", "'sim' or 'hardware'"),
     "secure learner without tls": (lambda d: d["learner"].update(insecure=False), "learner", "set tls and tokens_file"),
 }
@@ -82,7 +91,9 @@ def test_embedded_default_fleet_is_valid_and_paths_resolve(tmp_path):
     token = tmp_path / "creds" / "robot1.token"
     token.parent.mkdir()
     token.write_text("secret")
-    path = write(tmp_path, with_change(lambda d: d["robots"][0].update(credentials={"token_file": "creds/robot1.token"})))
+    path = write(
+        tmp_path, with_change(lambda d: d["robots"][0].update(credentials={"token_file": "creds/robot1.token"}))
+    )
     assert load_fleet(path).robots[0].credentials.token_file == token
 
 

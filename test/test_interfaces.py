@@ -1,9 +1,9 @@
 """Every custom message and service crosses a real process boundary through DDS."""
+
 import json
 import signal
 
 import pytest
-
 from conftest import run_peer, start_peer
 
 pytestmark = pytest.mark.timeout(120)
@@ -19,7 +19,12 @@ def test_two_processes_exchange_every_custom_message_and_service(ros_environment
     finally:
         peer.send_signal(signal.SIGINT)
         peer.wait(timeout=20)
-    assert out["echoed"] == {"action_chunk": True, "intervention_state": True, "policy_update": True, "episode_status": True}
+    assert out["echoed"] == {
+        "action_chunk": True,
+        "intervention_state": True,
+        "policy_update": True,
+        "episode_status": True,
+    }
     services = out["services"]
     assert services["set_task"] == [True, "next task push-v3: push it"]
     assert services["set_task_refused"][0] is False
@@ -32,7 +37,15 @@ def test_every_field_of_every_interface_is_commented():
 
     root = Path(__file__).resolve().parents[1]
     files = sorted((root / "msg").glob("*.msg")) + sorted((root / "srv").glob("*.srv"))
-    assert {f.stem for f in files} >= {"ActionChunk", "InterventionState", "PolicyUpdate", "EpisodeStatus", "SetTask", "LabelEpisode", "GetRobotStatus"}
+    assert {f.stem for f in files} >= {
+        "ActionChunk",
+        "InterventionState",
+        "PolicyUpdate",
+        "EpisodeStatus",
+        "SetTask",
+        "LabelEpisode",
+        "GetRobotStatus",
+    }
     for f in files:
         lines = f.read_text().splitlines()
         for i, line in enumerate(lines):

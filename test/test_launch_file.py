@@ -5,6 +5,7 @@ minimal recorder of the launch / launch_ros API: keyword-only signatures copied 
 real classes (launch 3.7, launch_ros 0.28), so a misspelt or unknown argument fails as it
 would under `ros2 launch`. The run against the real launch stack is recorded in the README.
 """
+
 import importlib.util
 import sys
 import types
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from sop_ros.fleet.description import load_fleet
 from sop_ros.fleet.launcher import command_for
 from sop_ros.fleet.specs import NodeSpec, node_specs
@@ -27,19 +28,73 @@ class _Recorded:
 
 
 class Node(_Recorded):
-    def __init__(self, *, executable, package=None, name=None, namespace=None, exec_name=None, parameters=None,
-                 remappings=None, ros_arguments=None, arguments=None, respawn=False, respawn_delay=None, output="log", **kw):
-        unknown = set(kw) - {"cwd", "env", "additional_env", "shell", "sigterm_timeout", "sigkill_timeout", "emulate_tty", "prefix", "on_exit", "log_cmd", "cached_output"}
+    def __init__(
+        self,
+        *,
+        executable,
+        package=None,
+        name=None,
+        namespace=None,
+        exec_name=None,
+        parameters=None,
+        remappings=None,
+        ros_arguments=None,
+        arguments=None,
+        respawn=False,
+        respawn_delay=None,
+        output="log",
+        **kw,
+    ):
+        unknown = set(kw) - {
+            "cwd",
+            "env",
+            "additional_env",
+            "shell",
+            "sigterm_timeout",
+            "sigkill_timeout",
+            "emulate_tty",
+            "prefix",
+            "on_exit",
+            "log_cmd",
+            "cached_output",
+        }
         if unknown:
             raise TypeError(f"Node() got unexpected keyword arguments {unknown}")
-        super().__init__(executable=executable, package=package, name=name, namespace=namespace, parameters=parameters,
-                         remappings=remappings, respawn=respawn, respawn_delay=respawn_delay, output=output)
+        super().__init__(
+            executable=executable,
+            package=package,
+            name=name,
+            namespace=namespace,
+            parameters=parameters,
+            remappings=remappings,
+            respawn=respawn,
+            respawn_delay=respawn_delay,
+            output=output,
+        )
 
 
 class ExecuteProcess(_Recorded):
-    def __init__(self, *, cmd, name=None, cwd=None, env=None, additional_env=None, shell=False, sigterm_timeout=None,
-                 sigkill_timeout=None, emulate_tty=False, output="log", output_format=None, log_cmd=False, on_exit=None,
-                 respawn=False, respawn_delay=None, respawn_max_retries=-1, cached_output=False):
+    def __init__(
+        self,
+        *,
+        cmd,
+        name=None,
+        cwd=None,
+        env=None,
+        additional_env=None,
+        shell=False,
+        sigterm_timeout=None,
+        sigkill_timeout=None,
+        emulate_tty=False,
+        output="log",
+        output_format=None,
+        log_cmd=False,
+        on_exit=None,
+        respawn=False,
+        respawn_delay=None,
+        respawn_max_retries=-1,
+        cached_output=False,
+    ):
         super().__init__(cmd=cmd, name=name, respawn=respawn, respawn_delay=respawn_delay, output=output)
 
 
@@ -79,7 +134,12 @@ def launch_file(monkeypatch):
         monkeypatch.setitem(sys.modules, name, m)
 
     module("launch", LaunchDescription=LaunchDescription)
-    module("launch.actions", DeclareLaunchArgument=DeclareLaunchArgument, ExecuteProcess=ExecuteProcess, OpaqueFunction=OpaqueFunction)
+    module(
+        "launch.actions",
+        DeclareLaunchArgument=DeclareLaunchArgument,
+        ExecuteProcess=ExecuteProcess,
+        OpaqueFunction=OpaqueFunction,
+    )
     module("launch.substitutions", LaunchConfiguration=LaunchConfiguration)
     module("launch_ros")
     module("launch_ros.actions", Node=Node)
@@ -110,7 +170,17 @@ def from_launch_file(actions):
             params = {}
             for p in k["parameters"]:
                 params.update(p)
-            out.append(("node", k["executable"], k["name"], k["namespace"], params, tuple(map(tuple, k["remappings"])), k["respawn"]))
+            out.append(
+                (
+                    "node",
+                    k["executable"],
+                    k["name"],
+                    k["namespace"],
+                    params,
+                    tuple(map(tuple, k["remappings"])),
+                    k["respawn"],
+                )
+            )
         else:
             out.append(("process", tuple(k["cmd"][1:]), k["name"], None, None, None, k["respawn"]))
     return out
@@ -123,7 +193,7 @@ def from_sop_launch(specs, tmp_path):
         cmd = command_for(spec, tmp_path)
         if isinstance(spec, NodeSpec):
             assert cmd[1:4] == ["-m", "sop_ros.nodes", spec.executable]
-            ros_args = cmd[cmd.index("--ros-args") + 1:]
+            ros_args = cmd[cmd.index("--ros-args") + 1 :]
             remaps, params = [], None
             it = iter(ros_args)
             for flag in it:
@@ -131,7 +201,7 @@ def from_sop_launch(specs, tmp_path):
                 if flag == "-r":
                     remaps.append(tuple(value.split(":=")))
                 elif flag == "--params-file":
-                    (fqn, body), = yaml.safe_load(Path(value).read_text()).items()
+                    ((fqn, body),) = yaml.safe_load(Path(value).read_text()).items()
                     params = body["ros__parameters"]
             name = dict(remaps).pop("__node")
             ns = dict(remaps).pop("__ns")
@@ -148,7 +218,9 @@ def test_launch_file_starts_the_same_nodes_as_sop_launch(launch_file, tmp_path, 
     args, actions = evaluate(launch_file, robot=robot, learner=learner)
     assert Path(args["fleet"]).resolve() == (REPO / "config" / "fleet.yaml").resolve()
     fleet = load_fleet(args["fleet"])
-    specs = node_specs(fleet, robot_ids=[robot] if robot else None, with_learner={"auto": None, "true": True, "false": False}[learner])
+    specs = node_specs(
+        fleet, robot_ids=[robot] if robot else None, with_learner={"auto": None, "true": True, "false": False}[learner]
+    )
     launched = from_launch_file(actions)
     assert launched == from_sop_launch(specs, tmp_path)
     nodes = [n for n in launched if n[0] == "node"]
@@ -160,7 +232,7 @@ def test_launch_file_starts_the_same_nodes_as_sop_launch(launch_file, tmp_path, 
 def test_every_launched_executable_is_an_installed_node_with_main(launch_file):
     _, actions = evaluate(launch_file)
     cmake = (REPO / "CMakeLists.txt").read_text()
-    assert 'sop_ros/nodes/[a-z]*.py' in cmake  # CMake installs every node module as lib/sop_ros/<name>
+    assert "sop_ros/nodes/[a-z]*.py" in cmake  # CMake installs every node module as lib/sop_ros/<name>
     for a in actions:
         if isinstance(a, Node):
             spec = importlib.util.find_spec(f"sop_ros.nodes.{a.kwargs['executable']}")

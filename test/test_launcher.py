@@ -1,4 +1,5 @@
 """`sop launch` runs a real two-robot fleet, supervises it and leaves nothing behind."""
+
 import json
 import os
 import signal
@@ -9,8 +10,8 @@ import time
 import psutil
 import pytest
 import yaml
-
 from conftest import REPO, run_peer
+
 from sop_ros.fleet.description import load_fleet
 from sop_ros.fleet.specs import node_specs
 
@@ -24,7 +25,14 @@ def fleet_file(tmp_path, respawn=False):
         "learner": {"address": "127.0.0.1:50998", "run_locally": False, "insecure": True},
         "robots": [
             {"id": "robot1", "backend": "sim", "tasks": ["push-v3"], "respawn": respawn, "respawn_delay_s": 0.5},
-            {"id": "robot2", "backend": "sim", "tasks": ["pick-place-v3", "push-v3"], "control_rate_hz": 5.0, "respawn": respawn, "respawn_delay_s": 0.5},
+            {
+                "id": "robot2",
+                "backend": "sim",
+                "tasks": ["pick-place-v3", "push-v3"],
+                "control_rate_hz": 5.0,
+                "respawn": respawn,
+                "respawn_delay_s": 0.5,
+            },
         ],
     }
     path = tmp_path / "fleet.yaml"
@@ -33,8 +41,15 @@ def fleet_file(tmp_path, respawn=False):
 
 
 def start_launcher(path, env, *extra):
-    return subprocess.Popen([sys.executable, "-m", "sop_ros.cli", "launch", str(path), *extra], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sop_ros.cli", "launch", str(path), *extra],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def expected_processes(path, robots=None):
@@ -49,7 +64,7 @@ def wait_for_nodes(launcher, count, timeout=90.0, lines=None):
         line = launcher.stdout.readline()
         lines.append(line)
         if line.startswith("[launch] started"):
-            label, pid = line[len("[launch] started "):].rsplit(" (pid ", 1)
+            label, pid = line[len("[launch] started ") :].rsplit(" (pid ", 1)
             pids[label] = int(pid.rstrip(")\n"))
     assert len(pids) == count, "".join(lines)
     return pids
@@ -86,8 +101,17 @@ def test_two_robot_fleet_runs_and_ctrl_c_leaves_no_process(tmp_path, ros_environ
         node_pids = list(wait_for_nodes(launcher, expected_processes(path)).values())
         result = run_peer("status_client.py", "/robot1", "/robot2", env=ros_environment, timeout=90)
         status = json.loads(result.stdout.strip().splitlines()[-1])
-        assert status["/robot1"] == {"robot_id": "robot1", "namespace": "/robot1", "backend": "sim", "task_set": ["push-v3"], "control_rate_hz": 10.0}
-        assert status["/robot2"]["task_set"] == ["pick-place-v3", "push-v3"] and status["/robot2"]["control_rate_hz"] == 5.0
+        assert status["/robot1"] == {
+            "robot_id": "robot1",
+            "namespace": "/robot1",
+            "backend": "sim",
+            "task_set": ["push-v3"],
+            "control_rate_hz": 10.0,
+        }
+        assert (
+            status["/robot2"]["task_set"] == ["pick-place-v3", "push-v3"]
+            and status["/robot2"]["control_rate_hz"] == 5.0
+        )
         tree = descendants(launcher.pid) | set(node_pids)
         assert set(node_pids) <= tree
         launcher.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does

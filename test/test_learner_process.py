@@ -5,6 +5,7 @@ checkpoint, receives episodes from a real uploader, publishes HG-DAgger checkpoi
 that descend from the base, and after SIGKILL + restart continues the same run:
 versions and training steps keep increasing (no retraining from scratch).
 """
+
 import signal
 import subprocess
 import sys
@@ -26,14 +27,43 @@ pytestmark = pytest.mark.timeout(400)
 
 
 def episode(seed, robot_id, source_human, success=True):
-    return synthetic_episode(num_steps=24, image_hw=32, seed=seed, robot_id=robot_id, task_id="push-v3", instruction="push the puck",
-                             state_dim=4, chunk_len=4, policy_version=1, human_steps=source_human, success=success)
+    return synthetic_episode(
+        num_steps=24,
+        image_hw=32,
+        seed=seed,
+        robot_id=robot_id,
+        task_id="push-v3",
+        instruction="push the puck",
+        state_dim=4,
+        chunk_len=4,
+        policy_version=1,
+        human_steps=source_human,
+        success=success,
+    )
 
 
 def start_learner(data_dir, port, *extra):
-    cmd = [sys.executable, "-m", "sop_ros.cli", "learner", "--data-dir", str(data_dir), "--insecure", "--address", f"127.0.0.1:{port}",
-           "--publish-every-updates", "3", "--publish-every-s", "600", "--batch-size", "4", *extra]
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "sop_ros.cli",
+        "learner",
+        "--data-dir",
+        str(data_dir),
+        "--insecure",
+        "--address",
+        f"127.0.0.1:{port}",
+        "--publish-every-updates",
+        "3",
+        "--publish-every-s",
+        "600",
+        "--batch-size",
+        "4",
+        *extra,
+    ]
+    return subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def prepare_learner_dir(tmp_path):
@@ -50,7 +80,13 @@ def prepare_learner_dir(tmp_path):
         offline.commit(ep.episode_id, file_sha256(path), "demo")
     offline.close()
     checkpoints = CheckpointStore(data / "checkpoints")
-    base = checkpoints.publish(VLAPolicy(preset("tiny"), device="cpu").checkpoint_tensors(), algorithm="bc", training_step=0, metrics={}, parent_version=None)
+    base = checkpoints.publish(
+        VLAPolicy(preset("tiny"), device="cpu").checkpoint_tensors(),
+        algorithm="bc",
+        training_step=0,
+        metrics={},
+        parent_version=None,
+    )
     assert base.version == 1
     return data, checkpoints
 
@@ -106,13 +142,30 @@ def test_learner_keeps_only_the_newest_checkpoints_and_the_base(tmp_path):
     versions = checkpoints.versions()
     newest = max(versions)
     assert versions == [1, newest - 1, newest], versions
-    assert sorted(p.name for p in checkpoints.root.iterdir() if p.name.startswith("v")) == [f"v{v:06d}" for v in versions]
+    assert sorted(p.name for p in checkpoints.root.iterdir() if p.name.startswith("v")) == [
+        f"v{v:06d}" for v in versions
+    ]
     assert "pruned" in out
 
 
 def test_learner_refuses_a_negative_checkpoint_count(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "sop_ros.cli", "learner", "--data-dir", str(tmp_path), "--insecure", "--keep-checkpoints", "-1"],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sop_ros.cli",
+            "learner",
+            "--data-dir",
+            str(tmp_path),
+            "--insecure",
+            "--keep-checkpoints",
+            "-1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "keep_checkpoints: must be >= 0" in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "checkpoints").exists()
 
@@ -164,8 +217,16 @@ def test_bc_without_offline_episodes_refuses_to_start_and_says_why(tmp_path, off
 
 
 def test_sop_learner_bc_without_demonstrations_exits_with_one_clear_error(tmp_path):
-    command = [sys.executable, "-m", "sop_ros.commands.learner", "--data-dir", str(tmp_path), "--insecure",
-               "--algorithm", "bc"]
+    command = [
+        sys.executable,
+        "-m",
+        "sop_ros.commands.learner",
+        "--data-dir",
+        str(tmp_path),
+        "--insecure",
+        "--algorithm",
+        "bc",
+    ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.count("nothing to train on") == 1, result.stderr[-2000:]

@@ -7,6 +7,7 @@ Short form (CI): 4 robots, 220 small episodes, 10 kills, well under 2 minutes.
 Long form:  SOP_CHAOS_KILLS=50 pytest test/test_link_chaos.py   (more kills; also SOP_CHAOS_EPISODES=N)
 This file doubles as the uploader process: `python test/test_link_chaos.py uploader ...`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,12 +60,40 @@ class Harness:
 
     def start_learner(self) -> None:
         # --no-train: this tests the link; the test episodes (state_dim 7) do not fit the learner's default model.
-        self.learner = self._spawn("learner", ["-m", "sop_ros.commands.learner", "--data-dir", str(self.tmp / "learner"),
-                                               "--address", self.address, "--insecure", "--robots", "4", "--grace", "2",
-                                               "--no-train", "--log-level", "WARNING"])
+        self.learner = self._spawn(
+            "learner",
+            [
+                "-m",
+                "sop_ros.commands.learner",
+                "--data-dir",
+                str(self.tmp / "learner"),
+                "--address",
+                self.address,
+                "--insecure",
+                "--robots",
+                "4",
+                "--grace",
+                "2",
+                "--no-train",
+                "--log-level",
+                "WARNING",
+            ],
+        )
 
     def start_uploader(self, robot: str) -> None:
-        self.uploaders[robot] = self._spawn(robot, [__file__, "uploader", "--spool", str(self.tmp / "spools" / robot), "--robot", robot, "--address", self.address])
+        self.uploaders[robot] = self._spawn(
+            robot,
+            [
+                __file__,
+                "uploader",
+                "--spool",
+                str(self.tmp / "spools" / robot),
+                "--robot",
+                robot,
+                "--address",
+                self.address,
+            ],
+        )
 
     def wait_learner_serving(self, timeout_s: float) -> None:
         """The learner answers gRPC health checks (it has installed its SIGTERM handler before serving)."""
@@ -116,10 +145,11 @@ def _uploader_main(argv: list[str]) -> int:
 
 
 def test_chaos_kills_lose_and_duplicate_nothing(tmp_path):
+    from test_link_support import make_episode
+
     from sop_ros.core.episodes.episode_file import file_sha256
     from sop_ros.core.storage.episode_store import EpisodeStore
     from sop_ros.core.storage.spool import Spool
-    from test_link_support import make_episode
 
     rng = random.Random(int(os.environ.get("SOP_CHAOS_SEED", "0")) or None)
     expected: dict[str, tuple[str, str]] = {}  # episode id -> (robot, sha256 of the robot's file)

@@ -1,4 +1,5 @@
 """Checkpoint announcements (newest only) and resumable, hash-verified downloads on a real learner."""
+
 from __future__ import annotations
 
 import threading
@@ -6,11 +7,11 @@ import time
 
 import pytest
 import torch
-
-from sop_ros.link.follower import CheckpointFollower, ChecksumError
-from sop_ros.link.checkpoint_info import CheckpointRef, info_from_manifest
-from sop_ros.link.protos import policy_pb2
 from test_link_support import FAST_RETRY, insecure_link, running_learner
+
+from sop_ros.link.checkpoint_info import CheckpointRef, info_from_manifest
+from sop_ros.link.follower import CheckpointFollower, ChecksumError
+from sop_ros.link.protos import policy_pb2
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -18,7 +19,13 @@ pytestmark = pytest.mark.timeout(60)
 def _publish(learner, count: int, numel: int = 1000, parent=None) -> list:
     manifests = []
     for i in range(count):
-        m = learner.checkpoint_store.publish({"w": torch.full((numel,), float(i))}, algorithm="hg_dagger", training_step=i, metrics={"loss": 1.0 / (i + 1)}, parent_version=parent)
+        m = learner.checkpoint_store.publish(
+            {"w": torch.full((numel,), float(i))},
+            algorithm="hg_dagger",
+            training_step=i,
+            metrics={"loss": 1.0 / (i + 1)},
+            parent_version=parent,
+        )
         manifests.append(m)
         parent = m.version
     return manifests
@@ -37,7 +44,9 @@ def test_raw_watch_stream_skips_to_newest_for_a_reader_that_does_not_keep_up(tmp
         manifests = _publish(learner, 1, numel=10)
         learner.service.publish_checkpoint(manifests[0])
         link = insecure_link(learner.address)
-        stream = link.policy.WatchCheckpoints(policy_pb2.WatchCheckpointsRequest(robot_id="robot1", fleet="default"), timeout=20)
+        stream = link.policy.WatchCheckpoints(
+            policy_pb2.WatchCheckpointsRequest(robot_id="robot1", fleet="default"), timeout=20
+        )
         assert next(stream).checkpoint.version == manifests[0].version
         manifests += _publish(learner, 29, numel=10, parent=manifests[0].version)
         for m in manifests[1:]:  # announced while the robot is not reading
@@ -55,7 +64,9 @@ def test_follower_with_slow_consumer_downloads_only_the_newest(tmp_path):
     with running_learner(tmp_path / "learner") as learner:
         manifests = _publish(learner, 1)
         learner.service.publish_checkpoint(manifests[0])
-        follower = CheckpointFollower(insecure_link(learner.address), tmp_path / "cache", robot_id="robot1", fleet="default", retry=FAST_RETRY)
+        follower = CheckpointFollower(
+            insecure_link(learner.address), tmp_path / "cache", robot_id="robot1", fleet="default", retry=FAST_RETRY
+        )
         seen, first_done = [], threading.Event()
 
         def slow_consumer(downloaded):
@@ -79,7 +90,10 @@ def test_follower_with_slow_consumer_downloads_only_the_newest(tmp_path):
         latest = follower.latest()
         assert latest.version == manifests[-1].version
         assert latest.weights_path.read_bytes() == learner.checkpoint_store.weights_path(latest.version).read_bytes()
-        assert CheckpointRef(**__import__("json").loads(latest.manifest_path.read_text())["announced"]).content_hash == manifests[-1].content_hash
+        assert (
+            CheckpointRef(**__import__("json").loads(latest.manifest_path.read_text())["announced"]).content_hash
+            == manifests[-1].content_hash
+        )
 
 
 def test_download_resumes_and_verifies_hash(tmp_path):

@@ -1,4 +1,5 @@
 """Build-time codegen: generated modules use relative imports, are regenerated only when stale."""
+
 from __future__ import annotations
 
 import shutil

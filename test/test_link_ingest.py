@@ -1,4 +1,5 @@
 """Ingest + Fleet + health/reflection against a real learner on loopback."""
+
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from test_link_support import FAST_RETRY, insecure_link, make_episode, running_learner
 
 from sop_ros.core.episodes.episode_file import file_sha256
 from sop_ros.core.storage.spool import Spool
@@ -17,7 +19,6 @@ from sop_ros.link.membership import FleetMember, IncompatibleRobotError, RobotDe
 from sop_ros.link.options import CHUNK_BYTES, PROTOCOL_VERSION
 from sop_ros.link.protos import SERVICE_NAMES, fleet_pb2, ingest_pb2
 from sop_ros.link.uploader import EpisodeUploader
-from test_link_support import FAST_RETRY, insecure_link, make_episode, running_learner
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,7 +31,13 @@ def _spool_with(tmp_path, robot_id: str, count: int, **episode_kw) -> Spool:
 
 
 def _meta(path, robot_id="robot1", sha=None):
-    return ingest_pb2.EpisodeMetadata(episode_id=path.name.split("_")[-1].removesuffix(".mcap"), robot_id=robot_id, task_id="reach-v3", size_bytes=os.path.getsize(path), sha256=sha or file_sha256(path))
+    return ingest_pb2.EpisodeMetadata(
+        episode_id=path.name.split("_")[-1].removesuffix(".mcap"),
+        robot_id=robot_id,
+        task_id="reach-v3",
+        size_bytes=os.path.getsize(path),
+        sha256=sha or file_sha256(path),
+    )
 
 
 def test_upload_commits_each_episode_exactly_once_byte_identical(tmp_path):
@@ -81,11 +88,17 @@ def test_next_episode_streams_while_the_learner_commits_the_previous_one(tmp_pat
             return append(episode_id, *args)
 
         store.commit, store.append_staged = slow_commit, recorded_append
-        uploader = EpisodeUploader(insecure_link(learner.address), spool, "robot1", retry=FAST_RETRY, max_in_flight=max_in_flight)
+        uploader = EpisodeUploader(
+            insecure_link(learner.address), spool, "robot1", retry=FAST_RETRY, max_in_flight=max_in_flight
+        )
         assert uploader.drain(timeout_s=30) == 4
         assert len(spool) == 0 and store.count() == 4
     windows = {eid: [t for kind, e, t in events if e == eid and kind.startswith("commit")] for _, eid, _ in events}
-    overlapped = [e for kind, e, t in events if kind != "commit_end" and any(other != e and w[0] < t < w[-1] for other, w in windows.items() if len(w) == 2)]
+    overlapped = [
+        e
+        for kind, e, t in events
+        if kind != "commit_end" and any(other != e and w[0] < t < w[-1] for other, w in windows.items() if len(w) == 2)
+    ]
     # One at a time, no other episode moves while the learner commits; with two in flight another one does.
     assert bool(overlapped) == (max_in_flight > 1), events
 
@@ -128,7 +141,9 @@ def test_chunk_at_wrong_offset_is_failed_precondition(tmp_path):
         link = insecure_link(learner.address)
         link.ingest.BeginEpisode(ingest_pb2.BeginEpisodeRequest(metadata=_meta(entry.path)), timeout=5)
         with pytest.raises(grpc.RpcError) as err:
-            link.ingest.UploadChunks(iter([ingest_pb2.EpisodeChunk(episode_id=entry.episode_id, offset=100, data=b"x" * 10)]), timeout=5)
+            link.ingest.UploadChunks(
+                iter([ingest_pb2.EpisodeChunk(episode_id=entry.episode_id, offset=100, data=b"x" * 10)]), timeout=5
+            )
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "offset" in err.value.details()
 
 
@@ -140,9 +155,13 @@ def test_hash_mismatch_is_data_loss_and_stores_nothing(tmp_path):
     with running_learner(tmp_path / "learner") as learner:
         link = insecure_link(learner.address)
         link.ingest.BeginEpisode(ingest_pb2.BeginEpisodeRequest(metadata=_meta(entry.path, sha=wrong)), timeout=5)
-        link.ingest.UploadChunks(iter([ingest_pb2.EpisodeChunk(episode_id=entry.episode_id, offset=0, data=data)]), timeout=5)
+        link.ingest.UploadChunks(
+            iter([ingest_pb2.EpisodeChunk(episode_id=entry.episode_id, offset=0, data=data)]), timeout=5
+        )
         with pytest.raises(grpc.RpcError) as err:
-            link.ingest.CommitEpisode(ingest_pb2.CommitEpisodeRequest(episode_id=entry.episode_id, sha256=wrong, robot_id="robot1"), timeout=5)
+            link.ingest.CommitEpisode(
+                ingest_pb2.CommitEpisodeRequest(episode_id=entry.episode_id, sha256=wrong, robot_id="robot1"), timeout=5
+            )
         assert err.value.code() == grpc.StatusCode.DATA_LOSS
         assert "sha256" in err.value.details()
         assert learner.episode_store.count() == 0
@@ -163,7 +182,15 @@ def test_oversized_episode_is_resource_exhausted(tmp_path):
 
 
 def _robot(robot_id="robot1", **overrides) -> RobotDescription:
-    fields = dict(robot_id=robot_id, software_version="0.1.0", tasks=("reach-v3",), backend="metaworld", control_rate_hz=10.0, action_dim=4, state_dim=7)
+    fields = dict(
+        robot_id=robot_id,
+        software_version="0.1.0",
+        tasks=("reach-v3",),
+        backend="metaworld",
+        control_rate_hz=10.0,
+        action_dim=4,
+        state_dim=7,
+    )
     fields.update(overrides)
     return RobotDescription(**fields)
 
@@ -172,7 +199,11 @@ def test_register_heartbeat_and_fleet_status(tmp_path):
     policy = CompatibilityPolicy(software_version="0.1.3", action_dim=4, state_dim=7, tasks=frozenset({"reach-v3"}))
     with running_learner(tmp_path / "learner", compatibility=policy) as learner:
         link = insecure_link(learner.address)
-        member = FleetMember(link, _robot(), status_provider=lambda: fleet_pb2.RobotStatus(episodes_spooled=3, policy_version=2, state="running"))
+        member = FleetMember(
+            link,
+            _robot(),
+            status_provider=lambda: fleet_pb2.RobotStatus(episodes_spooled=3, policy_version=2, state="running"),
+        )
         member.register()
         member.heartbeat()
         status = link.fleet.GetFleetStatus(fleet_pb2.GetFleetStatusRequest(), timeout=5)
@@ -209,8 +240,13 @@ def test_health_and_reflection_answer(tmp_path):
         link = insecure_link(learner.address)
         health = health_pb2_grpc.HealthStub(link.channel)
         for name in ("",) + SERVICE_NAMES:
-            assert health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+            assert (
+                health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+                == health_pb2.HealthCheckResponse.SERVING
+            )
         reflection = reflection_pb2_grpc.ServerReflectionStub(link.channel)
-        responses = list(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+        responses = list(
+            reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        )
         names = {s.name for s in responses[0].list_services_response.service}
         assert set(SERVICE_NAMES) <= names and "grpc.health.v1.Health" in names

@@ -1,4 +1,5 @@
 """TLS, mutual TLS, bearer tokens (hashed, revocable) and per-robot authorisation on a real learner."""
+
 from __future__ import annotations
 
 import json
@@ -6,6 +7,7 @@ import os
 
 import grpc
 import pytest
+from test_link_support import FAST_RETRY, make_episode, running_learner
 
 from sop_ros.cli import main as sop_main
 from sop_ros.core.episodes.episode_file import file_sha256
@@ -14,7 +16,6 @@ from sop_ros.link.certs import CredentialsLayout, init_credentials
 from sop_ros.link.channel import LinkClient, LinkClientConfig
 from sop_ros.link.protos import fleet_pb2, ingest_pb2
 from sop_ros.link.uploader import EpisodeUploader
-from test_link_support import FAST_RETRY, make_episode, running_learner
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,10 +26,23 @@ def creds(tmp_path_factory) -> CredentialsLayout:
 
 
 def _tls_learner(tmp_path, creds: CredentialsLayout, mtls: bool = False):
-    return running_learner(tmp_path / "learner", insecure=False, tls_cert=creds.learner_cert, tls_key=creds.learner_key, tokens_file=creds.tokens_file, client_ca=creds.ca_cert if mtls else None)
+    return running_learner(
+        tmp_path / "learner",
+        insecure=False,
+        tls_cert=creds.learner_cert,
+        tls_key=creds.learner_key,
+        tokens_file=creds.tokens_file,
+        client_ca=creds.ca_cert if mtls else None,
+    )
 
 
-def _link(creds: CredentialsLayout, address: str, robot: str | None = "robot1", client_cert_of: str | None = None, token: str | None = None) -> LinkClient:
+def _link(
+    creds: CredentialsLayout,
+    address: str,
+    robot: str | None = "robot1",
+    client_cert_of: str | None = None,
+    token: str | None = None,
+) -> LinkClient:
     cert_dir = creds.robot_dir(client_cert_of) if client_cert_of else None
     config = LinkClientConfig(
         address=address,
@@ -44,8 +58,16 @@ def _link(creds: CredentialsLayout, address: str, robot: str | None = "robot1", 
 def _begin(link: LinkClient, tmp_path, robot_id: str = "robot1", metadata_robot: str | None = None):
     spool = Spool(tmp_path / f"spool-{robot_id}-{os.urandom(3).hex()}", 1 << 30)
     entry = spool.write(make_episode(robot_id))
-    meta = ingest_pb2.EpisodeMetadata(episode_id=entry.episode_id, robot_id=metadata_robot or robot_id, task_id="reach-v3", size_bytes=os.path.getsize(entry.path), sha256=file_sha256(entry.path))
-    return link.ingest.BeginEpisode(ingest_pb2.BeginEpisodeRequest(metadata=meta), metadata=link.metadata, timeout=5), spool
+    meta = ingest_pb2.EpisodeMetadata(
+        episode_id=entry.episode_id,
+        robot_id=metadata_robot or robot_id,
+        task_id="reach-v3",
+        size_bytes=os.path.getsize(entry.path),
+        sha256=file_sha256(entry.path),
+    )
+    return link.ingest.BeginEpisode(
+        ingest_pb2.BeginEpisodeRequest(metadata=meta), metadata=link.metadata, timeout=5
+    ), spool
 
 
 def _code(fn) -> grpc.StatusCode:
@@ -75,7 +97,10 @@ def test_missing_wrong_and_revoked_tokens_are_refused(tmp_path, creds):
     with _tls_learner(tmp_path, creds) as learner:
         address = f"localhost:{learner.port}"
         assert _code(lambda: _begin(_link(creds, address, robot=None), tmp_path)) == grpc.StatusCode.UNAUTHENTICATED
-        assert _code(lambda: _begin(_link(creds, address, token="sop1.deadbeefdeadbeef.nottherealsecret"), tmp_path)) == grpc.StatusCode.UNAUTHENTICATED
+        assert (
+            _code(lambda: _begin(_link(creds, address, token="sop1.deadbeefdeadbeef.nottherealsecret"), tmp_path))
+            == grpc.StatusCode.UNAUTHENTICATED
+        )
         real = (creds.robot_dir("robot1") / "token").read_text().strip()
         tampered = real[:-2] + ("AA" if not real.endswith("AA") else "BB")
         assert _code(lambda: _begin(_link(creds, address, token=tampered), tmp_path)) == grpc.StatusCode.UNAUTHENTICATED
@@ -97,16 +122,43 @@ def test_robot_cannot_upload_as_another_robot(tmp_path, creds):
         spool = Spool(tmp_path / "spool-forged", 1 << 30)
         entry = spool.write(make_episode("robot2"))
         data = entry.path.read_bytes()
-        meta = ingest_pb2.EpisodeMetadata(episode_id=entry.episode_id, robot_id="robot1", task_id="reach-v3", size_bytes=len(data), sha256=file_sha256(entry.path))
+        meta = ingest_pb2.EpisodeMetadata(
+            episode_id=entry.episode_id,
+            robot_id="robot1",
+            task_id="reach-v3",
+            size_bytes=len(data),
+            sha256=file_sha256(entry.path),
+        )
         link1.ingest.BeginEpisode(ingest_pb2.BeginEpisodeRequest(metadata=meta), metadata=link1.metadata, timeout=5)
-        link1.ingest.UploadChunks(iter([ingest_pb2.EpisodeChunk(episode_id=entry.episode_id, offset=0, data=data)]), metadata=link1.metadata, timeout=5)
+        link1.ingest.UploadChunks(
+            iter([ingest_pb2.EpisodeChunk(episode_id=entry.episode_id, offset=0, data=data)]),
+            metadata=link1.metadata,
+            timeout=5,
+        )
         commit = ingest_pb2.CommitEpisodeRequest(episode_id=entry.episode_id, sha256=meta.sha256, robot_id="robot1")
-        assert _code(lambda: link1.ingest.CommitEpisode(commit, metadata=link1.metadata, timeout=5)) == grpc.StatusCode.PERMISSION_DENIED
+        assert (
+            _code(lambda: link1.ingest.CommitEpisode(commit, metadata=link1.metadata, timeout=5))
+            == grpc.StatusCode.PERMISSION_DENIED
+        )
         assert learner.episode_store.count() == 0
         # Robots may not read fleet status; the operator token may.
-        assert _code(lambda: link1.fleet.GetFleetStatus(fleet_pb2.GetFleetStatusRequest(), metadata=link1.metadata, timeout=5)) == grpc.StatusCode.PERMISSION_DENIED
-        operator = _link(creds, f"localhost:{learner.port}", token=(creds.operator_dir("operator") / "token").read_text().strip())
-        assert operator.fleet.GetFleetStatus(fleet_pb2.GetFleetStatusRequest(), metadata=operator.metadata, timeout=5).episodes_stored == 0
+        assert (
+            _code(
+                lambda: link1.fleet.GetFleetStatus(
+                    fleet_pb2.GetFleetStatusRequest(), metadata=link1.metadata, timeout=5
+                )
+            )
+            == grpc.StatusCode.PERMISSION_DENIED
+        )
+        operator = _link(
+            creds, f"localhost:{learner.port}", token=(creds.operator_dir("operator") / "token").read_text().strip()
+        )
+        assert (
+            operator.fleet.GetFleetStatus(
+                fleet_pb2.GetFleetStatusRequest(), metadata=operator.metadata, timeout=5
+            ).episodes_stored
+            == 0
+        )
 
 
 def test_plaintext_client_cannot_talk_to_tls_learner(tmp_path, creds):
@@ -123,7 +175,10 @@ def test_mutual_tls(tmp_path, creds):
         assert not _begin(_link(creds, address, client_cert_of="robot1"), tmp_path)[0].already_stored
         assert _code(lambda: _begin(_link(creds, address), tmp_path)) == grpc.StatusCode.UNAVAILABLE  # no client cert
         # robot2's certificate with robot1's token: the identities disagree.
-        assert _code(lambda: _begin(_link(creds, address, client_cert_of="robot2"), tmp_path)) == grpc.StatusCode.PERMISSION_DENIED
+        assert (
+            _code(lambda: _begin(_link(creds, address, client_cert_of="robot2"), tmp_path))
+            == grpc.StatusCode.PERMISSION_DENIED
+        )
 
 
 def test_tls_learner_requires_explicit_insecure_for_plaintext(tmp_path):

@@ -1,13 +1,14 @@
 """ROS-free logic behind the robot nodes: mux, teleop, arm goals, chunk execution, swaps, assembly."""
+
 import uuid
 
 import numpy as np
 import pytest
 
+from sop_ros.core.episodes.assembly import EpisodeAssembler, ExecutedStepRecord, IncompleteEpisode
+from sop_ros.core.episodes.episode import Actor, LabelSource
 from sop_ros.core.robot.action_mux import ActionMux, HumanInput, MuxConfig
 from sop_ros.core.robot.arm_command import ArmCommandCodec, GoalDeduplicator
-from sop_ros.core.episodes.episode import Actor, LabelSource
-from sop_ros.core.episodes.assembly import EpisodeAssembler, ExecutedStepRecord, IncompleteEpisode
 from sop_ros.core.robot.policy_runner import ChunkExecutor, LoadedPolicy, PolicySlot
 from sop_ros.core.robot.teleop import JoyMapping, TeleopState
 
@@ -65,7 +66,10 @@ def test_mux_executes_only_inside_an_episode_and_never_a_tick_from_before_its_st
 
 
 def test_teleop_deadman_and_silence_timeout_and_no_repeated_reading():
-    state = TeleopState(JoyMapping(deadman_button=4, axis_map=(1, 0, -1, -1), axis_scale=(1.0, -1.0, 1.0, 1.0), gripper_close_button=0), joy_timeout_s=0.5)
+    state = TeleopState(
+        JoyMapping(deadman_button=4, axis_map=(1, 0, -1, -1), axis_scale=(1.0, -1.0, 1.0, 1.0), gripper_close_button=0),
+        joy_timeout_s=0.5,
+    )
     axes = [0.5, 0.8, 0.0, 0.0, 0.0]
     state.on_joy(axes, [0, 0, 0, 0, 1], stamp_ns=1, received_ns=0)
     cmd = state.command(10 * MS)
@@ -148,7 +152,9 @@ def test_assembler_joins_streams_by_stamp_and_refuses_an_episode_with_a_missing_
     ep = asm.finish(eid, True, LabelSource.ENVIRONMENT, end_ns=40)
     assert ep.num_steps == 3 and ep.actors.tolist() == [0, 1, 0] and ep.intervention_reasons == ("no progress",)
     assert [(s.start_step, s.end_step) for s in ep.intervention_segments] == [(1, 2)]
-    assert np.isnan(ep.proposed_chunks[1]).all() and (ep.proposed_chunks[2] == 2).all() and (ep.policy_versions == 3).all()
+    assert (
+        np.isnan(ep.proposed_chunks[1]).all() and (ep.proposed_chunks[2] == 2).all() and (ep.policy_versions == 3).all()
+    )
     eid2 = str(uuid.uuid4())
     asm.start(eid2, "push-v3", "push", start_ns=50)
     asm.observation(60, state=np.zeros(4, np.float32))  # the frame was lost

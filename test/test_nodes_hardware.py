@@ -1,6 +1,7 @@
 """Hardware-side nodes with real processes: camera driver (a real video file), joystick publisher
 (SDL without a device), and the episode manager running the policy + action mux against a fake
 ros2_control arm (JointState out, JointTrajectory goals recorded) and an operator ending an episode."""
+
 import dataclasses
 import json
 import signal
@@ -12,8 +13,8 @@ import time
 import cv2
 import numpy as np
 import pytest
-
 from conftest import REPO, ros_env, start_peer
+
 from sop_ros.core.episodes.hashing import file_sha256
 from sop_ros.core.robot.backend import SIM_ARM_JOINT_NAMES
 from sop_ros.fleet.description import parse_fleet
@@ -30,7 +31,9 @@ def start_node(executable, env, *params):
     args = [sys.executable, "-m", "sop_ros.nodes", executable, "--ros-args", "-r", "__ns:=/robot1"]
     for p in params:
         args += ["-p", p]
-    return subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def stop(proc, timeout=30):
@@ -58,7 +61,9 @@ def test_camera_driver_publishes_the_video_as_best_effort_rgb_images_in_order(vi
     probe = start_peer("camera_probe.py", "/robot1/camera/image_raw", "7", env=env)
     assert probe.stdout.readline().strip() == "ready"
     # loop: the first frames may go out before discovery completes (best effort); later loops are seen whole.
-    camera = start_node("camera_driver", env, f"source:={video_file}", "rate_hz:=10.0", "width:=64", "height:=48", "loop:=true")
+    camera = start_node(
+        "camera_driver", env, f"source:={video_file}", "rate_hz:=10.0", "width:=64", "height:=48", "loop:=true"
+    )
     try:
         out = probe.communicate(timeout=60)[0]
         alive_at_end = camera.poll() is None
@@ -119,20 +124,33 @@ def checkpoint(tmp_path_factory):
     from sop_ros.core.model import VLAPolicy, preset
 
     torch.manual_seed(1)
-    path = VLAPolicy(preset("tiny", chunk_size=4), device="cpu").save(tmp_path_factory.mktemp("ckpt") / "v1.safetensors")
+    path = VLAPolicy(preset("tiny", chunk_size=4), device="cpu").save(
+        tmp_path_factory.mktemp("ckpt") / "v1.safetensors"
+    )
     return str(path), file_sha256(path)
 
 
 def test_episode_manager_drives_a_ros2_control_arm_with_timeouts_and_an_operator_end(tmp_path, video_file, checkpoint):
-    fleet = parse_fleet({"fleet": "hw_test", "state_dir": str(tmp_path / "state"), "learner": {"run_locally": False, "insecure": True},
-                         "robots": [{"id": "robot1", "backend": "hardware", "tasks": ["push-v3", "pick-place-v3"], "control_rate_hz": 10.0}]})
+    fleet = parse_fleet(
+        {
+            "fleet": "hw_test",
+            "state_dir": str(tmp_path / "state"),
+            "learner": {"run_locally": False, "insecure": True},
+            "robots": [
+                {"id": "robot1", "backend": "hardware", "tasks": ["push-v3", "pick-place-v3"], "control_rate_hz": 10.0}
+            ],
+        }
+    )
     overrides = {
         "camera_driver": {"source": str(video_file), "loop": True},
         "episode_manager": {"max_duration_s": 2.5, "reset_pause_s": 0.8},
         "policy": {"checkpoint_path": checkpoint[0], "checkpoint_sha256": checkpoint[1], "checkpoint_version": 1},
     }
-    specs = [dataclasses.replace(s, parameters={**s.parameters, **overrides.get(s.name, {})}) for s in node_specs(fleet, with_learner=False)
-             if isinstance(s, NodeSpec) and s.name in ("camera_driver", "episode_manager", "policy", "action_mux")]
+    specs = [
+        dataclasses.replace(s, parameters={**s.parameters, **overrides.get(s.name, {})})
+        for s in node_specs(fleet, with_learner=False)
+        if isinstance(s, NodeSpec) and s.name in ("camera_driver", "episode_manager", "policy", "action_mux")
+    ]
     assert sorted(s.name for s in specs) == ["action_mux", "camera_driver", "episode_manager", "policy"]
     env = ros_env()
     out = tmp_path / "arm.jsonl"
@@ -167,8 +185,12 @@ def test_episode_manager_drives_a_ros2_control_arm_with_timeouts_and_an_operator
     by_operator = [e for e in ends.values() if e["outcome"] == EpisodeStatus.OUTCOME_SUCCESS]
     (response,) = [r for r in records if r["topic"] == "end_response"]
     assert response["accepted"] and len(by_operator) == 1 and by_operator[0]["episode_id"] == response["episode_id"]
-    assert (by_operator[0]["stamp"] - starts[response["episode_id"]]["stamp"]) / 1e9 < 2.4  # ended before its time limit
-    assert [r for r in records if r["topic"] == "label"] == [{"topic": "label", "episode_id": response["episode_id"], "success": True}]
+    assert (
+        by_operator[0]["stamp"] - starts[response["episode_id"]]["stamp"]
+    ) / 1e9 < 2.4  # ended before its time limit
+    assert [r for r in records if r["topic"] == "label"] == [
+        {"topic": "label", "episode_id": response["episode_id"], "success": True}
+    ]
 
     # Executed steps: the loaded policy acts inside episodes only, and each end event counts its steps.
     assert executed and all(r["policy_version"] == 1 and r["actor"] == 0 for r in executed)

@@ -1,4 +1,5 @@
 """Monitor: the ROS-free display state and overlay, and the real node driven by a real peer process."""
+
 import json
 import signal
 import subprocess
@@ -6,10 +7,17 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO, ros_env, run_peer
+
 from sop_ros.core.episodes.episode import Actor
-from sop_ros.core.robot.monitor_state import HUMAN_COLOUR, IDLE_COLOUR, POLICY_COLOUR, MonitorConfig, RobotMonitorState, annotate_image
+from sop_ros.core.robot.monitor_state import (
+    HUMAN_COLOUR,
+    IDLE_COLOUR,
+    POLICY_COLOUR,
+    MonitorConfig,
+    RobotMonitorState,
+    annotate_image,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -28,10 +36,16 @@ def test_state_follows_who_acts_and_ignores_replays_of_earlier_episodes():
     assert state.colour == IDLE_COLOUR
     state.on_episode_start("e1", "push-v3")
     state.on_step("e1", 0, Actor.POLICY, 4)
-    assert state.colour == POLICY_COLOUR and state.lines()[:3] == ["robot7: push-v3", "policy acting", "policy v4  step 1  human 0"]
+    assert state.colour == POLICY_COLOUR and state.lines()[:3] == [
+        "robot7: push-v3",
+        "policy acting",
+        "policy v4  step 1  human 0",
+    ]
     state.on_actor("e1", Actor.HUMAN, "deadman pressed")
     state.on_step("e1", 1, Actor.HUMAN, 4)
-    assert state.colour == HUMAN_COLOUR and state.lines()[1] == "HUMAN acting (deadman pressed)" and state.human_steps == 1
+    assert (
+        state.colour == HUMAN_COLOUR and state.lines()[1] == "HUMAN acting (deadman pressed)" and state.human_steps == 1
+    )
     state.on_episode_end("e1")
     state.on_episode_start("e2", "pick-place-v3")
     state.on_actor("e1", Actor.HUMAN, "replayed")  # transient-local replay of e1's change
@@ -56,9 +70,27 @@ def test_annotate_image_scales_writes_text_and_frames_it_in_the_actor_colour():
 
 def test_monitor_node_shows_task_actor_policy_version_and_success_rate(tmp_path):
     env = ros_env()
-    monitor = subprocess.Popen([sys.executable, "-m", "sop_ros.nodes", "monitor", "--ros-args", "-r", "__ns:=/robot1",
-                                "-p", "display_rate_hz:=10.0", "-p", "annotate_scale:=2"],
-                               env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    monitor = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sop_ros.nodes",
+            "monitor",
+            "--ros-args",
+            "-r",
+            "__ns:=/robot1",
+            "-p",
+            "display_rate_hz:=10.0",
+            "-p",
+            "annotate_scale:=2",
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         feeder = run_peer("monitor_feeder.py", "/robot1", "20", env=env, timeout=80)
     finally:
@@ -68,11 +100,18 @@ def test_monitor_node_shows_task_actor_policy_version_and_success_rate(tmp_path)
     phases = {d["phase"]: d for d in map(json.loads, feeder.stdout.splitlines())}
     policy, human, idle = phases["policy"], phases["human"], phases["idle"]
     # 3 distinct labelled episodes (a success, b failure, c success; a replayed, d unlabelled): 67 %.
-    assert policy["text"].splitlines() == ["robot1: push-v3", "policy acting", "policy v3  step 3  human 0", "success 67% of last 3"]
+    assert policy["text"].splitlines() == [
+        "robot1: push-v3",
+        "policy acting",
+        "policy v3  step 3  human 0",
+        "success 67% of last 3",
+    ]
     assert policy["colour"] == pytest.approx(list(POLICY_COLOUR[:3]))
     assert human["text"].splitlines()[1:3] == ["HUMAN acting (no progress)", "policy v3  step 4  human 1"]
     assert human["colour"] == pytest.approx(list(HUMAN_COLOUR[:3]))
-    assert idle["text"].splitlines()[1] == "idle (between episodes)" and idle["colour"] == pytest.approx(list(IDLE_COLOUR[:3]))
+    assert idle["text"].splitlines()[1] == "idle (between episodes)" and idle["colour"] == pytest.approx(
+        list(IDLE_COLOUR[:3])
+    )
     for phase, colour in ((policy, POLICY_COLOUR), (human, HUMAN_COLOUR)):
         image = phase["image"]
         assert (image["width"], image["height"]) == (128, 128)

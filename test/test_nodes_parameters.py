@@ -1,4 +1,5 @@
 """Node parameters: descriptors with ranges and read-only flags, enforced by ROS (real rclpy nodes, in-process)."""
+
 import os
 
 import pytest

@@ -1,11 +1,11 @@
 """run_nodes: a SIGINT that lands while callbacks publish is a clean shutdown, with nothing on stderr."""
+
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-
 from conftest import PEERS, ros_env
 
 pytestmark = pytest.mark.timeout(180)
@@ -17,8 +17,13 @@ def test_sigint_during_publishing_callbacks_exits_zero_without_unretrieved_error
     # While SIGINT still raised KeyboardInterrupt in the main thread, it once (1 run in ~20) landed inside
     # an rclpy Task's constructor: "Exception ignored in: <function Future.__del__ ...> AttributeError".
     for _ in range(6):
-        proc = subprocess.Popen([sys.executable, str(PEERS / "publishing_flood.py")], env=ros_env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(PEERS / "publishing_flood.py")],
+            env=ros_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout.readline().strip() == "spinning"
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)

@@ -4,6 +4,7 @@ The fleet runs through the pip-only launcher from node_specs() (the same specs `
 with a fixed random-weight VLA checkpoint, the scripted operator playing the human, short
 episodes and 20 Hz pacing to stay cheap on a 2-core CI machine.
 """
+
 import dataclasses
 import json
 import signal
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ros_env, run_peer, start_peer
+
 from sop_ros.core.episodes.episode import Actor
 from sop_ros.core.episodes.episode_file import read_episode
 from sop_ros.core.episodes.hashing import file_sha256
@@ -51,17 +52,28 @@ class Fleet:
 
     def __init__(self, tmp_path: Path, robots: list[dict], overrides: dict[str, dict]):
         self.tmp = tmp_path
-        self.fleet = parse_fleet({"fleet": "nodes_test", "state_dir": str(tmp_path / "state"),
-                                  "learner": {"run_locally": False, "insecure": True}, "robots": robots})
-        specs = [dataclasses.replace(s, parameters={**s.parameters, **overrides.get(s.name, {})})
-                 for s in node_specs(self.fleet, with_learner=False) if isinstance(s, NodeSpec) and s.name not in ("bridge",)]
+        self.fleet = parse_fleet(
+            {
+                "fleet": "nodes_test",
+                "state_dir": str(tmp_path / "state"),
+                "learner": {"run_locally": False, "insecure": True},
+                "robots": robots,
+            }
+        )
+        specs = [
+            dataclasses.replace(s, parameters={**s.parameters, **overrides.get(s.name, {})})
+            for s in node_specs(self.fleet, with_learner=False)
+            if isinstance(s, NodeSpec) and s.name not in ("bridge",)
+        ]
         self.env = ros_env()
         self.log_path = tmp_path / "launch.log"
         self._log = open(self.log_path, "w")
         self.launcher = FleetLauncher(specs, out=self._log, env=self.env)
         self._thread = threading.Thread(target=self.launcher.run, daemon=True)
         self.topics_path = tmp_path / "topics.jsonl"
-        self.recorder = start_peer("robot_topic_recorder.py", str(self.topics_path), *[f"/{r['id']}" for r in robots], env=self.env)
+        self.recorder = start_peer(
+            "robot_topic_recorder.py", str(self.topics_path), *[f"/{r['id']}" for r in robots], env=self.env
+        )
         assert self.recorder.stdout.readline().strip() == "ready"
         self._thread.start()
 
@@ -76,7 +88,9 @@ class Fleet:
                 return
             assert self._thread.is_alive(), self.log()
             time.sleep(0.5)
-        raise AssertionError(f"episodes not recorded in {timeout} s: { {r: len(self.spool(r)) for r in counts} }\n{self.log()[-6000:]}")
+        raise AssertionError(
+            f"episodes not recorded in {timeout} s: { {r: len(self.spool(r)) for r in counts} }\n{self.log()[-6000:]}"
+        )
 
     def topics(self) -> list[dict]:
         return [json.loads(line) for line in self.topics_path.read_text().splitlines() if line.strip()]
@@ -125,8 +139,10 @@ def segments_from_messages(messages: list[dict], num_steps: int) -> list[tuple[i
 
 
 def test_two_robot_sim_fleet_records_complete_episodes_matching_the_intervention_topic(tmp_path, checkpoints):
-    robots = [{"id": "robot1", "backend": "sim", "tasks": ["push-v3"], "control_rate_hz": 20.0},
-              {"id": "robot2", "backend": "sim", "tasks": ["button-press-topdown-v3", "push-v3"], "control_rate_hz": 20.0}]
+    robots = [
+        {"id": "robot1", "backend": "sim", "tasks": ["push-v3"], "control_rate_hz": 20.0},
+        {"id": "robot2", "backend": "sim", "tasks": ["button-press-topdown-v3", "push-v3"], "control_rate_hz": 20.0},
+    ]
     fleet = Fleet(tmp_path, robots, sim_overrides(checkpoints[1], sim_robot={"max_episodes": 2}))
     try:
         fleet.wait_for_episodes({"robot1": 2, "robot2": 2}, timeout=200)
@@ -145,10 +161,16 @@ def test_two_robot_sim_fleet_records_complete_episodes_matching_the_intervention
             assert ep.robot_id == robot
             t = ep.num_steps
             # Complete: the sim ended the episode at the step limit or on success, and every step is there.
-            ends = [m for m in topics if m["topic"] == "episode_event" and m["episode_id"] == ep.episode_id and m["outcome"] != 0]
+            ends = [
+                m
+                for m in topics
+                if m["topic"] == "episode_event" and m["episode_id"] == ep.episode_id and m["outcome"] != 0
+            ]
             assert len(ends) == 1 and ends[0]["step"] == t and (t == MAX_STEPS or ep.success)
             assert ep.images.shape == (t, 64, 64, 3) and ep.images.dtype == np.uint8
-            assert ep.states.shape == (t, 4) and ep.actions.shape == (t, 4) and ep.proposed_chunks.shape == (t, CHUNK, 4)
+            assert (
+                ep.states.shape == (t, 4) and ep.actions.shape == (t, 4) and ep.proposed_chunks.shape == (t, CHUNK, 4)
+            )
             assert ep.images.reshape(t, -1).std(axis=1).min() > 0  # rendered frames, not blank
             assert set(ep.actors.tolist()) <= {Actor.POLICY, Actor.HUMAN}
             assert (ep.policy_versions == 1).all()
@@ -157,7 +179,10 @@ def test_two_robot_sim_fleet_records_complete_episodes_matching_the_intervention
             np.testing.assert_allclose(ep.proposed_chunks[policy_steps, 0], ep.actions[policy_steps], atol=1e-6)
             assert np.isnan(ep.proposed_chunks[~policy_steps]).all()
             # The executed steps on the topic are exactly the recorded ones.
-            executed = sorted((m for m in topics if m["topic"] == "executed_step" and m["episode_id"] == ep.episode_id), key=lambda m: m["episode_step"])
+            executed = sorted(
+                (m for m in topics if m["topic"] == "executed_step" and m["episode_id"] == ep.episode_id),
+                key=lambda m: m["episode_step"],
+            )
             assert [m["episode_step"] for m in executed] == list(range(t))
             assert [m["actor"] for m in executed] == ep.actors.tolist()
             assert [m["stamp"] for m in executed] == ep.stamps_ns.tolist()
@@ -225,9 +250,27 @@ def test_policy_answers_a_resent_frame_again_so_a_lost_chunk_cannot_stall_the_ar
     path, sha = checkpoints[1]
     env = ros_env()
     policy = subprocess.Popen(
-        [sys.executable, "-m", "sop_ros.nodes", "policy", "--ros-args", "-r", "__ns:=/probe", "-p", f"checkpoint_path:={path}",
-         "-p", f"checkpoint_sha256:={sha}", "-p", "checkpoint_version:=1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "sop_ros.nodes",
+            "policy",
+            "--ros-args",
+            "-r",
+            "__ns:=/probe",
+            "-p",
+            f"checkpoint_path:={path}",
+            "-p",
+            f"checkpoint_sha256:={sha}",
+            "-p",
+            "checkpoint_version:=1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         probe = run_peer("resend_probe.py", "/probe", env=env, timeout=120)
         lines = probe.stdout.split()

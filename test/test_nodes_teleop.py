@@ -1,4 +1,5 @@
 """Teleop through the real teleop and action-mux nodes with a real Joy publisher process."""
+
 import json
 import signal
 import subprocess
@@ -6,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO, ros_env, run_peer, start_peer
 
 pytestmark = pytest.mark.timeout(120)
@@ -17,7 +17,9 @@ def start_node(module, env, *params):
     args = [sys.executable, "-m", f"sop_ros.nodes.{module}", "--ros-args", "-r", "__ns:=/robot1"]
     for p in params:
         args += ["-p", p]
-    return subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def test_deadman_gives_the_human_control_from_the_next_tick_and_release_or_silence_hands_it_back(tmp_path):

@@ -5,6 +5,7 @@ arm driver publishes; its end-effector frame is where the simulator says the han
 rviz/sop_fleet.rviz names is published by a running 1-robot sim fleet with the display's type; and
 every frame it names is connected to its fixed frame by the transforms the monitor publishes.
 """
+
 import dataclasses
 import json
 import subprocess
@@ -14,8 +15,8 @@ import threading
 import numpy as np
 import pytest
 import yaml
-
 from conftest import PEERS, REPO, ros_env
+
 from sop_ros.core.robot.arm_model import ArmModel, UrdfError, rotate
 from sop_ros.core.robot.backend import SIM_ARM_JOINT_NAMES
 from sop_ros.fleet.description import parse_fleet
@@ -28,9 +29,11 @@ pytestmark = pytest.mark.timeout(180)
 
 RVIZ = REPO / "rviz" / "sop_fleet.rviz"
 # The message type each RViz display subscribes to.
-DISPLAY_TYPES = {"rviz_default_plugins/MarkerArray": "visualization_msgs/msg/MarkerArray",
-                 "rviz_default_plugins/Image": "sensor_msgs/msg/Image",
-                 "rviz_default_plugins/RobotModel": "std_msgs/msg/String"}
+DISPLAY_TYPES = {
+    "rviz_default_plugins/MarkerArray": "visualization_msgs/msg/MarkerArray",
+    "rviz_default_plugins/Image": "sensor_msgs/msg/Image",
+    "rviz_default_plugins/RobotModel": "std_msgs/msg/String",
+}
 
 
 def rviz_config() -> dict:
@@ -48,7 +51,10 @@ def rviz_topics() -> dict[str, str]:
 
 
 def frame_tree(model: ArmModel, prefix: str, positions: dict) -> dict[str, tuple[str, np.ndarray, tuple]]:
-    return {t.child: (t.parent, np.asarray(t.translation), t.rotation) for t in model.joint_transforms(positions, prefix=prefix)}
+    return {
+        t.child: (t.parent, np.asarray(t.translation), t.rotation)
+        for t in model.joint_transforms(positions, prefix=prefix)
+    }
 
 
 def position_in(tree: dict, frame: str, root: str) -> np.ndarray:
@@ -86,11 +92,15 @@ def test_the_hand_frame_is_where_the_joint_state_puts_the_end_effector():
 
 def test_a_urdf_error_names_what_is_wrong():
     with pytest.raises(UrdfError, match="joint 'j'.*floating"):
-        ArmModel.from_xml('<robot name="r"><link name="a"/><link name="b"/><joint name="j" type="floating">'
-                          '<parent link="a"/><child link="b"/></joint></robot>')
+        ArmModel.from_xml(
+            '<robot name="r"><link name="a"/><link name="b"/><joint name="j" type="floating">'
+            '<parent link="a"/><child link="b"/></joint></robot>'
+        )
     with pytest.raises(UrdfError, match="link 'c' is not defined"):
-        ArmModel.from_xml('<robot name="r"><link name="a"/><link name="b"/><joint name="j" type="fixed">'
-                          '<parent link="a"/><child link="c"/></joint></robot>')
+        ArmModel.from_xml(
+            '<robot name="r"><link name="a"/><link name="b"/><joint name="j" type="fixed">'
+            '<parent link="a"/><child link="c"/></joint></robot>'
+        )
     with pytest.raises(UrdfError, match="not well-formed"):
         ArmModel.from_xml("<robot")
 
@@ -100,7 +110,9 @@ def test_every_frame_the_rviz_config_names_connects_to_its_fixed_frame():
     fixed = cfg["Global Options"]["Fixed Frame"]
     model = ArmModel.from_file(default_urdf_path())
     fleet = parse_fleet(yaml.safe_load((REPO / "config" / "fleet.yaml").read_text()))
-    monitors = {s.robot_id: s for s in node_specs(fleet, with_learner=False) if isinstance(s, NodeSpec) and s.name == "monitor"}
+    monitors = {
+        s.robot_id: s for s in node_specs(fleet, with_learner=False) if isinstance(s, NodeSpec) and s.name == "monitor"
+    }
     models = [d for d in cfg["Displays"] if d["Class"] == "rviz_default_plugins/RobotModel"]
     assert {d["TF Prefix"] for d in models} == set(monitors) == {r.id for r in fleet.robots}
     hands = []
@@ -120,10 +132,23 @@ def test_every_frame_the_rviz_config_names_connects_to_its_fixed_frame():
 @pytest.fixture
 def one_robot_fleet(tmp_path):
     """sim_robot + monitor of a 1-robot sim fleet, from node_specs (the launchers' specs)."""
-    fleet = parse_fleet({"fleet": "rviz_test", "state_dir": str(tmp_path / "state"), "learner": {"run_locally": False, "insecure": True},
-                         "robots": [{"id": "robot1", "backend": "sim", "tasks": ["push-v3"], "control_rate_hz": 10.0}]})
-    specs = [s for s in node_specs(fleet, with_learner=False) if isinstance(s, NodeSpec) and s.name in ("sim_robot", "monitor")]
-    specs = [dataclasses.replace(s, parameters={**s.parameters, "max_steps": 20}) if s.name == "sim_robot" else s for s in specs]
+    fleet = parse_fleet(
+        {
+            "fleet": "rviz_test",
+            "state_dir": str(tmp_path / "state"),
+            "learner": {"run_locally": False, "insecure": True},
+            "robots": [{"id": "robot1", "backend": "sim", "tasks": ["push-v3"], "control_rate_hz": 10.0}],
+        }
+    )
+    specs = [
+        s
+        for s in node_specs(fleet, with_learner=False)
+        if isinstance(s, NodeSpec) and s.name in ("sim_robot", "monitor")
+    ]
+    specs = [
+        dataclasses.replace(s, parameters={**s.parameters, "max_steps": 20}) if s.name == "sim_robot" else s
+        for s in specs
+    ]
     assert [s.name for s in specs] == ["sim_robot", "monitor"]
     env = ros_env()
     log_path = tmp_path / "launch.log"
@@ -147,8 +172,13 @@ def test_every_topic_the_rviz_config_names_is_published_by_a_running_sim_fleet(o
         assert ns in ("robot1", "robot2"), topic
         wanted[f"/robot1/{relative}"] = type_name
     assert len(wanted) == 3
-    probe = subprocess.run([sys.executable, str(PEERS / "display_probe.py"), "90", *[f"{t}={ty}" for t, ty in wanted.items()]],
-                           env=env, capture_output=True, text=True, timeout=120)
+    probe = subprocess.run(
+        [sys.executable, str(PEERS / "display_probe.py"), "90", *[f"{t}={ty}" for t, ty in wanted.items()]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     log = log_path.read_text()
     assert probe.returncode == 0, probe.stderr + log[-3000:]
     seen = json.loads(probe.stdout)
@@ -165,11 +195,24 @@ def test_every_topic_the_rviz_config_names_is_published_by_a_running_sim_fleet(o
     assert "Traceback" not in log
 
 
-@pytest.mark.skipif(tf_message_type() is None, reason="tf2_msgs is not installed (pip-only install): the monitor publishes no TF")
+@pytest.mark.skipif(
+    tf_message_type() is None, reason="tf2_msgs is not installed (pip-only install): the monitor publishes no TF"
+)
 def test_the_monitor_publishes_tf_for_every_frame_of_the_arm(one_robot_fleet):
     env, log_path = one_robot_fleet
-    probe = subprocess.run([sys.executable, str(PEERS / "display_probe.py"), "90", "/tf_static=tf2_msgs/msg/TFMessage",
-                            "/tf=tf2_msgs/msg/TFMessage"], env=env, capture_output=True, text=True, timeout=120)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            str(PEERS / "display_probe.py"),
+            "90",
+            "/tf_static=tf2_msgs/msg/TFMessage",
+            "/tf=tf2_msgs/msg/TFMessage",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     seen = json.loads(probe.stdout)["messages"]
     children = {c for _, c in seen["/tf_static"]["frames"] + seen["/tf"]["frames"]}
     model = ArmModel.from_file(default_urdf_path())

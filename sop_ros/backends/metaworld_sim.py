@@ -20,13 +20,15 @@ Design choices (measured; see the module tests and the helper report):
   with the environment's own generator seeded by the episode seed, so a seed fixes the scene.
 - No wall-clock pacing here: the node paces; `measure_step_rate` measures raw speed.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
 import time
-from typing import Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Optional
 
 import numpy as np
 
@@ -140,7 +142,9 @@ class MetaWorldSimBackend(RobotBackend):
             if task_id not in known:
                 raise ValueError(f"task '{task_id}' is not a MetaWorld v3 environment (e.g. 'push-v3')")
             if spec.max_steps > _METAWORLD_PATH_LIMIT:
-                raise ValueError(f"task '{task_id}' max_steps {spec.max_steps} exceeds MetaWorld's limit {_METAWORLD_PATH_LIMIT}")
+                raise ValueError(
+                    f"task '{task_id}' max_steps {spec.max_steps} exceeds MetaWorld's limit {_METAWORLD_PATH_LIMIT}"
+                )
         self._config = config
         self._clock = clock
         self._envs: dict[str, _TaskEnv] = {}
@@ -269,14 +273,14 @@ class MetaWorldSimBackend(RobotBackend):
         return self._current.render() if self._current.renderer is not None else self._black.copy()
 
     @property
-    def mujoco_model(self) -> "mujoco.MjModel":
+    def mujoco_model(self) -> mujoco.MjModel:
         """The current task's MuJoCo model (diagnostics and tests)."""
         if self._current is None:
             raise RuntimeError("no task running: call reset() first")
         return self._current.env.model
 
     @property
-    def mujoco_data(self) -> "mujoco.MjData":
+    def mujoco_data(self) -> mujoco.MjData:
         if self._current is None:
             raise RuntimeError("no task running: call reset() first")
         return self._current.env.data
@@ -319,7 +323,9 @@ class ExpertPolicy:
         self.action_noise_std = action_noise_std
         self._rng = np.random.default_rng(seed)
 
-    def act(self, observation: Mapping[str, np.ndarray], instruction: str, indicator: Optional[int] = None) -> np.ndarray:
+    def act(
+        self, observation: Mapping[str, np.ndarray], instruction: str, indicator: Optional[int] = None
+    ) -> np.ndarray:
         action = self.backend.expert_action()
         if self.action_noise_std:
             action = np.clip(action + self._rng.normal(0.0, self.action_noise_std, action.shape), -1.0, 1.0)
@@ -330,6 +336,8 @@ def expert_policy_factory(backend: MetaWorldSimBackend) -> ExpertPolicy:
     return ExpertPolicy(backend)
 
 
-def make_backend(tasks: Mapping[str, TaskSpec], camera: SimCameraConfig = SimCameraConfig(), render: bool = True) -> MetaWorldSimBackend:
+def make_backend(
+    tasks: Mapping[str, TaskSpec], camera: SimCameraConfig = SimCameraConfig(), render: bool = True
+) -> MetaWorldSimBackend:
     """Picklable env factory for evaluation workers: functools.partial(make_backend, tasks, ...)."""
     return MetaWorldSimBackend(MetaWorldSimConfig(dict(tasks), camera, render))

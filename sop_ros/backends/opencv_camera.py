@@ -3,12 +3,14 @@
 The hardware camera driver node wraps this; frames are resized (INTER_AREA: the right filter for
 shrinking) to the configured policy resolution and converted from OpenCV's BGR to RGB.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import time
-from typing import Callable, Union
+from collections.abc import Callable
+from typing import Union
 
 import cv2
 import numpy as np
@@ -48,7 +50,9 @@ class OpenCVCamera:
         self._capture = cv2.VideoCapture(config.source)
         if not self._capture.isOpened():
             self._capture.release()
-            raise CameraError(f"cannot open camera source {config.source!r} (no such device, file or stream, or no codec for it)")
+            raise CameraError(
+                f"cannot open camera source {config.source!r} (no such device, file or stream, or no codec for it)"
+            )
 
     @property
     def native_size(self) -> tuple[int, int]:
@@ -73,7 +77,7 @@ class OpenCVCamera:
     def close(self) -> None:
         self._capture.release()
 
-    def __enter__(self) -> "OpenCVCamera":
+    def __enter__(self) -> OpenCVCamera:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -5,6 +5,7 @@ which takes the same goals). Goals are stamped with the time they are sent (star
 identical goal is never re-sent. The node that owns the publisher/subscription passes the
 messages through; this class only converts.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -60,8 +61,13 @@ def trajectory_from_goal(goal: ArmGoal, now_ns: int) -> JointTrajectory:
     msg = JointTrajectory()
     msg.header.stamp = time_msg(now_ns)
     msg.joint_names = list(goal.joint_names)
-    msg.points = [JointTrajectoryPoint(positions=goal.positions.tolist(), velocities=goal.velocities.tolist(),
-                                       time_from_start=duration_msg(goal.time_from_start_s))]
+    msg.points = [
+        JointTrajectoryPoint(
+            positions=goal.positions.tolist(),
+            velocities=goal.velocities.tolist(),
+            time_from_start=duration_msg(goal.time_from_start_s),
+        )
+    ]
     return msg
 
 

@@ -1,4 +1,5 @@
 """Episode file I/O speed: write and read time of a synthetic episode (the 60 ms budget of episode_file)."""
+
 from __future__ import annotations
 
 import tempfile
@@ -23,5 +24,9 @@ def bench_episode_io(num_steps: int = 300, image_hw: int = 64, repeats: int = 3)
             read_episode(path)
             read_ms.append((time.perf_counter() - t0) * 1e3)
         size = path.stat().st_size
-    return {"write_ms": min(write_ms), "read_ms": min(read_ms), "file_bytes": float(size),
-            "num_steps": float(num_steps)}
+    return {
+        "write_ms": min(write_ms),
+        "read_ms": min(read_ms),
+        "file_bytes": float(size),
+        "num_steps": float(num_steps),
+    }

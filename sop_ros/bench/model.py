@@ -3,12 +3,14 @@
 Baseline in the same run: the batch-1 act() latency of `tiny` is the reference the other rows'
 latencies are divided by (ratio column), so figures from different machines stay comparable.
 """
+
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,8 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configs", default="tiny,base", help="comma-separated model presets (default: tiny,base)")
     parser.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")
     parser.add_argument("--iterations", type=int, default=20, help="timed iterations for tiny (default 20)")
-    parser.add_argument("--large-iterations", type=int, default=2, help="timed iterations for other presets on CPU (default 2)")
-    parser.add_argument("--large-batch-size", type=int, default=4, help="training batch for other presets on CPU (default 4)")
+    parser.add_argument(
+        "--large-iterations", type=int, default=2, help="timed iterations for other presets on CPU (default 2)"
+    )
+    parser.add_argument(
+        "--large-batch-size", type=int, default=4, help="training batch for other presets on CPU (default 4)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave torch's default)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
@@ -63,7 +69,10 @@ def _bench_preset(name: str, args: argparse.Namespace, device: torch.device) -> 
         instructions=[instruction] * b,
         task_ids=["t"] * b,
         sources=[DataSource.OFFLINE] * b,
-        targets={"action_chunk": torch.zeros(b, cfg.chunk_size, cfg.action_dim, device=device), "chunk_mask": torch.ones(b, cfg.chunk_size, dtype=torch.bool, device=device)},
+        targets={
+            "action_chunk": torch.zeros(b, cfg.chunk_size, cfg.action_dim, device=device),
+            "chunk_mask": torch.ones(b, cfg.chunk_size, dtype=torch.bool, device=device),
+        },
     )
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-4)
 
@@ -105,9 +114,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def render(figures: dict[str, Any]) -> None:
-    columns = ["preset", "device", "image", "chunk", "policy Mp", "vision Mp", "value Mp", "act ms", "CFG ms", "train ms", "batch", "act/tiny"]
+    columns = [
+        "preset",
+        "device",
+        "image",
+        "chunk",
+        "policy Mp",
+        "vision Mp",
+        "value Mp",
+        "act ms",
+        "CFG ms",
+        "train ms",
+        "batch",
+        "act/tiny",
+    ]
     rows = [
-        [r["preset"], r["device"], r["image_size"], r["chunk"], r["params_policy_m"], r["params_vision_m"], r["params_value_m"], r["act_ms"], r["act_cfg_ms"], r["train_step_ms"], r["batch_size"], r["act_ratio_vs_tiny"]]
+        [
+            r["preset"],
+            r["device"],
+            r["image_size"],
+            r["chunk"],
+            r["params_policy_m"],
+            r["params_vision_m"],
+            r["params_value_m"],
+            r["act_ms"],
+            r["act_cfg_ms"],
+            r["train_step_ms"],
+            r["batch_size"],
+            r["act_ratio_vs_tiny"],
+        ]
         for r in figures["rows"]
     ]
     print_table(f"sop bench model (torch threads: {figures['torch_threads']})", columns, rows)

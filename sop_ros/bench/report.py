@@ -1,12 +1,14 @@
 """One way to report a benchmark: a rich table on stdout and, optionally, the same figures as JSON."""
+
 from __future__ import annotations
 
 import json
 import os
 import platform
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -18,7 +20,11 @@ class BenchArgumentError(ValueError):
 
 def machine_info() -> dict[str, Any]:
     """Where the figures were measured: results are meaningless without it."""
-    info: dict[str, Any] = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
     try:
         import torch
 
@@ -29,7 +35,9 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], console: Console | None = None) -> None:
+def print_table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], console: Console | None = None
+) -> None:
     table = Table(title=title)
     for col in columns:
         table.add_column(col, justify="right" if col != columns[0] else "left")

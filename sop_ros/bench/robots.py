@@ -15,6 +15,7 @@ Per robot count, over a window after every robot has acted:
   processes' share of it (robots_cpu_percent) and the 1-minute load average, so saturation, and
   load from other programs on a shared machine, are visible.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--robots", type=int, nargs="+", default=[1, 2, 4], help="robot counts to run (default 1 2 4)")
     parser.add_argument("--rate", type=float, default=10.0, help="control rate in Hz (default 10)")
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds per robot count (default 30)")
-    parser.add_argument("--warmup-timeout", type=float, default=180.0, help="seconds to wait for every robot's first action")
-    parser.add_argument("--preset", default="tiny", help="VLA model preset of the (random-weight) policy (default tiny)")
+    parser.add_argument(
+        "--warmup-timeout", type=float, default=180.0, help="seconds to wait for every robot's first action"
+    )
+    parser.add_argument(
+        "--preset", default="tiny", help="VLA model preset of the (random-weight) policy (default tiny)"
+    )
     parser.add_argument("--quick", action="store_true", help="CI size: 1 and 2 robots, 20 s each")
 
 
@@ -75,9 +80,12 @@ class _Collector:
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = Node("bench_robots", context=self.context)
         self.lock = threading.Lock()
-        self.steps: dict[str, list[tuple[float, float]]] = {r: [] for r in robot_ids}  # (received monotonic, latency ms)
+        self.steps: dict[str, list[tuple[float, float]]] = {
+            r: [] for r in robot_ids
+        }  # (received monotonic, latency ms)
         self.forward_ms: list[tuple[float, float]] = []
         for robot in robot_ids:
+
             def on_step(msg, robot=robot):
                 latency_ms = (stamp_ns(msg.executed_at) - stamp_ns(msg.header.stamp)) / 1e6
                 with self.lock:
@@ -108,19 +116,39 @@ class _Collector:
         self._rclpy.try_shutdown(context=self.context)
 
 
-def _run_fleet(n: int, args: argparse.Namespace, checkpoint: tuple[str, str], workdir: Path, domain_id: int) -> dict[str, Any]:
+def _run_fleet(
+    n: int, args: argparse.Namespace, checkpoint: tuple[str, str], workdir: Path, domain_id: int
+) -> dict[str, Any]:
     from sop_ros.fleet.description import parse_fleet
     from sop_ros.fleet.launcher import FleetLauncher
     from sop_ros.fleet.specs import NodeSpec, node_specs
 
     robot_ids = [f"robot{i + 1}" for i in range(n)]
-    fleet = parse_fleet({"fleet": "bench_robots", "state_dir": str(workdir / f"state{n}"), "learner": {"run_locally": False, "insecure": True},
-                         "robots": [{"id": r, "backend": "sim", "tasks": ["push-v3", "button-press-topdown-v3"], "control_rate_hz": args.rate}
-                                    for r in robot_ids]})
-    overrides = {"policy": {"checkpoint_path": checkpoint[0], "checkpoint_sha256": checkpoint[1], "checkpoint_version": 1},
-                 "sim_robot": {"seed": 0}}
-    specs = [dataclasses.replace(s, parameters={**s.parameters, **overrides.get(s.name, {})})
-             for s in node_specs(fleet, with_learner=False) if isinstance(s, NodeSpec) and s.name in LOOP_NODES]
+    fleet = parse_fleet(
+        {
+            "fleet": "bench_robots",
+            "state_dir": str(workdir / f"state{n}"),
+            "learner": {"run_locally": False, "insecure": True},
+            "robots": [
+                {
+                    "id": r,
+                    "backend": "sim",
+                    "tasks": ["push-v3", "button-press-topdown-v3"],
+                    "control_rate_hz": args.rate,
+                }
+                for r in robot_ids
+            ],
+        }
+    )
+    overrides = {
+        "policy": {"checkpoint_path": checkpoint[0], "checkpoint_sha256": checkpoint[1], "checkpoint_version": 1},
+        "sim_robot": {"seed": 0},
+    }
+    specs = [
+        dataclasses.replace(s, parameters={**s.parameters, **overrides.get(s.name, {})})
+        for s in node_specs(fleet, with_learner=False)
+        if isinstance(s, NodeSpec) and s.name in LOOP_NODES
+    ]
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     env.setdefault("MUJOCO_GL", "egl")
     collector = _Collector(domain_id, robot_ids)
@@ -132,7 +160,9 @@ def _run_fleet(n: int, args: argparse.Namespace, checkpoint: tuple[str, str], wo
         deadline = time.monotonic() + args.warmup_timeout
         while not all(len(collector.steps[r]) >= 5 for r in robot_ids):
             if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError(f"{n} robots: not every robot acted within {args.warmup_timeout:g} s\n{launch_log.getvalue()[-3000:]}")
+                raise RuntimeError(
+                    f"{n} robots: not every robot acted within {args.warmup_timeout:g} s\n{launch_log.getvalue()[-3000:]}"
+                )
             time.sleep(0.5)
         procs = [psutil.Process(pid) for pid in launcher.pids]
         for p in procs:
@@ -186,13 +216,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log.info("running %d sim robot(s) for %g s", n, duration)
             # A fresh DDS domain per run (101 downwards: the top of Linux's safe range, away from the tests' ids).
             runs.append(_run_fleet(n, args, checkpoint, Path(tmp), 101 - i))
-    return {"runs": runs, "control_rate_hz": args.rate, "duration_s": duration, "preset": args.preset,
-            "loop_nodes": list(LOOP_NODES), "cpu_count": psutil.cpu_count()}
+    return {
+        "runs": runs,
+        "control_rate_hz": args.rate,
+        "duration_s": duration,
+        "preset": args.preset,
+        "loop_nodes": list(LOOP_NODES),
+        "cpu_count": psutil.cpu_count(),
+    }
 
 
 def render(figures: dict[str, Any]) -> None:
-    rows = [[r["robots"], r["target_hz"], r["achieved_hz"], r["achieved_hz_min"], r["step_latency_p50_ms"], r["step_latency_p99_ms"],
-             r["policy_forward_ms"], r["cpu_percent"], r["robots_cpu_percent"], r["load_avg_1m"]] for r in figures["runs"]]
-    print_table(f"sim robot control loop ({figures['cpu_count']} CPUs, {figures['duration_s']:g} s per run, preset {figures['preset']})",
-                ["robots", "target Hz", "achieved Hz", "min robot Hz", "frame->action p50 ms", "p99 ms", "policy forward ms",
-                 "machine CPU %", "robots' CPU %", "load 1m"], rows)
+    rows = [
+        [
+            r["robots"],
+            r["target_hz"],
+            r["achieved_hz"],
+            r["achieved_hz_min"],
+            r["step_latency_p50_ms"],
+            r["step_latency_p99_ms"],
+            r["policy_forward_ms"],
+            r["cpu_percent"],
+            r["robots_cpu_percent"],
+            r["load_avg_1m"],
+        ]
+        for r in figures["runs"]
+    ]
+    print_table(
+        f"sim robot control loop ({figures['cpu_count']} CPUs, {figures['duration_s']:g} s per run, preset {figures['preset']})",
+        [
+            "robots",
+            "target Hz",
+            "achieved Hz",
+            "min robot Hz",
+            "frame->action p50 ms",
+            "p99 ms",
+            "policy forward ms",
+            "machine CPU %",
+            "robots' CPU %",
+            "load 1m",
+        ],
+        rows,
+    )

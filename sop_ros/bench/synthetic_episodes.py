@@ -1,4 +1,5 @@
 """Synthetic episodes for benchmarks and tests: valid, but noise instead of a robot's recording."""
+
 from __future__ import annotations
 
 import uuid
@@ -39,7 +40,9 @@ def synthetic_episode(
     n_segments = 1 if b > a else 0
     return Episode(
         episode_id=episode_id or str(uuid.UUID(bytes=rng.bytes(16), version=4)),
-        robot_id=robot_id, task_id=task_id, instruction=instruction,
+        robot_id=robot_id,
+        task_id=task_id,
+        instruction=instruction,
         images=rng.integers(0, 256, (num_steps, image_hw, image_hw, 3), dtype=np.uint8),
         states=rng.standard_normal((num_steps, state_dim)).astype(np.float32),
         actions=rng.standard_normal((num_steps, action_dim)).astype(np.float32),

@@ -17,6 +17,7 @@ robots are one process each; the upload and fleet robots are clients in the benc
 - robots, heartbeat_p50_ms, heartbeat_p99_ms, errors: N simulated robots (threads, one channel
   each) registering, heartbeating and uploading against one learner. Target errors == 0.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,9 +53,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _episode(robot_id: str, steps: int, hw: int, rng: np.random.Generator):
     from sop_ros.core.episodes.episode import Actor, EpisodeBuilder, LabelSource
 
-    builder = EpisodeBuilder(robot_id, "reach-v3", "reach the goal", (4, 4), episode_id=str(uuid.UUID(int=int(rng.integers(1 << 62)), version=4)), start_ns=1)
+    builder = EpisodeBuilder(
+        robot_id,
+        "reach-v3",
+        "reach the goal",
+        (4, 4),
+        episode_id=str(uuid.UUID(int=int(rng.integers(1 << 62)), version=4)),
+        start_ns=1,
+    )
     for t in range(steps):
-        builder.add_step(rng.integers(0, 255, (hw, hw, 3), dtype=np.uint8), rng.standard_normal(7).astype(np.float32), rng.standard_normal(4).astype(np.float32), Actor.POLICY, 0, 1 + t)
+        builder.add_step(
+            rng.integers(0, 255, (hw, hw, 3), dtype=np.uint8),
+            rng.standard_normal(7).astype(np.float32),
+            rng.standard_normal(4).astype(np.float32),
+            Actor.POLICY,
+            0,
+            1 + t,
+        )
     return builder.close(True, LabelSource.ENVIRONMENT, steps + 10)
 
 
@@ -65,10 +80,13 @@ class _RawBlobServicer:
         self.blob = blob
 
     def handlers(self):
-        return grpc.method_handlers_generic_handler(_RAW_SERVICE, {
-            "Upload": grpc.stream_unary_rpc_method_handler(self._upload),
-            "Download": grpc.unary_stream_rpc_method_handler(self._download),
-        })
+        return grpc.method_handlers_generic_handler(
+            _RAW_SERVICE,
+            {
+                "Upload": grpc.stream_unary_rpc_method_handler(self._upload),
+                "Download": grpc.unary_stream_rpc_method_handler(self._download),
+            },
+        )
 
     def _upload(self, chunks, context) -> bytes:
         return str(sum(len(c) for c in chunks)).encode()
@@ -78,7 +96,7 @@ class _RawBlobServicer:
 
         view = memoryview(self.blob)
         for start in range(0, len(view), CHUNK_BYTES):
-            yield bytes(view[start:start + CHUNK_BYTES])
+            yield bytes(view[start : start + CHUNK_BYTES])
 
 
 def _serve(kind: str, path: str, robots: int, ready, stop) -> None:
@@ -159,7 +177,7 @@ def _bench_upload(tmp: Path, episodes: int, steps: int, hw: int) -> dict[str, fl
         upload = channel.stream_unary(f"/{_RAW_SERVICE}/Upload")
         start = time.perf_counter()
         for blob in blobs:
-            upload(iter([blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)]), timeout=60)
+            upload(iter([blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)]), timeout=60)
         raw_s = time.perf_counter() - start
         channel.close()
         for in_flight, spool in spools.items():
@@ -176,10 +194,17 @@ def _bench_upload(tmp: Path, episodes: int, steps: int, hw: int) -> dict[str, fl
     mb = total / 1e6
     raw_per_episode_s = raw_s / episodes
     return {
-        "upload_mb": mb, "episode_mb": mb / episodes, "upload_mb_s": mb / sop_s[MAX_IN_FLIGHT], "raw_upload_mb_s": mb / raw_s,
-        "upload_in_flight": MAX_IN_FLIGHT, "upload_ratio_vs_raw": raw_s / sop_s[MAX_IN_FLIGHT], "upload_ratio_one_in_flight": raw_s / sop_s[1],
-        "store_only_mb_s": mb / store_s, "upload_ratio_vs_store_only": store_s / sop_s[MAX_IN_FLIGHT],
-        "validate_ms_per_episode": validate_s * 1e3, "upload_ratio_bound_by_validation": raw_per_episode_s / (raw_per_episode_s + validate_s),
+        "upload_mb": mb,
+        "episode_mb": mb / episodes,
+        "upload_mb_s": mb / sop_s[MAX_IN_FLIGHT],
+        "raw_upload_mb_s": mb / raw_s,
+        "upload_in_flight": MAX_IN_FLIGHT,
+        "upload_ratio_vs_raw": raw_s / sop_s[MAX_IN_FLIGHT],
+        "upload_ratio_one_in_flight": raw_s / sop_s[1],
+        "store_only_mb_s": mb / store_s,
+        "upload_ratio_vs_store_only": store_s / sop_s[MAX_IN_FLIGHT],
+        "validate_ms_per_episode": validate_s * 1e3,
+        "upload_ratio_bound_by_validation": raw_per_episode_s / (raw_per_episode_s + validate_s),
     }
 
 
@@ -198,9 +223,9 @@ def _validate_seconds(blob: bytes, path: Path, repeats: int = 3) -> float:
 
 def _store_only_seconds(root: Path, blobs: list[bytes]) -> float:
     """The EpisodeStore's own cost (append, one fsync per stream, verify/validate/index commit), no network."""
-    from sop_ros.core.storage.episode_store import EpisodeStore
     from sop_ros.core.episodes.episode_file import read_episode_metadata
     from sop_ros.core.episodes.hashing import bytes_sha256
+    from sop_ros.core.storage.episode_store import EpisodeStore
     from sop_ros.link.options import CHUNK_BYTES
 
     root.mkdir(parents=True)
@@ -212,7 +237,7 @@ def _store_only_seconds(root: Path, blobs: list[bytes]) -> float:
             meta = read_episode_metadata(probe)
             offset = 0
             for at in range(0, len(blob), CHUNK_BYTES):
-                offset = store.append_staged(meta["episode_id"], offset, blob[at:at + CHUNK_BYTES])
+                offset = store.append_staged(meta["episode_id"], offset, blob[at : at + CHUNK_BYTES])
             store.sync_staged(meta["episode_id"])  # what the ingest service does at the end of a stream
             store.commit(meta["episode_id"], bytes_sha256(blob), meta["robot_id"])
         return time.perf_counter() - start
@@ -248,7 +273,13 @@ def _bench_fanout(tmp: Path, checkpoint_mb: float, robots: int = 8) -> dict[str,
 
     torch.manual_seed(0)
     store = CheckpointStore(tmp / "learner" / "checkpoints")
-    manifest = store.publish({"w": torch.randn(int(checkpoint_mb * 1e6 / 4))}, algorithm="bench", training_step=0, metrics={}, parent_version=None)
+    manifest = store.publish(
+        {"w": torch.randn(int(checkpoint_mb * 1e6 / 4))},
+        algorithm="bench",
+        training_step=0,
+        metrics={},
+        parent_version=None,
+    )
     weights, size = store.weights_path(manifest.version), manifest.size_bytes  # the raw server reads the file itself
     with _ServerProcess("raw", weights) as raw:
         channel = _raw_channel(raw)
@@ -264,8 +295,12 @@ def _bench_fanout(tmp: Path, checkpoint_mb: float, robots: int = 8) -> dict[str,
         go = context.Event()
         results = context.Queue()
         pipes = [context.Pipe(duplex=False) for _ in range(robots)]
-        downloaders = [context.Process(target=_download_robot, args=(address, info, str(tmp / f"cache{i}"), send, go, results), daemon=True)
-                       for i, (_, send) in enumerate(pipes)]
+        downloaders = [
+            context.Process(
+                target=_download_robot, args=(address, info, str(tmp / f"cache{i}"), send, go, results), daemon=True
+            )
+            for i, (_, send) in enumerate(pipes)
+        ]
         for process in downloaders:
             process.start()
         try:
@@ -288,7 +323,15 @@ def _bench_fanout(tmp: Path, checkpoint_mb: float, robots: int = 8) -> dict[str,
     assert all(Path(path).stat().st_size == size for _, path in outcomes)
     # fanout_ratio_per_byte normalises by the 8x more bytes moved: on a machine with fewer cores than
     # robots the fan-out is CPU-bound, so checkpoint_fanout_ratio cannot go below ~robots there.
-    return {"checkpoint_mb": size / 1e6, "fanout_robots": robots, "fanout_s": fanout_s, "raw_download_s": raw_s, "checkpoint_fanout_ratio": fanout_s / raw_s, "fanout_ratio_per_byte": fanout_s / (robots * raw_s), "cpu_cores": os.cpu_count()}
+    return {
+        "checkpoint_mb": size / 1e6,
+        "fanout_robots": robots,
+        "fanout_s": fanout_s,
+        "raw_download_s": raw_s,
+        "checkpoint_fanout_ratio": fanout_s / raw_s,
+        "fanout_ratio_per_byte": fanout_s / (robots * raw_s),
+        "cpu_cores": os.cpu_count(),
+    }
 
 
 def _bench_fleet(tmp: Path, robots: int, seconds: float) -> dict[str, Any]:
@@ -372,13 +415,53 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(figures: dict[str, Any]) -> None:
     rows = [
-        ("episode upload vs raw gRPC", figures["upload_ratio_vs_raw"], ">= 0.7", f"{figures['upload_mb_s']:.0f} vs {figures['raw_upload_mb_s']:.0f} MB/s, {figures['episode_mb']:.1f} MB episodes"),
-        ("episode upload, one episode in flight", figures["upload_ratio_one_in_flight"], "", f"vs {figures['upload_in_flight']} in flight above"),
-        ("episode upload vs EpisodeStore alone", figures["upload_ratio_vs_store_only"], "", f"store alone {figures['store_only_mb_s']:.0f} MB/s (hash, fsync, validate, index)"),
-        ("upload ceiling set by validation", figures["upload_ratio_bound_by_validation"], "", f"read_episode {figures['validate_ms_per_episode']:.0f} ms per episode before each ack"),
-        (f"checkpoint to {figures['fanout_robots']} robots vs 1 raw download", figures["checkpoint_fanout_ratio"], "<= 2", f"{figures['fanout_s']:.2f} s vs {figures['raw_download_s']:.2f} s, {figures['checkpoint_mb']:.0f} MB, {figures['cpu_cores']} cores"),
-        ("checkpoint fan-out per byte moved", figures["fanout_ratio_per_byte"], "", f"{figures['fanout_robots']}x the bytes of the raw download on the same cores"),
-        (f"{figures['robots']} robots: heartbeat p50 / p99 ms", f"{figures['heartbeat_p50_ms']:.1f} / {figures['heartbeat_p99_ms']:.1f}", "", f"{figures['heartbeats']} heartbeats"),
-        (f"{figures['robots']} robots: errors", figures["errors"], "0", f"{figures['episodes_uploaded']} episodes uploaded"),
+        (
+            "episode upload vs raw gRPC",
+            figures["upload_ratio_vs_raw"],
+            ">= 0.7",
+            f"{figures['upload_mb_s']:.0f} vs {figures['raw_upload_mb_s']:.0f} MB/s, {figures['episode_mb']:.1f} MB episodes",
+        ),
+        (
+            "episode upload, one episode in flight",
+            figures["upload_ratio_one_in_flight"],
+            "",
+            f"vs {figures['upload_in_flight']} in flight above",
+        ),
+        (
+            "episode upload vs EpisodeStore alone",
+            figures["upload_ratio_vs_store_only"],
+            "",
+            f"store alone {figures['store_only_mb_s']:.0f} MB/s (hash, fsync, validate, index)",
+        ),
+        (
+            "upload ceiling set by validation",
+            figures["upload_ratio_bound_by_validation"],
+            "",
+            f"read_episode {figures['validate_ms_per_episode']:.0f} ms per episode before each ack",
+        ),
+        (
+            f"checkpoint to {figures['fanout_robots']} robots vs 1 raw download",
+            figures["checkpoint_fanout_ratio"],
+            "<= 2",
+            f"{figures['fanout_s']:.2f} s vs {figures['raw_download_s']:.2f} s, {figures['checkpoint_mb']:.0f} MB, {figures['cpu_cores']} cores",
+        ),
+        (
+            "checkpoint fan-out per byte moved",
+            figures["fanout_ratio_per_byte"],
+            "",
+            f"{figures['fanout_robots']}x the bytes of the raw download on the same cores",
+        ),
+        (
+            f"{figures['robots']} robots: heartbeat p50 / p99 ms",
+            f"{figures['heartbeat_p50_ms']:.1f} / {figures['heartbeat_p99_ms']:.1f}",
+            "",
+            f"{figures['heartbeats']} heartbeats",
+        ),
+        (
+            f"{figures['robots']} robots: errors",
+            figures["errors"],
+            "0",
+            f"{figures['episodes_uploaded']} episodes uploaded",
+        ),
     ]
     print_table("sop bench transport (loopback)", ["measure", "value", "target", "detail"], rows)

@@ -3,6 +3,7 @@
 Each benchmark is a module in sop_ros.bench exposing `add_arguments(parser)` and
 `run(args) -> dict` (the figures); `render(figures)` prints its table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,12 @@ from sop_ros.bench.report import BenchArgumentError, write_json
 from sop_ros.commands.errors import CliError
 
 # name -> module; add a line when a benchmark lands.
-BENCHMARKS: dict[str, str] = {"model": "sop_ros.bench.model", "transport": "sop_ros.bench.transport", "robots": "sop_ros.bench.robots",
-                               "operator": "sop_ros.bench.operator"}
+BENCHMARKS: dict[str, str] = {
+    "model": "sop_ros.bench.model",
+    "transport": "sop_ros.bench.transport",
+    "robots": "sop_ros.bench.robots",
+    "operator": "sop_ros.bench.operator",
+}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

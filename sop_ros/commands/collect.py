@@ -13,6 +13,7 @@ states the demos cover; research/metaworld-spike.md measured expert success 1.00
 0.90-0.95 on push/pick-place at 0.3, so keep it <= 0.1 unless failed demos are wanted. Failed
 demos are dropped unless --keep-failures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,24 +39,43 @@ DEMO_ROBOT_ID = "sim-demo"  # the robot id demo episodes are recorded under
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     camera = node_defaults("sim_robot")
-    parser = subparsers.add_parser("collect", help="record scripted-expert demos in simulation (offline buffer)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "collect",
+        help="record scripted-expert demos in simulation (offline buffer)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", type=Path, required=True, help="offline-buffer directory (created if missing)")
     add_task_arguments(parser)
     parser.add_argument("--episodes-per-task", type=int, default=50, help="demos per task (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="first scene seed; episode i uses seed+i (default 0)")
     add_workers_argument(parser, "parallel processes")
-    parser.add_argument("--action-noise", type=float, default=0.0, help="std of Gaussian noise added to expert actions (default 0)")
+    parser.add_argument(
+        "--action-noise", type=float, default=0.0, help="std of Gaussian noise added to expert actions (default 0)"
+    )
     parser.add_argument("--keep-failures", action="store_true", help="also write demos where the expert failed")
-    parser.add_argument("--robot-id", default=DEMO_ROBOT_ID,
-                        help="robot id recorded in the episodes (default %(default)s)")
-    parser.add_argument("--chunk-size", type=int, default=recorded_chunk_size(),
-                        help="K of the (empty) proposed-chunk field; as the robots record (config/robot.yaml "
-                             "episode_recorder.chunk_size = %(default)s)")
-    parser.add_argument("--width", type=int, default=camera["camera_width"],
-                        help="camera image width (default: as the sim robots, %(default)s)")
-    parser.add_argument("--height", type=int, default=camera["camera_height"],
-                        help="camera image height (default: as the sim robots, %(default)s)")
+    parser.add_argument(
+        "--robot-id", default=DEMO_ROBOT_ID, help="robot id recorded in the episodes (default %(default)s)"
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=recorded_chunk_size(),
+        help="K of the (empty) proposed-chunk field; as the robots record (config/robot.yaml "
+        "episode_recorder.chunk_size = %(default)s)",
+    )
+    parser.add_argument(
+        "--width",
+        type=int,
+        default=camera["camera_width"],
+        help="camera image width (default: as the sim robots, %(default)s)",
+    )
+    parser.add_argument(
+        "--height",
+        type=int,
+        default=camera["camera_height"],
+        help="camera image height (default: as the sim robots, %(default)s)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -96,11 +116,19 @@ def record_demo(backend, job: DemoJob, settings: DemoSettings) -> DemoResult:
     spec = backend.tasks[job.task_id]
     rng = np.random.default_rng([job.seed, 0x5EED])
     obs = backend.reset(job.task_id, job.seed)
-    builder = EpisodeBuilder(settings.robot_id, job.task_id, spec.instruction, (settings.chunk_size, backend.action_dim), start_ns=obs.stamp_ns)
+    builder = EpisodeBuilder(
+        settings.robot_id,
+        job.task_id,
+        spec.instruction,
+        (settings.chunk_size, backend.action_dim),
+        start_ns=obs.stamp_ns,
+    )
     while True:
         action = backend.expert_action()
         if settings.action_noise:
-            action = np.clip(action + rng.normal(0.0, settings.action_noise, action.shape), -1.0, 1.0).astype(np.float32)
+            action = np.clip(action + rng.normal(0.0, settings.action_noise, action.shape), -1.0, 1.0).astype(
+                np.float32
+            )
         builder.add_step(obs.image, obs.state, action, Actor.HUMAN, DEMO_POLICY_VERSION, obs.stamp_ns)
         result = backend.step(action)
         obs = result.observation
@@ -124,7 +152,9 @@ def _record_job(job: DemoJob) -> DemoResult:
     return record_demo(_worker["backend"], job, _worker["settings"])
 
 
-def collect_demos(env_factory, jobs: list[DemoJob], settings: DemoSettings, workers: int = 1, on_result=None) -> list[DemoResult]:
+def collect_demos(
+    env_factory, jobs: list[DemoJob], settings: DemoSettings, workers: int = 1, on_result=None
+) -> list[DemoResult]:
     """Record every job; with workers > 1 in spawned processes (one backend each)."""
     Path(settings.out).mkdir(parents=True, exist_ok=True)
     results = []
@@ -192,7 +222,9 @@ def run(args: argparse.Namespace) -> int:
     jobs = [DemoJob(task_id, args.seed + i) for task_id in specs for i in range(args.episodes_per_task)]
     console = Console()
     start = time.perf_counter()
-    with Progress(TextColumn("collect"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("collect"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
         bar = progress.add_task("demos", total=len(jobs))
         results = collect_demos(env_factory, jobs, settings, args.workers, on_result=lambda _r: progress.advance(bar))
     elapsed = time.perf_counter() - start
@@ -200,6 +232,19 @@ def run(args: argparse.Namespace) -> int:
     for task_id in specs:
         mine = [r for r in results if r.task_id == task_id]
         ok = [r for r in mine if r.success]
-        rows.append([task_id, len(mine), len(ok), sum(r.path is not None for r in mine), float(np.mean([r.steps for r in ok])) if ok else 0.0])
-    print_table(f"demos in {args.out} ({elapsed:.1f} s, {sum(r.steps for r in results) / elapsed:.0f} steps/s)", ["task", "episodes", "expert successes", "files written", "mean steps (success)"], rows, console)
+        rows.append(
+            [
+                task_id,
+                len(mine),
+                len(ok),
+                sum(r.path is not None for r in mine),
+                float(np.mean([r.steps for r in ok])) if ok else 0.0,
+            ]
+        )
+    print_table(
+        f"demos in {args.out} ({elapsed:.1f} s, {sum(r.steps for r in results) / elapsed:.0f} steps/s)",
+        ["task", "episodes", "expert successes", "files written", "mean steps (success)"],
+        rows,
+        console,
+    )
     return 0

@@ -5,6 +5,7 @@ HG-DAgger by default), training the base policy first if none is cached, and sho
 progress until the duration ends or Ctrl-C. At the end it plots success and intervention
 rate over time per task, says where the TensorBoard logs are, and stops every process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,18 +33,32 @@ RECENT_EPISODES = 10  # per robot, for the live success / intervention rates
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="run the local fleet demo: learner + simulated robots training online",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fleet", default=str(default_fleet_path()),
-                        help="fleet description (default: the embedded config/fleet.yaml)")
-    parser.add_argument("--duration-min", type=float, default=30.0,
-                        help="stop after this many minutes (default 30; Ctrl-C stops earlier)")
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the local fleet demo: learner + simulated robots training online",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--fleet", default=str(default_fleet_path()), help="fleet description (default: the embedded config/fleet.yaml)"
+    )
+    parser.add_argument(
+        "--duration-min",
+        type=float,
+        default=30.0,
+        help="stop after this many minutes (default 30; Ctrl-C stops earlier)",
+    )
     # Passed on to `sop pretrain` only when given: its defaults stay the only ones.
-    parser.add_argument("--demos-per-task", type=int,
-                        help="demos to collect for the base policy when none is cached (default: sop pretrain's)")
-    parser.add_argument("--pretrain-minutes", type=float,
-                        help="time budget for training the base policy on first use (default: sop pretrain's "
-                             "--max-minutes)")
+    parser.add_argument(
+        "--demos-per-task",
+        type=int,
+        help="demos to collect for the base policy when none is cached (default: sop pretrain's)",
+    )
+    parser.add_argument(
+        "--pretrain-minutes",
+        type=float,
+        help="time budget for training the base policy on first use (default: sop pretrain's --max-minutes)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -71,8 +86,10 @@ def ensure_base_policy(data_dir: Path, args: argparse.Namespace, console: Consol
     parser = argparse.ArgumentParser(prog="sop")
     pretrain.add_parser(parser.add_subparsers())
     pre = parser.parse_args(argv)
-    console.print(f"[bold]No base policy cached in {data_dir}.[/bold] Collecting scripted-expert demos and training one "
-                  f"by behaviour cloning first (once; up to {pre.max_minutes:g} min).")
+    console.print(
+        f"[bold]No base policy cached in {data_dir}.[/bold] Collecting scripted-expert demos and training one "
+        f"by behaviour cloning first (once; up to {pre.max_minutes:g} min)."
+    )
     code = pre.func(pre)
     if code or not latest_manifests(data_dir / CHECKPOINTS_DIR):
         raise CliError(f"training the base policy failed (exit code {code}); see the messages above")
@@ -86,15 +103,25 @@ def _rate(values) -> str:
 def progress_view(data_dir: Path, robot_ids: list[str], started: float, duration_s: float, log_path: Path) -> Group:
     rows = read_index(data_dir / EPISODES_DIR)
     robots = Table(title=f"robots  ({time.monotonic() - started:.0f} s of {duration_s:.0f} s; node logs: {log_path})")
-    for col in ("robot", "episodes", f"success (last {RECENT_EPISODES})", f"intervention share (last {RECENT_EPISODES})", "policy version"):
+    for col in (
+        "robot",
+        "episodes",
+        f"success (last {RECENT_EPISODES})",
+        f"intervention share (last {RECENT_EPISODES})",
+        "policy version",
+    ):
         robots.add_column(col, justify="left" if col == "robot" else "right")
     for robot_id in robot_ids:
         mine = [r for r in rows if r.robot_id == robot_id]
         recent = mine[-RECENT_EPISODES:]
         steps = sum(r.num_steps for r in recent)
-        robots.add_row(robot_id, str(len(mine)), _rate([None if r.success is None else float(r.success) for r in recent]),
-                       f"{sum(r.human_steps for r in recent) / steps:.2f}" if steps else "-",
-                       str(max((r.policy_version_max for r in mine), default="-")))
+        robots.add_row(
+            robot_id,
+            str(len(mine)),
+            _rate([None if r.success is None else float(r.success) for r in recent]),
+            f"{sum(r.human_steps for r in recent) / steps:.2f}" if steps else "-",
+            str(max((r.policy_version_max for r in mine), default="-")),
+        )
     manifests = latest_manifests(data_dir / CHECKPOINTS_DIR)
     learner = Table(title="learner")
     for col in ("latest checkpoint", "algorithm", "training step", "updates/s", "fleet episodes", "offline episodes"):
@@ -104,8 +131,14 @@ def progress_view(data_dir: Path, robot_ids: list[str], started: float, duration
         a, b = manifests[-2], manifests[-1]
         rate = f"{(b.training_step - a.training_step) / ((b.created_ns - a.created_ns) / 1e9):.1f}"
     last = manifests[-1] if manifests else None
-    learner.add_row(f"v{last.version}" if last else "-", last.algorithm if last else "-", str(last.training_step) if last else "-",
-                    rate, str(len(rows)), str(len(read_index(data_dir / OFFLINE_DIR))))
+    learner.add_row(
+        f"v{last.version}" if last else "-",
+        last.algorithm if last else "-",
+        str(last.training_step) if last else "-",
+        rate,
+        str(len(rows)),
+        str(len(read_index(data_dir / OFFLINE_DIR))),
+    )
     return Group(robots, learner)
 
 
@@ -160,10 +193,14 @@ def run(args: argparse.Namespace) -> int:
         launcher = FleetLauncher(node_specs(fleet), out=log)
         runner = threading.Thread(target=launcher.run, name="fleet", daemon=True)
         start_ns, started = time.time_ns(), time.monotonic()
-        console.print(f"Starting the learner ({fleet.learner.algorithm}) and {len(fleet.robots)} simulated robots; Ctrl-C stops.")
+        console.print(
+            f"Starting the learner ({fleet.learner.algorithm}) and {len(fleet.robots)} simulated robots; Ctrl-C stops."
+        )
         runner.start()
         robot_ids = [r.id for r in fleet.robots]
-        with Live(progress_view(data_dir, robot_ids, started, duration_s, log_path), console=console, refresh_per_second=1) as live:
+        with Live(
+            progress_view(data_dir, robot_ids, started, duration_s, log_path), console=console, refresh_per_second=1
+        ) as live:
             while not stop.wait(2.0) and runner.is_alive() and time.monotonic() - started < duration_s:
                 live.update(progress_view(data_dir, robot_ids, started, duration_s, log_path))
         console.print("Stopping every process ...")
@@ -172,7 +209,9 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
     png = plot_progress(data_dir, start_ns, elapsed, demo_dir / f"progress-{stamp}.png")
     console.print(f"Success and intervention rate over time: {png}")
-    console.print(f"TensorBoard logs: {data_dir / TENSORBOARD_DIR}  (tensorboard --logdir {data_dir / TENSORBOARD_DIR})")
+    console.print(
+        f"TensorBoard logs: {data_dir / TENSORBOARD_DIR}  (tensorboard --logdir {data_dir / TENSORBOARD_DIR})"
+    )
     console.print(f"Node logs: {log_path}")
     if launcher.exit_code:
         console.print(f"[red]A fleet process died (see {log_path}); the demo stopped early.[/red]")

@@ -8,11 +8,11 @@ CHECKPOINT is one of:
 Every task is evaluated on the same scene seeds (--seed .. --seed+N-1; default from 1,000,000 so
 they are disjoint from `sop collect`'s default demo seeds).
 """
+
 from __future__ import annotations
 
 import argparse
 import functools
-from pathlib import Path
 from typing import Optional
 
 from sop_ros.commands.errors import CliError
@@ -26,12 +26,17 @@ from sop_ros.core.evaluation.harness import DEFAULT_EVAL_SEED
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("eval", help="evaluate a checkpoint in simulation: per-task success with 95%% CI",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint in simulation: per-task success with 95%% CI",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("checkpoint", help="checkpoint version dir, policy .safetensors file, or 'expert' / 'random'")
     add_task_arguments(parser)
-    parser.add_argument("--episodes-per-task", type=int, default=EVAL_EPISODES_PER_TASK,
-                        help="episodes per task (default %(default)s)")
+    parser.add_argument(
+        "--episodes-per-task", type=int, default=EVAL_EPISODES_PER_TASK, help="episodes per task (default %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help="first scene seed (default %(default)s)")
     add_workers_argument(parser, "parallel processes")
     add_actions_per_query_argument(parser)
@@ -69,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     policy_factory = resolve_policy_factory(args.checkpoint, args.device)
     console = Console()
     total = len(specs) * args.episodes_per_task
-    with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
         bar = progress.add_task("episodes", total=total)
         report = evaluate(
             policy_factory,
@@ -85,7 +92,13 @@ def run(args: argparse.Namespace) -> int:
     for col in ("task", "success", "95% CI", "episodes", "mean steps"):
         table.add_column(col, justify="left" if col == "task" else "right")
     for t in report.tasks:
-        table.add_row(t.task_id, f"{t.success_rate:.2f}", f"[{t.ci_low:.2f}, {t.ci_high:.2f}]", str(t.episodes), f"{t.mean_steps:.1f}")
+        table.add_row(
+            t.task_id,
+            f"{t.success_rate:.2f}",
+            f"[{t.ci_low:.2f}, {t.ci_high:.2f}]",
+            str(t.episodes),
+            f"{t.mean_steps:.1f}",
+        )
     table.add_row("all", f"{report.overall_success_rate:.2f}", "", str(total), "")
     console.print(table)
     if args.json:

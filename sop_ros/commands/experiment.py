@@ -16,6 +16,7 @@ trained once and cached in ~/.sop/base_policy). Checkpoints are evaluated after 
 on the same fixed scenes for all methods. Finished runs are kept (<out>/runs/<run>/result.json):
 rerunning the same command with the same --out resumes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,50 +48,101 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from sop_ros.experiment.runner import ExperimentConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}  # the experiment's knobs' one home
-    parser = subparsers.add_parser("experiment", help="run the paper's comparisons on a simulated fleet (CSV, plots, summary.json)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "experiment",
+        help="run the paper's comparisons on a simulated fleet (CSV, plots, summary.json)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", type=Path, help="results folder (default runs/experiment-<date>)")
-    parser.add_argument("--duration-min", type=float, default=60.0, help="wall-clock minutes per fleet run (default 60)")
+    parser.add_argument(
+        "--duration-min", type=float, default=60.0, help="wall-clock minutes per fleet run (default 60)"
+    )
     parser.add_argument("--seeds", type=int, default=2, help="runs per configuration (default 2)")
     parser.add_argument("--robots", type=int, default=4, help="robots in the method comparison (default 4)")
     parser.add_argument("--robots-scaling", default="1,2,4", help="fleet sizes of the scaling study (default 1,2,4)")
     parser.add_argument("--skip-scaling", action="store_true", help="only the method comparison")
-    parser.add_argument("--robot-hz", type=float, default=node_defaults("sim_robot")["control_rate_hz"],
-                        help="control rate of the sim robots, wall clock (default: config/robot.yaml's, %(default)s)")
-    parser.add_argument("--threshold", type=float, default=0.9, help="success threshold for time-to-threshold (default 0.9)")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)} (default all)")
-    parser.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES_PER_TASK,
-                        help="final evaluation episodes per task (default %(default)s, as sop eval)")
-    parser.add_argument("--curve-points", type=int, default=defaults["curve_points"],
-                        help="evaluated wall-clock points per run after t=0 (default %(default)s)")
-    parser.add_argument("--curve-eval-episodes", type=int, help="episodes per task at the intermediate points (default --eval-episodes)")
+    parser.add_argument(
+        "--robot-hz",
+        type=float,
+        default=node_defaults("sim_robot")["control_rate_hz"],
+        help="control rate of the sim robots, wall clock (default: config/robot.yaml's, %(default)s)",
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=0.9, help="success threshold for time-to-threshold (default 0.9)"
+    )
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)} (default all)"
+    )
+    parser.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=EVAL_EPISODES_PER_TASK,
+        help="final evaluation episodes per task (default %(default)s, as sop eval)",
+    )
+    parser.add_argument(
+        "--curve-points",
+        type=int,
+        default=defaults["curve_points"],
+        help="evaluated wall-clock points per run after t=0 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--curve-eval-episodes", type=int, help="episodes per task at the intermediate points (default --eval-episodes)"
+    )
     parser.add_argument("--tasks", help="comma-separated task ids (default: all of config/tasks.yaml)")
-    parser.add_argument("--base", type=Path,
-                        help=f"learner data dir with the base v1 and offline demos (default {DEFAULT_BASE_DIR}, "
-                             "created by `sop pretrain` on first use)")
-    parser.add_argument("--publish-every-updates", type=int, default=defaults["publish_every_updates"],
-                        help="learner publishes a checkpoint every N updates (default %(default)s)")
-    parser.add_argument("--learner-threads", type=int, default=defaults["learner_threads"],
-                        help="torch threads of the online learner (default %(default)s)")
-    parser.add_argument("--offline-threads", type=int, default=defaults["offline_threads"],
-                        help="torch threads of the offline baselines' training (default %(default)s, as the online "
-                             "learner: on a busy machine more threads can be many times slower)")
-    parser.add_argument("--offline-updates", type=int,
-                        help="updates of the offline baselines (default: as many as the SOP HG-DAgger run of the same "
-                             "seed)")
+    parser.add_argument(
+        "--base",
+        type=Path,
+        help=f"learner data dir with the base v1 and offline demos (default {DEFAULT_BASE_DIR}, "
+        "created by `sop pretrain` on first use)",
+    )
+    parser.add_argument(
+        "--publish-every-updates",
+        type=int,
+        default=defaults["publish_every_updates"],
+        help="learner publishes a checkpoint every N updates (default %(default)s)",
+    )
+    parser.add_argument(
+        "--learner-threads",
+        type=int,
+        default=defaults["learner_threads"],
+        help="torch threads of the online learner (default %(default)s)",
+    )
+    parser.add_argument(
+        "--offline-threads",
+        type=int,
+        default=defaults["offline_threads"],
+        help="torch threads of the offline baselines' training (default %(default)s, as the online "
+        "learner: on a busy machine more threads can be many times slower)",
+    )
+    parser.add_argument(
+        "--offline-updates",
+        type=int,
+        help="updates of the offline baselines (default: as many as the SOP HG-DAgger run of the same seed)",
+    )
     add_workers_argument(parser, "evaluation processes")
     # Not --keep-checkpoints: `sop learner --keep-checkpoints N` is a count.
-    parser.add_argument("--keep-all-checkpoints", action="store_true",
-                        help="keep every checkpoint a run published (default: only the evaluated ones; an hour-long "
-                             "run publishes gigabytes)")
+    parser.add_argument(
+        "--keep-all-checkpoints",
+        action="store_true",
+        help="keep every checkpoint a run published (default: only the evaluated ones; an hour-long "
+        "run publishes gigabytes)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the planned runs and exit")
     parser.set_defaults(func=run)
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for flag, value in (("--duration-min", args.duration_min), ("--robot-hz", args.robot_hz), ("--eval-episodes", args.eval_episodes),
-                        ("--curve-points", args.curve_points), ("--publish-every-updates", args.publish_every_updates),
-                        ("--learner-threads", args.learner_threads), ("--offline-threads", args.offline_threads), ("--workers", args.workers)):
+    for flag, value in (
+        ("--duration-min", args.duration_min),
+        ("--robot-hz", args.robot_hz),
+        ("--eval-episodes", args.eval_episodes),
+        ("--curve-points", args.curve_points),
+        ("--publish-every-updates", args.publish_every_updates),
+        ("--learner-threads", args.learner_threads),
+        ("--offline-threads", args.offline_threads),
+        ("--workers", args.workers),
+    ):
         if not value > 0:
             raise CliError(f"{flag} must be positive, got {value}")
     if args.curve_eval_episodes is not None and args.curve_eval_episodes <= 0:
@@ -107,13 +159,17 @@ def ensure_base(base: Path | None, console) -> Path:
 
     if base is not None:
         if not checkpoint_versions(base / "checkpoints") or not (base / "offline").is_dir():
-            raise CliError(f"--base {base}: expected a learner data dir with checkpoints/ (the base v1) and offline/ "
-                           "(from `sop pretrain --data-dir`)")
+            raise CliError(
+                f"--base {base}: expected a learner data dir with checkpoints/ (the base v1) and offline/ "
+                "(from `sop pretrain --data-dir`)"
+            )
         return base
     if checkpoint_versions(DEFAULT_BASE_DIR / "checkpoints"):
         return DEFAULT_BASE_DIR
-    console.print(f"[bold]No cached base policy in {DEFAULT_BASE_DIR}: training it once with `sop pretrain` "
-                  "(default settings: its --max-minutes budget plus demo collection)[/bold]")
+    console.print(
+        f"[bold]No cached base policy in {DEFAULT_BASE_DIR}: training it once with `sop pretrain` "
+        "(default settings: its --max-minutes budget plus demo collection)[/bold]"
+    )
     tmp = DEFAULT_BASE_DIR.with_name(DEFAULT_BASE_DIR.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     demos = DEFAULT_BASE_DIR.with_name(DEFAULT_BASE_DIR.name + "_demos")
@@ -126,9 +182,17 @@ def ensure_base(base: Path | None, console) -> Path:
 
 def _settings(args: argparse.Namespace, tasks: list[str], base: Path) -> dict:
     """What makes runs comparable: a resumed experiment must use the same."""
-    return {"duration_min": args.duration_min, "robot_hz": args.robot_hz, "tasks": tasks, "base": str(base.resolve()),
-            "eval_episodes": args.eval_episodes, "curve_points": args.curve_points, "curve_eval_episodes": args.curve_eval_episodes,
-            "publish_every_updates": args.publish_every_updates, "offline_updates": args.offline_updates}
+    return {
+        "duration_min": args.duration_min,
+        "robot_hz": args.robot_hz,
+        "tasks": tasks,
+        "base": str(base.resolve()),
+        "eval_episodes": args.eval_episodes,
+        "curve_points": args.curve_points,
+        "curve_eval_episodes": args.curve_eval_episodes,
+        "publish_every_updates": args.publish_every_updates,
+        "offline_updates": args.offline_updates,
+    }
 
 
 def _check_resume(out: Path, settings: dict) -> None:
@@ -139,7 +203,9 @@ def _check_resume(out: Path, settings: dict) -> None:
         previous = json.loads(path.read_text())
         if previous != settings:
             changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-            raise CliError(f"--out {out} holds an experiment with other settings ({', '.join(changed)}); use a fresh --out")
+            raise CliError(
+                f"--out {out} holds an experiment with other settings ({', '.join(changed)}); use a fresh --out"
+            )
     else:
         write_text_atomic(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
 
@@ -179,14 +245,23 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         methods = parse_methods(args.methods)
-        runs = plan_runs(methods, args.seeds, args.robots, parse_robot_counts(args.robots_scaling), args.skip_scaling, args.offline_updates)
+        runs = plan_runs(
+            methods,
+            args.seeds,
+            args.robots,
+            parse_robot_counts(args.robots_scaling),
+            args.skip_scaling,
+            args.offline_updates,
+        )
     except PlanError as exc:
         raise CliError(str(exc)) from None
     specs = select_tasks(args.tasks, None)
     console = Console()
     fleet_runs = sum(r.spec.runs_fleet for r in runs)
-    console.print(f"{len(runs)} runs ({fleet_runs} with a fleet, {args.duration_min:g} min each: "
-                  f"at least {fleet_runs * args.duration_min / 60:.1f} h of fleet time plus training and evaluation)")
+    console.print(
+        f"{len(runs)} runs ({fleet_runs} with a fleet, {args.duration_min:g} min each: "
+        f"at least {fleet_runs * args.duration_min / 60:.1f} h of fleet time plus training and evaluation)"
+    )
     for r in runs:
         console.print(f"  {r.name:<28} {', '.join(r.groups)}")
     if args.dry_run:
@@ -218,8 +293,9 @@ def _run_planned(args: argparse.Namespace, runs, methods, specs, console) -> int
             run_dir = config.run_dir(run_spec)
             previous = load_run_result(run_dir)
             if previous is not None:
-                progress.bar.console.print(f"{run_spec.name}: finished earlier (final success "
-                                           f"{previous.final_success:.2f}); reusing")
+                progress.bar.console.print(
+                    f"{run_spec.name}: finished earlier (final success {previous.final_success:.2f}); reusing"
+                )
                 finished[run_spec.name] = previous
                 progress.run_done()
                 continue
@@ -227,8 +303,9 @@ def _run_planned(args: argparse.Namespace, runs, methods, specs, console) -> int
             save_run_result(run_dir, result)
             finished[run_spec.name] = result
             rate = f", {result.throughput['episodes_per_hour']:.0f} episodes/h" if result.throughput else ""
-            progress.bar.console.print(f"{run_spec.name}: final success {result.final_success:.2f} "
-                                       f"(v{result.final_version}){rate}")
+            progress.bar.console.print(
+                f"{run_spec.name}: final success {result.final_success:.2f} (v{result.final_version}){rate}"
+            )
             progress.run_done()
             extra["wall_clock_s"] = time.monotonic() - started
             write_outputs(out, list(finished.values()), args, extra)
@@ -242,11 +319,19 @@ def _experiment_config(args: argparse.Namespace, out: Path, base: Path, specs):
     from sop_ros.experiment.runner import ExperimentConfig
 
     return ExperimentConfig(
-        out_dir=out, base_dir=base, tasks=specs, duration_s=args.duration_min * 60.0, robot_hz=args.robot_hz,
-        eval_episodes=args.eval_episodes, curve_eval_episodes=args.curve_eval_episodes or args.eval_episodes,
-        curve_points=args.curve_points, publish_every_updates=args.publish_every_updates,
-        learner_threads=args.learner_threads, offline_threads=args.offline_threads,
-        offline_updates=args.offline_updates, keep_checkpoints=args.keep_all_checkpoints,
+        out_dir=out,
+        base_dir=base,
+        tasks=specs,
+        duration_s=args.duration_min * 60.0,
+        robot_hz=args.robot_hz,
+        eval_episodes=args.eval_episodes,
+        curve_eval_episodes=args.curve_eval_episodes or args.eval_episodes,
+        curve_points=args.curve_points,
+        publish_every_updates=args.publish_every_updates,
+        learner_threads=args.learner_threads,
+        offline_threads=args.offline_threads,
+        offline_updates=args.offline_updates,
+        keep_checkpoints=args.keep_all_checkpoints,
     )
 
 
@@ -261,10 +346,16 @@ def _run_info(args: argparse.Namespace, specs, base: Path, methods) -> dict:
     from sop_ros.bench.report import machine_info
 
     invoked_as_sop = Path(sys.argv[0]).name in ("sop", "cli.py")
-    return {"command": shlex.join(["sop", *sys.argv[1:]]) if invoked_as_sop else shlex.join(sys.argv),
-            "machine": machine_info(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "eval_episodes": args.eval_episodes, "curve_points": args.curve_points, "tasks": list(specs),
-            "base": str(base.resolve()), "methods_run": methods}
+    return {
+        "command": shlex.join(["sop", *sys.argv[1:]]) if invoked_as_sop else shlex.join(sys.argv),
+        "machine": machine_info(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "eval_episodes": args.eval_episodes,
+        "curve_points": args.curve_points,
+        "tasks": list(specs),
+        "base": str(base.resolve()),
+        "methods_run": methods,
+    }
 
 
 def _execute(run_spec, config, evaluator, finished: dict, hooks):
@@ -283,8 +374,14 @@ class _ExperimentProgress:
     def __init__(self, console, runs: int, fleet_duration_s: float):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
         self._overall = self.bar.add_task("runs", total=runs, status="")
         self._phase = self.bar.add_task("", total=None, status="")
         self._fleet_duration_s = fleet_duration_s
@@ -300,9 +397,13 @@ class _ExperimentProgress:
     def fleet_tick(self, elapsed: float, counts) -> None:
         recent = "-" if counts.recent_success_rate is None else f"{counts.recent_success_rate:.2f}"
         share = "-" if counts.recent_intervention_share is None else f"{counts.recent_intervention_share:.2f}"
-        self.bar.update(self._phase, total=round(self._fleet_duration_s), completed=round(elapsed),
-                        status=f"{counts.episodes} episodes | recent success {recent} | operator share {share} "
-                               f"| policy v{counts.latest_version}")
+        self.bar.update(
+            self._phase,
+            total=round(self._fleet_duration_s),
+            completed=round(elapsed),
+            status=f"{counts.episodes} episodes | recent success {recent} | operator share {share} "
+            f"| policy v{counts.latest_version}",
+        )
 
     def offline_update(self, done: int, total: int) -> None:
         if done % 10 == 0 or done == total:
@@ -311,6 +412,9 @@ class _ExperimentProgress:
     def hooks(self, run_name: str):
         from sop_ros.experiment.runner import RunHooks
 
-        return RunHooks(phase=lambda text, total=None: self.phase(f"{run_name}: {text}", total),
-                        fleet_tick=self.fleet_tick, eval_episode=lambda: self.bar.advance(self._phase),
-                        offline_update=self.offline_update)
+        return RunHooks(
+            phase=lambda text, total=None: self.phase(f"{run_name}: {text}", total),
+            fleet_tick=self.fleet_tick,
+            eval_episode=lambda: self.bar.advance(self._phase),
+            offline_update=self.offline_update,
+        )

@@ -1,4 +1,5 @@
 """`sop fleet check|nodes [FLEET.yaml]`: validate a fleet description, list what it starts."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     check = actions.add_parser("check", help="validate the fleet description; one line per problem, exit 2 if invalid")
     nodes = actions.add_parser("nodes", help="list the nodes and processes the launchers start")
     for sub in (check, nodes):
-        sub.add_argument("fleet", nargs="?", default=str(default_fleet_path()), help="fleet description (default: the embedded config/fleet.yaml)")
-    nodes.add_argument("--robot", action="append", dest="robots", metavar="ROBOT_ID", help="only this robot (repeatable)")
+        sub.add_argument(
+            "fleet",
+            nargs="?",
+            default=str(default_fleet_path()),
+            help="fleet description (default: the embedded config/fleet.yaml)",
+        )
+    nodes.add_argument(
+        "--robot", action="append", dest="robots", metavar="ROBOT_ID", help="only this robot (repeatable)"
+    )
     check.set_defaults(func=_check)
     nodes.set_defaults(func=_nodes)
 
@@ -47,7 +55,12 @@ def _nodes(args: argparse.Namespace) -> int:
         table.add_column(col)
     for spec in specs:
         if isinstance(spec, NodeSpec):
-            table.add_row(spec.fully_qualified_name, spec.executable, ", ".join(f"{k}={v}" for k, v in spec.parameters.items()), ", ".join(f"{a}->{b}" for a, b in spec.remappings))
+            table.add_row(
+                spec.fully_qualified_name,
+                spec.executable,
+                ", ".join(f"{k}={v}" for k, v in spec.parameters.items()),
+                ", ".join(f"{a}->{b}" for a, b in spec.remappings),
+            )
         else:
             table.add_row(spec.name, f"python -m {spec.module}", " ".join(spec.args), "")
     Console().print(table)

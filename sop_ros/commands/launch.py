@@ -1,4 +1,5 @@
 """`sop launch [FLEET.yaml]`: start a fleet (or one robot of it) without ros2 launch."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,11 +20,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "respawn per robot setting) and stop all of them on Ctrl-C or SIGTERM. The same node list as "
         "launch/fleet.launch.py.",
     )
-    parser.add_argument("fleet", nargs="?", default=str(default_fleet_path()), help="fleet description (default: the embedded config/fleet.yaml)")
-    parser.add_argument("--robot", action="append", dest="robots", metavar="ROBOT_ID", help="start only this robot's nodes (repeatable), e.g. on the robot's own computer")
+    parser.add_argument(
+        "fleet",
+        nargs="?",
+        default=str(default_fleet_path()),
+        help="fleet description (default: the embedded config/fleet.yaml)",
+    )
+    parser.add_argument(
+        "--robot",
+        action="append",
+        dest="robots",
+        metavar="ROBOT_ID",
+        help="start only this robot's nodes (repeatable), e.g. on the robot's own computer",
+    )
     learner = parser.add_mutually_exclusive_group()
-    learner.add_argument("--learner", dest="with_learner", action="store_true", default=None, help="also start the learner here")
-    learner.add_argument("--no-learner", dest="with_learner", action="store_false", help="do not start the learner (it runs elsewhere)")
+    learner.add_argument(
+        "--learner", dest="with_learner", action="store_true", default=None, help="also start the learner here"
+    )
+    learner.add_argument(
+        "--no-learner", dest="with_learner", action="store_false", help="do not start the learner (it runs elsewhere)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the processes that would start and exit")
     parser.set_defaults(func=run)
 

@@ -4,6 +4,7 @@ The defaults are read from where they live: training from TrainerConfig (as `sop
 chunk execution from the robots' config/robot.yaml. Spellings follow `sop learner` where it has the
 same setting (--batch-size, --lr, --seed, --torch-threads, --tasks-file, --data-dir).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,15 +25,20 @@ def add_task_arguments(parser: argparse.ArgumentParser, tasks_help: str = "comma
 
 
 def add_workers_argument(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                        help=f"{what} (default min(2, cpus) = %(default)s)")
+    parser.add_argument(
+        "--workers", type=int, default=DEFAULT_WORKERS, help=f"{what} (default min(2, cpus) = %(default)s)"
+    )
 
 
 def add_actions_per_query_argument(parser: argparse.ArgumentParser) -> None:
     """Evaluations execute chunks as the robots do, so an offline success rate is the fleet's."""
-    parser.add_argument("--actions-per-query", type=int, default=robot_execute_horizon(),
-                        help="execute this many actions of each chunk before re-querying the policy (default: as the "
-                             "robots, config/robot.yaml policy.execute_horizon = %(default)s)")
+    parser.add_argument(
+        "--actions-per-query",
+        type=int,
+        default=robot_execute_horizon(),
+        help="execute this many actions of each chunk before re-querying the policy (default: as the "
+        "robots, config/robot.yaml policy.execute_horizon = %(default)s)",
+    )
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +46,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     from sop_ros.core.training.trainer import TrainerConfig
 
     defaults = TrainerConfig()
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                        help="training batch size (default %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="training batch size (default %(default)s)"
+    )
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="learning rate (default %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="torch / sampler seed (default %(default)s)")

@@ -16,6 +16,7 @@ The default demo budget (--demos-per-task, used only when --demos holds no episo
 chosen so the base policy is clearly imperfect on the default task set; see docs/RESULTS.md,
 section "Base policy".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,44 +49,88 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from sop_ros.core.training.pretrain import PretrainConfig
 
     stop = PretrainConfig()  # the stopping rule's defaults
-    parser = subparsers.add_parser("pretrain", help="train the base policy by BC on demos; publish it as checkpoint v1",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--demos", type=Path, required=True, help="directory of demo episode files (from `sop collect`)")
-    parser.add_argument("--data-dir", type=Path, required=True,
-                        help="learner data dir: <data-dir>/offline (demo store), <data-dir>/checkpoints, "
-                             "<data-dir>/tensorboard")
+    parser = subparsers.add_parser(
+        "pretrain",
+        help="train the base policy by BC on demos; publish it as checkpoint v1",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--demos", type=Path, required=True, help="directory of demo episode files (from `sop collect`)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        required=True,
+        help="learner data dir: <data-dir>/offline (demo store), <data-dir>/checkpoints, <data-dir>/tensorboard",
+    )
     # Not --config: `sop learner --config` is a settings file; `sop bench robots --preset` names a preset too.
     parser.add_argument("--preset", default="tiny", help="VLA model preset (default tiny)")
-    parser.add_argument("--max-minutes", type=float, default=stop.max_seconds / 60.0,
-                        help="wall-clock budget for training and evaluations; the final evaluation may run past it "
-                             "(default %(default)g)")
-    parser.add_argument("--max-updates", type=int, default=stop.max_updates,
-                        help="stop after this many updates (default: no limit)")
-    parser.add_argument("--eval-every-updates", type=int, default=stop.eval_every_updates,
-                        help="evaluate every N updates (default %(default)s)")
-    parser.add_argument("--eval-episodes", type=int, default=DEFAULT_EVAL_EPISODES,
-                        help="evaluation episodes per task (default %(default)s)")
-    parser.add_argument("--patience", type=int, default=stop.patience,
-                        help="stop after this many evaluations without a new best mean success (default %(default)s)")
-    parser.add_argument("--min-improvement", type=float, default=stop.min_improvement,
-                        help="a new best must beat the old mean success by more than this (default %(default)s)")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=stop.max_seconds / 60.0,
+        help="wall-clock budget for training and evaluations; the final evaluation may run past it "
+        "(default %(default)g)",
+    )
+    parser.add_argument(
+        "--max-updates", type=int, default=stop.max_updates, help="stop after this many updates (default: no limit)"
+    )
+    parser.add_argument(
+        "--eval-every-updates",
+        type=int,
+        default=stop.eval_every_updates,
+        help="evaluate every N updates (default %(default)s)",
+    )
+    parser.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=DEFAULT_EVAL_EPISODES,
+        help="evaluation episodes per task (default %(default)s)",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=stop.patience,
+        help="stop after this many evaluations without a new best mean success (default %(default)s)",
+    )
+    parser.add_argument(
+        "--min-improvement",
+        type=float,
+        default=stop.min_improvement,
+        help="a new best must beat the old mean success by more than this (default %(default)s)",
+    )
     add_training_arguments(parser)
-    parser.add_argument("--torch-threads", type=int, default=TORCH_THREADS,
-                        help="torch threads for training (default min(2, cpus) = %(default)s)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=TORCH_THREADS,
+        help="torch threads for training (default min(2, cpus) = %(default)s)",
+    )
     add_workers_argument(parser, "evaluation processes")
     add_actions_per_query_argument(parser)
     add_task_arguments(parser, "comma-separated task ids to collect demos for when --demos is empty")
-    parser.add_argument("--demos-per-task", type=int, default=DEFAULT_DEMOS_PER_TASK,
-                        help="demos per task to collect when --demos holds none (default %(default)s)")
+    parser.add_argument(
+        "--demos-per-task",
+        type=int,
+        default=DEFAULT_DEMOS_PER_TASK,
+        help="demos per task to collect when --demos holds none (default %(default)s)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the run's summary (history, best, manifest) as JSON")
     parser.set_defaults(func=run)
 
 
 def _check_args(args: argparse.Namespace) -> None:
     positive = {
-        "--max-minutes": args.max_minutes, "--eval-every-updates": args.eval_every_updates, "--eval-episodes": args.eval_episodes,
-        "--patience": args.patience, "--batch-size": args.batch_size, "--lr": args.lr,
-        "--torch-threads": args.torch_threads, "--workers": args.workers, "--demos-per-task": args.demos_per_task,
+        "--max-minutes": args.max_minutes,
+        "--eval-every-updates": args.eval_every_updates,
+        "--eval-episodes": args.eval_episodes,
+        "--patience": args.patience,
+        "--batch-size": args.batch_size,
+        "--lr": args.lr,
+        "--torch-threads": args.torch_threads,
+        "--workers": args.workers,
+        "--demos-per-task": args.demos_per_task,
     }
     for flag, value in positive.items():
         if not value > 0:
@@ -117,15 +162,20 @@ def _collect_if_empty(args: argparse.Namespace, specs) -> None:
     settings = DemoSettings(str(args.demos), DEMO_ROBOT_ID, recorded_chunk_size(), 0.0, False)
     t0 = time.perf_counter()
     results = collect_demos(functools.partial(make_backend, chosen), jobs, settings, args.workers)
-    log.info("collected %d demos (%d expert failures dropped) in %.1f s", sum(r.path is not None for r in results), sum(r.path is None for r in results), time.perf_counter() - t0)
+    log.info(
+        "collected %d demos (%d expert failures dropped) in %.1f s",
+        sum(r.path is not None for r in results),
+        sum(r.path is None for r in results),
+        time.perf_counter() - t0,
+    )
 
 
 def evaluate_candidate(policy, path: Path, specs, tasks, episodes: int, workers: int, actions_per_query):
     """Save the weights where the spawned workers can load them, then evaluate on the validation scenes."""
     from sop_ros.backends.metaworld_sim import make_backend
-    from sop_ros.experiment.policy_sources import checkpoint_policy_factory
     from sop_ros.core.evaluation.harness import evaluate
     from sop_ros.core.training.pretrain import VALIDATION_SEED
+    from sop_ros.experiment.policy_sources import checkpoint_policy_factory
 
     policy.save(path)
     return evaluate(
@@ -153,8 +203,10 @@ def run(args: argparse.Namespace) -> int:
     model_config = _model_config(args.preset)
     checkpoints = CheckpointStore(args.data_dir / CHECKPOINT_STORE_DIRNAME)
     if checkpoints.versions():
-        raise CliError(f"{checkpoints.root} already holds checkpoint versions {checkpoints.versions()[:5]}; "
-                       "the base policy must be v1 (use a fresh --data-dir)")
+        raise CliError(
+            f"{checkpoints.root} already holds checkpoint versions {checkpoints.versions()[:5]}; "
+            "the base policy must be v1 (use a fresh --data-dir)"
+        )
     _collect_if_empty(args, specs)
     files = episode_files(args.demos)
     if not files:
@@ -166,8 +218,10 @@ def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     with EpisodeStore(args.data_dir / OFFLINE_STORE_DIRNAME, cache_in_background=False) as offline:
         demos = _ingest_demos(offline, files, specs)
-        console.print(f"offline buffer {offline.root}: {len(demos.stored)} demos "
-                      f"({', '.join(f'{t} {demos.counts[t]}' for t in demos.tasks)}), {demos.steps} steps")
+        console.print(
+            f"offline buffer {offline.root}: {len(demos.stored)} demos "
+            f"({', '.join(f'{t} {demos.counts[t]}' for t in demos.tasks)}), {demos.steps} steps"
+        )
         result = _train(args, offline, checkpoints, model_config, specs, demos, console)
     wall = time.perf_counter() - t_start
     _print_result(console, result, checkpoints, wall)
@@ -223,31 +277,55 @@ def _train(args: argparse.Namespace, offline, checkpoints, model_config, specs, 
     from sop_ros.core.training.trainer import TrainerConfig
 
     try:
-        config = PretrainConfig(args.max_minutes * 60.0, args.eval_every_updates, args.patience, args.min_improvement,
-                                args.max_updates)
+        config = PretrainConfig(
+            args.max_minutes * 60.0, args.eval_every_updates, args.patience, args.min_improvement, args.max_updates
+        )
     except PretrainError as exc:
         raise CliError(str(exc)) from None
     writer = SummaryWriter(str(args.data_dir / TENSORBOARD_DIR / "pretrain"))
-    trainer_config = TrainerConfig(batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-                                   log_every_updates=50)
+    trainer_config = TrainerConfig(
+        batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, log_every_updates=50
+    )
     trainer = make_bc_trainer(offline, VLAPolicy(model_config), trainer_config, writer)
     tmp_weights = args.data_dir / ".pretrain_candidate.safetensors"
-    evaluate_policy = functools.partial(evaluate_candidate, path=tmp_weights, specs=specs, tasks=demos.tasks,
-                                        episodes=args.eval_episodes, workers=args.workers,
-                                        actions_per_query=args.actions_per_query)
+    evaluate_policy = functools.partial(
+        evaluate_candidate,
+        path=tmp_weights,
+        specs=specs,
+        tasks=demos.tasks,
+        episodes=args.eval_episodes,
+        workers=args.workers,
+        actions_per_query=args.actions_per_query,
+    )
     extra = {
         "demos": {"dir": str(args.demos.resolve()), "episodes_per_task": demos.counts, "steps": demos.steps},
         "model_preset": args.preset,
-        "eval": {"episodes_per_task": args.eval_episodes, "first_seed": VALIDATION_SEED,
-                 "actions_per_query": args.actions_per_query, "workers": args.workers},
-        "trainer": {"batch_size": args.batch_size, "learning_rate": args.lr, "seed": args.seed,
-                    "torch_threads": args.torch_threads},
+        "eval": {
+            "episodes_per_task": args.eval_episodes,
+            "first_seed": VALIDATION_SEED,
+            "actions_per_query": args.actions_per_query,
+            "workers": args.workers,
+        },
+        "trainer": {
+            "batch_size": args.batch_size,
+            "learning_rate": args.lr,
+            "seed": args.seed,
+            "torch_threads": args.torch_threads,
+        },
     }
     progress = _PretrainProgress(console, config.max_seconds)
     try:
         with progress.bar:
-            return pretrain(trainer, evaluate_policy, checkpoints, config, summary_writer=writer, extra=extra,
-                            on_update=progress.on_update, on_eval=progress.on_eval)
+            return pretrain(
+                trainer,
+                evaluate_policy,
+                checkpoints,
+                config,
+                summary_writer=writer,
+                extra=extra,
+                on_update=progress.on_update,
+                on_eval=progress.on_eval,
+            )
     except PretrainError as exc:
         raise CliError(str(exc)) from None
     finally:
@@ -261,16 +339,22 @@ class _PretrainProgress:
     def __init__(self, console, max_seconds: float):
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn("pretrain"), BarColumn(), TextColumn("{task.fields[status]}"),
-                            TimeElapsedColumn(), console=console)
+        self.bar = Progress(
+            TextColumn("pretrain"),
+            BarColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
         self._budget = self.bar.add_task("train", total=max_seconds, status="")
         self._best = self._last = "-"
 
     def on_update(self, updates: int, loss: float, elapsed: float) -> None:
         if updates % 10 == 0:
             rate = updates / max(elapsed, 1e-9)
-            status = (f"update {updates} | loss {loss:.4f} | {rate:.1f} upd/s | last eval {self._last} "
-                      f"| best {self._best}")
+            status = (
+                f"update {updates} | loss {loss:.4f} | {rate:.1f} upd/s | last eval {self._last} | best {self._best}"
+            )
             self.bar.update(self._budget, completed=elapsed, status=status)
 
     def on_eval(self, point, is_best: bool) -> None:
@@ -279,16 +363,20 @@ class _PretrainProgress:
             self._best = f"{point.mean_success:.2f}@{point.updates}"
         per_task = ", ".join(f"{t.task_id} {t.success_rate:.2f}" for t in point.report.tasks)
         new_best = " (new best)" if is_best else ""
-        self.bar.console.print(f"update {point.updates} ({point.elapsed_s / 60:.1f} min): "
-                               f"eval {point.mean_success:.2f} [{per_task}] in {point.eval_s:.0f} s{new_best}")
+        self.bar.console.print(
+            f"update {point.updates} ({point.elapsed_s / 60:.1f} min): "
+            f"eval {point.mean_success:.2f} [{per_task}] in {point.eval_s:.0f} s{new_best}"
+        )
 
 
 def _print_result(console, result, checkpoints, wall: float) -> None:
     from rich.table import Table
 
     manifest = result.manifest
-    table = Table(title=f"base policy v{manifest.version}: update {result.best.updates} of {result.updates}, "
-                        f"stopped on {result.stop_reason}, {wall / 60:.1f} min")
+    table = Table(
+        title=f"base policy v{manifest.version}: update {result.best.updates} of {result.updates}, "
+        f"stopped on {result.stop_reason}, {wall / 60:.1f} min"
+    )
     for col in ("task", "validation success", "95% CI", "episodes"):
         table.add_column(col, justify="left" if col == "task" else "right")
     for t in result.best.report.tasks:
@@ -296,19 +384,23 @@ def _print_result(console, result, checkpoints, wall: float) -> None:
     table.add_row("mean", f"{result.best.mean_success:.2f}", "", "")
     console.print(table)
     version_dir = checkpoints.version_dir(manifest.version)
-    console.print(f"published {version_dir} (sha256 {manifest.content_hash[:12]}...); "
-                  f"evaluate it with: sop eval {version_dir}")
+    console.print(
+        f"published {version_dir} (sha256 {manifest.content_hash[:12]}...); evaluate it with: sop eval {version_dir}"
+    )
 
 
 def _write_summary(path, result, checkpoints, wall: float) -> None:
     from sop_ros.bench.report import write_json
 
-    write_json(path, {
-        "checkpoint": str(checkpoints.version_dir(result.manifest.version)),
-        "manifest": json.loads(result.manifest.to_json()),
-        "stop_reason": result.stop_reason,
-        "total_updates": result.updates,
-        "best": result.best.as_dict(),
-        "history": [p.as_dict() for p in result.history],
-        "wall_clock_s": wall,
-    })
+    write_json(
+        path,
+        {
+            "checkpoint": str(checkpoints.version_dir(result.manifest.version)),
+            "manifest": json.loads(result.manifest.to_json()),
+            "stop_reason": result.stop_reason,
+            "total_updates": result.updates,
+            "best": result.best.as_dict(),
+            "history": [p.as_dict() for p in result.history],
+            "wall_clock_s": wall,
+        },
+    )

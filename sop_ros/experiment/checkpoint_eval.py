@@ -5,6 +5,7 @@ DEFAULT_EVAL_SEED), so methods and time points differ only by their weights. Res
 by the weights' sha256, episodes per task, first seed and task list in a JSON file: the base v1 is
 evaluated once for all runs, and a resumed experiment does not evaluate anything twice.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,12 +13,13 @@ import functools
 import json
 import os
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Optional
 
-from sop_ros.core.storage.checkpoint_store import CheckpointManifest, CheckpointStore
 from sop_ros.core.evaluation.harness import DEFAULT_EVAL_SEED, EpisodeOutcome, evaluate
 from sop_ros.core.robot.tasks import TaskSpec
+from sop_ros.core.storage.checkpoint_store import CheckpointManifest, CheckpointStore
 from sop_ros.resources import robot_execute_horizon
 
 
@@ -33,8 +35,12 @@ class CheckpointEval:
         return sum(self.per_task.values()) / len(self.per_task)
 
     def as_dict(self) -> dict:
-        return {"content_hash": self.content_hash, "episodes_per_task": self.episodes_per_task, "per_task": dict(self.per_task),
-                "mean_success": self.mean_success}
+        return {
+            "content_hash": self.content_hash,
+            "episodes_per_task": self.episodes_per_task,
+            "per_task": dict(self.per_task),
+            "mean_success": self.mean_success,
+        }
 
 
 def checkpoint_policy(weights_path: str, backend):
@@ -46,7 +52,9 @@ def checkpoint_policy(weights_path: str, backend):
     return VLAPolicy.from_checkpoint_tensors(load_file(weights_path), device="cpu")
 
 
-def checkpoints_at(manifests: Sequence[CheckpointManifest], start_ns: int, times_s: Sequence[float]) -> list[CheckpointManifest]:
+def checkpoints_at(
+    manifests: Sequence[CheckpointManifest], start_ns: int, times_s: Sequence[float]
+) -> list[CheckpointManifest]:
     """For each time point, the newest checkpoint created by then (the oldest one, i.e. the base, before any)."""
     if not manifests:
         raise ValueError("manifests: a run has at least its base checkpoint")
@@ -60,8 +68,15 @@ def checkpoints_at(manifests: Sequence[CheckpointManifest], start_ns: int, times
 
 
 class CheckpointEvaluator:
-    def __init__(self, tasks: Mapping[str, TaskSpec], cache_file: Path, workers: int = 1, first_seed: int = DEFAULT_EVAL_SEED,
-                 evaluate_fn: Callable = evaluate, actions_per_query: Optional[int] = None):
+    def __init__(
+        self,
+        tasks: Mapping[str, TaskSpec],
+        cache_file: Path,
+        workers: int = 1,
+        first_seed: int = DEFAULT_EVAL_SEED,
+        evaluate_fn: Callable = evaluate,
+        actions_per_query: Optional[int] = None,
+    ):
         if not tasks:
             raise ValueError("tasks: at least one task is required")
         self.tasks = dict(tasks)
@@ -79,9 +94,19 @@ class CheckpointEvaluator:
 
     def cached(self, content_hash: str, episodes: int) -> Optional[CheckpointEval]:
         entry = self._cache.get(self._key(content_hash, episodes))
-        return None if entry is None else CheckpointEval(entry["content_hash"], entry["episodes_per_task"], dict(entry["per_task"]))
+        return (
+            None
+            if entry is None
+            else CheckpointEval(entry["content_hash"], entry["episodes_per_task"], dict(entry["per_task"]))
+        )
 
-    def evaluate(self, store_root: Path, version: int, episodes: int, on_episode: Optional[Callable[[EpisodeOutcome], None]] = None) -> CheckpointEval:
+    def evaluate(
+        self,
+        store_root: Path,
+        version: int,
+        episodes: int,
+        on_episode: Optional[Callable[[EpisodeOutcome], None]] = None,
+    ) -> CheckpointEval:
         """Success per task of checkpoint `version` of the store at store_root (hash verified first)."""
         from sop_ros.backends.metaworld_sim import make_backend
 

@@ -6,12 +6,14 @@ stopped, for exactly `updates` updates, then published once. With fleet episodes
 <data_dir>/episodes (non_sop) it trains on them plus the offline demos; without (offline_only)
 on the demos alone.
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from sop_ros.core.storage.checkpoint_store import CheckpointManifest, CheckpointStore
 from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR
@@ -23,10 +25,16 @@ log = logging.getLogger(__name__)
 _TRAINER_DEFAULTS = TrainerConfig()
 
 
-def train_offline(data_dir: Path, updates: int, algorithm: str = "hg_dagger", threads: int = 1,
-                  seed: int = _TRAINER_DEFAULTS.seed, batch_size: int = _TRAINER_DEFAULTS.batch_size,
-                  learning_rate: float = _TRAINER_DEFAULTS.learning_rate,
-                  on_update: Optional[Callable[[int], None]] = None) -> CheckpointManifest:
+def train_offline(
+    data_dir: Path,
+    updates: int,
+    algorithm: str = "hg_dagger",
+    threads: int = 1,
+    seed: int = _TRAINER_DEFAULTS.seed,
+    batch_size: int = _TRAINER_DEFAULTS.batch_size,
+    learning_rate: float = _TRAINER_DEFAULTS.learning_rate,
+    on_update: Optional[Callable[[int], None]] = None,
+) -> CheckpointManifest:
     """Train `updates` updates from the latest checkpoint of data_dir and publish the result (the latest
     checkpoint itself when updates is 0). Returns the published manifest."""
     import torch
@@ -43,8 +51,13 @@ def train_offline(data_dir: Path, updates: int, algorithm: str = "hg_dagger", th
     torch.set_num_threads(max(1, threads))
     config = LearnerTrainingConfig(
         algorithm=algorithm,
-        trainer=TrainerConfig(batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                              publish_every_updates=updates, publish_every_s=1e12),
+        trainer=TrainerConfig(
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed,
+            publish_every_updates=updates,
+            publish_every_s=1e12,
+        ),
         seed=seed,
     )
     with EpisodeStore(data_dir / EPISODES_DIR, cache_in_background=False) as episodes:
@@ -58,6 +71,12 @@ def train_offline(data_dir: Path, updates: int, algorithm: str = "hg_dagger", th
             if on_update is not None:
                 on_update(trainer.updates - start)
         manifest = trainer.publish()
-    log.info("offline %s: %d updates on %d episodes in %.0f s -> v%d", algorithm, updates, trainer.buffered_episodes,
-             time.monotonic() - t0, manifest.version)
+    log.info(
+        "offline %s: %d updates on %d episodes in %.0f s -> v%d",
+        algorithm,
+        updates,
+        trainer.buffered_episodes,
+        time.monotonic() - t0,
+        manifest.version,
+    )
     return manifest

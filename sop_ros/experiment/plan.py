@@ -11,10 +11,12 @@ Methods (research/sop-paper.md section 5.3, with the budgets made explicit):
                  of the same seed and fleet size made (same interaction, same learner compute).
 - offline_only:  the same number of updates spent on the offline demos alone (no fleet).
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 METHODS = ("base", "sop_hg_dagger", "sop_recap", "non_sop", "offline_only")
 # The run whose learner updates set the compute budget of the offline baselines.
@@ -37,10 +39,14 @@ class MethodSpec:
 
 METHOD_SPECS = {
     "base": MethodSpec("base", runs_fleet=False, learner_trains=False, algorithm="bc", trains_offline=False),
-    "sop_hg_dagger": MethodSpec("sop_hg_dagger", runs_fleet=True, learner_trains=True, algorithm="hg_dagger", trains_offline=False),
+    "sop_hg_dagger": MethodSpec(
+        "sop_hg_dagger", runs_fleet=True, learner_trains=True, algorithm="hg_dagger", trains_offline=False
+    ),
     "sop_recap": MethodSpec("sop_recap", runs_fleet=True, learner_trains=True, algorithm="recap", trains_offline=False),
     "non_sop": MethodSpec("non_sop", runs_fleet=True, learner_trains=False, algorithm="hg_dagger", trains_offline=True),
-    "offline_only": MethodSpec("offline_only", runs_fleet=False, learner_trains=False, algorithm="hg_dagger", trains_offline=True),
+    "offline_only": MethodSpec(
+        "offline_only", runs_fleet=False, learner_trains=False, algorithm="hg_dagger", trains_offline=True
+    ),
 }
 
 
@@ -64,7 +70,7 @@ class RunSpec:
     def name(self) -> str:
         return f"{self.method}-r{self.robots}-s{self.seed}"
 
-    def budget_run(self) -> Optional["RunSpec"]:
+    def budget_run(self) -> Optional[RunSpec]:
         """The run whose update count the offline training of this run must match."""
         if not self.spec.trains_offline:
             return None
@@ -89,8 +95,14 @@ def parse_robot_counts(text: str) -> list[int]:
     return sorted(set(counts))
 
 
-def plan_runs(methods: Sequence[str], seeds: int, robots: int, scaling: Sequence[int], skip_scaling: bool = False,
-              offline_updates: Optional[int] = None) -> list[RunSpec]:
+def plan_runs(
+    methods: Sequence[str],
+    seeds: int,
+    robots: int,
+    scaling: Sequence[int],
+    skip_scaling: bool = False,
+    offline_updates: Optional[int] = None,
+) -> list[RunSpec]:
     """The runs in execution order: per seed the comparison (budget run first), then the scaling runs.
 
     The comparison's SOP HG-DAgger run with `robots` robots doubles as the scaling point of that size.
@@ -106,8 +118,10 @@ def plan_runs(methods: Sequence[str], seeds: int, robots: int, scaling: Sequence
             raise PlanError(f"--methods: unknown method {name!r}; known: {', '.join(METHODS)}")
     needs_budget = [m for m in methods if METHOD_SPECS[m].trains_offline]
     if needs_budget and BUDGET_METHOD not in methods and offline_updates is None:
-        raise PlanError(f"--methods: {', '.join(needs_budget)} train for as many updates as {BUDGET_METHOD} made; "
-                        f"include {BUDGET_METHOD} or give --offline-updates")
+        raise PlanError(
+            f"--methods: {', '.join(needs_budget)} train for as many updates as {BUDGET_METHOD} made; "
+            f"include {BUDGET_METHOD} or give --offline-updates"
+        )
     scaling_counts = [] if skip_scaling else sorted(set(scaling))
     order = sorted(methods, key=lambda m: (m != BUDGET_METHOD, METHODS.index(m)))
     runs: list[RunSpec] = []
@@ -119,7 +133,11 @@ def plan_runs(methods: Sequence[str], seeds: int, robots: int, scaling: Sequence
             if spec.evaluated_only:
                 continue
             if spec.runs_fleet:
-                groups = ("comparison", "scaling") if name == SCALING_METHOD and robots in scaling_counts else ("comparison",)
+                groups = (
+                    ("comparison", "scaling")
+                    if name == SCALING_METHOD and robots in scaling_counts
+                    else ("comparison",)
+                )
                 runs.append(RunSpec(name, seed, robots, groups))
             else:
                 runs.append(RunSpec(name, seed, 0, ("comparison",), budget_robots=robots))

@@ -1,14 +1,21 @@
 """PNG plots of an experiment (matplotlib, headless): success over time, scaling, operator share."""
+
 from __future__ import annotations
 
 import collections
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from sop_ros.core.evaluation.fleet_metrics import mean_curve
 from sop_ros.experiment.results import RunResult
 
-_STYLE = {"sop_hg_dagger": "tab:blue", "sop_recap": "tab:orange", "non_sop": "tab:green", "offline_only": "tab:purple", "base": "tab:gray"}
+_STYLE = {
+    "sop_hg_dagger": "tab:blue",
+    "sop_recap": "tab:orange",
+    "non_sop": "tab:green",
+    "offline_only": "tab:purple",
+    "base": "tab:gray",
+}
 
 
 def _pyplot():
@@ -57,7 +64,12 @@ def success_over_time(results: Sequence[RunResult], threshold: float, path: Path
             mean = sum(r.final_success for r in runs) / len(runs)
             ax.axhline(mean, color=color, ls="--", lw=1.5, label=f"{method} (final)")
     ax.axhline(threshold, color="black", ls=":", lw=1, label=f"threshold {threshold:g}")
-    ax.set(xlabel="wall clock (min)", ylabel="evaluated success (mean over tasks)", ylim=(-0.02, 1.02), title="Success over wall-clock time")
+    ax.set(
+        xlabel="wall clock (min)",
+        ylabel="evaluated success (mean over tasks)",
+        ylim=(-0.02, 1.02),
+        title="Success over wall-clock time",
+    )
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     out = _save(fig, path)
@@ -77,20 +89,41 @@ def scaling(results: Sequence[RunResult], scaling_summary: Mapping[str, dict], t
         for r in results:
             if "scaling" in r.groups and str(r.robots) == robots:
                 ax.plot([p.t_s / 60 for p in r.curve], [p.success for p in r.curve], color=color, alpha=0.3, lw=1)
-        ax.plot([t / 60 for t in v["times_s"]], v["mean_success"], color=color, lw=2.5, marker="o", label=f"{robots} robot(s)")
+        ax.plot(
+            [t / 60 for t in v["times_s"]],
+            v["mean_success"],
+            color=color,
+            lw=2.5,
+            marker="o",
+            label=f"{robots} robot(s)",
+        )
     ax.axhline(threshold, color="black", ls=":", lw=1)
-    ax.set(xlabel="wall clock (min)", ylabel="evaluated success", ylim=(-0.02, 1.02), title="SOP + HG-DAgger: fleet size")
+    ax.set(
+        xlabel="wall clock (min)", ylabel="evaluated success", ylim=(-0.02, 1.02), title="SOP + HG-DAgger: fleet size"
+    )
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     times = [scaling_summary[k]["time_to_threshold_s"] for k in sizes]
     run_min = max((max(v["times_s"], default=0.0) for v in scaling_summary.values()), default=0.0) / 60 or 1.0
     fills = [colors(i / max(1, len(sizes) - 1) * 0.85) for i in range(len(sizes))]
     # Not reached: an empty hatched bar over the whole run, so "never" does not read as "at once".
-    bar.bar(range(len(sizes)), [t / 60 if t is not None else run_min for t in times], tick_label=sizes,
-            color=[c if t is not None else "none" for c, t in zip(fills, times)], edgecolor=fills,
-            hatch=[None if t is not None else "//" for t in times])
+    bar.bar(
+        range(len(sizes)),
+        [t / 60 if t is not None else run_min for t in times],
+        tick_label=sizes,
+        color=[c if t is not None else "none" for c, t in zip(fills, times)],
+        edgecolor=fills,
+        hatch=[None if t is not None else "//" for t in times],
+    )
     for i, t in enumerate(times):
-        bar.text(i, t / 60 if t is not None else run_min, "not reached" if t is None else f"{t / 60:.1f}", ha="center", va="bottom", fontsize=8)
+        bar.text(
+            i,
+            t / 60 if t is not None else run_min,
+            "not reached" if t is None else f"{t / 60:.1f}",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     bar.set_ylim(0, run_min * 1.15)
     bar.set(xlabel="robots", ylabel=f"minutes to success {threshold:g}", title="Time to threshold")
     out = _save(fig, path)
@@ -107,13 +140,28 @@ def intervention_share(results: Sequence[RunResult], path: Path) -> Path:
         if r.online_windows:
             groups[(r.method, r.robots)].append(r)
     for (method, robots), runs in sorted(groups.items()):
-        xs, ys = _seed_mean(runs, lambda r: ([(w["start_s"] + w["end_s"]) / 120 for w in r.online_windows],
-                                             [w["intervention_share"] for w in r.online_windows]))
+        xs, ys = _seed_mean(
+            runs,
+            lambda r: (
+                [(w["start_s"] + w["end_s"]) / 120 for w in r.online_windows],
+                [w["intervention_share"] for w in r.online_windows],
+            ),
+        )
         pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
         if pts:
-            ax.plot(*zip(*pts), marker="o", lw=2 if method.startswith("sop") else 1.2, ls="-" if method.startswith("sop") else "--",
-                    label=f"{method}, {robots} robot(s)")
-    ax.set(xlabel="wall clock (min)", ylabel="operator share of steps", ylim=(-0.02, 1.02), title="Operator corrections over time")
+            ax.plot(
+                *zip(*pts),
+                marker="o",
+                lw=2 if method.startswith("sop") else 1.2,
+                ls="-" if method.startswith("sop") else "--",
+                label=f"{method}, {robots} robot(s)",
+            )
+    ax.set(
+        xlabel="wall clock (min)",
+        ylabel="operator share of steps",
+        ylim=(-0.02, 1.02),
+        title="Operator corrections over time",
+    )
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     out = _save(fig, path)

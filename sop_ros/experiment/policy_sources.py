@@ -8,6 +8,7 @@
 The factory is resolved here, where a bad argument gives a clear error, and called in each
 evaluation worker (picklable via functools.partial).
 """
+
 from __future__ import annotations
 
 import functools

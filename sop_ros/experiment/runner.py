@@ -5,13 +5,15 @@ contention) read the episodes, train the non-SOP baseline offline if the method 
 evaluate checkpoints: `curve_points` evenly spaced wall-clock points (the checkpoint in use at
 each, by manifest creation time) and the final checkpoint.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Optional
 
 from sop_ros.core.evaluation.fleet_metrics import throughput, totals, window_stats
 from sop_ros.core.robot.tasks import TaskSpec
@@ -57,8 +59,16 @@ class ExperimentConfig:
     keep_checkpoints: bool = False  # False: after its evaluation a run keeps only the checkpoints it evaluated
 
     def __post_init__(self) -> None:
-        for name in ("duration_s", "robot_hz", "eval_episodes", "curve_eval_episodes", "curve_points", "publish_every_updates",
-                     "learner_threads", "offline_threads"):
+        for name in (
+            "duration_s",
+            "robot_hz",
+            "eval_episodes",
+            "curve_eval_episodes",
+            "curve_points",
+            "publish_every_updates",
+            "learner_threads",
+            "offline_threads",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.offline_updates is not None and self.offline_updates < 0:
@@ -83,7 +93,9 @@ class RunHooks:
     should_stop: Callable[[], bool] = lambda: False
 
 
-def _evaluate(evaluator: CheckpointEvaluator, store_root: Path, manifest: CheckpointManifest, episodes: int, hooks: RunHooks):
+def _evaluate(
+    evaluator: CheckpointEvaluator, store_root: Path, manifest: CheckpointManifest, episodes: int, hooks: RunHooks
+):
     return evaluator.evaluate(store_root, manifest.version, episodes, on_episode=lambda _o: hooks.eval_episode())
 
 
@@ -100,9 +112,17 @@ def run_base(run: RunSpec, config: ExperimentConfig, evaluator: CheckpointEvalua
     hooks.phase(f"evaluating the base policy v{manifest.version}", config.eval_episodes * len(config.tasks))
     final = _evaluate(evaluator, Path(config.base_dir) / CHECKPOINTS_DIR, manifest, config.eval_episodes, hooks)
     return RunResult(
-        name=run.name, method=run.method, seed=run.seed, robots=0, groups=run.groups, duration_s=0.0,
-        final_version=manifest.version, final_success=final.mean_success, final_per_task=final.per_task,
-        eval_episodes_per_task=config.eval_episodes, curve=(CurvePoint(0.0, manifest.version, final.mean_success, final.per_task),),
+        name=run.name,
+        method=run.method,
+        seed=run.seed,
+        robots=0,
+        groups=run.groups,
+        duration_s=0.0,
+        final_version=manifest.version,
+        final_success=final.mean_success,
+        final_per_task=final.per_task,
+        eval_episodes_per_task=config.eval_episodes,
+        curve=(CurvePoint(0.0, manifest.version, final.mean_success, final.per_task),),
     )
 
 
@@ -113,34 +133,63 @@ def budget_updates(run: RunSpec, config: ExperimentConfig, finished: Mapping[str
     budget = run.budget_run()
     done = finished.get(budget.name) if budget else None
     if done is None or done.learner_updates is None:
-        raise RunError(f"run {run.name}: needs the learner updates of {budget.name if budget else '?'}, which has not run")
+        raise RunError(
+            f"run {run.name}: needs the learner updates of {budget.name if budget else '?'}, which has not run"
+        )
     return done.learner_updates
 
 
-def _offline_phase(run: RunSpec, config: ExperimentConfig, learner_dir: Path, finished, hooks: RunHooks) -> tuple[CheckpointManifest, int, float]:
+def _offline_phase(
+    run: RunSpec, config: ExperimentConfig, learner_dir: Path, finished, hooks: RunHooks
+) -> tuple[CheckpointManifest, int, float]:
     updates = budget_updates(run, config, finished)
     hooks.phase(f"offline {run.spec.algorithm}: {updates} updates", updates)
     t0 = time.monotonic()
-    manifest = train_offline(learner_dir, updates, algorithm=run.spec.algorithm, threads=config.offline_threads, seed=run.seed,
-                             on_update=lambda done: hooks.offline_update(done, updates))
+    manifest = train_offline(
+        learner_dir,
+        updates,
+        algorithm=run.spec.algorithm,
+        threads=config.offline_threads,
+        seed=run.seed,
+        on_update=lambda done: hooks.offline_update(done, updates),
+    )
     return manifest, updates, time.monotonic() - t0
 
 
-def run_offline_only(run: RunSpec, config: ExperimentConfig, evaluator: CheckpointEvaluator, finished: Mapping[str, RunResult],
-                     hooks: RunHooks) -> RunResult:
+def run_offline_only(
+    run: RunSpec,
+    config: ExperimentConfig,
+    evaluator: CheckpointEvaluator,
+    finished: Mapping[str, RunResult],
+    hooks: RunHooks,
+) -> RunResult:
     learner_dir = prepare_run_dir(config.base_dir, config.run_dir(run))
     manifest, updates, train_s = _offline_phase(run, config, learner_dir, finished, hooks)
     hooks.phase(f"evaluating v{manifest.version}", config.eval_episodes * len(config.tasks))
     final = _evaluate(evaluator, learner_dir / CHECKPOINTS_DIR, manifest, config.eval_episodes, hooks)
     return RunResult(
-        name=run.name, method=run.method, seed=run.seed, robots=0, groups=run.groups, duration_s=0.0,
-        final_version=manifest.version, final_success=final.mean_success, final_per_task=final.per_task,
-        eval_episodes_per_task=config.eval_episodes, offline_updates=updates, offline_train_s=train_s,
+        name=run.name,
+        method=run.method,
+        seed=run.seed,
+        robots=0,
+        groups=run.groups,
+        duration_s=0.0,
+        final_version=manifest.version,
+        final_success=final.mean_success,
+        final_per_task=final.per_task,
+        eval_episodes_per_task=config.eval_episodes,
+        offline_updates=updates,
+        offline_train_s=train_s,
     )
 
 
-def run_with_fleet(run: RunSpec, config: ExperimentConfig, evaluator: CheckpointEvaluator, finished: Mapping[str, RunResult],
-                   hooks: RunHooks) -> RunResult:
+def run_with_fleet(
+    run: RunSpec,
+    config: ExperimentConfig,
+    evaluator: CheckpointEvaluator,
+    finished: Mapping[str, RunResult],
+    hooks: RunHooks,
+) -> RunResult:
     spec = run.spec
     if spec.trains_offline and config.offline_updates is None:
         budget_updates(run, config, finished)  # fail before spending the fleet time, not after
@@ -148,11 +197,20 @@ def run_with_fleet(run: RunSpec, config: ExperimentConfig, evaluator: Checkpoint
     learner_dir = prepare_run_dir(config.base_dir, run_dir)
     base_versions = set(checkpoint_versions(learner_dir / CHECKPOINTS_DIR))
     fleet_config = FleetRunConfig(
-        robots=run.robots, tasks=tuple(config.tasks), robot_hz=config.robot_hz, algorithm=spec.algorithm,
-        learner_trains=spec.learner_trains, duration_s=config.duration_s, seed=run.seed,
-        publish_every_updates=config.publish_every_updates, learner_threads=config.learner_threads,
+        robots=run.robots,
+        tasks=tuple(config.tasks),
+        robot_hz=config.robot_hz,
+        algorithm=spec.algorithm,
+        learner_trains=spec.learner_trains,
+        duration_s=config.duration_s,
+        seed=run.seed,
+        publish_every_updates=config.publish_every_updates,
+        learner_threads=config.learner_threads,
     )
-    hooks.phase(f"fleet: {run.robots} robot(s), learner {spec.algorithm}{'' if spec.learner_trains else ' (no training)'}", round(config.duration_s))
+    hooks.phase(
+        f"fleet: {run.robots} robot(s), learner {spec.algorithm}{'' if spec.learner_trains else ' (no training)'}",
+        round(config.duration_s),
+    )
     record = run_fleet(fleet_config, run_dir, on_tick=hooks.fleet_tick, should_stop=hooks.should_stop)
     if hooks.should_stop():
         raise KeyboardInterrupt
@@ -186,18 +244,41 @@ def run_with_fleet(run: RunSpec, config: ExperimentConfig, evaluator: Checkpoint
         freed = prune_run_dir(run_dir, {m.version for m in chosen} | {final_manifest.version} | base_versions)
         log.info("run %s: removed %.0f MB of checkpoints that were not evaluated", run.name, freed / 2**20)
     return RunResult(
-        name=run.name, method=run.method, seed=run.seed, robots=run.robots, groups=run.groups, duration_s=record.duration_s,
-        final_version=final_manifest.version, final_success=final.mean_success, final_per_task=final.per_task,
-        eval_episodes_per_task=config.eval_episodes, curve=tuple(curve), learner_updates=learner_updates,
-        offline_updates=offline_updates, offline_train_s=offline_s,
-        checkpoints=tuple({"version": m.version, "created_s": (m.created_ns - record.start_ns) / 1e9, "training_step": m.training_step,
-                           "algorithm": m.algorithm} for m in new),
+        name=run.name,
+        method=run.method,
+        seed=run.seed,
+        robots=run.robots,
+        groups=run.groups,
+        duration_s=record.duration_s,
+        final_version=final_manifest.version,
+        final_success=final.mean_success,
+        final_per_task=final.per_task,
+        eval_episodes_per_task=config.eval_episodes,
+        curve=tuple(curve),
+        learner_updates=learner_updates,
+        offline_updates=offline_updates,
+        offline_train_s=offline_s,
+        checkpoints=tuple(
+            {
+                "version": m.version,
+                "created_s": (m.created_ns - record.start_ns) / 1e9,
+                "training_step": m.training_step,
+                "algorithm": m.algorithm,
+            }
+            for m in new
+        ),
         online_windows=tuple(w.as_dict() for w in windows),
         online_totals=totals(rows, record.start_ns, record.duration_s).as_dict(),
         throughput=throughput(rows, record.start_ns, record.duration_s, run.robots).as_dict(),
         start_ns=record.start_ns,
-        fleet={"port": record.port, "ros_domain_id": record.domain_id, "exit_code": record.exit_code,
-               "cpu_percent_mean": record.cpu_percent_mean, "robot_hz": config.robot_hz, "achieved_step_hz": achieved_step_hz(rows)},
+        fleet={
+            "port": record.port,
+            "ros_domain_id": record.domain_id,
+            "exit_code": record.exit_code,
+            "cpu_percent_mean": record.cpu_percent_mean,
+            "robot_hz": config.robot_hz,
+            "achieved_step_hz": achieved_step_hz(rows),
+        },
     )
 
 
@@ -207,8 +288,13 @@ def achieved_step_hz(rows) -> Optional[float]:
     return sum(rates) / len(rates) if rates else None
 
 
-def execute_run(run: RunSpec, config: ExperimentConfig, evaluator: CheckpointEvaluator, finished: Mapping[str, RunResult],
-                hooks: Optional[RunHooks] = None) -> RunResult:
+def execute_run(
+    run: RunSpec,
+    config: ExperimentConfig,
+    evaluator: CheckpointEvaluator,
+    finished: Mapping[str, RunResult],
+    hooks: Optional[RunHooks] = None,
+) -> RunResult:
     hooks = hooks or RunHooks()
     if run.spec.evaluated_only:
         return run_base(run, config, evaluator, hooks)

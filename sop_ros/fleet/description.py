@@ -5,6 +5,7 @@ FleetConfigError whose message is one line naming the file, the field and what i
 wrong (the CLI prints it without a traceback). Relative paths in the file are
 resolved against the file's directory.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,7 +53,9 @@ class LearnerTls(_Strict):
 class FleetLearnerConfig(_Strict):
     address: str = Field(DEFAULT_LEARNER_ADDRESS, description="host:port the learner serves on and robots connect to")
     run_locally: bool = Field(True, description="start the learner together with the fleet")
-    data_dir: Optional[PathStr] = Field(None, description="episode and checkpoint stores (default: <state_dir>/learner)")
+    data_dir: Optional[PathStr] = Field(
+        None, description="episode and checkpoint stores (default: <state_dir>/learner)"
+    )
     algorithm: Literal["bc", "hg_dagger", "recap"] = "hg_dagger"
     insecure: bool = Field(False, description="plaintext gRPC without TLS or tokens (loud warning; local tests only)")
     tls: Optional[LearnerTls] = None
@@ -67,7 +70,7 @@ class FleetLearnerConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _secure_or_explicitly_insecure(self) -> "FleetLearnerConfig":
+    def _secure_or_explicitly_insecure(self) -> FleetLearnerConfig:
         if not self.insecure and (self.tls is None or self.tokens_file is None):
             raise ValueError("set tls and tokens_file, or insecure: true for a plaintext local fleet")
         return self
@@ -83,7 +86,9 @@ class RobotConfig(_Strict):
     respawn_delay_s: float = Field(2.0, ge=0)
     spool_dir: Optional[PathStr] = Field(None, description="on-robot episode spool (default: <state_dir>/<id>/spool)")
     spool_max_bytes: int = Field(default_factory=robot_spool_max_bytes, gt=0)  # config/robot.yaml's
-    checkpoint_cache_dir: Optional[PathStr] = Field(None, description="verified checkpoints from the learner (default: <state_dir>/<id>/checkpoints)")
+    checkpoint_cache_dir: Optional[PathStr] = Field(
+        None, description="verified checkpoints from the learner (default: <state_dir>/<id>/checkpoints)"
+    )
     credentials: RobotCredentials = RobotCredentials()
 
     @field_validator("id")
@@ -107,12 +112,14 @@ class RobotConfig(_Strict):
 
 class FleetDescription(_Strict):
     fleet: str = Field("default", description="fleet name; the learner keeps a latest checkpoint per fleet")
-    state_dir: Optional[PathStr] = Field(None, description="where robots and the learner keep data (default ~/.sop/<fleet>)")
+    state_dir: Optional[PathStr] = Field(
+        None, description="where robots and the learner keep data (default ~/.sop/<fleet>)"
+    )
     learner: FleetLearnerConfig = FleetLearnerConfig(insecure=True)
     robots: list[RobotConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique(self) -> "FleetDescription":
+    def _unique(self) -> FleetDescription:
         for attr, label in (("id", "id"), ("resolved_namespace", "namespace")):
             seen: dict[str, int] = {}
             for i, robot in enumerate(self.robots):
@@ -126,7 +133,9 @@ class FleetDescription(_Strict):
         for robot in self.robots:
             if robot.id == robot_id:
                 return robot
-        raise FleetConfigError(f"no robot with id {robot_id!r} in the fleet (robots: {', '.join(r.id for r in self.robots)})")
+        raise FleetConfigError(
+            f"no robot with id {robot_id!r} in the fleet (robots: {', '.join(r.id for r in self.robots)})"
+        )
 
     @property
     def resolved_state_dir(self) -> Path:
@@ -146,7 +155,6 @@ class _FieldError(ValueError):
     def __init__(self, field: str, problem: str):
         super().__init__(problem)
         self.field = field
-
 
 
 def _absolutize(model: BaseModel, base: Path) -> BaseModel:
@@ -194,13 +202,15 @@ def _format_pydantic_error(err: ValidationError) -> tuple[str, str]:
     elif kind == "missing":
         msg = "required field is missing"
     elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     if kind not in ("extra_forbidden", "missing") and "input" in first and not isinstance(first["input"], (dict, list)):
         msg += f" (got {first['input']!r})"
     return field, msg
 
 
-def parse_fleet(data: object, source: str = "<fleet>", base_dir: Path | None = None, check_files: bool = True) -> FleetDescription:
+def parse_fleet(
+    data: object, source: str = "<fleet>", base_dir: Path | None = None, check_files: bool = True
+) -> FleetDescription:
     try:
         if not isinstance(data, dict):
             raise _FieldError("(top level)", "expected a mapping with keys fleet, learner, robots")

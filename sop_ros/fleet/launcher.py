@@ -14,6 +14,7 @@ workers), and a helper caught mid-start must not die under it (glfw's library pr
 short-lived Python child of a sim node still importing, printed "Fatal Python error" when
 the group got SIGINT). SIGKILL, and the final sweep, take the whole group.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,8 +26,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence, TextIO
+from typing import Optional, TextIO
 
 import yaml
 
@@ -43,7 +45,19 @@ def command_for(spec: NodeSpec | ProcessSpec, params_dir: Path) -> list[str]:
         return [sys.executable, "-m", spec.module, *spec.args]
     params_file = params_dir / f"{spec.fully_qualified_name.strip('/').replace('/', '__')}.yaml"
     params_file.write_text(yaml.safe_dump({spec.fully_qualified_name: {"ros__parameters": spec.parameters}}))
-    cmd = [sys.executable, "-m", f"{spec.package}.nodes", spec.executable, "--ros-args", "-r", f"__node:={spec.name}", "-r", f"__ns:={spec.namespace}", "--params-file", str(params_file)]
+    cmd = [
+        sys.executable,
+        "-m",
+        f"{spec.package}.nodes",
+        spec.executable,
+        "--ros-args",
+        "-r",
+        f"__node:={spec.name}",
+        "-r",
+        f"__ns:={spec.namespace}",
+        "--params-file",
+        str(params_file),
+    ]
     for src, dst in spec.remappings:
         cmd += ["-r", f"{src}:={dst}"]
     return cmd
@@ -66,7 +80,13 @@ class _Child:
 class FleetLauncher:
     """Start, supervise and stop a list of specs. `run()` blocks until shutdown and returns the exit code."""
 
-    def __init__(self, specs: Sequence[NodeSpec | ProcessSpec], out: TextIO = sys.stdout, env: Optional[dict] = None, on_started: Optional[Callable[["FleetLauncher"], None]] = None):
+    def __init__(
+        self,
+        specs: Sequence[NodeSpec | ProcessSpec],
+        out: TextIO = sys.stdout,
+        env: Optional[dict] = None,
+        on_started: Optional[Callable[[FleetLauncher], None]] = None,
+    ):
         if not specs:
             raise ValueError("nothing to launch: the selection contains no nodes")
         self._params_dir = Path(tempfile.mkdtemp(prefix="sop_launch_params_"))
@@ -94,8 +114,14 @@ class FleetLauncher:
 
     def _start(self, child: _Child) -> None:
         child.proc = subprocess.Popen(
-            child.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=self._env, text=True, bufsize=1, start_new_session=True,
+            child.cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self._env,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
         )
         threading.Thread(target=self._pump, args=(child.label, child.proc.stdout), daemon=True).start()
         self._emit("launch", f"started {child.label} (pid {child.proc.pid})")
@@ -138,7 +164,9 @@ class FleetLauncher:
             if code is None:
                 continue
             if child.spec.respawn:
-                self._emit("launch", f"{child.label} exited with code {code}; respawning in {child.spec.respawn_delay_s:g} s")
+                self._emit(
+                    "launch", f"{child.label} exited with code {code}; respawning in {child.spec.respawn_delay_s:g} s"
+                )
                 child.respawn_at = now + child.spec.respawn_delay_s
             else:
                 self._emit("launch", f"ERROR: {child.label} died with exit code {code}; shutting the fleet down")
@@ -164,7 +192,10 @@ class FleetLauncher:
                 live = [c for c in live if c.proc.poll() is None]
                 time.sleep(0.05)
             if live and sig != signal.SIGKILL:
-                self._emit("launch", f"{', '.join(c.label for c in live)} still running after {signal.Signals(sig).name}; escalating")
+                self._emit(
+                    "launch",
+                    f"{', '.join(c.label for c in live)} still running after {signal.Signals(sig).name}; escalating",
+                )
         for child in self._children:
             if child.proc is not None:
                 child.proc.wait()

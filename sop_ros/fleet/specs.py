@@ -5,6 +5,7 @@ namespace, parameters and remappings; launch/fleet.launch.py turns the specs int
 launch_ros Node actions and `sop launch` into supervised processes, so the two
 cannot drift.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,27 +80,51 @@ def _robot_nodes(fleet: FleetDescription, robot: RobotConfig) -> list[NodeSpec]:
     ]
     if sim:
         # One node plays both hardware drivers (camera + ros2_control arm) and owns the episodes.
-        specs.append(NodeSpec("sim_robot", "sim_robot", parameters={**ident, "tasks": list(robot.tasks), "control_rate_hz": rate}, **common))
+        specs.append(
+            NodeSpec(
+                "sim_robot",
+                "sim_robot",
+                parameters={**ident, "tasks": list(robot.tasks), "control_rate_hz": rate},
+                **common,
+            )
+        )
     else:
         # Hardware drivers: the camera (config/robot.yaml camera_driver.source) and the episode boundaries.
-        for name, params in (("camera_driver", {"rate_hz": rate}), ("episode_manager", {**ident, "tasks": list(robot.tasks)})):
+        for name, params in (
+            ("camera_driver", {"rate_hz": rate}),
+            ("episode_manager", {**ident, "tasks": list(robot.tasks)}),
+        ):
             if importlib.util.find_spec(f"sop_ros.nodes.{name}") is not None:
                 specs.append(NodeSpec(name, name, parameters=params, **common))
     specs += [
         NodeSpec("policy", "policy", parameters={**ident, "control_rate_hz": rate}, **common),
         NodeSpec("action_mux", "action_mux", parameters={"control_rate_hz": rate}, **common),
-        NodeSpec("scripted_operator", "scripted_operator", parameters={}, **common) if sim
-        else NodeSpec("teleop", "teleop", parameters={"control_rate_hz": rate}, remappings=(("joy", "/joy"),), **common),
-        NodeSpec("episode_recorder", "episode_recorder",
-                 parameters={**ident, **spool, "label_source": "environment" if sim else "operator"}, **common),
+        NodeSpec("scripted_operator", "scripted_operator", parameters={}, **common)
+        if sim
+        else NodeSpec(
+            "teleop", "teleop", parameters={"control_rate_hz": rate}, remappings=(("joy", "/joy"),), **common
+        ),
+        NodeSpec(
+            "episode_recorder",
+            "episode_recorder",
+            parameters={**ident, **spool, "label_source": "environment" if sim else "operator"},
+            **common,
+        ),
     ]
     if importlib.util.find_spec("sop_ros.nodes.monitor") is not None:
         # Robots side by side in RViz's fixed frame, 1.5 m apart in fleet order.
         offset = [1.5 * [r.id for r in fleet.robots].index(robot.id), 0.0, 0.0]
         specs.append(NodeSpec("monitor", "monitor", parameters={**ident, "display_offset": offset}, **common))
     if importlib.util.find_spec("sop_ros.nodes.bridge") is not None:
-        specs.append(NodeSpec("bridge", "bridge", parameters=_bridge_parameters(fleet, robot),
-                              remappings=(("diagnostics", "/diagnostics"),), **common))
+        specs.append(
+            NodeSpec(
+                "bridge",
+                "bridge",
+                parameters=_bridge_parameters(fleet, robot),
+                remappings=(("diagnostics", "/diagnostics"),),
+                **common,
+            )
+        )
     return specs
 
 
@@ -128,8 +153,17 @@ def _learner_process(fleet: FleetDescription) -> Optional[ProcessSpec]:
     if importlib.util.find_spec("sop_ros.commands.learner") is None:
         return None
     cfg = fleet.learner
-    args = ["learner", "--address", cfg.address, "--data-dir", str(fleet.learner_data_dir()),
-            "--robots", str(len(fleet.robots)), "--algorithm", cfg.algorithm]
+    args = [
+        "learner",
+        "--address",
+        cfg.address,
+        "--data-dir",
+        str(fleet.learner_data_dir()),
+        "--robots",
+        str(len(fleet.robots)),
+        "--algorithm",
+        cfg.algorithm,
+    ]
     if cfg.insecure:
         args.append("--insecure")
     else:
@@ -139,7 +173,9 @@ def _learner_process(fleet: FleetDescription) -> Optional[ProcessSpec]:
     return ProcessSpec(name="learner", module="sop_ros.cli", args=tuple(args))
 
 
-def node_specs(fleet: FleetDescription, robot_ids: Optional[list[str]] = None, with_learner: Optional[bool] = None) -> list[NodeSpec | ProcessSpec]:
+def node_specs(
+    fleet: FleetDescription, robot_ids: Optional[list[str]] = None, with_learner: Optional[bool] = None
+) -> list[NodeSpec | ProcessSpec]:
     """Everything to start for `fleet`.
 
     robot_ids: only these robots' nodes (e.g. on one robot's own computer); None = all.

@@ -9,6 +9,7 @@ Every committed upload wakes the trainer (ingest's on_episode_committed -> notif
 so a new episode reaches the sampler before the next update; each published checkpoint is
 announced to the watching robots and old ones are pruned.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,12 @@ def training_config(settings: LearnerSettings) -> LearnerTrainingConfig:
     if settings.algorithm == "recap":  # RECAP normalises returns by each task's step budget
         specs = load_task_specs(settings.tasks_file or default_tasks_path())
         algorithm_config["task_max_steps"] = {task_id: spec.max_steps for task_id, spec in specs.items()}
-    return LearnerTrainingConfig(algorithm=settings.algorithm, algorithm_config=algorithm_config,
-                                 trainer=settings.trainer_config(), seed=settings.seed)
+    return LearnerTrainingConfig(
+        algorithm=settings.algorithm,
+        algorithm_config=algorithm_config,
+        trainer=settings.trainer_config(),
+        seed=settings.seed,
+    )
 
 
 class NothingToTrainError(RuntimeError):
@@ -74,8 +79,13 @@ class LearnerProcess:
         try:
             self._server, self.port = create_server(self.service)
             self._server.start()
-            _LOGGER.info("learner serving on %s (port %d), data in %s, %d worker threads", settings.server.address,
-                         self.port, settings.data_dir, options.worker_threads(settings.server.expected_robots))
+            _LOGGER.info(
+                "learner serving on %s (port %d), data in %s, %d worker threads",
+                settings.server.address,
+                self.port,
+                settings.data_dir,
+                options.worker_threads(settings.server.expected_robots),
+            )
             if settings.train:
                 self._start_training()
         except BaseException:
@@ -128,17 +138,23 @@ class LearnerProcess:
         settings = self.settings
         torch.set_num_threads(settings.torch_threads)
         self._writer = SummaryWriter(log_dir=str(settings.data_dir / TENSORBOARD_DIR))
-        self.trainer = build_learner_trainer(training_config(settings), settings.data_dir, self.service.episode_store,
-                                             self.service.checkpoint_store, on_checkpoint=self._announce,
-                                             summary_writer=self._writer)
+        self.trainer = build_learner_trainer(
+            training_config(settings),
+            settings.data_dir,
+            self.service.episode_store,
+            self.service.checkpoint_store,
+            on_checkpoint=self._announce,
+            summary_writer=self._writer,
+        )
         self.service.on_episode_committed.append(self._on_episode_committed)
         latest = self.service.checkpoint_store.latest()
         if latest is not None:
             self.service.publish_checkpoint(latest)  # robots joining now get the current policy
         self._trainer_thread = threading.Thread(target=self._train, name="sop-trainer", daemon=True)
         self._trainer_thread.start()
-        _LOGGER.info("training %s continuously; TensorBoard logs in %s", settings.algorithm,
-                     settings.data_dir / TENSORBOARD_DIR)
+        _LOGGER.info(
+            "training %s continuously; TensorBoard logs in %s", settings.algorithm, settings.data_dir / TENSORBOARD_DIR
+        )
 
     def _on_episode_committed(self, _stored_episode: Any) -> None:
         self.trainer.notify_new_episodes()

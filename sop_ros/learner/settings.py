@@ -4,6 +4,7 @@ The server part (how it listens, whom it trusts) is a LearnerServerConfig; the t
 are read from TrainerConfig, so `sop learner`, `sop pretrain` and the experiments agree.
 `sop learner` builds its flags' defaults from the fields below (see `default`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,9 +50,14 @@ class LearnerSettings:
         self.trainer_config()  # batch size, learning rate, cadence: TrainerConfig checks them
 
     def trainer_config(self) -> TrainerConfig:
-        return TrainerConfig(batch_size=self.batch_size, learning_rate=self.learning_rate, seed=self.seed,
-                             publish_every_updates=self.publish_every_updates, publish_every_s=self.publish_every_s,
-                             poll_interval_s=self.episode_poll_s)
+        return TrainerConfig(
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            seed=self.seed,
+            publish_every_updates=self.publish_every_updates,
+            publish_every_s=self.publish_every_s,
+            poll_interval_s=self.episode_poll_s,
+        )
 
 
 def default(name: str) -> Any:

@@ -5,6 +5,7 @@ A subscriber asks for "anything newer than what I saw", so a slow subscriber tha
 missed versions 3..9 gets 10 and nothing else (ZMQ CONFLATE / "drain to latest",
 without a queue per subscriber).
 """
+
 from __future__ import annotations
 
 import threading

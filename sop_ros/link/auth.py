@@ -13,6 +13,7 @@ Identities and what they may do:
 When the caller also presented a TLS client certificate (mutual TLS), a robot token is
 accepted only if the certificate's common name is the same robot.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -92,11 +93,22 @@ def read_tokens_file(path: Path) -> list[TokenRecord]:
     except (OSError, ValueError) as exc:
         raise TokensFileError(f"cannot read tokens file {path}: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("format") != TOKENS_FILE_FORMAT or not isinstance(doc.get("tokens"), list):
-        raise TokensFileError(f"tokens file {path}: expected an object with format={TOKENS_FILE_FORMAT!r} and a 'tokens' list")
+        raise TokensFileError(
+            f"tokens file {path}: expected an object with format={TOKENS_FILE_FORMAT!r} and a 'tokens' list"
+        )
     records = []
     for i, item in enumerate(doc["tokens"]):
         try:
-            records.append(TokenRecord(str(item["key_id"]), str(item["principal"]), Role(item["role"]), str(item["sha256"]), bool(item.get("revoked", False)), int(item.get("created_ns", 0))))
+            records.append(
+                TokenRecord(
+                    str(item["key_id"]),
+                    str(item["principal"]),
+                    Role(item["role"]),
+                    str(item["sha256"]),
+                    bool(item.get("revoked", False)),
+                    int(item.get("created_ns", 0)),
+                )
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise TokensFileError(f"tokens file {path}: entry {i} is malformed ({exc!r})") from exc
     return records
@@ -111,7 +123,9 @@ def write_tokens_file(path: Path, records: list[TokenRecord]) -> None:
 def revoke(path: Path, principal: str) -> int:
     """Mark every token of `principal` revoked; returns how many were newly revoked."""
     records = read_tokens_file(path)
-    changed = [dataclasses.replace(r, revoked=True) if r.principal == principal and not r.revoked else r for r in records]
+    changed = [
+        dataclasses.replace(r, revoked=True) if r.principal == principal and not r.revoked else r for r in records
+    ]
     count = sum(1 for old, new in zip(records, changed) if old != new)
     if count:
         write_tokens_file(path, changed)
@@ -181,16 +195,22 @@ class Authenticator:
         if not isinstance(header, str) or not header.startswith("Bearer "):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, f"missing '{AUTH_METADATA_KEY}: Bearer <token>' metadata")
         try:
-            record = self._tokens.verify(header[len("Bearer "):].strip())
+            record = self._tokens.verify(header[len("Bearer ") :].strip())
         except PermissionError as exc:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         if record.role == Role.ROBOT and common_name is not None and common_name != record.principal:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"client certificate is for {common_name!r} but the token is for {record.principal!r}")
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"client certificate is for {common_name!r} but the token is for {record.principal!r}",
+            )
         return Identity(record.principal, record.role)
 
     def require_robot(self, context: grpc.ServicerContext, robot_id: str) -> Identity:
         """Identify the caller and check it may act as `robot_id`."""
         identity = self.identify(context)
         if not identity.may_act_as_robot(robot_id):
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{identity.role.value} {identity.principal!r} may not act as robot {robot_id!r}")
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{identity.role.value} {identity.principal!r} may not act as robot {robot_id!r}",
+            )
         return identity

@@ -12,14 +12,15 @@ Layout written by `init_credentials(out_dir, ...)` (and `sop certs init`):
 
 Keys are ECDSA P-256, written 0600 via temp file + fsync + rename.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import datetime
 import ipaddress
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -70,15 +71,22 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sop_ros fleet"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sop_ros fleet"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key, days: int) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -101,7 +109,9 @@ def create_ca(common_name: str = "sop_ros fleet CA") -> tuple[ec.EllipticCurvePr
     return key, cert
 
 
-def issue_certificate(ca_key, ca_cert: x509.Certificate, common_name: str, server_hosts: Sequence[str] = ()) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def issue_certificate(
+    ca_key, ca_cert: x509.Certificate, common_name: str, server_hosts: Sequence[str] = ()
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A leaf certificate: a server certificate when server_hosts is given, else a client certificate."""
     key = ec.generate_private_key(ec.SECP256R1())
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server_hosts else ExtendedKeyUsageOID.CLIENT_AUTH
@@ -127,7 +137,9 @@ def _learner_hosts(extra: Iterable[str]) -> list[str]:
     return hosts + [h for h in extra if h and h not in hosts]
 
 
-def init_credentials(out_dir: Path, robots: Sequence[str], learner_hosts: Sequence[str] = (), operators: Sequence[str] = ("operator",)) -> CredentialsLayout:
+def init_credentials(
+    out_dir: Path, robots: Sequence[str], learner_hosts: Sequence[str] = (), operators: Sequence[str] = ("operator",)
+) -> CredentialsLayout:
     """Create a CA, learner certificate, robot certificates and all tokens; refuses to overwrite a CA."""
     layout = CredentialsLayout(Path(out_dir))
     if layout.ca_key.exists():

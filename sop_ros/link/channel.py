@@ -1,22 +1,32 @@
 """The robot/operator end of the link: channel (TLS, client cert, token), stubs, deadlines, retry timing."""
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import grpc
 
 from sop_ros.link import options
-from sop_ros.link.validate import REASON_EPISODE_TOO_LARGE, REASON_METADATA_KEY
 from sop_ros.link.protos import fleet_pb2_grpc, ingest_pb2_grpc, policy_pb2_grpc
+from sop_ros.link.validate import REASON_EPISODE_TOO_LARGE, REASON_METADATA_KEY
 
 _LOGGER = logging.getLogger(__name__)
 
 # Worth retrying with backoff: the learner is restarting, overloaded or the network blipped.
-TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED})
+TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +78,9 @@ class LinkClientConfig:
 class LinkClient:
     """One channel to the learner with its stubs, call metadata and deadlines. Thread-safe (gRPC channels are)."""
 
-    def __init__(self, channel: grpc.Channel, token: Optional[str] = None, deadlines: options.Deadlines = options.Deadlines()):
+    def __init__(
+        self, channel: grpc.Channel, token: Optional[str] = None, deadlines: options.Deadlines = options.Deadlines()
+    ):
         self.channel = channel
         self.deadlines = deadlines
         self.metadata: tuple[tuple[str, str], ...] = ((options.AUTH_METADATA_KEY, f"Bearer {token}"),) if token else ()
@@ -77,13 +89,13 @@ class LinkClient:
         self.fleet = fleet_pb2_grpc.FleetStub(channel)
 
     @classmethod
-    def connect(cls, config: LinkClientConfig) -> "LinkClient":
+    def connect(cls, config: LinkClientConfig) -> LinkClient:
         return cls(config.open_channel(), config.bearer_token(), config.deadlines)
 
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> "LinkClient":
+    def __enter__(self) -> LinkClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,9 +1,11 @@
 """The wire view of a checkpoint manifest (CheckpointInfo) and its plain-Python twin on the robot."""
+
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from sop_ros.link.protos import policy_pb2
 
@@ -24,8 +26,19 @@ class CheckpointRef:
     manifest_json: str
 
     @classmethod
-    def from_proto(cls, info: policy_pb2.CheckpointInfo) -> "CheckpointRef":
-        return cls(int(info.version), int(info.parent_version), info.content_hash, info.algorithm, int(info.training_step), dict(info.metrics), int(info.size_bytes), info.fleet, int(info.created_ns), info.manifest_json)
+    def from_proto(cls, info: policy_pb2.CheckpointInfo) -> CheckpointRef:
+        return cls(
+            int(info.version),
+            int(info.parent_version),
+            info.content_hash,
+            info.algorithm,
+            int(info.training_step),
+            dict(info.metrics),
+            int(info.size_bytes),
+            info.fleet,
+            int(info.created_ns),
+            info.manifest_json,
+        )
 
     def manifest(self) -> dict[str, Any]:
         return json.loads(self.manifest_json) if self.manifest_json else {}
@@ -42,7 +55,11 @@ def _manifest_dict(manifest: Any) -> dict[str, Any]:
 def info_from_manifest(manifest: Any) -> policy_pb2.CheckpointInfo:
     """CheckpointInfo from the store's CheckpointManifest (fields the manifest lacks stay at their defaults)."""
     doc = _manifest_dict(manifest)
-    metrics = {str(k): float(v) for k, v in (doc.get("metrics") or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metrics = {
+        str(k): float(v)
+        for k, v in (doc.get("metrics") or {}).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     return policy_pb2.CheckpointInfo(
         version=int(doc["version"]),
         parent_version=int(doc.get("parent_version") or 0),

@@ -6,11 +6,12 @@
     member = FleetMember(link, RobotDescription(...), status_provider); member.start()
 Each part has start()/stop() and a status() (or attributes) for diagnostics.
 """
+
 from sop_ros.link.channel import LinkClient, LinkClientConfig, RetryPolicy, is_transient
 from sop_ros.link.checkpoint_info import CheckpointRef
 from sop_ros.link.follower import CheckpointFollower, ChecksumError, DownloadedCheckpoint, FollowerStatus
 from sop_ros.link.membership import FleetMember, IncompatibleRobotError, RobotDescription
-from sop_ros.link.uploader import EpisodeUploader, UploadRefusedError, UploaderStatus
+from sop_ros.link.uploader import EpisodeUploader, UploaderStatus, UploadRefusedError
 
 __all__ = [
     "CheckpointFollower",

@@ -9,6 +9,7 @@ link modules: it hashes the .proto files (a few KB) and regenerates only when th
 in _gen/ differs, under a file lock and via a temporary directory, so concurrent
 processes of a fresh checkout never see a half-written _gen/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,8 @@ def is_current(proto_dir: Path = DEFAULT_PROTO_DIR, out_dir: Path = DEFAULT_OUT_
 
 def generate(proto_dir: Path = DEFAULT_PROTO_DIR, out_dir: Path = DEFAULT_OUT_DIR) -> Path:
     """Run protoc into a temporary directory, fix imports, then swap it in for out_dir."""
-    from grpc_tools import protoc  # build-time dependency (grpcio-tools)
     import grpc_tools
+    from grpc_tools import protoc  # build-time dependency (grpcio-tools)
 
     sources = proto_files(proto_dir)
     if not sources:
@@ -67,7 +68,14 @@ def generate(proto_dir: Path = DEFAULT_PROTO_DIR, out_dir: Path = DEFAULT_OUT_DI
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         well_known = Path(grpc_tools.__file__).parent / "_proto"
-        args = ["grpc_tools.protoc", f"-I{proto_dir}", f"-I{well_known}", f"--python_out={tmp}", f"--pyi_out={tmp}", f"--grpc_python_out={tmp}"]
+        args = [
+            "grpc_tools.protoc",
+            f"-I{proto_dir}",
+            f"-I{well_known}",
+            f"--python_out={tmp}",
+            f"--pyi_out={tmp}",
+            f"--grpc_python_out={tmp}",
+        ]
         args += [str(p.relative_to(proto_dir)) for p in sources]
         if protoc.main(args) != 0:
             raise CodegenError(f"protoc failed on {proto_dir} (run `{' '.join(args)}` to see why)")
@@ -97,7 +105,9 @@ def ensure_generated(proto_dir: Path = DEFAULT_PROTO_DIR, out_dir: Path = DEFAUL
         raise CodegenError(f"neither .proto sources under {proto_dir} nor generated modules in {out_dir}")
     if is_current(proto_dir, out_dir):
         return
-    lock_path = Path(tempfile.gettempdir()) / f"sop_ros_codegen_{hashlib.sha256(str(out_dir).encode()).hexdigest()[:16]}.lock"
+    lock_path = (
+        Path(tempfile.gettempdir()) / f"sop_ros_codegen_{hashlib.sha256(str(out_dir).encode()).hexdigest()[:16]}.lock"
+    )
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not is_current(proto_dir, out_dir):  # another process may have done it meanwhile
@@ -106,9 +116,18 @@ def ensure_generated(proto_dir: Path = DEFAULT_PROTO_DIR, out_dir: Path = DEFAUL
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sop_ros.link.codegen", description=__doc__.splitlines()[0])
-    parser.add_argument("--proto-dir", type=Path, default=DEFAULT_PROTO_DIR, help=f"directory holding sop/v1/*.proto (default {DEFAULT_PROTO_DIR})")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help=f"output package directory (default {DEFAULT_OUT_DIR})")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the output is missing or stale, generate nothing")
+    parser.add_argument(
+        "--proto-dir",
+        type=Path,
+        default=DEFAULT_PROTO_DIR,
+        help=f"directory holding sop/v1/*.proto (default {DEFAULT_PROTO_DIR})",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT_DIR, help=f"output package directory (default {DEFAULT_OUT_DIR})"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if the output is missing or stale, generate nothing"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.check:

@@ -3,12 +3,14 @@
 A learner restart forgets registrations; a robot's next heartbeat then gets FAILED_PRECONDITION
 and the client registers again, so no state here needs to be durable.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import threading
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import grpc
 
@@ -53,7 +55,14 @@ def _major_minor(version: str) -> tuple[str, ...]:
 
 
 class FleetServicer(fleet_pb2_grpc.FleetServicer):
-    def __init__(self, authenticator: Authenticator, policy: CompatibilityPolicy, heartbeat_interval_ms: int, episodes_stored: Callable[[], int], latest_policy_version: Callable[[], int]):
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        policy: CompatibilityPolicy,
+        heartbeat_interval_ms: int,
+        episodes_stored: Callable[[], int],
+        latest_policy_version: Callable[[], int],
+    ):
         self._auth = authenticator
         self._policy = policy
         self._heartbeat_interval_ms = heartbeat_interval_ms
@@ -66,29 +75,62 @@ class FleetServicer(fleet_pb2_grpc.FleetServicer):
         validate.name(context, request.robot_id, "robot_id")
         self._auth.require_robot(context, request.robot_id)
         reason = self._policy.refusal(request)
-        response = fleet_pb2.RegisterResponse(accepted=not reason, reason=reason, server_protocol_version=self._policy.protocol_version, server_software_version=self._policy.software_version, heartbeat_interval_ms=self._heartbeat_interval_ms)
+        response = fleet_pb2.RegisterResponse(
+            accepted=not reason,
+            reason=reason,
+            server_protocol_version=self._policy.protocol_version,
+            server_software_version=self._policy.software_version,
+            heartbeat_interval_ms=self._heartbeat_interval_ms,
+        )
         if reason:
             return response
-        entry = fleet_pb2.RobotEntry(robot_id=request.robot_id, software_version=request.software_version, config=request.config, registered_ns=time.time_ns())
+        entry = fleet_pb2.RobotEntry(
+            robot_id=request.robot_id,
+            software_version=request.software_version,
+            config=request.config,
+            registered_ns=time.time_ns(),
+        )
         with self._lock:
             self._robots[request.robot_id] = entry
         return response
 
-    def Heartbeat(self, request: fleet_pb2.HeartbeatRequest, context: grpc.ServicerContext) -> fleet_pb2.HeartbeatResponse:
+    def Heartbeat(
+        self, request: fleet_pb2.HeartbeatRequest, context: grpc.ServicerContext
+    ) -> fleet_pb2.HeartbeatResponse:
         validate.name(context, request.robot_id, "robot_id")
         self._auth.require_robot(context, request.robot_id)
         with self._lock:
             entry = self._robots.get(request.robot_id)
             if entry is None:
-                validate.fail(context, grpc.StatusCode.FAILED_PRECONDITION, f"robot {request.robot_id!r} is not registered with this learner; call Register")
+                validate.fail(
+                    context,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"robot {request.robot_id!r} is not registered with this learner; call Register",
+                )
             entry.status.CopyFrom(request.status)
             entry.last_heartbeat_ns = time.time_ns()
-        return fleet_pb2.HeartbeatResponse(latest_policy_version=self._latest_policy_version(), server_time_ns=time.time_ns())
+        return fleet_pb2.HeartbeatResponse(
+            latest_policy_version=self._latest_policy_version(), server_time_ns=time.time_ns()
+        )
 
-    def GetFleetStatus(self, request: fleet_pb2.GetFleetStatusRequest, context: grpc.ServicerContext) -> fleet_pb2.FleetStatus:
+    def GetFleetStatus(
+        self, request: fleet_pb2.GetFleetStatusRequest, context: grpc.ServicerContext
+    ) -> fleet_pb2.FleetStatus:
         identity = self._auth.identify(context)
         if not identity.may_read_fleet():
-            validate.fail(context, grpc.StatusCode.PERMISSION_DENIED, f"{identity.role.value} {identity.principal!r} may not read fleet status (operator token required)")
+            validate.fail(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{identity.role.value} {identity.principal!r} may not read fleet status (operator token required)",
+            )
         with self._lock:
-            robots = [fleet_pb2.RobotEntry.FromString(e.SerializeToString()) for e in sorted(self._robots.values(), key=lambda e: e.robot_id)]
-        return fleet_pb2.FleetStatus(robots=robots, episodes_stored=self._episodes_stored(), latest_policy_version=self._latest_policy_version(), server_time_ns=time.time_ns())
+            robots = [
+                fleet_pb2.RobotEntry.FromString(e.SerializeToString())
+                for e in sorted(self._robots.values(), key=lambda e: e.robot_id)
+            ]
+        return fleet_pb2.FleetStatus(
+            robots=robots,
+            episodes_stored=self._episodes_stored(),
+            latest_policy_version=self._latest_policy_version(),
+            server_time_ns=time.time_ns(),
+        )

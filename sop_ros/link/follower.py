@@ -7,6 +7,7 @@ fetches whatever is newest when it is free. Downloads resume from the bytes alre
 `<cache>/v<version>/{weights.safetensors,manifest.json}`. `on_checkpoint` callbacks get the
 DownloadedCheckpoint; the policy node loads it in the background and swaps at an episode boundary.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +17,9 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import grpc
 
@@ -61,8 +63,15 @@ class FollowerStatus:
 
 
 class CheckpointFollower:
-    def __init__(self, link: LinkClient, cache_dir: Path, robot_id: str = "", fleet: str = "", retry: RetryPolicy = RetryPolicy(),
-                 keep_versions: int = KEEP_VERSIONS):
+    def __init__(
+        self,
+        link: LinkClient,
+        cache_dir: Path,
+        robot_id: str = "",
+        fleet: str = "",
+        retry: RetryPolicy = RetryPolicy(),
+        keep_versions: int = KEEP_VERSIONS,
+    ):
         if keep_versions < 1:
             raise ValueError(f"keep_versions: must be >= 1, got {keep_versions!r}")
         self._keep_versions = keep_versions
@@ -87,7 +96,10 @@ class CheckpointFollower:
         if self._threads:
             raise RuntimeError("CheckpointFollower already started")
         self._stop.clear()
-        self._threads = [threading.Thread(target=self._watch_loop, name="sop-ckpt-watch", daemon=True), threading.Thread(target=self._download_loop, name="sop-ckpt-download", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._watch_loop, name="sop-ckpt-watch", daemon=True),
+            threading.Thread(target=self._download_loop, name="sop-ckpt-download", daemon=True),
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -120,7 +132,9 @@ class CheckpointFollower:
             seen = max(self._announced.latest()[0], self._latest.version if self._latest else 0)
             request = policy_pb2.WatchCheckpointsRequest(robot_id=self.robot_id, fleet=self.fleet, known_version=seen)
             try:
-                self._call = self._link.policy.WatchCheckpoints(request, metadata=self._link.metadata, timeout=WATCH_STREAM_S)
+                self._call = self._link.policy.WatchCheckpoints(
+                    request, metadata=self._link.metadata, timeout=WATCH_STREAM_S
+                )
                 for announcement in self._call:
                     ref = CheckpointRef.from_proto(announcement.checkpoint)
                     if self._announced.publish(ref.version, ref):
@@ -174,13 +188,22 @@ class CheckpointFollower:
             self._fetch(ref, part, offset, hasher)
         if hasher.hexdigest() != ref.content_hash:
             part.unlink()
-            raise ChecksumError(f"checkpoint v{ref.version}: sha256 differs from the announced {ref.content_hash}; discarded, will download again")
+            raise ChecksumError(
+                f"checkpoint v{ref.version}: sha256 differs from the announced {ref.content_hash}; discarded, will download again"
+            )
         staging = self._partial_dir / f"v{ref.version:010d}.dir"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         os.replace(part, staging / WEIGHTS_NAME)
         with open(staging / MANIFEST_NAME, "w") as f:
-            f.write(json.dumps({**ref.manifest(), "announced": dataclasses.asdict(ref) | {"metrics": dict(ref.metrics)}}, indent=2, sort_keys=True, default=str))
+            f.write(
+                json.dumps(
+                    {**ref.manifest(), "announced": dataclasses.asdict(ref) | {"metrics": dict(ref.metrics)}},
+                    indent=2,
+                    sort_keys=True,
+                    default=str,
+                )
+            )
             f.flush()
             os.fsync(f.fileno())
         fsync_dir(staging)
@@ -194,7 +217,7 @@ class CheckpointFollower:
     def _prune_cache(self) -> None:
         """Keep the newest `keep_versions` checkpoints and no partial download older than the newest one."""
         versions = sorted((int(p.name[1:]), p) for p in self.cache_dir.glob("v*") if p.name[1:].isdigit())
-        for _, directory in versions[:-self._keep_versions]:
+        for _, directory in versions[: -self._keep_versions]:
             shutil.rmtree(directory, ignore_errors=True)
         newest = versions[-1][0] if versions else 0
         for partial in self._partial_dir.glob("v*"):
@@ -206,7 +229,7 @@ class CheckpointFollower:
             else:
                 partial.unlink(missing_ok=True)
 
-    def _fetch(self, ref: CheckpointRef, part: Path, offset: int, hasher: "hashlib._Hash") -> None:
+    def _fetch(self, ref: CheckpointRef, part: Path, offset: int, hasher: hashlib._Hash) -> None:
         """Append the rest of the weights to `part`, hashing while they arrive; one fsync at the end.
 
         Bytes written before an interruption stay in the page cache, so a resume (even after a robot
@@ -214,11 +237,15 @@ class CheckpointFollower:
         tail, which the sha256 check catches (the file is then discarded and fetched again).
         """
         request = policy_pb2.DownloadCheckpointRequest(version=ref.version, offset=offset)
-        stream = self._link.policy.DownloadCheckpoint(request, metadata=self._link.metadata, timeout=self._link.deadlines.for_bytes(ref.size_bytes - offset))
+        stream = self._link.policy.DownloadCheckpoint(
+            request, metadata=self._link.metadata, timeout=self._link.deadlines.for_bytes(ref.size_bytes - offset)
+        )
         with open(part, "ab", buffering=WRITE_BUFFER_BYTES) as f:
             for chunk in stream:
                 if chunk.offset != offset or chunk.content_hash != ref.content_hash:
-                    raise ChecksumError(f"checkpoint v{ref.version}: unexpected chunk (offset {chunk.offset} != {offset} or hash changed)")
+                    raise ChecksumError(
+                        f"checkpoint v{ref.version}: unexpected chunk (offset {chunk.offset} != {offset} or hash changed)"
+                    )
                 data = chunk.data
                 f.write(data)
                 hasher.update(data)

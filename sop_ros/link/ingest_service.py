@@ -6,12 +6,13 @@ episode becomes visible only through a successful commit, so nothing partial is 
 Every offset this service reports (BeginEpisode, the end of an UploadChunks stream) is fsynced
 first, once per call rather than once per chunk; a robot resumes from BeginEpisode's offset.
 """
+
 from __future__ import annotations
 
 import collections
 import logging
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 
@@ -52,7 +53,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         with self._declared_lock:
             return self._declared.get(episode_id)
 
-    def BeginEpisode(self, request: ingest_pb2.BeginEpisodeRequest, context: grpc.ServicerContext) -> ingest_pb2.BeginEpisodeResponse:
+    def BeginEpisode(
+        self, request: ingest_pb2.BeginEpisodeRequest, context: grpc.ServicerContext
+    ) -> ingest_pb2.BeginEpisodeResponse:
         meta = request.metadata
         validate.episode_id(context, meta.episode_id, "metadata.episode_id")
         validate.name(context, meta.robot_id, "metadata.robot_id")
@@ -61,21 +64,40 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         if meta.size_bytes == 0:
             validate.fail(context, grpc.StatusCode.INVALID_ARGUMENT, "metadata.size_bytes: must be > 0")
         if meta.size_bytes > self._max_episode_bytes:
-            validate.fail(context, grpc.StatusCode.RESOURCE_EXHAUSTED, f"metadata.size_bytes: {meta.size_bytes} exceeds this learner's limit of {self._max_episode_bytes} bytes per episode", validate.REASON_EPISODE_TOO_LARGE)
+            validate.fail(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"metadata.size_bytes: {meta.size_bytes} exceeds this learner's limit of {self._max_episode_bytes} bytes per episode",
+                validate.REASON_EPISODE_TOO_LARGE,
+            )
         self._auth.require_robot(context, meta.robot_id)
         with self._lock_for(meta.episode_id):
             if self._store.contains(meta.episode_id):
                 stored = self._store.get(meta.episode_id)
                 if stored.robot_id != meta.robot_id:
-                    validate.fail(context, grpc.StatusCode.PERMISSION_DENIED, f"episode {meta.episode_id} is stored for another robot")
-                return ingest_pb2.BeginEpisodeResponse(committed_offset=meta.size_bytes, already_stored=True, max_chunk_bytes=CHUNK_BYTES)
+                    validate.fail(
+                        context,
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        f"episode {meta.episode_id} is stored for another robot",
+                    )
+                return ingest_pb2.BeginEpisodeResponse(
+                    committed_offset=meta.size_bytes, already_stored=True, max_chunk_bytes=CHUNK_BYTES
+                )
             offset = self._store.sync_staged(meta.episode_id)  # the robot resumes from here: make it durable
         if offset > meta.size_bytes:
-            validate.fail(context, grpc.StatusCode.FAILED_PRECONDITION, f"the learner holds {offset} staged bytes of episode {meta.episode_id}, more than its declared size {meta.size_bytes}")
+            validate.fail(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the learner holds {offset} staged bytes of episode {meta.episode_id}, more than its declared size {meta.size_bytes}",
+            )
         self._remember(meta)
-        return ingest_pb2.BeginEpisodeResponse(committed_offset=offset, already_stored=False, max_chunk_bytes=CHUNK_BYTES)
+        return ingest_pb2.BeginEpisodeResponse(
+            committed_offset=offset, already_stored=False, max_chunk_bytes=CHUNK_BYTES
+        )
 
-    def UploadChunks(self, request_iterator: Iterator[ingest_pb2.EpisodeChunk], context: grpc.ServicerContext) -> ingest_pb2.UploadChunksResponse:
+    def UploadChunks(
+        self, request_iterator: Iterator[ingest_pb2.EpisodeChunk], context: grpc.ServicerContext
+    ) -> ingest_pb2.UploadChunksResponse:
         identity = self._auth.identify(context)
         episode_id = None
         meta = None
@@ -87,11 +109,23 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 episode_id = validate.episode_id(context, chunk.episode_id)
                 meta = self._declared_meta(episode_id)
                 if meta is None:
-                    validate.fail(context, grpc.StatusCode.FAILED_PRECONDITION, f"episode {episode_id}: call BeginEpisode before UploadChunks")
+                    validate.fail(
+                        context,
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"episode {episode_id}: call BeginEpisode before UploadChunks",
+                    )
                 if not identity.may_act_as_robot(meta.robot_id):
-                    validate.fail(context, grpc.StatusCode.PERMISSION_DENIED, f"{identity.role.value} {identity.principal!r} may not upload for robot {meta.robot_id!r}")
+                    validate.fail(
+                        context,
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        f"{identity.role.value} {identity.principal!r} may not upload for robot {meta.robot_id!r}",
+                    )
             elif chunk.episode_id != episode_id:
-                validate.fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"episode_id changed within one stream ({episode_id} -> {chunk.episode_id[:80]!r}); use one stream per episode")
+                validate.fail(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"episode_id changed within one stream ({episode_id} -> {chunk.episode_id[:80]!r}); use one stream per episode",
+                )
             self._append(context, meta, chunk)
         if episode_id is None:
             validate.fail(context, grpc.StatusCode.INVALID_ARGUMENT, "empty upload stream: send at least one chunk")
@@ -99,59 +133,109 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             offset = self._store.sync_staged(episode_id)  # one fsync per stream, not per chunk
         return ingest_pb2.UploadChunksResponse(committed_offset=offset)
 
-    def _append(self, context: grpc.ServicerContext, meta: ingest_pb2.EpisodeMetadata, chunk: ingest_pb2.EpisodeChunk) -> int:
+    def _append(
+        self, context: grpc.ServicerContext, meta: ingest_pb2.EpisodeMetadata, chunk: ingest_pb2.EpisodeChunk
+    ) -> int:
         size = len(chunk.data)
         if size == 0:
             validate.fail(context, grpc.StatusCode.INVALID_ARGUMENT, "chunk.data: empty chunk")
         if size > CHUNK_BYTES:
-            validate.fail(context, grpc.StatusCode.RESOURCE_EXHAUSTED, f"chunk.data: {size} bytes exceeds the {CHUNK_BYTES}-byte chunk limit")
+            validate.fail(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"chunk.data: {size} bytes exceeds the {CHUNK_BYTES}-byte chunk limit",
+            )
         if chunk.offset + size > meta.size_bytes:
-            validate.fail(context, grpc.StatusCode.RESOURCE_EXHAUSTED, f"chunk at offset {chunk.offset} (+{size} bytes) runs past the declared episode size {meta.size_bytes}", validate.REASON_EPISODE_TOO_LARGE)
+            validate.fail(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"chunk at offset {chunk.offset} (+{size} bytes) runs past the declared episode size {meta.size_bytes}",
+                validate.REASON_EPISODE_TOO_LARGE,
+            )
         with self._lock_for(meta.episode_id):
             if self._store.contains(meta.episode_id):
-                validate.fail(context, grpc.StatusCode.ALREADY_EXISTS, f"episode {meta.episode_id} is already stored; call BeginEpisode")
+                validate.fail(
+                    context,
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    f"episode {meta.episode_id} is already stored; call BeginEpisode",
+                )
             try:
                 return self._store.append_staged(meta.episode_id, chunk.offset, chunk.data)
             except OffsetMismatchError as exc:
-                validate.fail(context, grpc.StatusCode.FAILED_PRECONDITION, f"offset mismatch: {exc}; call BeginEpisode and resume from its committed_offset")
+                validate.fail(
+                    context,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"offset mismatch: {exc}; call BeginEpisode and resume from its committed_offset",
+                )
             except EpisodeRejectedError as exc:
-                validate.fail(context, _REJECTION_STATUS[exc.code], str(exc), validate.REASON_EPISODE_TOO_LARGE if exc.code is RejectionCode.TOO_LARGE else "")
+                validate.fail(
+                    context,
+                    _REJECTION_STATUS[exc.code],
+                    str(exc),
+                    validate.REASON_EPISODE_TOO_LARGE if exc.code is RejectionCode.TOO_LARGE else "",
+                )
 
-    def CommitEpisode(self, request: ingest_pb2.CommitEpisodeRequest, context: grpc.ServicerContext) -> ingest_pb2.CommitEpisodeResponse:
+    def CommitEpisode(
+        self, request: ingest_pb2.CommitEpisodeRequest, context: grpc.ServicerContext
+    ) -> ingest_pb2.CommitEpisodeResponse:
         validate.episode_id(context, request.episode_id)
         validate.sha256_hex(context, request.sha256)
         validate.name(context, request.robot_id, "robot_id")
         self._auth.require_robot(context, request.robot_id)
         meta = self._declared_meta(request.episode_id)
         if meta is not None and (meta.sha256 != request.sha256 or meta.robot_id != request.robot_id):
-            validate.fail(context, grpc.StatusCode.INVALID_ARGUMENT, "sha256/robot_id differ from what BeginEpisode declared for this episode")
+            validate.fail(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "sha256/robot_id differ from what BeginEpisode declared for this episode",
+            )
         with self._lock_for(request.episode_id):
             if self._store.contains(request.episode_id):
                 return self._repeat_ack(context, request)
             staged = self._store.staged_offset(request.episode_id)
             if meta is not None and staged != meta.size_bytes:
-                validate.fail(context, grpc.StatusCode.FAILED_PRECONDITION, f"episode {request.episode_id} is incomplete: {staged} of {meta.size_bytes} bytes received")
+                validate.fail(
+                    context,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"episode {request.episode_id} is incomplete: {staged} of {meta.size_bytes} bytes received",
+                )
             if staged == 0:
-                validate.fail(context, grpc.StatusCode.FAILED_PRECONDITION, f"episode {request.episode_id}: nothing uploaded; call BeginEpisode and UploadChunks first")
+                validate.fail(
+                    context,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"episode {request.episode_id}: nothing uploaded; call BeginEpisode and UploadChunks first",
+                )
             try:
                 stored = self._store.commit(request.episode_id, request.sha256, request.robot_id)
             except EpisodeRejectedError as exc:
                 validate.fail(context, _REJECTION_STATUS[exc.code], str(exc))
         with self._declared_lock:
             self._declared.pop(request.episode_id, None)
-        _LOGGER.debug("acknowledged episode %s from %s (%d bytes)", request.episode_id, request.robot_id, stored.size_bytes)
+        _LOGGER.debug(
+            "acknowledged episode %s from %s (%d bytes)", request.episode_id, request.robot_id, stored.size_bytes
+        )
         for callback in list(self.on_episode_committed):
             try:
                 callback(stored)
             except Exception:  # a hook must never undo or fail an acknowledged commit
                 _LOGGER.exception("on_episode_committed callback %r failed", callback)
-        return ingest_pb2.CommitEpisodeResponse(episode_id=request.episode_id, size_bytes=stored.size_bytes, sha256=stored.sha256, already_stored=False)
+        return ingest_pb2.CommitEpisodeResponse(
+            episode_id=request.episode_id, size_bytes=stored.size_bytes, sha256=stored.sha256, already_stored=False
+        )
 
-    def _repeat_ack(self, context: grpc.ServicerContext, request: ingest_pb2.CommitEpisodeRequest) -> ingest_pb2.CommitEpisodeResponse:
+    def _repeat_ack(
+        self, context: grpc.ServicerContext, request: ingest_pb2.CommitEpisodeRequest
+    ) -> ingest_pb2.CommitEpisodeResponse:
         stored = self._store.get(request.episode_id)
         if stored.sha256 != request.sha256 or stored.robot_id != request.robot_id:
-            validate.fail(context, grpc.StatusCode.ALREADY_EXISTS, f"episode {request.episode_id} is already stored with different content or robot")
-        return ingest_pb2.CommitEpisodeResponse(episode_id=request.episode_id, size_bytes=stored.size_bytes, sha256=stored.sha256, already_stored=True)
+            validate.fail(
+                context,
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"episode {request.episode_id} is already stored with different content or robot",
+            )
+        return ingest_pb2.CommitEpisodeResponse(
+            episode_id=request.episode_id, size_bytes=stored.size_bytes, sha256=stored.sha256, already_stored=True
+        )
 
 
 # How each store rejection reads on the wire (the uploader resumes on FAILED_PRECONDITION/DATA_LOSS/

@@ -1,11 +1,13 @@
 """Robot side of Fleet: the compatibility handshake and periodic heartbeats."""
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import threading
 import time
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Optional
 
 import grpc
 
@@ -32,8 +34,19 @@ class RobotDescription:
     protocol_version: int = PROTOCOL_VERSION
 
     def register_request(self) -> fleet_pb2.RegisterRequest:
-        config = fleet_pb2.RobotConfig(tasks=list(self.tasks), backend=self.backend, control_rate_hz=self.control_rate_hz, action_dim=self.action_dim, state_dim=self.state_dim)
-        return fleet_pb2.RegisterRequest(robot_id=self.robot_id, software_version=self.software_version, protocol_version=self.protocol_version, config=config)
+        config = fleet_pb2.RobotConfig(
+            tasks=list(self.tasks),
+            backend=self.backend,
+            control_rate_hz=self.control_rate_hz,
+            action_dim=self.action_dim,
+            state_dim=self.state_dim,
+        )
+        return fleet_pb2.RegisterRequest(
+            robot_id=self.robot_id,
+            software_version=self.software_version,
+            protocol_version=self.protocol_version,
+            config=config,
+        )
 
 
 StatusProvider = Callable[[], fleet_pb2.RobotStatus]
@@ -42,7 +55,13 @@ StatusProvider = Callable[[], fleet_pb2.RobotStatus]
 class FleetMember:
     """Registers once, then heartbeats; re-registers when the learner forgot us (restart)."""
 
-    def __init__(self, link: LinkClient, robot: RobotDescription, status_provider: StatusProvider = fleet_pb2.RobotStatus, retry: RetryPolicy = RetryPolicy()):
+    def __init__(
+        self,
+        link: LinkClient,
+        robot: RobotDescription,
+        status_provider: StatusProvider = fleet_pb2.RobotStatus,
+        retry: RetryPolicy = RetryPolicy(),
+    ):
         self._link = link
         self.robot = robot
         self._status_provider = status_provider
@@ -54,7 +73,9 @@ class FleetMember:
         self._thread: Optional[threading.Thread] = None
 
     def register(self) -> fleet_pb2.RegisterResponse:
-        response = self._link.fleet.Register(self.robot.register_request(), metadata=self._link.metadata, timeout=self._link.deadlines.unary_s)
+        response = self._link.fleet.Register(
+            self.robot.register_request(), metadata=self._link.metadata, timeout=self._link.deadlines.unary_s
+        )
         if not response.accepted:
             raise IncompatibleRobotError(f"learner refused robot {self.robot.robot_id!r}: {response.reason}")
         if response.heartbeat_interval_ms:
@@ -62,14 +83,20 @@ class FleetMember:
         return response
 
     def heartbeat(self) -> fleet_pb2.HeartbeatResponse:
-        request = fleet_pb2.HeartbeatRequest(robot_id=self.robot.robot_id, status=self._status_provider(), sent_ns=time.time_ns())
+        request = fleet_pb2.HeartbeatRequest(
+            robot_id=self.robot.robot_id, status=self._status_provider(), sent_ns=time.time_ns()
+        )
         try:
-            response = self._link.fleet.Heartbeat(request, metadata=self._link.metadata, timeout=self._link.deadlines.unary_s)
+            response = self._link.fleet.Heartbeat(
+                request, metadata=self._link.metadata, timeout=self._link.deadlines.unary_s
+            )
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
                 raise
             self.register()  # the learner restarted and forgot us
-            response = self._link.fleet.Heartbeat(request, metadata=self._link.metadata, timeout=self._link.deadlines.unary_s)
+            response = self._link.fleet.Heartbeat(
+                request, metadata=self._link.metadata, timeout=self._link.deadlines.unary_s
+            )
         self.latest_policy_version = response.latest_policy_version
         return response
 

@@ -10,6 +10,7 @@ Why these values:
   pings down to 10 s so it never answers with GOAWAY "too_many_pings".
 - Every client call carries a deadline; streams get a deadline scaled to their size.
 """
+
 from __future__ import annotations
 
 import dataclasses

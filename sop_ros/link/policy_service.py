@@ -4,13 +4,14 @@ Downloads are served from one read-only memory map per checkpoint version, share
 fetching it (a fan-out to the whole fleet reads the file once, from the page cache); checkpoint
 files are immutable, so a map never sees its file change.
 """
+
 from __future__ import annotations
 
 import collections
 import logging
 import mmap
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import grpc
 
@@ -77,7 +78,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServicer):
         with self._maps_lock:
             self._maps.clear()
 
-    def WatchCheckpoints(self, request: policy_pb2.WatchCheckpointsRequest, context: grpc.ServicerContext) -> Iterator[policy_pb2.CheckpointAnnouncement]:
+    def WatchCheckpoints(
+        self, request: policy_pb2.WatchCheckpointsRequest, context: grpc.ServicerContext
+    ) -> Iterator[policy_pb2.CheckpointAnnouncement]:
         if request.robot_id:
             self._auth.require_robot(context, validate.name(context, request.robot_id, "robot_id"))
         else:
@@ -92,24 +95,42 @@ class PolicyServicer(policy_pb2_grpc.PolicyServicer):
                 seen, info = newest
                 yield policy_pb2.CheckpointAnnouncement(checkpoint=info)
 
-    def DownloadCheckpoint(self, request: policy_pb2.DownloadCheckpointRequest, context: grpc.ServicerContext) -> Iterator[policy_pb2.CheckpointChunk]:
+    def DownloadCheckpoint(
+        self, request: policy_pb2.DownloadCheckpointRequest, context: grpc.ServicerContext
+    ) -> Iterator[policy_pb2.CheckpointChunk]:
         self._auth.identify(context)
         manifest = self._store.get(request.version) if request.version > 0 else None
         if manifest is None:
             validate.fail(context, grpc.StatusCode.NOT_FOUND, f"no checkpoint version {request.version}")
         total = int(manifest.size_bytes)
         if request.offset > total:
-            validate.fail(context, grpc.StatusCode.OUT_OF_RANGE, f"offset {request.offset} is past the end of checkpoint {request.version} ({total} bytes)")
+            validate.fail(
+                context,
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"offset {request.offset} is past the end of checkpoint {request.version} ({total} bytes)",
+            )
         try:
             weights = self._weights_map(request.version)
         except (OSError, ValueError) as exc:  # ValueError: an empty file cannot be mapped
-            validate.fail(context, grpc.StatusCode.DATA_LOSS, f"checkpoint {request.version} weights are unreadable: {exc}")
+            validate.fail(
+                context, grpc.StatusCode.DATA_LOSS, f"checkpoint {request.version} weights are unreadable: {exc}"
+            )
         if len(weights) != total:
-            validate.fail(context, grpc.StatusCode.DATA_LOSS, f"checkpoint {request.version} file has {len(weights)} bytes, its manifest says {total}")
+            validate.fail(
+                context,
+                grpc.StatusCode.DATA_LOSS,
+                f"checkpoint {request.version} file has {len(weights)} bytes, its manifest says {total}",
+            )
         offset = request.offset
         while offset < total and context.is_active():
             end = min(offset + CHUNK_BYTES, total)
-            yield policy_pb2.CheckpointChunk(version=request.version, offset=offset, data=weights[offset:end], total_bytes=total, content_hash=manifest.content_hash)
+            yield policy_pb2.CheckpointChunk(
+                version=request.version,
+                offset=offset,
+                data=weights[offset:end],
+                total_bytes=total,
+                content_hash=manifest.content_hash,
+            )
             offset = end
 
 

@@ -8,6 +8,7 @@ The trainer living in the same process hooks in with `service.on_episode_committ
 and announces a new checkpoint with `service.publish_checkpoint(manifest)`; sop_ros.learner
 composes the whole learner process from these parts.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,11 +56,13 @@ class LearnerServerConfig:
             raise ValueError("LearnerServerConfig: insecure=True contradicts tls_cert/tls_key/client_ca; choose one")
         if not self.insecure:
             if not (self.tls_cert and self.tls_key):
-                raise ValueError("LearnerServerConfig: tls_cert and tls_key are required "
-                                 "(or insecure=True for plaintext)")
+                raise ValueError(
+                    "LearnerServerConfig: tls_cert and tls_key are required (or insecure=True for plaintext)"
+                )
             if not (self.tokens_file or self.client_ca):
-                raise ValueError("LearnerServerConfig: a TLS learner needs tokens_file or client_ca "
-                                 "to authenticate robots")
+                raise ValueError(
+                    "LearnerServerConfig: a TLS learner needs tokens_file or client_ca to authenticate robots"
+                )
         if self.expected_robots < 1:
             raise ValueError(f"LearnerServerConfig.expected_robots must be >= 1, got {self.expected_robots}")
         if self.max_episode_bytes < 1:
@@ -83,7 +86,9 @@ class LearnerService:
         auth = Authenticator(config.tokens_file, allow_anonymous=config.insecure and not config.tokens_file)
         self.ingest = IngestServicer(episode_store, auth, config.max_episode_bytes)
         self.policy = PolicyServicer(checkpoint_store, auth)
-        self.fleet = FleetServicer(auth, config.compatibility, config.heartbeat_interval_ms, episode_store.count, self._latest_version)
+        self.fleet = FleetServicer(
+            auth, config.compatibility, config.heartbeat_interval_ms, episode_store.count, self._latest_version
+        )
         self.health = health.HealthServicer()
         self._latest_lock = threading.Lock()
 
@@ -95,7 +100,9 @@ class LearnerService:
     def publish_checkpoint(self, manifest) -> bool:
         """Announce a checkpoint already in the CheckpointStore to every watching robot (newest only)."""
         announced = self.policy.publish(manifest)
-        _LOGGER.info("checkpoint %s %s", manifest.version, "announced" if announced else "not newer than the announced one")
+        _LOGGER.info(
+            "checkpoint %s %s", manifest.version, "announced" if announced else "not newer than the announced one"
+        )
         return announced
 
     def _latest_version(self) -> int:
@@ -118,7 +125,11 @@ def create_server(service: LearnerService) -> tuple[grpc.Server, int]:
     """A bound (not started) server; returns it with the bound port (useful with port 0)."""
     config = service.config
     workers = options.worker_threads(config.expected_robots)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sop-learner"), options=options.server_options(), maximum_concurrent_rpcs=workers)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sop-learner"),
+        options=options.server_options(),
+        maximum_concurrent_rpcs=workers,
+    )
     ingest_pb2_grpc.add_IngestServicer_to_server(service.ingest, server)
     policy_pb2_grpc.add_PolicyServicer_to_server(service.policy, server)
     fleet_pb2_grpc.add_FleetServicer_to_server(service.fleet, server)
@@ -126,7 +137,11 @@ def create_server(service: LearnerService) -> tuple[grpc.Server, int]:
     reflection.enable_server_reflection(SERVICE_NAMES + (health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     credentials = config.server_credentials()
     if credentials is None:
-        _LOGGER.warning("INSECURE learner on %s: plaintext gRPC%s. Use only on a trusted network or for tests.", config.address, "" if config.tokens_file else " and NO authentication")
+        _LOGGER.warning(
+            "INSECURE learner on %s: plaintext gRPC%s. Use only on a trusted network or for tests.",
+            config.address,
+            "" if config.tokens_file else " and NO authentication",
+        )
         port = server.add_insecure_port(config.address)
     else:
         port = server.add_secure_port(config.address, credentials)
@@ -136,8 +151,11 @@ def create_server(service: LearnerService) -> tuple[grpc.Server, int]:
     return server, port
 
 
-def open_stores(data_dir: Path, max_episode_bytes: int = options.MAX_EPISODE_BYTES) -> tuple[EpisodeStore, CheckpointStore]:
+def open_stores(
+    data_dir: Path, max_episode_bytes: int = options.MAX_EPISODE_BYTES
+) -> tuple[EpisodeStore, CheckpointStore]:
     data_dir = Path(data_dir)
-    return (EpisodeStore(data_dir / EPISODES_DIR, max_episode_bytes=max_episode_bytes),
-            CheckpointStore(data_dir / CHECKPOINTS_DIR))
-
+    return (
+        EpisodeStore(data_dir / EPISODES_DIR, max_episode_bytes=max_episode_bytes),
+        CheckpointStore(data_dir / CHECKPOINTS_DIR),
+    )

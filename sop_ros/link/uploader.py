@@ -8,6 +8,7 @@ Transient failures are retried with exponential backoff + jitter, keeping oldest
 an episode the learner refuses for good (invalid, too big, forbidden) is parked for
 `park_s` and the queue moves on, so one bad file cannot block the robot.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent import futures
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import grpc
 
@@ -27,7 +29,9 @@ from sop_ros.link.options import CHUNK_BYTES
 from sop_ros.link.protos import ingest_pb2
 
 _LOGGER = logging.getLogger(__name__)
-_RESUME_CODES = frozenset({grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.DATA_LOSS})
+_RESUME_CODES = frozenset(
+    {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.DATA_LOSS}
+)
 MAX_RESUMES_PER_EPISODE = 5  # offset/hash disagreements in a row before the episode is parked
 MAX_IN_FLIGHT = 2  # episodes uploading at once: one streams while the learner commits the other
 
@@ -50,8 +54,16 @@ class UploaderStatus:
 
 
 class EpisodeUploader:
-    def __init__(self, link: LinkClient, spool: Spool, robot_id: str, retry: RetryPolicy = RetryPolicy(), park_s: float = 60.0, idle_poll_s: float = 1.0,
-                 max_in_flight: int = MAX_IN_FLIGHT):
+    def __init__(
+        self,
+        link: LinkClient,
+        spool: Spool,
+        robot_id: str,
+        retry: RetryPolicy = RetryPolicy(),
+        park_s: float = 60.0,
+        idle_poll_s: float = 1.0,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ):
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight: must be >= 1, got {max_in_flight!r}")
         self._max_in_flight = max_in_flight
@@ -126,7 +138,11 @@ class EpisodeUploader:
             while not stop.is_set() and (end is None or time.monotonic() < end):
                 if len(in_flight) < self._max_in_flight:
                     now, busy = time.monotonic(), set(in_flight.values())
-                    entries = [e for e in self._spool.pending() if e.episode_id not in busy and self._parked.get(e.episode_id, 0.0) <= now]
+                    entries = [
+                        e
+                        for e in self._spool.pending()
+                        if e.episode_id not in busy and self._parked.get(e.episode_id, 0.0) <= now
+                    ]
                     for entry in entries[: self._max_in_flight - len(in_flight)]:
                         in_flight[pool.submit(self._upload_with_retries, entry, stop, end)] = entry.episode_id
                 if not in_flight:
@@ -165,16 +181,28 @@ class EpisodeUploader:
         self._count("refused")
         self._set(last_error=reason)
         self._parked[entry.episode_id] = time.monotonic() + self._park_s
-        _LOGGER.error("episode %s refused, kept in the spool and retried in %.0f s: %s", entry.episode_id, self._park_s, reason)
+        _LOGGER.error(
+            "episode %s refused, kept in the spool and retried in %.0f s: %s", entry.episode_id, self._park_s, reason
+        )
 
     def _upload_entry(self, entry: SpoolEntry) -> int:
         """Upload one spooled episode; returns 1 once acknowledged (and removed from the spool)."""
         meta = read_episode_metadata(entry.path)
         if meta["robot_id"] != self.robot_id:
-            raise UploadRefusedError(f"spooled episode {entry.episode_id} belongs to robot {meta['robot_id']!r}, this uploader is {self.robot_id!r}")
+            raise UploadRefusedError(
+                f"spooled episode {entry.episode_id} belongs to robot {meta['robot_id']!r}, this uploader is {self.robot_id!r}"
+            )
         size = os.path.getsize(entry.path)
         sha = file_sha256(entry.path)
-        begin = ingest_pb2.BeginEpisodeRequest(metadata=ingest_pb2.EpisodeMetadata(episode_id=entry.episode_id, robot_id=self.robot_id, task_id=meta["task_id"], size_bytes=size, sha256=sha))
+        begin = ingest_pb2.BeginEpisodeRequest(
+            metadata=ingest_pb2.EpisodeMetadata(
+                episode_id=entry.episode_id,
+                robot_id=self.robot_id,
+                task_id=meta["task_id"],
+                size_bytes=size,
+                sha256=sha,
+            )
+        )
         link = self._link
         for _ in range(MAX_RESUMES_PER_EPISODE):
             try:
@@ -185,8 +213,14 @@ class EpisodeUploader:
                         offset = self._send(entry, offset, size, started.max_chunk_bytes or CHUNK_BYTES)
                     if offset != size:
                         continue
-                commit = ingest_pb2.CommitEpisodeRequest(episode_id=entry.episode_id, sha256=sha, robot_id=self.robot_id)
-                ack = started if started.already_stored else link.ingest.CommitEpisode(commit, metadata=link.metadata, timeout=link.deadlines.unary_s)
+                commit = ingest_pb2.CommitEpisodeRequest(
+                    episode_id=entry.episode_id, sha256=sha, robot_id=self.robot_id
+                )
+                ack = (
+                    started
+                    if started.already_stored
+                    else link.ingest.CommitEpisode(commit, metadata=link.metadata, timeout=link.deadlines.unary_s)
+                )
             except grpc.RpcError as exc:
                 if exc.code() in _RESUME_CODES:
                     _LOGGER.info("episode %s: %s, resuming from the learner's offset", entry.episode_id, exc.details())
@@ -198,7 +232,9 @@ class EpisodeUploader:
             for callback in list(self.on_uploaded):
                 callback(entry.episode_id)
             return 1
-        raise UploadRefusedError(f"episode {entry.episode_id}: learner and robot disagreed {MAX_RESUMES_PER_EPISODE} times in a row (offset or hash)")
+        raise UploadRefusedError(
+            f"episode {entry.episode_id}: learner and robot disagreed {MAX_RESUMES_PER_EPISODE} times in a row (offset or hash)"
+        )
 
     def _send(self, entry: SpoolEntry, offset: int, size: int, chunk_bytes: int) -> int:
         def chunks() -> Iterator[ingest_pb2.EpisodeChunk]:
@@ -216,4 +252,3 @@ class EpisodeUploader:
         deadline = self._link.deadlines.for_bytes(size - offset)
         response = self._link.ingest.UploadChunks(chunks(), metadata=self._link.metadata, timeout=deadline)
         return int(response.committed_offset)
-

@@ -1,4 +1,5 @@
 """Request field checks shared by the services: abort with a status that names the bad field."""
+
 from __future__ import annotations
 
 import re
@@ -27,17 +28,29 @@ def episode_id(context: grpc.ServicerContext, value: str, field: str = "episode_
     except (ValueError, TypeError, AttributeError):
         fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"{field}: not a UUID: {value[:80]!r}")
     if str(parsed) != value:
-        fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"{field}: use the canonical lowercase UUID form ({parsed}), got {value[:80]!r}")
+        fail(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{field}: use the canonical lowercase UUID form ({parsed}), got {value[:80]!r}",
+        )
     return value
 
 
 def sha256_hex(context: grpc.ServicerContext, value: str, field: str = "sha256") -> str:
     if not _SHA256_HEX.match(value):
-        fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"{field}: expected 64 lowercase hex characters, got {value[:80]!r}")
+        fail(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{field}: expected 64 lowercase hex characters, got {value[:80]!r}",
+        )
     return value
 
 
 def name(context: grpc.ServicerContext, value: str, field: str) -> str:
     if not _NAME.match(value):
-        fail(context, grpc.StatusCode.INVALID_ARGUMENT, f"{field}: expected 1-128 characters [A-Za-z0-9_.-] starting alphanumeric, got {value[:80]!r}")
+        fail(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{field}: expected 1-128 characters [A-Za-z0-9_.-] starting alphanumeric, got {value[:80]!r}",
+        )
     return value

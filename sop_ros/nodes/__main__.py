@@ -5,6 +5,7 @@ Both launchers start nodes through here (the CMake-installed lib/sop_ros/<exe> s
 window means "never mind", so it exits quietly instead of printing a KeyboardInterrupt
 traceback from inside an import. Once imported, the node handles signals itself.
 """
+
 import importlib
 import signal
 import sys

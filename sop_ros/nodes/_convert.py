@@ -1,4 +1,5 @@
 """ROS message <-> numpy conversions shared by the robot nodes."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -15,9 +15,11 @@ Where each piece lives, and why:
   subscriptions, stores and files at start-up; a setting a node reads only at start would be
   accepted by `ros2 param set` and silently do nothing. So those refuse changes instead.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from rclpy.node import Node
 
@@ -43,12 +45,19 @@ class Params:
         self._where = f"config/{file_name}:{section}"
         self._on_change: dict[str, Callable[[Any], None]] = {}
 
-    def __call__(self, name: str, description: str, *, value_range: Optional[ValueRange] = None,
-                 on_change: Optional[Callable[[Any], None]] = None) -> Any:
+    def __call__(
+        self,
+        name: str,
+        description: str,
+        *,
+        value_range: Optional[ValueRange] = None,
+        on_change: Optional[Callable[[Any], None]] = None,
+    ) -> Any:
         if name not in self._defaults:
             raise KeyError(f"{self._where} has no default for parameter '{name}'")
-        value = declare(self._node, name, self._defaults[name], description, value_range=value_range,
-                        read_only=on_change is None)
+        value = declare(
+            self._node, name, self._defaults[name], description, value_range=value_range, read_only=on_change is None
+        )
         if on_change is not None:
             if not self._on_change:
                 self._node.add_post_set_parameters_callback(self._apply)

@@ -1,4 +1,5 @@
 """QoS per stream (DESIGN.md conventions), in one place so publishers and subscribers match."""
+
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 # Camera frames, joint states: newest wins, a lost sample is not retransmitted.

@@ -9,12 +9,14 @@ dispatches them only at the next wake-up: a camera frame that arrived during a j
 callback waited 0.3-1.4 s for the policy (measured with `sop bench robots`, 1 robot: p99
 frame-to-action 409 ms, 8.8 Hz of 10; single-threaded: 9 ms, 9.8 Hz, and half the CPU).
 """
+
 from __future__ import annotations
 
 import math
 import signal
 import sys
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Optional, Union
 
 import rclpy
 import rclpy.logging
@@ -43,7 +45,9 @@ def run_nodes(factories: Sequence[Callable[[], Node]], args: Sequence[str] | Non
                 nodes.append(factory())
             except (ValueError, OSError) as exc:
                 # Bad parameters or a missing file: one clear line, not a traceback.
-                rclpy.logging.get_logger("sop_ros").fatal(f"cannot start {getattr(factory, '__name__', factory)}: {exc}")
+                rclpy.logging.get_logger("sop_ros").fatal(
+                    f"cannot start {getattr(factory, '__name__', factory)}: {exc}"
+                )
                 exit_code = 2
                 return exit_code
             executor.add_node(nodes[-1])
@@ -87,8 +91,15 @@ ValueRange = tuple[Union[int, float], Optional[Union[int, float]]]
 _INT64_MAX = 2**63 - 1
 
 
-def declare(node: Node, name: str, default, description: str, *, value_range: Optional[ValueRange] = None,
-            read_only: bool = False):
+def declare(
+    node: Node,
+    name: str,
+    default,
+    description: str,
+    *,
+    value_range: Optional[ValueRange] = None,
+    read_only: bool = False,
+):
     """Declare a parameter with its descriptor and return its value.
 
     value_range becomes the descriptor's IntegerRange (int default) or FloatingPointRange (float default), so

@@ -7,6 +7,7 @@ for the recorder and, on every change of who acts, InterventionState. It execute
 episode runs (`episode_event`): the arm stops at the end event even if the policy, which hears of
 the end on its own, still proposes.
 """
+
 from __future__ import annotations
 
 import time
@@ -83,7 +84,11 @@ class ActionMuxNode(Node):
         self._poll()
 
     def _on_human(self, msg: HumanCommand) -> None:
-        self.mux.human(HumanInput(np.asarray(msg.action, dtype=np.float32), stamp_ns(msg.header.stamp), time.monotonic_ns(), msg.reason))
+        self.mux.human(
+            HumanInput(
+                np.asarray(msg.action, dtype=np.float32), stamp_ns(msg.header.stamp), time.monotonic_ns(), msg.reason
+            )
+        )
         self._poll()
 
     def _poll(self) -> None:
@@ -103,18 +108,32 @@ class ActionMuxNode(Node):
             if ex.actor == Actor.HUMAN:
                 self._segments += 1
             self._publish_intervention(ex.actor, ex.tick_stamp_ns, ex.reason)
-        step = ExecutedStep(episode_id=self._episode_id, episode_step=self._episode_step, actor=int(ex.actor),
-                            policy_version=self._policy_version, action=ex.action.tolist(), executed_at=time_msg(now))
+        step = ExecutedStep(
+            episode_id=self._episode_id,
+            episode_step=self._episode_step,
+            actor=int(ex.actor),
+            policy_version=self._policy_version,
+            action=ex.action.tolist(),
+            executed_at=time_msg(now),
+        )
         step.header.stamp = time_msg(ex.tick_stamp_ns)
         self.executed_pub.publish(step)
         self._episode_step += 1
 
     def _publish_intervention(self, actor: Actor, tick_ns: int, reason: str) -> None:
-        msg = InterventionState(actor=int(actor), since=time_msg(tick_ns), segment_index=self._segments - 1,
-                                episode_step=self._episode_step, reason=reason, episode_id=self._episode_id)
+        msg = InterventionState(
+            actor=int(actor),
+            since=time_msg(tick_ns),
+            segment_index=self._segments - 1,
+            episode_step=self._episode_step,
+            reason=reason,
+            episode_id=self._episode_id,
+        )
         msg.header.stamp = time_msg(tick_ns)
         self.intervention_pub.publish(msg)
-        self.get_logger().info(f"{'human' if actor == Actor.HUMAN else 'policy'} acts from step {self._episode_step}: {reason}")
+        self.get_logger().info(
+            f"{'human' if actor == Actor.HUMAN else 'policy'} acts from step {self._episode_step}: {reason}"
+        )
 
 
 def main(args=None) -> int:

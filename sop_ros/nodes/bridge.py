@@ -14,6 +14,7 @@
 Credentials come from parameters (CA, client certificate + key, token file); plaintext only
 with `insecure: true`, which the launchers set only when the fleet's learner is insecure.
 """
+
 from __future__ import annotations
 
 import collections
@@ -69,9 +70,17 @@ class _RosLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def link_config(address: str, insecure: bool, ca_cert: str, token_file: str, client_cert: str, client_key: str,
-                server_name_override: str = "") -> LinkClientConfig:
+def link_config(
+    address: str,
+    insecure: bool,
+    ca_cert: str,
+    token_file: str,
+    client_cert: str,
+    client_key: str,
+    server_name_override: str = "",
+) -> LinkClientConfig:
     """LinkClientConfig from string parameters ("" = unset); errors name the parameter."""
+
     def path(name: str, value: str) -> Optional[Path]:
         if not value:
             return None
@@ -79,12 +88,23 @@ def link_config(address: str, insecure: bool, ca_cert: str, token_file: str, cli
             raise ValueError(f"parameter '{name}': no such file {value}")
         return Path(value)
 
-    files = {name: path(name, value) for name, value in
-             (("ca_cert", ca_cert), ("token_file", token_file), ("client_cert", client_cert), ("client_key", client_key))}
+    files = {
+        name: path(name, value)
+        for name, value in (
+            ("ca_cert", ca_cert),
+            ("token_file", token_file),
+            ("client_cert", client_cert),
+            ("client_key", client_key),
+        )
+    }
     try:
-        return LinkClientConfig(address=address, insecure=insecure, server_name_override=server_name_override or None, **files)
+        return LinkClientConfig(
+            address=address, insecure=insecure, server_name_override=server_name_override or None, **files
+        )
     except ValueError as exc:
-        raise ValueError(f"bridge link parameters (address, insecure, ca_cert, token_file, client_cert, client_key): {exc}") from None
+        raise ValueError(
+            f"bridge link parameters (address, insecure, ca_cert, token_file, client_cert, client_key): {exc}"
+        ) from None
 
 
 def _declare_link_config(p: Params) -> LinkClientConfig:
@@ -103,14 +123,17 @@ def _declare_link_config(p: Params) -> LinkClientConfig:
 def _declare_description(p: Params, robot_id: str) -> RobotDescription:
     """The robot's config for the learner's compatibility handshake."""
     return RobotDescription(
-        robot_id=robot_id, software_version=__version__,
+        robot_id=robot_id,
+        software_version=__version__,
         tasks=tuple(p("tasks", "task ids this robot runs (compatibility handshake)")),
         backend=p("backend", "sim or hardware (compatibility handshake)"),
-        control_rate_hz=float(p("control_rate_hz", "control rate in Hz (compatibility handshake)",
-                                value_range=RATE_HZ)),
+        control_rate_hz=float(
+            p("control_rate_hz", "control rate in Hz (compatibility handshake)", value_range=RATE_HZ)
+        ),
         action_dim=int(p("action_dim", "dimension of one action (compatibility handshake)", value_range=AT_LEAST_ONE)),
-        state_dim=int(p("state_dim", "dimension of the proprio state (compatibility handshake)",
-                        value_range=AT_LEAST_ONE)),
+        state_dim=int(
+            p("state_dim", "dimension of the proprio state (compatibility handshake)", value_range=AT_LEAST_ONE)
+        ),
     )
 
 
@@ -125,8 +148,9 @@ class BridgeNode(Node):
         cache_dir = p("cache_dir", "local cache of verified checkpoints")
         fleet = p("fleet", "fleet whose checkpoints to follow ('' = the learner's newest)")
         description = _declare_description(p, self.robot_id)
-        status_period_s = p("status_period_s", "seconds between diagnostics of the bridge's state",
-                            value_range=PERIOD_S)
+        status_period_s = p(
+            "status_period_s", "seconds between diagnostics of the bridge's state", value_range=PERIOD_S
+        )
 
         self._log_handler = _RosLogHandler(self)
         link_logger = logging.getLogger(_LINK_LOGGER)
@@ -155,13 +179,17 @@ class BridgeNode(Node):
 
         cached = self.follower.latest()
         if cached is not None:
-            self.get_logger().info(f"checkpoint v{cached.version} is in the cache; announcing it until the learner has a newer one")
+            self.get_logger().info(
+                f"checkpoint v{cached.version} is in the cache; announcing it until the learner has a newer one"
+            )
             self._announce(cached)
         self.uploader.start()
         self.follower.start()
         self.member.start()
-        self.get_logger().info(f"bridge to {config.address} ({'INSECURE plaintext' if config.insecure else 'TLS'}): "
-                               f"spool {spool_dir}, {len(self.spool)} pending; checkpoint cache {cache_dir}")
+        self.get_logger().info(
+            f"bridge to {config.address} ({'INSECURE plaintext' if config.insecure else 'TLS'}): "
+            f"spool {spool_dir}, {len(self.spool)} pending; checkpoint cache {cache_dir}"
+        )
 
     # --- episodes --------------------------------------------------------------------------
     def _remember_pending_episodes(self) -> None:
@@ -170,12 +198,26 @@ class BridgeNode(Node):
             try:
                 meta = read_episode_metadata(entry.path)
             except EpisodeFileError as exc:
-                self.get_logger().warning(f"spooled episode {entry.episode_id}: unreadable metadata ({exc}); the learner will judge it")
+                self.get_logger().warning(
+                    f"spooled episode {entry.episode_id}: unreadable metadata ({exc}); the learner will judge it"
+                )
                 continue
             human = sum(end - start for start, end, *_ in meta.get("intervention_segments", []))
-            outcome = {True: EpisodeStatus.OUTCOME_SUCCESS, False: EpisodeStatus.OUTCOME_FAILURE}.get(meta.get("success"), EpisodeStatus.OUTCOME_UNLABELED)
-            self._remember(EpisodeStatus(episode_id=entry.episode_id, robot_id=self.robot_id, task_id=meta["task_id"], instruction=meta["instruction"],
-                                         step=int(meta["num_steps"]), outcome=outcome, upload_state=EpisodeStatus.UPLOAD_SPOOLED, human_steps=int(human)))
+            outcome = {True: EpisodeStatus.OUTCOME_SUCCESS, False: EpisodeStatus.OUTCOME_FAILURE}.get(
+                meta.get("success"), EpisodeStatus.OUTCOME_UNLABELED
+            )
+            self._remember(
+                EpisodeStatus(
+                    episode_id=entry.episode_id,
+                    robot_id=self.robot_id,
+                    task_id=meta["task_id"],
+                    instruction=meta["instruction"],
+                    step=int(meta["num_steps"]),
+                    outcome=outcome,
+                    upload_state=EpisodeStatus.UPLOAD_SPOOLED,
+                    human_steps=int(human),
+                )
+            )
 
     def _remember(self, msg: EpisodeStatus) -> None:
         with self._lock:
@@ -199,14 +241,23 @@ class BridgeNode(Node):
             known = self._spooled.pop(episode_id.lower(), None)
         msg = EpisodeStatus(episode_id=episode_id, robot_id=self.robot_id, outcome=EpisodeStatus.OUTCOME_UNLABELED)
         if known is not None:
-            msg = EpisodeStatus(episode_id=known.episode_id, robot_id=known.robot_id, task_id=known.task_id, instruction=known.instruction,
-                                step=known.step, outcome=known.outcome, human_steps=known.human_steps)
+            msg = EpisodeStatus(
+                episode_id=known.episode_id,
+                robot_id=known.robot_id,
+                task_id=known.task_id,
+                instruction=known.instruction,
+                step=known.step,
+                outcome=known.outcome,
+                human_steps=known.human_steps,
+            )
         msg.upload_state = EpisodeStatus.UPLOAD_ACKED
         pending = self.spool.pending()
         msg.spooled_episodes, msg.spooled_bytes = len(pending), sum(e.size_bytes for e in pending)
         msg.header.stamp = self.get_clock().now().to_msg()
         if self._publish_from_link_thread(self.status_pub, msg):
-            self.get_logger().info(f"episode {episode_id} acknowledged by the learner; {len(pending)} left in the spool")
+            self.get_logger().info(
+                f"episode {episode_id} acknowledged by the learner; {len(pending)} left in the spool"
+            )
 
     def _publish_from_link_thread(self, publisher, msg) -> bool:
         """Publish from an uploader/follower thread; False once ROS is shutting down (SIGINT may
@@ -229,42 +280,76 @@ class BridgeNode(Node):
             if ref.version <= self._announced_version:
                 return
             self._announced_version = ref.version
-        msg = PolicyUpdate(version=ref.version, parent_version=ref.parent_version, content_hash=ref.content_hash,
-                           local_path=str(checkpoint.weights_path), manifest_path=str(checkpoint.manifest_path),
-                           algorithm=ref.algorithm, training_step=ref.training_step,
-                           metrics=[KeyValue(key=str(k), value=f"{v:.6g}") for k, v in sorted(ref.metrics.items())])
+        msg = PolicyUpdate(
+            version=ref.version,
+            parent_version=ref.parent_version,
+            content_hash=ref.content_hash,
+            local_path=str(checkpoint.weights_path),
+            manifest_path=str(checkpoint.manifest_path),
+            algorithm=ref.algorithm,
+            training_step=ref.training_step,
+            metrics=[KeyValue(key=str(k), value=f"{v:.6g}") for k, v in sorted(ref.metrics.items())],
+        )
         msg.header.stamp = self.get_clock().now().to_msg()
         if not self._publish_from_link_thread(self.policy_pub, msg):
             return
-        self.get_logger().info(f"announced checkpoint v{ref.version} ({ref.algorithm}, step {ref.training_step}, sha256 {ref.content_hash[:12]})")
+        self.get_logger().info(
+            f"announced checkpoint v{ref.version} ({ref.algorithm}, step {ref.training_step}, sha256 {ref.content_hash[:12]})"
+        )
 
     # --- state -----------------------------------------------------------------------------
     def _robot_status(self) -> fleet_pb2.RobotStatus:
         """Heartbeat payload (FleetMember thread)."""
         upload = self.uploader.status()
         pending = self.spool.pending()
-        return fleet_pb2.RobotStatus(episodes_spooled=len(pending), spool_bytes=sum(e.size_bytes for e in pending),
-                                     policy_version=self._announced_version, episodes_uploaded=upload.episodes_uploaded + upload.episodes_already_stored,
-                                     upload_errors=upload.transient_errors + upload.refused, state=upload.state,
-                                     episodes_recorded=self._episodes_recorded)
+        return fleet_pb2.RobotStatus(
+            episodes_spooled=len(pending),
+            spool_bytes=sum(e.size_bytes for e in pending),
+            policy_version=self._announced_version,
+            episodes_uploaded=upload.episodes_uploaded + upload.episodes_already_stored,
+            upload_errors=upload.transient_errors + upload.refused,
+            state=upload.state,
+            episodes_recorded=self._episodes_recorded,
+        )
 
     def _publish_diagnostics(self) -> None:
         upload, download = self.uploader.status(), self.follower.status()
-        problems = [text for text in (upload.last_error if upload.state == "backoff" or upload.parked else "",
-                                      self.member.last_error, download.last_error) if text]
+        problems = [
+            text
+            for text in (
+                upload.last_error if upload.state == "backoff" or upload.parked else "",
+                self.member.last_error,
+                download.last_error,
+            )
+            if text
+        ]
         level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
         values = {
-            "upload_state": upload.state, "episodes_pending": upload.pending, "episodes_parked": upload.parked,
-            "episodes_uploaded": upload.episodes_uploaded, "episodes_already_stored": upload.episodes_already_stored,
-            "bytes_sent": upload.bytes_sent, "upload_transient_errors": upload.transient_errors, "upload_refused": upload.refused,
-            "upload_last_error": upload.last_error, "checkpoint_announced_by_learner": download.announced_version,
-            "checkpoint_downloaded": download.downloaded_version, "checkpoint_published": self._announced_version,
-            "checkpoint_downloads": download.downloads, "checkpoint_errors": download.errors, "checkpoint_last_error": download.last_error,
-            "fleet_last_error": self.member.last_error, "learner_latest_version": self.member.latest_policy_version,
+            "upload_state": upload.state,
+            "episodes_pending": upload.pending,
+            "episodes_parked": upload.parked,
+            "episodes_uploaded": upload.episodes_uploaded,
+            "episodes_already_stored": upload.episodes_already_stored,
+            "bytes_sent": upload.bytes_sent,
+            "upload_transient_errors": upload.transient_errors,
+            "upload_refused": upload.refused,
+            "upload_last_error": upload.last_error,
+            "checkpoint_announced_by_learner": download.announced_version,
+            "checkpoint_downloaded": download.downloaded_version,
+            "checkpoint_published": self._announced_version,
+            "checkpoint_downloads": download.downloads,
+            "checkpoint_errors": download.errors,
+            "checkpoint_last_error": download.last_error,
+            "fleet_last_error": self.member.last_error,
+            "learner_latest_version": self.member.latest_policy_version,
         }
-        status = DiagnosticStatus(level=level, name=f"sop_ros/{self.robot_id}/bridge", hardware_id=self.robot_id,
-                                  message="; ".join(problems) or f"{upload.state}, {upload.pending} episode(s) pending",
-                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        status = DiagnosticStatus(
+            level=level,
+            name=f"sop_ros/{self.robot_id}/bridge",
+            hardware_id=self.robot_id,
+            message="; ".join(problems) or f"{upload.state}, {upload.pending} episode(s) pending",
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+        )
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(msg)

@@ -7,6 +7,7 @@ that other nodes in the same process share. A source that cannot be opened is a 
 a device or stream that stops delivering frames is reported and reopened once a second; a video
 file without `loop` stops publishing at its end.
 """
+
 from __future__ import annotations
 
 import threading
@@ -31,11 +32,12 @@ class CameraDriverNode(Node):
     def __init__(self, **kwargs):
         super().__init__("camera_driver", **kwargs)
         p = Params(self, "camera_driver")
-        source = str(p("source", "device index (\"0\"), video file path or stream URL"))
+        source = str(p("source", 'device index ("0"), video file path or stream URL'))
         width = p("width", "published image width in pixels", value_range=IMAGE_SIDE_PX)
         height = p("height", "published image height in pixels", value_range=IMAGE_SIDE_PX)
-        self.config = OpenCVCameraConfig(parse_source(source), width=width, height=height,
-                                         loop=p("loop", "video files: start again at the end"))
+        self.config = OpenCVCameraConfig(
+            parse_source(source), width=width, height=height, loop=p("loop", "video files: start again at the end")
+        )
         rate = p("rate_hz", "frames published per second", value_range=RATE_HZ)
         self.frame_id = p("frame_id", "frame_id of the published images")
         self.period_s = 1.0 / rate
@@ -50,8 +52,10 @@ class CameraDriverNode(Node):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._capture_loop, name="camera_capture", daemon=True)
         self._thread.start()
-        self.get_logger().info(f"camera {source!r} ({self.camera.native_size[0]}x{self.camera.native_size[1]}) -> "
-                               f"{self.config.width}x{self.config.height} at {rate:g} Hz")
+        self.get_logger().info(
+            f"camera {source!r} ({self.camera.native_size[0]}x{self.camera.native_size[1]}) -> "
+            f"{self.config.width}x{self.config.height} at {rate:g} Hz"
+        )
 
     def _capture_loop(self) -> None:
         next_at = time.monotonic()
@@ -63,8 +67,10 @@ class CameraDriverNode(Node):
                 image, stamp = self.camera.read()
             except CameraError as exc:
                 if self._is_file and self.camera is not None:
-                    self.get_logger().warning(f"end of video file {self.config.source!r} after {self.frames_published} frames "
-                                              "(set loop:=true to replay it); no more frames")
+                    self.get_logger().warning(
+                        f"end of video file {self.config.source!r} after {self.frames_published} frames "
+                        "(set loop:=true to replay it); no more frames"
+                    )
                     return
                 self.get_logger().error(f"{exc}; retrying in {_RETRY_S:g} s", throttle_duration_sec=10.0)
                 if self.camera is not None:
@@ -83,7 +89,9 @@ class CameraDriverNode(Node):
         h, w = image.shape[:2]
         # Intrinsics are unknown for an uncalibrated source: CameraInfo carries the size (k all zero,
         # as camera drivers publish before calibration).
-        self.info_pub.publish(CameraInfo(header=Header(stamp=time_msg(stamp), frame_id=self.frame_id), width=w, height=h))
+        self.info_pub.publish(
+            CameraInfo(header=Header(stamp=time_msg(stamp), frame_id=self.frame_id), width=w, height=h)
+        )
         self.frames_published += 1
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ operator labels it later with the recorder's `label_episode`). The next episode 
 `reset_pause_s` later, giving the operator time to reset the scene; `set_task` (SetTask)
 chooses its task, otherwise the tasks cycle in order.
 """
+
 from __future__ import annotations
 
 import time
@@ -38,14 +39,24 @@ class EpisodeManagerNode(Node):
         task_ids = p("tasks", "task ids this robot runs; episodes cycle through them unless set_task chooses")
         tasks_file = p("tasks_file", "task file (empty = the package's config/tasks.yaml)") or str(default_tasks_path())
         # Read at each tick: a new value applies to the running episode / the next pause.
-        self.max_duration_s = p("max_duration_s", "an episode ends after this long unless the operator ends it first",
-                                value_range=(0.1, 86400.0), on_change=assign(self, "max_duration_s"))
-        self.reset_pause_s = p("reset_pause_s", "seconds between an episode's end and the next start (scene reset)",
-                               value_range=PAUSE_S, on_change=assign(self, "reset_pause_s"))
+        self.max_duration_s = p(
+            "max_duration_s",
+            "an episode ends after this long unless the operator ends it first",
+            value_range=(0.1, 86400.0),
+            on_change=assign(self, "max_duration_s"),
+        )
+        self.reset_pause_s = p(
+            "reset_pause_s",
+            "seconds between an episode's end and the next start (scene reset)",
+            value_range=PAUSE_S,
+            on_change=assign(self, "reset_pause_s"),
+        )
         specs = load_task_specs(tasks_file)
         unknown = [t for t in task_ids if t not in specs]
         if not task_ids or unknown:
-            raise ValueError(f"parameter 'tasks': {task_ids} must be non-empty task ids of {tasks_file} (unknown: {unknown})")
+            raise ValueError(
+                f"parameter 'tasks': {task_ids} must be non-empty task ids of {tasks_file} (unknown: {unknown})"
+            )
         self.tasks: dict[str, TaskSpec] = {t: specs[t] for t in task_ids}
         self._order = list(task_ids)
         self._next_task: Optional[tuple[str, str]] = None  # chosen with set_task: (task id, instruction)
@@ -64,12 +75,17 @@ class EpisodeManagerNode(Node):
         self.create_service(SetTask, "set_task", self._on_set_task)
         self.label_client = self.create_client(LabelEpisode, "label_episode")
         self.create_timer(0.05, self._tick)
-        self.get_logger().info(f"hardware episodes for {self.robot_id}: tasks {task_ids}, at most {self.max_duration_s:g} s each")
+        self.get_logger().info(
+            f"hardware episodes for {self.robot_id}: tasks {task_ids}, at most {self.max_duration_s:g} s each"
+        )
 
     # --- operator ---------------------------------------------------------------------------
     def _on_set_task(self, request: SetTask.Request, response: SetTask.Response) -> SetTask.Response:
         if request.task_id not in self.tasks:
-            response.accepted, response.message = False, f"unknown task {request.task_id!r}; this robot runs {sorted(self.tasks)}"
+            response.accepted, response.message = (
+                False,
+                f"unknown task {request.task_id!r}; this robot runs {sorted(self.tasks)}",
+            )
             return response
         self._next_task = (request.task_id, request.instruction or self.tasks[request.task_id].instruction)
         response.accepted, response.message = True, f"{request.task_id} is the task of the next episode"
@@ -82,12 +98,22 @@ class EpisodeManagerNode(Node):
             response.accepted, response.message = False, "no episode is running"
             return response
         if request.episode_id and request.episode_id != ep.episode_id:
-            response.accepted, response.message = False, f"episode {request.episode_id} is not the running one ({ep.episode_id})"
+            response.accepted, response.message = (
+                False,
+                f"episode {request.episode_id} is not the running one ({ep.episode_id})",
+            )
             return response
         outcome = EpisodeStatus.OUTCOME_SUCCESS if request.success else EpisodeStatus.OUTCOME_FAILURE
         self._end(outcome, f"operator ended it ({'success' if request.success else 'failure'})")
-        self._forward = (LabelEpisode.Request(episode_id=ep.episode_id, success=bool(request.success)), time.monotonic() + _FORWARD_TIMEOUT_S)
-        response.accepted, response.episode_id, response.message = True, ep.episode_id, "ended; the label goes to the recorder"
+        self._forward = (
+            LabelEpisode.Request(episode_id=ep.episode_id, success=bool(request.success)),
+            time.monotonic() + _FORWARD_TIMEOUT_S,
+        )
+        response.accepted, response.episode_id, response.message = (
+            True,
+            ep.episode_id,
+            "ended; the label goes to the recorder",
+        )
         return response
 
     # --- episode loop -----------------------------------------------------------------------
@@ -100,15 +126,23 @@ class EpisodeManagerNode(Node):
         if self._episode is None and now >= self._next_start_at:
             self._start()
         elif self._episode is not None and now - self._started_at >= self.max_duration_s:
-            self._end(EpisodeStatus.OUTCOME_UNLABELED, f"time limit {self.max_duration_s:g} s; label it with label_episode")
+            self._end(
+                EpisodeStatus.OUTCOME_UNLABELED, f"time limit {self.max_duration_s:g} s; label it with label_episode"
+            )
         self._forward_label(now)
 
     def _start(self) -> None:
         task_id, instruction = self._next_task or (self._order[self.episodes_started % len(self._order)], "")
         self._next_task = None
         self.episodes_started += 1
-        msg = EpisodeStatus(episode_id=str(uuid.uuid4()), robot_id=self.robot_id, task_id=task_id,
-                            instruction=instruction or self.tasks[task_id].instruction, step=0, outcome=EpisodeStatus.OUTCOME_RUNNING)
+        msg = EpisodeStatus(
+            episode_id=str(uuid.uuid4()),
+            robot_id=self.robot_id,
+            task_id=task_id,
+            instruction=instruction or self.tasks[task_id].instruction,
+            step=0,
+            outcome=EpisodeStatus.OUTCOME_RUNNING,
+        )
         msg.header.stamp = time_msg(time.time_ns())
         self._episode, self._started_at, self._steps = msg, time.monotonic(), 0
         self.event_pub.publish(msg)
@@ -116,8 +150,14 @@ class EpisodeManagerNode(Node):
 
     def _end(self, outcome: int, why: str) -> None:
         ep = self._episode
-        msg = EpisodeStatus(episode_id=ep.episode_id, robot_id=self.robot_id, task_id=ep.task_id, instruction=ep.instruction,
-                            step=self._steps, outcome=outcome)
+        msg = EpisodeStatus(
+            episode_id=ep.episode_id,
+            robot_id=self.robot_id,
+            task_id=ep.task_id,
+            instruction=ep.instruction,
+            step=self._steps,
+            outcome=outcome,
+        )
         msg.header.stamp = time_msg(time.time_ns())
         self.event_pub.publish(msg)
         self._episode = None
@@ -136,13 +176,17 @@ class EpisodeManagerNode(Node):
             self._forward_call = None
             result = call.result()
             if result is not None and result.accepted:
-                self.get_logger().info(f"episode {request.episode_id} labelled {'success' if request.success else 'failure'}")
+                self.get_logger().info(
+                    f"episode {request.episode_id} labelled {'success' if request.success else 'failure'}"
+                )
                 self._forward = None
                 return
             self._retry_at = now + _FORWARD_RETRY_S
         if now >= deadline:
-            self.get_logger().error(f"could not label episode {request.episode_id}: the recorder's label_episode did not accept it "
-                                    f"within {_FORWARD_TIMEOUT_S:g} s; label it with label_episode")
+            self.get_logger().error(
+                f"could not label episode {request.episode_id}: the recorder's label_episode did not accept it "
+                f"within {_FORWARD_TIMEOUT_S:g} s; label it with label_episode"
+            )
             self._forward = None
         elif now >= self._retry_at and self.label_client.service_is_ready():
             self._forward_call = self.label_client.call_async(request)

@@ -7,6 +7,7 @@ success signal) with `label_source: environment`, or, on hardware (`label_source
 from the LabelEpisode service; an episode nobody labels within `label_timeout_s` is spooled
 unlabelled. Publishes EpisodeStatus on `episode_status`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,8 +46,12 @@ class EpisodeRecorderNode(Node):
         action_dim = p("action_dim", "dimension of one action", value_range=AT_LEAST_ONE)
         source = p("label_source", "environment (sim success signal) or operator (LabelEpisode service)")
         # Read when an episode starts waiting for its label.
-        self.label_timeout_s = p("label_timeout_s", "spool an episode unlabelled after this long without a label "
-                                 "(operator mode)", value_range=PERIOD_S, on_change=assign(self, "label_timeout_s"))
+        self.label_timeout_s = p(
+            "label_timeout_s",
+            "spool an episode unlabelled after this long without a label (operator mode)",
+            value_range=PERIOD_S,
+            on_change=assign(self, "label_timeout_s"),
+        )
         self.label_source = LabelSource(source)
         if self.label_source not in (LabelSource.ENVIRONMENT, LabelSource.OPERATOR):
             raise ValueError(f"parameter 'label_source': {source!r} must be 'environment' or 'operator'")
@@ -82,16 +87,26 @@ class EpisodeRecorderNode(Node):
 
     def _on_chunk(self, msg: ActionChunk) -> None:
         try:
-            self.assembler.proposal(stamp_ns(msg.header.stamp), np.asarray(msg.actions, dtype=np.float32).reshape(msg.chunk_length, msg.action_dim))
+            self.assembler.proposal(
+                stamp_ns(msg.header.stamp),
+                np.asarray(msg.actions, dtype=np.float32).reshape(msg.chunk_length, msg.action_dim),
+            )
         except ValueError as exc:
-            self.get_logger().warning(f"ignoring an ActionChunk that does not fit the recorded chunk shape: {exc}", throttle_duration_sec=5.0)
+            self.get_logger().warning(
+                f"ignoring an ActionChunk that does not fit the recorded chunk shape: {exc}", throttle_duration_sec=5.0
+            )
 
     def _on_intervention(self, msg: InterventionState) -> None:
         self.assembler.control_change(stamp_ns(msg.header.stamp), msg.reason)
 
     def _on_executed(self, msg: ExecutedStep) -> None:
-        record = ExecutedStepRecord(stamp_ns(msg.header.stamp), msg.episode_step, Actor(msg.actor), msg.policy_version,
-                                    np.asarray(msg.action, dtype=np.float32))
+        record = ExecutedStepRecord(
+            stamp_ns(msg.header.stamp),
+            msg.episode_step,
+            Actor(msg.actor),
+            msg.policy_version,
+            np.asarray(msg.action, dtype=np.float32),
+        )
         self.assembler.executed(msg.episode_id, record)
 
     # --- episode boundaries -----------------------------------------------------------------
@@ -115,7 +130,9 @@ class EpisodeRecorderNode(Node):
         if self._unlabelled is not None and time.monotonic() >= self._unlabelled[1]:
             episode = self._unlabelled[0]
             self._unlabelled = None
-            self.get_logger().warning(f"episode {episode.episode_id}: no label within {self.label_timeout_s:g} s; spooling it unlabelled")
+            self.get_logger().warning(
+                f"episode {episode.episode_id}: no label within {self.label_timeout_s:g} s; spooling it unlabelled"
+            )
             self._spool(episode)
 
     def _finish(self) -> None:
@@ -124,7 +141,9 @@ class EpisodeRecorderNode(Node):
         success = end.outcome == EpisodeStatus.OUTCOME_SUCCESS
         try:
             if self.label_source == LabelSource.ENVIRONMENT:
-                episode = self.assembler.finish(end.episode_id, success, LabelSource.ENVIRONMENT, stamp_ns(end.header.stamp))
+                episode = self.assembler.finish(
+                    end.episode_id, success, LabelSource.ENVIRONMENT, stamp_ns(end.header.stamp)
+                )
             else:
                 episode = self.assembler.finish(end.episode_id, None, LabelSource.NONE, stamp_ns(end.header.stamp))
         except IncompleteEpisode as exc:
@@ -134,17 +153,31 @@ class EpisodeRecorderNode(Node):
             if self._unlabelled is not None:
                 self._spool(self._unlabelled[0])
             self._unlabelled = (episode, time.monotonic() + self.label_timeout_s)
-            self._publish_status(episode.episode_id, episode.num_steps, EpisodeStatus.OUTCOME_UNLABELED, EpisodeStatus.UPLOAD_RECORDING, episode)
-            self.get_logger().info(f"episode {episode.episode_id} finished ({episode.num_steps} steps); waiting for a label (LabelEpisode)")
+            self._publish_status(
+                episode.episode_id,
+                episode.num_steps,
+                EpisodeStatus.OUTCOME_UNLABELED,
+                EpisodeStatus.UPLOAD_RECORDING,
+                episode,
+            )
+            self.get_logger().info(
+                f"episode {episode.episode_id} finished ({episode.num_steps} steps); waiting for a label (LabelEpisode)"
+            )
         else:
             self._spool(episode)
 
     def _spool(self, episode: Episode) -> None:
         entry = self.spool.write(episode)
-        outcome = {True: EpisodeStatus.OUTCOME_SUCCESS, False: EpisodeStatus.OUTCOME_FAILURE, None: EpisodeStatus.OUTCOME_UNLABELED}[episode.success]
+        outcome = {
+            True: EpisodeStatus.OUTCOME_SUCCESS,
+            False: EpisodeStatus.OUTCOME_FAILURE,
+            None: EpisodeStatus.OUTCOME_UNLABELED,
+        }[episode.success]
         self._publish_status(episode.episode_id, episode.num_steps, outcome, EpisodeStatus.UPLOAD_SPOOLED, episode)
-        self.get_logger().info(f"spooled episode {episode.episode_id}: {episode.num_steps} steps, {episode.human_step_count} human, "
-                               f"success={episode.success}, {entry.size_bytes} bytes")
+        self.get_logger().info(
+            f"spooled episode {episode.episode_id}: {episode.num_steps} steps, {episode.human_step_count} human, "
+            f"success={episode.success}, {entry.size_bytes} bytes"
+        )
 
     def _on_label(self, request: LabelEpisode.Request, response: LabelEpisode.Response) -> LabelEpisode.Response:
         waiting = self._unlabelled
@@ -153,7 +186,10 @@ class EpisodeRecorderNode(Node):
             return response
         episode = waiting[0]
         if request.episode_id and request.episode_id != episode.episode_id:
-            response.accepted, response.message = False, f"episode {request.episode_id} is not the one waiting ({episode.episode_id})"
+            response.accepted, response.message = (
+                False,
+                f"episode {request.episode_id} is not the one waiting ({episode.episode_id})",
+            )
             return response
         self._unlabelled = None
         labelled = dataclasses.replace(episode, success=bool(request.success), label_source=LabelSource.OPERATOR)
@@ -161,12 +197,20 @@ class EpisodeRecorderNode(Node):
         response.accepted, response.episode_id, response.message = True, episode.episode_id, "labelled and spooled"
         return response
 
-    def _publish_status(self, episode_id: str, step: int, outcome: int, upload: int, episode: Optional[Episode] = None) -> None:
+    def _publish_status(
+        self, episode_id: str, step: int, outcome: int, upload: int, episode: Optional[Episode] = None
+    ) -> None:
         start = self._start_msg
-        msg = EpisodeStatus(episode_id=episode_id, robot_id=self.robot_id, step=step, outcome=outcome, upload_state=upload,
-                            task_id=episode.task_id if episode else (start.task_id if start else ""),
-                            instruction=episode.instruction if episode else (start.instruction if start else ""),
-                            human_steps=episode.human_step_count if episode else 0)
+        msg = EpisodeStatus(
+            episode_id=episode_id,
+            robot_id=self.robot_id,
+            step=step,
+            outcome=outcome,
+            upload_state=upload,
+            task_id=episode.task_id if episode else (start.task_id if start else ""),
+            instruction=episode.instruction if episode else (start.instruction if start else ""),
+            human_steps=episode.human_step_count if episode else 0,
+        )
         pending = self.spool.pending()
         msg.spooled_episodes, msg.spooled_bytes = len(pending), sum(e.size_bytes for e in pending)
         msg.header.stamp = time_msg(time.time_ns())

@@ -7,11 +7,13 @@ autorepeat). No window is opened (SDL's dummy video driver). Without a device it
 "waiting" message, keeps checking once a second (hot-plug) and publishes nothing, so the teleop
 node sees silence and never gives a human control from a stale reading.
 """
+
 from __future__ import annotations
 
 import os
 import threading
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from rclpy.node import Node
 from sensor_msgs.msg import Joy
@@ -24,7 +26,9 @@ from sop_ros.nodes._runtime import run_nodes
 _WAIT_S = 1.0
 
 
-def joy_message(axes: Sequence[float], buttons: Sequence[int], hats: Sequence[tuple[int, int]], stamp_ns: int, frame_id: str) -> Joy:
+def joy_message(
+    axes: Sequence[float], buttons: Sequence[int], hats: Sequence[tuple[int, int]], stamp_ns: int, frame_id: str
+) -> Joy:
     """One joystick reading (pygame's conventions) as the Joy message joy_node would publish."""
     msg = Joy()
     msg.header.stamp = time_msg(stamp_ns)
@@ -63,7 +67,7 @@ class JoystickNode(Node):
         except pygame.error as exc:
             self.get_logger().error(f"SDL could not be initialised ({exc}); no joystick input")
             return
-        joystick: Optional["pygame.joystick.JoystickType"] = None
+        joystick: Optional[pygame.joystick.JoystickType] = None
         waiting_logged = False
         try:
             while not self._stop.is_set():
@@ -72,20 +76,26 @@ class JoystickNode(Node):
                     count = pygame.joystick.get_count()
                     if self.device_index >= count:
                         if not waiting_logged:
-                            self.get_logger().warning(f"no joystick at device index {self.device_index} ({count} connected): "
-                                                      "waiting for one to be connected; publishing nothing until then")
+                            self.get_logger().warning(
+                                f"no joystick at device index {self.device_index} ({count} connected): "
+                                "waiting for one to be connected; publishing nothing until then"
+                            )
                             waiting_logged = True
                         self._stop.wait(_WAIT_S)
                         continue
                     joystick = pygame.joystick.Joystick(self.device_index)
                     joystick.init()
                     waiting_logged = False
-                    self.get_logger().info(f"joystick {joystick.get_name()!r}: {joystick.get_numaxes()} axes, "
-                                           f"{joystick.get_numbuttons()} buttons, {joystick.get_numhats()} hats")
+                    self.get_logger().info(
+                        f"joystick {joystick.get_name()!r}: {joystick.get_numaxes()} axes, "
+                        f"{joystick.get_numbuttons()} buttons, {joystick.get_numhats()} hats"
+                    )
                 try:
-                    reading = ([joystick.get_axis(i) for i in range(joystick.get_numaxes())],
-                               [joystick.get_button(i) for i in range(joystick.get_numbuttons())],
-                               [joystick.get_hat(i) for i in range(joystick.get_numhats())])
+                    reading = (
+                        [joystick.get_axis(i) for i in range(joystick.get_numaxes())],
+                        [joystick.get_button(i) for i in range(joystick.get_numbuttons())],
+                        [joystick.get_hat(i) for i in range(joystick.get_numhats())],
+                    )
                 except pygame.error as exc:
                     self.get_logger().error(f"joystick lost ({exc}); waiting for it to come back")
                     joystick = None

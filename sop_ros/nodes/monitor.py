@@ -9,6 +9,7 @@ It also plays robot_state_publisher for the arm model: `robot_description` (std_
 transient local, the URDF) and, where tf2_msgs is installed, TF for the joints from `joint_states`
 (frames prefixed `<robot_id>/`, `<robot_id>/base_link` placed at `display_offset` in `frame_id`).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -36,7 +37,9 @@ from sop_ros.resources import default_urdf_path
 # What RViz subscribes with by default (reliable, volatile); keep only the newest.
 DISPLAY = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 # robot_description and /tf_static: a display that starts later still gets them.
-LATCHED_DISPLAY = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED_DISPLAY = QoSProfile(
+    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 LABELLED = {EpisodeStatus.OUTCOME_SUCCESS: True, EpisodeStatus.OUTCOME_FAILURE: False}
 
@@ -66,11 +69,19 @@ class MonitorNode(Node):
         self.robot_id = p("robot_id", "robot id from the fleet description")
         window = p("success_window", "success rate over this many recent labelled episodes", value_range=AT_LEAST_ONE)
         self.frame_id = p("frame_id", "fixed frame of the markers (RViz's Fixed Frame)")
-        self.scale = p("annotate_scale", "the annotated image is the camera image scaled up this much",
-                       value_range=(1, 16), on_change=assign(self, "scale"))  # read at each annotated image
+        self.scale = p(
+            "annotate_scale",
+            "the annotated image is the camera image scaled up this much",
+            value_range=(1, 16),
+            on_change=assign(self, "scale"),
+        )  # read at each annotated image
         rate = p("display_rate_hz", "markers and annotated images per second", value_range=RATE_HZ)
-        self.offset = tuple(float(v) for v in p("display_offset", "x y z of this robot's base_link in frame_id (robots side by side)"))
-        urdf_path = p("urdf_path", "the arm's URDF (empty = the package's urdf/sop_sim_arm.urdf)") or str(default_urdf_path())
+        self.offset = tuple(
+            float(v) for v in p("display_offset", "x y z of this robot's base_link in frame_id (robots side by side)")
+        )
+        urdf_path = p("urdf_path", "the arm's URDF (empty = the package's urdf/sop_sim_arm.urdf)") or str(
+            default_urdf_path()
+        )
         if len(self.offset) != 3:
             raise ValueError(f"parameter 'display_offset': expected 3 numbers, got {list(self.offset)}")
         self.state = RobotMonitorState(MonitorConfig(self.robot_id, window))
@@ -89,21 +100,32 @@ class MonitorNode(Node):
         self.tf_msg_type = TFMessage
         if TFMessage is None:
             self.tf_pub = None
-            self.get_logger().warning("tf2_msgs is not installed: no TF for the arm model (RViz shows markers and images; "
-                                      "install ROS 2's tf2_msgs for the RobotModel)")
+            self.get_logger().warning(
+                "tf2_msgs is not installed: no TF for the arm model (RViz shows markers and images; "
+                "install ROS 2's tf2_msgs for the RobotModel)"
+            )
         else:
             self.tf_pub = self.create_publisher(TFMessage, "/tf", TF_QOS)
             static_pub = self.create_publisher(TFMessage, "/tf_static", LATCHED_DISPLAY)
             base = Transform(self.frame_id, self.prefix + self.arm.root, self.offset, (0.0, 0.0, 0.0, 1.0))
             now = time.time_ns()
-            static_pub.publish(TFMessage(transforms=[transform_message(t, now) for t in [base, *self.arm.joint_transforms({}, movable=False, prefix=self.prefix)]]))
+            static_pub.publish(
+                TFMessage(
+                    transforms=[
+                        transform_message(t, now)
+                        for t in [base, *self.arm.joint_transforms({}, movable=False, prefix=self.prefix)]
+                    ]
+                )
+            )
             self._static_pub = static_pub  # keep it alive: transient local serves late joiners
 
         self.create_subscription(EpisodeStatus, "episode_event", self._on_episode_event, _qos.EVENTS)
         self.create_subscription(EpisodeStatus, "episode_status", self._on_episode_status, _qos.EVENTS)
         self.create_subscription(InterventionState, "intervention_state", self._on_intervention, _qos.EVENTS)
         self.create_subscription(ExecutedStep, "executed_step", self._on_executed, _qos.CONTROL)
-        self.create_subscription(PolicyUpdate, "policy_update", lambda m: self.state.on_policy_version(m.version), _qos.LATCHED)
+        self.create_subscription(
+            PolicyUpdate, "policy_update", lambda m: self.state.on_policy_version(m.version), _qos.LATCHED
+        )
         self.create_subscription(Image, "camera/image_raw", self._on_image, _qos.SENSOR)
         self.create_subscription(JointState, "joint_states", self._on_joint_state, _qos.SENSOR)
         self.create_timer(1.0 / rate, self._publish_display)
@@ -162,10 +184,24 @@ class MonitorNode(Node):
         stamp = self.get_clock().now().to_msg()
         x, y, z = self.offset
         rgba = ColorRGBA(r=colour[0], g=colour[1], b=colour[2], a=colour[3])
-        text = Marker(ns=self.robot_id, id=0, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, text="\n".join(lines),
-                      scale=Vector3(z=0.06), color=rgba)
+        text = Marker(
+            ns=self.robot_id,
+            id=0,
+            type=Marker.TEXT_VIEW_FACING,
+            action=Marker.ADD,
+            text="\n".join(lines),
+            scale=Vector3(z=0.06),
+            color=rgba,
+        )
         text.pose.position = Point(x=x, y=y + 0.2, z=z + 1.2)
-        light = Marker(ns=self.robot_id, id=1, type=Marker.SPHERE, action=Marker.ADD, scale=Vector3(x=0.08, y=0.08, z=0.08), color=rgba)
+        light = Marker(
+            ns=self.robot_id,
+            id=1,
+            type=Marker.SPHERE,
+            action=Marker.ADD,
+            scale=Vector3(x=0.08, y=0.08, z=0.08),
+            color=rgba,
+        )
         light.pose.position = Point(x=x, y=y + 0.2, z=z + 1.0)
         for m in (text, light):
             m.header.frame_id, m.header.stamp = self.frame_id, stamp

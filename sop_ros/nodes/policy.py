@@ -8,6 +8,7 @@ transient-local): each is re-verified against its sha256 and loaded in a backgro
 replaces the running policy only at an episode boundary (`episode_event`). A checkpoint that
 fails verification or loading is refused with the reason logged; the old policy keeps running.
 """
+
 from __future__ import annotations
 
 import queue
@@ -37,15 +38,21 @@ class PolicyNode(Node):
         rate = p("control_rate_hz", "control rate in Hz (the period stamped on chunks)", value_range=RATE_HZ)
         start_path = p("checkpoint_path", "safetensors checkpoint to start with (empty = wait for a PolicyUpdate)")
         start_sha = p("checkpoint_sha256", "expected sha256 of checkpoint_path (empty = not verified)")
-        start_version = p("checkpoint_version", "version stamped on steps of the start checkpoint",
-                          value_range=NON_NEGATIVE)
-        horizon = p("execute_horizon", "actions executed from each chunk before the next forward pass",
-                    value_range=AT_LEAST_ONE)
+        start_version = p(
+            "checkpoint_version", "version stamped on steps of the start checkpoint", value_range=NON_NEGATIVE
+        )
+        horizon = p(
+            "execute_horizon", "actions executed from each chunk before the next forward pass", value_range=AT_LEAST_ONE
+        )
         indicator = p("indicator", "RECAP advantage indicator at inference: '', positive or negative")
         torch.set_num_threads(p("torch_threads", "CPU threads for inference", value_range=AT_LEAST_ONE))
         # Read at each pairing of an image with a joint state.
-        max_state_age_s = p("max_state_age_s", "pair an image with a joint state at most this far apart",
-                            value_range=(0.0, 10.0), on_change=self._set_max_state_age)
+        max_state_age_s = p(
+            "max_state_age_s",
+            "pair an image with a joint state at most this far apart",
+            value_range=(0.0, 10.0),
+            on_change=self._set_max_state_age,
+        )
         self._set_max_state_age(max_state_age_s)
         self.joint_names = SIM_ARM_JOINT_NAMES
         self.period_ns = int(1e9 / rate)
@@ -82,7 +89,9 @@ class PolicyNode(Node):
     def _request(self, path: str, sha256: str, version: int, what: str) -> None:
         current = self.slot.current.version if self.slot.current else 0
         if version <= max(current, self._requested_version) and self.slot.current is not None:
-            self.get_logger().info(f"{what} v{version}: not newer than v{max(current, self._requested_version)}; ignored")
+            self.get_logger().info(
+                f"{what} v{version}: not newer than v{max(current, self._requested_version)}; ignored"
+            )
             return
         self._requested_version = max(self._requested_version, version)
         self.get_logger().info(f"{what} v{version}: verifying and loading {path} in the background")
@@ -123,7 +132,11 @@ class PolicyNode(Node):
 
     # --- observations -----------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
-        if stamp_ns(msg.header.stamp) == self._last_stamp and self._last_chunk is not None and self._episode is not None:
+        if (
+            stamp_ns(msg.header.stamp) == self._last_stamp
+            and self._last_chunk is not None
+            and self._episode is not None
+        ):
             # The arm re-sends a frame when no command came for it: the chunk for it never led to one
             # (lost, or it reached the mux when it could not execute it). Answer again with the same
             # chunk; staying silent would leave the arm waiting on this frame forever.
@@ -137,7 +150,9 @@ class PolicyNode(Node):
         try:
             state = np.asarray([msg.position[names.index(n)] for n in self.joint_names], dtype=np.float32)
         except ValueError:
-            self.get_logger().warning(f"joint_states without joints {list(self.joint_names)}; ignored", throttle_duration_sec=5.0)
+            self.get_logger().warning(
+                f"joint_states without joints {list(self.joint_names)}; ignored", throttle_duration_sec=5.0
+            )
             return
         self._state = (stamp_ns(msg.header.stamp), state)
         self._try_act()
@@ -147,13 +162,23 @@ class PolicyNode(Node):
         if loaded is None or episode is None or image is None or state is None:
             return
         stamp = stamp_ns(image.header.stamp)
-        if stamp <= self._last_stamp or stamp < stamp_ns(episode.header.stamp) or abs(stamp - state[0]) > self.max_state_age_ns:
+        if (
+            stamp <= self._last_stamp
+            or stamp < stamp_ns(episode.header.stamp)
+            or abs(stamp - state[0]) > self.max_state_age_ns
+        ):
             return
         self._last_stamp = stamp
         proposal = self.executor_.step(loaded, {"image": image_array(image), "state": state[1]}, episode.instruction)
-        msg = ActionChunk(policy_version=proposal.policy_version, chunk_length=proposal.chunk.shape[0], action_dim=proposal.chunk.shape[1],
-                          actions=proposal.chunk.reshape(-1).tolist(), instruction=episode.instruction, inference_ms=proposal.inference_ms,
-                          step_period=Duration(sec=self.period_ns // 1_000_000_000, nanosec=self.period_ns % 1_000_000_000))
+        msg = ActionChunk(
+            policy_version=proposal.policy_version,
+            chunk_length=proposal.chunk.shape[0],
+            action_dim=proposal.chunk.shape[1],
+            actions=proposal.chunk.reshape(-1).tolist(),
+            instruction=episode.instruction,
+            inference_ms=proposal.inference_ms,
+            step_period=Duration(sec=self.period_ns // 1_000_000_000, nanosec=self.period_ns % 1_000_000_000),
+        )
         msg.header.stamp = image.header.stamp
         msg.header.frame_id = "base_link"
         self._last_chunk = msg

@@ -3,6 +3,7 @@
 It gathers what the robot's other nodes report (EpisodeStatus, PolicyUpdate) so an
 operator, a monitoring tool or a test can ask one place how the robot is doing.
 """
+
 from __future__ import annotations
 
 import time
@@ -18,7 +19,9 @@ from sop_ros.nodes._runtime import run_nodes
 from sop_ros.srv import GetRobotStatus
 
 # Same QoS as the bridge's publisher: a late joiner still gets the current checkpoint.
-POLICY_UPDATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+POLICY_UPDATE_QOS = QoSProfile(
+    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
 
 
 class RobotStatusNode(Node):
@@ -59,7 +62,9 @@ class RobotStatusNode(Node):
     def _on_policy_update(self, msg: PolicyUpdate) -> None:
         self._policy_version = max(self._policy_version, msg.version)
 
-    def _on_get_status(self, request: GetRobotStatus.Request, response: GetRobotStatus.Response) -> GetRobotStatus.Response:
+    def _on_get_status(
+        self, request: GetRobotStatus.Request, response: GetRobotStatus.Response
+    ) -> GetRobotStatus.Response:
         response.robot_id = self.robot_id
         response.robot_namespace = self.get_namespace()
         response.backend = self.backend

@@ -12,6 +12,7 @@ Pacing: after publishing an observation the arm steps as soon as a new goal for 
 the next period). Without a new goal for `resend_after_s` it keeps tracking its last goal, as a
 position-controlled arm does; before the first goal of an episode it re-sends the observation.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -56,20 +57,34 @@ class SimRobotNode(Node):
         tasks_file = p("tasks_file", "task file (empty = the package's config/tasks.yaml)") or str(default_tasks_path())
         max_steps = p("max_steps", "> 0 overrides every task's step limit", value_range=NON_NEGATIVE)
         rate = p("control_rate_hz", "the arm steps at most this often (wall clock)", value_range=RATE_HZ)
-        cam = SimCameraConfig(width=p("camera_width", "image width in pixels", value_range=IMAGE_SIDE_PX),
-                              height=p("camera_height", "image height in pixels", value_range=IMAGE_SIDE_PX),
-                              fovy_deg=p("camera_fovy_deg", "vertical field of view in degrees",
-                                         value_range=(1.0, 170.0)))
+        cam = SimCameraConfig(
+            width=p("camera_width", "image width in pixels", value_range=IMAGE_SIDE_PX),
+            height=p("camera_height", "image height in pixels", value_range=IMAGE_SIDE_PX),
+            fovy_deg=p("camera_fovy_deg", "vertical field of view in degrees", value_range=(1.0, 170.0)),
+        )
         # Read at each tick / episode end: a new value applies from the next use.
-        self.reset_pause_s = p("reset_pause_s", "pause between an episode's end and the next reset",
-                               value_range=PAUSE_S, on_change=assign(self, "reset_pause_s"))
-        self.resend_after_s = p("resend_after_s", "without a new goal for this long, hold the last goal (or re-send "
-                                "the observation)", value_range=PERIOD_S, on_change=assign(self, "resend_after_s"))
+        self.reset_pause_s = p(
+            "reset_pause_s",
+            "pause between an episode's end and the next reset",
+            value_range=PAUSE_S,
+            on_change=assign(self, "reset_pause_s"),
+        )
+        self.resend_after_s = p(
+            "resend_after_s",
+            "without a new goal for this long, hold the last goal (or re-send the observation)",
+            value_range=PERIOD_S,
+            on_change=assign(self, "resend_after_s"),
+        )
         seed = p("seed", "first episode's seed (-1 = random); episode n uses seed + n", value_range=(-1, None))
-        self.max_episodes = p("max_episodes", "stop after this many episodes (0 = unlimited)",
-                              value_range=NON_NEGATIVE, on_change=assign(self, "max_episodes"))
-        self.position_scale = p("position_scale", "metres of end-effector motion per unit action",
-                                value_range=POSITION_SCALE_M)
+        self.max_episodes = p(
+            "max_episodes",
+            "stop after this many episodes (0 = unlimited)",
+            value_range=NON_NEGATIVE,
+            on_change=assign(self, "max_episodes"),
+        )
+        self.position_scale = p(
+            "position_scale", "metres of end-effector motion per unit action", value_range=POSITION_SCALE_M
+        )
 
         specs = load_task_specs(tasks_file)
         unknown = [t for t in task_ids if t not in specs]
@@ -107,7 +122,9 @@ class SimRobotNode(Node):
             self.get_logger().warning("ignoring a JointTrajectory with no points")
             return
         if tuple(msg.joint_names) != self.backend.joint_names:
-            self.get_logger().warning(f"ignoring a JointTrajectory for joints {list(msg.joint_names)}; this arm has {list(self.backend.joint_names)}")
+            self.get_logger().warning(
+                f"ignoring a JointTrajectory for joints {list(msg.joint_names)}; this arm has {list(self.backend.joint_names)}"
+            )
             return
         self._goal = np.asarray(msg.points[-1].positions, dtype=np.float64)
         self._goal_is_new = True
@@ -145,7 +162,9 @@ class SimRobotNode(Node):
         if result.done:
             outcome = EpisodeStatus.OUTCOME_SUCCESS if result.success else EpisodeStatus.OUTCOME_FAILURE
             self._publish_event(outcome, self._obs.stamp_ns)
-            self.get_logger().info(f"episode {self._episode['id']} ended after {self._episode['step']} steps: {'success' if result.success else 'failure'}")
+            self.get_logger().info(
+                f"episode {self._episode['id']} ended after {self._episode['step']} steps: {'success' if result.success else 'failure'}"
+            )
             self._episode = None
             self._next_reset_at = time.monotonic() + self.reset_pause_s
             return
@@ -154,8 +173,14 @@ class SimRobotNode(Node):
     # --- publishing -------------------------------------------------------------------------
     def _publish_event(self, outcome: int, stamp: int) -> None:
         ep = self._episode
-        msg = EpisodeStatus(episode_id=ep["id"], robot_id=self.robot_id, task_id=ep["task"].task_id,
-                            instruction=ep["task"].instruction, step=ep["step"], outcome=outcome)
+        msg = EpisodeStatus(
+            episode_id=ep["id"],
+            robot_id=self.robot_id,
+            task_id=ep["task"].task_id,
+            instruction=ep["task"].instruction,
+            step=ep["step"],
+            outcome=outcome,
+        )
         msg.header.stamp = time_msg(stamp)
         self.event_pub.publish(msg)
 
@@ -163,14 +188,27 @@ class SimRobotNode(Node):
         obs, ep = self._obs, self._episode
         self.image_pub.publish(image_message(obs.image, obs.stamp_ns, "camera"))
         info = self.backend.camera_info
-        self.info_pub.publish(CameraInfo(header=Header(stamp=time_msg(obs.stamp_ns), frame_id=info.frame_id), width=info.width, height=info.height,
-                                         k=list(info.k), distortion_model="plumb_bob", d=[0.0] * 5,
-                                         p=[info.fx, 0.0, info.cx, 0.0, 0.0, info.fy, info.cy, 0.0, 0.0, 0.0, 1.0, 0.0],
-                                         r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]))
+        self.info_pub.publish(
+            CameraInfo(
+                header=Header(stamp=time_msg(obs.stamp_ns), frame_id=info.frame_id),
+                width=info.width,
+                height=info.height,
+                k=list(info.k),
+                distortion_model="plumb_bob",
+                d=[0.0] * 5,
+                p=[info.fx, 0.0, info.cx, 0.0, 0.0, info.fy, info.cy, 0.0, 0.0, 0.0, 1.0, 0.0],
+                r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            )
+        )
         self.joint_pub.publish(joint_state_message(self.backend.joint_names, obs.state, obs.stamp_ns))
-        privileged = PrivilegedState(episode_id=ep["id"], task_id=ep["task"].task_id, episode_step=ep["step"],
-                                     state=self.backend.privileged_state().tolist(), progress=float(self.backend.progress()),
-                                     expert_action=self._sim(self.backend.expert_action).tolist())
+        privileged = PrivilegedState(
+            episode_id=ep["id"],
+            task_id=ep["task"].task_id,
+            episode_step=ep["step"],
+            state=self.backend.privileged_state().tolist(),
+            progress=float(self.backend.progress()),
+            expert_action=self._sim(self.backend.expert_action).tolist(),
+        )
         privileged.header.stamp = time_msg(obs.stamp_ns)
         self.privileged_pub.publish(privileged)
         self._obs_sent_at = time.monotonic()

@@ -5,6 +5,7 @@ Once per control tick, while the deadman button is held and the joystick has spo
 config/teleop.yaml) as a HumanCommand; each reading is sent at most once. On deadman release or
 joystick silence it stops sending, and the action mux hands control back to the policy.
 """
+
 from __future__ import annotations
 
 import time
@@ -26,13 +27,17 @@ class TeleopNode(Node):
         p = Params(self, "teleop", "teleop.yaml")
         rate = p("control_rate_hz", "commands per second at most (the control rate)", value_range=RATE_HZ)
         mapping = JoyMapping(
-            deadman_button=p("deadman_button", "button index that must be held for the human to command",
-                             value_range=NON_NEGATIVE),
+            deadman_button=p(
+                "deadman_button", "button index that must be held for the human to command", value_range=NON_NEGATIVE
+            ),
             axis_map=tuple(p("axis_map", "Joy axis index per action dimension (-1 = 0)")),
             axis_scale=tuple(float(v) for v in p("axis_scale", "gain/sign per action dimension")),
             deadzone=p("deadzone", "|axis| below this reads as 0", value_range=(0.0, 0.99)),
-            gripper_close_button=p("gripper_close_button", "held = close the gripper (+1), else open (-1); "
-                                   "-1 = use axis_map", value_range=(-1, None)),
+            gripper_close_button=p(
+                "gripper_close_button",
+                "held = close the gripper (+1), else open (-1); -1 = use axis_map",
+                value_range=(-1, None),
+            ),
         )
         joy_timeout_s = p("joy_timeout_s", "joystick silence after which control is handed back", value_range=PERIOD_S)
         self.state = TeleopState(mapping, joy_timeout_s)
@@ -52,7 +57,9 @@ class TeleopNode(Node):
         command = self.state.command(time.monotonic_ns())
         if self.state.active != self._active:
             self._active = self.state.active
-            self.get_logger().info(f"{'human commands' if self._active else 'handing back'}: {self.state.last_change_reason}")
+            self.get_logger().info(
+                f"{'human commands' if self._active else 'handing back'}: {self.state.last_change_reason}"
+            )
         if command is None:
             return
         msg = HumanCommand(action=command.action.tolist(), source="teleop", reason=command.reason or "teleop")

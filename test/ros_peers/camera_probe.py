@@ -4,6 +4,7 @@ usage: camera_probe.py TOPIC DURATION_S
 Prints "ready" once subscribed, then after DURATION_S one JSON object: {"frames": [{"stamp",
 "width", "height", "encoding", "frame_id", "mean"}], "publisher_reliability": [...]}.
 """
+
 import json
 import sys
 import time
@@ -20,11 +21,25 @@ def main():
     rclpy.init()
     node = Node("camera_probe")
     frames = []
-    node.create_subscription(Image, topic, lambda m: frames.append({
-        "stamp": m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec, "width": m.width, "height": m.height,
-        "encoding": m.encoding, "frame_id": m.header.frame_id, "mean": float(np.frombuffer(bytes(m.data), np.uint8).mean()),
-        "channel_means": np.frombuffer(bytes(m.data), np.uint8).reshape(m.height, m.width, 3).mean(axis=(0, 1)).tolist()}),
-        qos_profile_sensor_data)
+    node.create_subscription(
+        Image,
+        topic,
+        lambda m: frames.append(
+            {
+                "stamp": m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec,
+                "width": m.width,
+                "height": m.height,
+                "encoding": m.encoding,
+                "frame_id": m.header.frame_id,
+                "mean": float(np.frombuffer(bytes(m.data), np.uint8).mean()),
+                "channel_means": np.frombuffer(bytes(m.data), np.uint8)
+                .reshape(m.height, m.width, 3)
+                .mean(axis=(0, 1))
+                .tolist(),
+            }
+        ),
+        qos_profile_sensor_data,
+    )
     print("ready", flush=True)
     reliability = []
     end = time.monotonic() + duration

@@ -6,6 +6,7 @@ Subscribes like RViz (reliable; String topics transient local like RobotModel's 
 topic). Prints one JSON object: {"graph": {topic: [types]}, "messages": {topic: summary}}; the
 summary has MarkerArray frame ids, texts and colours, Image size/encoding/frame, String data.
 """
+
 import importlib
 import json
 import sys
@@ -19,12 +20,21 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 def summary(msg):
     kind = type(msg).__name__
     if kind == "MarkerArray":
-        return {"frame_ids": [m.header.frame_id for m in msg.markers], "texts": [m.text for m in msg.markers],
-                "colours": [[m.color.r, m.color.g, m.color.b] for m in msg.markers], "ns": [m.ns for m in msg.markers],
-                "positions": [[m.pose.position.x, m.pose.position.y, m.pose.position.z] for m in msg.markers]}
+        return {
+            "frame_ids": [m.header.frame_id for m in msg.markers],
+            "texts": [m.text for m in msg.markers],
+            "colours": [[m.color.r, m.color.g, m.color.b] for m in msg.markers],
+            "ns": [m.ns for m in msg.markers],
+            "positions": [[m.pose.position.x, m.pose.position.y, m.pose.position.z] for m in msg.markers],
+        }
     if kind == "Image":
-        return {"width": msg.width, "height": msg.height, "encoding": msg.encoding, "frame_id": msg.header.frame_id,
-                "bytes": len(msg.data)}
+        return {
+            "width": msg.width,
+            "height": msg.height,
+            "encoding": msg.encoding,
+            "frame_id": msg.header.frame_id,
+            "bytes": len(msg.data),
+        }
     if kind == "String":
         return {"data": msg.data}
     if kind == "TFMessage":
@@ -42,8 +52,11 @@ def main():
         package, _, name = type_name.split("/")
         msg_type = getattr(importlib.import_module(f"{package}.msg"), name)
         latched = type_name in ("std_msgs/msg/String",) or topic == "/tf_static"
-        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+        qos = QoSProfile(
+            depth=10,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
+        )
         node.create_subscription(msg_type, topic, lambda m, t=topic: messages.__setitem__(t, summary(m)), qos)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and len(messages) < len(wanted):

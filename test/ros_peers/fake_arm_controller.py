@@ -10,6 +10,7 @@ more episode ended (or at MAX_DURATION_S). Writes JSON lines:
 goal (stamp, joint_names, positions, time_from_start), event (episode_event), executed
 (executed_step), label (a label_episode request), end_response.
 """
+
 import json
 import sys
 import time
@@ -43,13 +44,30 @@ def main():
 
     def on_goal(msg):
         point = msg.points[-1]
-        write({"topic": "goal", "stamp": ns_of(msg.header.stamp), "joint_names": list(msg.joint_names), "positions": list(point.positions),
-               "time_from_start": ns_of(point.time_from_start), "received": time.time_ns()})
+        write(
+            {
+                "topic": "goal",
+                "stamp": ns_of(msg.header.stamp),
+                "joint_names": list(msg.joint_names),
+                "positions": list(point.positions),
+                "time_from_start": ns_of(point.time_from_start),
+                "received": time.time_ns(),
+            }
+        )
         position[:] = list(point.positions)
 
     def on_event(msg):
-        write({"topic": "event", "stamp": ns_of(msg.header.stamp), "episode_id": msg.episode_id, "outcome": msg.outcome, "step": msg.step,
-               "task_id": msg.task_id, "received": time.time_ns()})
+        write(
+            {
+                "topic": "event",
+                "stamp": ns_of(msg.header.stamp),
+                "episode_id": msg.episode_id,
+                "outcome": msg.outcome,
+                "step": msg.step,
+                "task_id": msg.task_id,
+                "received": time.time_ns(),
+            }
+        )
         running["id"] = msg.episode_id if msg.outcome == EpisodeStatus.OUTCOME_RUNNING else None
         if msg.outcome != EpisodeStatus.OUTCOME_RUNNING:
             ended.append((msg.episode_id, msg.outcome))
@@ -61,10 +79,21 @@ def main():
 
     node.create_subscription(JointTrajectory, f"{ns}/arm_controller/joint_trajectory", on_goal, CONTROL)
     node.create_subscription(EpisodeStatus, f"{ns}/episode_event", on_event, EVENTS)
+
     def on_executed(m):
         steps[m.episode_id] = steps.get(m.episode_id, 0) + 1
-        write({"topic": "executed", "stamp": ns_of(m.header.stamp), "executed_at": ns_of(m.executed_at), "episode_id": m.episode_id,
-               "episode_step": m.episode_step, "actor": m.actor, "policy_version": m.policy_version, "action": list(m.action)})
+        write(
+            {
+                "topic": "executed",
+                "stamp": ns_of(m.header.stamp),
+                "executed_at": ns_of(m.executed_at),
+                "episode_id": m.episode_id,
+                "episode_step": m.episode_step,
+                "actor": m.actor,
+                "policy_version": m.policy_version,
+                "action": list(m.action),
+            }
+        )
 
     node.create_subscription(ExecutedStep, f"{ns}/executed_step", on_executed, CONTROL)
     node.create_service(LabelEpisode, f"{ns}/label_episode", on_label)
@@ -89,8 +118,13 @@ def main():
             r = end_future.result()
             write({"topic": "end_response", "accepted": r.accepted, "episode_id": r.episode_id, "message": r.message})
             end_future, operator_ended = None, r.episode_id
-        if operator_ended and done_after is None and ended and ended[-1][0] not in (operator_ended,) and \
-                operator_ended in [e for e, _ in ended]:
+        if (
+            operator_ended
+            and done_after is None
+            and ended
+            and ended[-1][0] not in (operator_ended,)
+            and operator_ended in [e for e, _ in ended]
+        ):
             done_after = time.monotonic() + 0.5  # the last messages arrive
         if done_after is not None and time.monotonic() > done_after:
             break

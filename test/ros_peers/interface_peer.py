@@ -3,6 +3,7 @@
 Messages received on `<name>` are republished unchanged on `echo/<name>`; services answer
 with values derived from the request, so the caller can check a real round trip.
 """
+
 import sys
 
 import rclpy
@@ -14,7 +15,12 @@ from sop_ros.msg import ActionChunk, EpisodeStatus, InterventionState, PolicyUpd
 from sop_ros.srv import GetRobotStatus, LabelEpisode, SetTask
 
 QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-MESSAGES = {"action_chunk": ActionChunk, "intervention_state": InterventionState, "policy_update": PolicyUpdate, "episode_status": EpisodeStatus}
+MESSAGES = {
+    "action_chunk": ActionChunk,
+    "intervention_state": InterventionState,
+    "policy_update": PolicyUpdate,
+    "episode_status": EpisodeStatus,
+}
 
 
 class Peer(Node):

@@ -6,6 +6,7 @@ silence (the process stays alive but stops publishing for 1.5 s). Prints one JSO
 start: {"phase", "t_ns"}. Axes: [0.5, 0.8, 0, 0, -0.6] -> with the default mapping the action
 is [0.8, 0.5, -0.6, -1.0].
 """
+
 import json
 import sys
 import time
@@ -15,7 +16,13 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Joy
 
-PHASES = [("idle", 2.0, False), ("hold", 1.5, True), ("release", 1.5, False), ("hold2", 1.0, True), ("silent", 1.5, None)]
+PHASES = [
+    ("idle", 2.0, False),
+    ("hold", 1.5, True),
+    ("release", 1.5, False),
+    ("hold2", 1.0, True),
+    ("silent", 1.5, None),
+]
 
 
 def main():

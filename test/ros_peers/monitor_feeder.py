@@ -7,6 +7,7 @@ takes over ("no progress"). Phase "idle": e1 ends. After each phase it waits for
 whose text reflects it and an annotated Image published after it, then prints one JSON line:
 {"phase", "text", "colour", "image": {"width", "height", "corner_rgb", "bottom_rgb"}}.
 """
+
 import json
 import sys
 import time
@@ -31,8 +32,12 @@ def main():
     steps, changes = pub(ExecutedStep, "executed_step", CONTROL), pub(InterventionState, "intervention_state", EVENTS)
     images, joints = pub(Image, "camera/image_raw", SENSOR), pub(JointState, "joint_states", SENSOR)
     latest = {}
-    node.create_subscription(MarkerArray, f"{ns}/monitor/markers", lambda m: latest.__setitem__("markers", (time.monotonic(), m)), DISPLAY)
-    node.create_subscription(Image, f"{ns}/monitor/image", lambda m: latest.__setitem__("image", (time.monotonic(), m)), DISPLAY)
+    node.create_subscription(
+        MarkerArray, f"{ns}/monitor/markers", lambda m: latest.__setitem__("markers", (time.monotonic(), m)), DISPLAY
+    )
+    node.create_subscription(
+        Image, f"{ns}/monitor/image", lambda m: latest.__setitem__("image", (time.monotonic(), m)), DISPLAY
+    )
 
     def spin(seconds):
         end = time.monotonic() + seconds
@@ -58,22 +63,51 @@ def main():
             if m and i and m[0] > since and i[0] > since and expect in m[1].markers[0].text:
                 marker, image = m[1].markers[0], i[1]
                 pixels = np.frombuffer(bytes(image.data), np.uint8).reshape(image.height, image.width, 3)
-                print(json.dumps({"phase": phase, "text": marker.text, "colour": [marker.color.r, marker.color.g, marker.color.b],
-                                  "image": {"width": image.width, "height": image.height, "corner_rgb": pixels[0, 0].tolist(),
-                                            "bottom_rgb": pixels[image.height - 8, image.width // 2].tolist()}}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "phase": phase,
+                            "text": marker.text,
+                            "colour": [marker.color.r, marker.color.g, marker.color.b],
+                            "image": {
+                                "width": image.width,
+                                "height": image.height,
+                                "corner_rgb": pixels[0, 0].tolist(),
+                                "bottom_rgb": pixels[image.height - 8, image.width // 2].tolist(),
+                            },
+                        }
+                    ),
+                    flush=True,
+                )
                 return
-        print(json.dumps({"phase": phase, "timeout": True, "text": latest["markers"][1].markers[0].text if "markers" in latest else None}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "phase": phase,
+                    "timeout": True,
+                    "text": latest["markers"][1].markers[0].text if "markers" in latest else None,
+                }
+            ),
+            flush=True,
+        )
         sys.exit(1)
 
     # Publish only once the monitor subscribes to every stream: it may still be importing on a
     # loaded machine, and volatile messages sent before it matched would be lost.
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and min(p.get_subscription_count() for p in (events, statuses, steps, changes, images, joints)) == 0:
+    while (
+        time.monotonic() < deadline
+        and min(p.get_subscription_count() for p in (events, statuses, steps, changes, images, joints)) == 0
+    ):
         spin(0.1)
     spin(0.5)
     for episode_id, outcome in (("a", 1), ("b", 2), ("a", 1), ("c", 1), ("d", 3)):
-        statuses.publish(EpisodeStatus(episode_id=episode_id, outcome=outcome, upload_state=EpisodeStatus.UPLOAD_SPOOLED))
-    start = EpisodeStatus(episode_id="e1", task_id="push-v3", instruction="push the puck", outcome=EpisodeStatus.OUTCOME_RUNNING)
+        statuses.publish(
+            EpisodeStatus(episode_id=episode_id, outcome=outcome, upload_state=EpisodeStatus.UPLOAD_SPOOLED)
+        )
+    start = EpisodeStatus(
+        episode_id="e1", task_id="push-v3", instruction="push the puck", outcome=EpisodeStatus.OUTCOME_RUNNING
+    )
     events.publish(start)
     spin(0.2)
     for i in range(3):

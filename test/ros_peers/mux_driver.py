@@ -4,6 +4,7 @@ usage: mux_driver.py NAMESPACE OUT_FILE DURATION_S
 Announces one running episode (the mux executes only inside one), then each tick publishes
 joint_states and a one-action ActionChunk [0.01, 0, 0, 0] (policy v5) stamped now; writes JSON lines for every ExecutedStep, InterventionState and arm goal received.
 """
+
 import json
 import sys
 import time
@@ -27,17 +28,51 @@ def main():
     node = Node("mux_driver")
     out = open(out_path, "w", buffering=1)
     events = node.create_publisher(EpisodeStatus, f"{ns}/episode_event", EVENTS)
-    start = EpisodeStatus(episode_id="mux-driver-episode", robot_id=ns.strip("/"), task_id="push-v3", outcome=EpisodeStatus.OUTCOME_RUNNING)
+    start = EpisodeStatus(
+        episode_id="mux-driver-episode",
+        robot_id=ns.strip("/"),
+        task_id="push-v3",
+        outcome=EpisodeStatus.OUTCOME_RUNNING,
+    )
     start.header.stamp = node.get_clock().now().to_msg()
     events.publish(start)  # transient-local: a mux that starts later still gets it
     joints = node.create_publisher(JointState, f"{ns}/joint_states", SENSOR)
     chunks = node.create_publisher(ActionChunk, f"{ns}/action_chunk", CONTROL)
-    node.create_subscription(ExecutedStep, f"{ns}/executed_step", lambda m: out.write(json.dumps(
-        {"topic": "executed", "stamp": ns_of(m.header.stamp), "actor": m.actor, "action": list(m.action), "version": m.policy_version}) + "\n"), CONTROL)
-    node.create_subscription(InterventionState, f"{ns}/intervention_state", lambda m: out.write(json.dumps(
-        {"topic": "intervention", "stamp": ns_of(m.header.stamp), "actor": m.actor, "reason": m.reason}) + "\n"), EVENTS)
-    node.create_subscription(JointTrajectory, f"{ns}/arm_controller/joint_trajectory", lambda m: out.write(json.dumps(
-        {"topic": "goal", "stamp": ns_of(m.header.stamp), "positions": list(m.points[0].positions)}) + "\n"), CONTROL)
+    node.create_subscription(
+        ExecutedStep,
+        f"{ns}/executed_step",
+        lambda m: out.write(
+            json.dumps(
+                {
+                    "topic": "executed",
+                    "stamp": ns_of(m.header.stamp),
+                    "actor": m.actor,
+                    "action": list(m.action),
+                    "version": m.policy_version,
+                }
+            )
+            + "\n"
+        ),
+        CONTROL,
+    )
+    node.create_subscription(
+        InterventionState,
+        f"{ns}/intervention_state",
+        lambda m: out.write(
+            json.dumps({"topic": "intervention", "stamp": ns_of(m.header.stamp), "actor": m.actor, "reason": m.reason})
+            + "\n"
+        ),
+        EVENTS,
+    )
+    node.create_subscription(
+        JointTrajectory,
+        f"{ns}/arm_controller/joint_trajectory",
+        lambda m: out.write(
+            json.dumps({"topic": "goal", "stamp": ns_of(m.header.stamp), "positions": list(m.points[0].positions)})
+            + "\n"
+        ),
+        CONTROL,
+    )
 
     def tick():
         now = node.get_clock().now().to_msg()

@@ -5,6 +5,7 @@ Waits for the policy node's subscription (and, with AT_STEP, for the robot to ex
 AT_STEP of an episode, so the announcement lands mid-episode), publishes, keeps the publisher alive 2 s, exits 0
 (1 if no subscriber appeared within 60 s).
 """
+
 import sys
 import time
 
@@ -25,8 +26,12 @@ def main():
     at_step = int(sys.argv[5]) if len(sys.argv) > 5 else None
     reached = []
     if at_step is not None:
-        node.create_subscription(ExecutedStep, f"{ns}/executed_step", lambda m: reached.append(m) if m.episode_step == at_step else None,
-                                 QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        node.create_subscription(
+            ExecutedStep,
+            f"{ns}/executed_step",
+            lambda m: reached.append(m) if m.episode_step == at_step else None,
+            QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
+        )
     deadline = time.monotonic() + 60.0
     while (pub.get_subscription_count() == 0 or (at_step is not None and not reached)) and time.monotonic() < deadline:
         rclpy.spin_once(node, timeout_sec=0.05)

@@ -3,6 +3,7 @@ they can, so a SIGINT almost surely lands while a callback is inside publish().
 
 usage: publishing_flood.py   (prints "spinning" once the node is up)
 """
+
 from rclpy.node import Node
 from std_msgs.msg import String
 

@@ -4,6 +4,7 @@ usage: resend_probe.py NAMESPACE
 Prints one line per ActionChunk received ("chunk STAMP") and "done" after the re-send window,
 so the test can check that a re-sent frame (the arm got no command for it) is answered again.
 """
+
 import sys
 import time
 
@@ -40,8 +41,12 @@ def main():
     while node.count_subscribers(f"{ns}/camera/image_raw") == 0 or node.count_publishers(f"{ns}/action_chunk") == 0:
         spin_for(node, 0.1)
     stamp = time.time_ns()
-    event = EpisodeStatus(episode_id="probe-episode", task_id="push-v3", instruction="push the puck to the green goal",
-                          outcome=EpisodeStatus.OUTCOME_RUNNING)
+    event = EpisodeStatus(
+        episode_id="probe-episode",
+        task_id="push-v3",
+        instruction="push the puck to the green goal",
+        outcome=EpisodeStatus.OUTCOME_RUNNING,
+    )
     event.header.stamp = time_msg(stamp)
     events.publish(event)
     js = JointState(name=["x_joint", "y_joint", "z_joint", "gripper_joint"], position=[0.0, 0.6, 0.2, 1.0])

@@ -4,6 +4,7 @@ usage: robot_topic_recorder.py OUT_FILE NAMESPACE...
 Each line: {"ns", "topic", ...fields}. Topics: intervention_state, executed_step, episode_event,
 episode_status (the streams the robot tests compare with the recorded episodes).
 """
+
 import json
 import signal
 import sys
@@ -33,16 +34,58 @@ def main():
         return lambda msg: out.write(json.dumps({"ns": ns, "topic": topic, **convert(msg)}) + "\n")
 
     for ns in namespaces:
-        node.create_subscription(InterventionState, f"{ns}/intervention_state", writer(ns, "intervention_state", lambda m: {
-            "stamp": ns_of(m.header.stamp), "actor": m.actor, "episode_id": m.episode_id, "episode_step": m.episode_step,
-            "segment_index": m.segment_index, "reason": m.reason}), EVENTS)
-        node.create_subscription(ExecutedStep, f"{ns}/executed_step", writer(ns, "executed_step", lambda m: {
-            "stamp": ns_of(m.header.stamp), "executed_at": ns_of(m.executed_at), "actor": m.actor, "episode_id": m.episode_id,
-            "episode_step": m.episode_step, "policy_version": m.policy_version}), CONTROL)
+        node.create_subscription(
+            InterventionState,
+            f"{ns}/intervention_state",
+            writer(
+                ns,
+                "intervention_state",
+                lambda m: {
+                    "stamp": ns_of(m.header.stamp),
+                    "actor": m.actor,
+                    "episode_id": m.episode_id,
+                    "episode_step": m.episode_step,
+                    "segment_index": m.segment_index,
+                    "reason": m.reason,
+                },
+            ),
+            EVENTS,
+        )
+        node.create_subscription(
+            ExecutedStep,
+            f"{ns}/executed_step",
+            writer(
+                ns,
+                "executed_step",
+                lambda m: {
+                    "stamp": ns_of(m.header.stamp),
+                    "executed_at": ns_of(m.executed_at),
+                    "actor": m.actor,
+                    "episode_id": m.episode_id,
+                    "episode_step": m.episode_step,
+                    "policy_version": m.policy_version,
+                },
+            ),
+            CONTROL,
+        )
         for topic in ("episode_event", "episode_status"):
-            node.create_subscription(EpisodeStatus, f"{ns}/{topic}", writer(ns, topic, lambda m: {
-                "stamp": ns_of(m.header.stamp), "episode_id": m.episode_id, "outcome": m.outcome, "step": m.step,
-                "upload_state": m.upload_state, "task_id": m.task_id}), EVENTS)
+            node.create_subscription(
+                EpisodeStatus,
+                f"{ns}/{topic}",
+                writer(
+                    ns,
+                    topic,
+                    lambda m: {
+                        "stamp": ns_of(m.header.stamp),
+                        "episode_id": m.episode_id,
+                        "outcome": m.outcome,
+                        "step": m.step,
+                        "upload_state": m.upload_state,
+                        "task_id": m.task_id,
+                    },
+                ),
+                EVENTS,
+            )
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     print("ready", flush=True)
     try:

@@ -1,4 +1,5 @@
 """Calls GetRobotStatus in each namespace given on the command line; prints one JSON line."""
+
 import json
 import sys
 
@@ -20,8 +21,17 @@ def main():
         future = client.call_async(GetRobotStatus.Request())
         rclpy.spin_until_future_complete(node, future, timeout_sec=10.0)
         r = future.result()
-        out[ns] = {"robot_id": r.robot_id, "namespace": r.robot_namespace, "backend": r.backend, "task_set": list(r.task_set),
-                   "control_rate_hz": r.control_rate_hz} if r else None
+        out[ns] = (
+            {
+                "robot_id": r.robot_id,
+                "namespace": r.robot_namespace,
+                "backend": r.backend,
+                "task_set": list(r.task_set),
+                "control_rate_hz": r.control_rate_hz,
+            }
+            if r
+            else None
+        )
     print(json.dumps(out), flush=True)
     node.destroy_node()
     rclpy.try_shutdown()

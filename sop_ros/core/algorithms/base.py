@@ -6,11 +6,13 @@ needs (`StepTargets.observation_steps`, e.g. RECAP's n-step bootstrap state), an
 loss on a batch (`loss`), reporting a per-sample loss the sampler uses to balance online and
 offline data.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -68,7 +70,11 @@ class StepTargets:
 
     @property
     def nbytes(self) -> int:
-        return int(self.trainable.nbytes + sum(a.nbytes for a in self.fields.values()) + sum(a.nbytes for a in self.observation_steps.values()))
+        return int(
+            self.trainable.nbytes
+            + sum(a.nbytes for a in self.fields.values())
+            + sum(a.nbytes for a in self.observation_steps.values())
+        )
 
 
 @dataclasses.dataclass

@@ -1,7 +1,8 @@
 """Behaviour cloning: every step of the offline demonstrations, nothing from the fleet."""
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

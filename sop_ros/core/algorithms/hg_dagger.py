@@ -6,10 +6,11 @@ autonomous steps, so `include_successful_autonomous` adds the policy steps of su
 online episodes (filtered-BC style). The metaworld spike saw relabel-everything DAgger hurt
 push-v3, which is why failed autonomous steps are never labels.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

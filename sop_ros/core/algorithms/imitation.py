@@ -1,13 +1,23 @@
 """What BC and HG-DAgger share: chunked action labels on trusted steps and a masked MSE loss."""
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
-from sop_ros.core.algorithms.base import PER_SAMPLE_LOSS, Batch, EpisodeMeta, StepTargets, chunk_labels, masked_chunk_mse, require_fields
+from sop_ros.core.algorithms.base import (
+    PER_SAMPLE_LOSS,
+    Batch,
+    EpisodeMeta,
+    StepTargets,
+    chunk_labels,
+    masked_chunk_mse,
+    require_fields,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +44,9 @@ class ImitationAlgorithm:
         from sop_ros.core.model.config import ConfigError
 
         if model_config.chunk_size != self.config.chunk_size:
-            raise ConfigError(f"{self.name}: chunk_size {self.config.chunk_size} != model chunk_size {model_config.chunk_size}")
+            raise ConfigError(
+                f"{self.name}: chunk_size {self.config.chunk_size} != model chunk_size {model_config.chunk_size}"
+            )
 
     def trusted_steps(self, arrays: Mapping[str, np.ndarray], meta: EpisodeMeta) -> np.ndarray:
         raise NotImplementedError
@@ -46,8 +58,12 @@ class ImitationAlgorithm:
         return StepTargets(trainable=trusted, fields={"action_chunk": chunks, "chunk_mask": mask})
 
     def loss(self, model: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
-        pred = model.action_chunks(model.pixels(batch.images, augment=model.training), batch.states, model.text(batch.instructions))
-        per_sample = masked_chunk_mse(pred, batch.targets["action_chunk"], batch.targets["chunk_mask"], self.config.later_action_weight)
+        pred = model.action_chunks(
+            model.pixels(batch.images, augment=model.training), batch.states, model.text(batch.instructions)
+        )
+        per_sample = masked_chunk_mse(
+            pred, batch.targets["action_chunk"], batch.targets["chunk_mask"], self.config.later_action_weight
+        )
         loss = per_sample.mean()
         return loss, {"action_loss": float(loss.detach()), PER_SAMPLE_LOSS: per_sample.detach()}
 

@@ -15,16 +15,28 @@ Loss (needs the value network, so it lives at batch time):
   total = chunk MSE(policy | I) + value_loss_weight * CE(value bins)   (value term off when frozen)
 Unlabelled episodes give no value targets and only their human steps train the policy.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sop_ros.core.algorithms.base import PER_SAMPLE_LOSS, Batch, DataSource, EpisodeMeta, StepTargets, chunk_labels, human_steps, masked_chunk_mse, require_fields
+from sop_ros.core.algorithms.base import (
+    PER_SAMPLE_LOSS,
+    Batch,
+    DataSource,
+    EpisodeMeta,
+    StepTargets,
+    chunk_labels,
+    human_steps,
+    masked_chunk_mse,
+    require_fields,
+)
 from sop_ros.core.algorithms.imitation import ImitationConfig
 
 BOOTSTRAP = "bootstrap"  # observation_steps key of the n-step bootstrap state
@@ -90,8 +102,14 @@ class Recap:
             raise ConfigError(f"recap: chunk_size {c.chunk_size} != model chunk_size {model_config.chunk_size}")
         if not model_config.use_indicator:
             raise ConfigError("recap needs a model with use_indicator=True")
-        if (model_config.value_bins, model_config.value_min, model_config.value_max) != (c.value_bins, c.value_min, c.value_max):
-            raise ConfigError(f"recap value bins {c.value_bins} on [{c.value_min}, {c.value_max}] differ from the model's")
+        if (model_config.value_bins, model_config.value_min, model_config.value_max) != (
+            c.value_bins,
+            c.value_min,
+            c.value_max,
+        ):
+            raise ConfigError(
+                f"recap value bins {c.value_bins} on [{c.value_min}, {c.value_max}] differ from the model's"
+            )
 
     # ---- targets ------------------------------------------------------------------------
     def targets(self, arrays: Mapping[str, np.ndarray], meta: EpisodeMeta) -> StepTargets:
@@ -150,7 +168,9 @@ class Recap:
             return None
         return float(np.quantile(self._advantages[task_id][:n], 1.0 - self.config.positive_fraction))
 
-    def indicators(self, task_ids: list[str], advantages: torch.Tensor, forced_positive: torch.Tensor, policy_mask: torch.Tensor) -> torch.Tensor:
+    def indicators(
+        self, task_ids: list[str], advantages: torch.Tensor, forced_positive: torch.Tensor, policy_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Indicator per sample (1 positive / 2 negative) before dropout; updates the per-task windows."""
         adv = advantages.detach().cpu().numpy()
         usable = policy_mask.cpu().numpy().astype(bool)
@@ -158,7 +178,9 @@ class Recap:
             sel = np.array([t == task for t in task_ids]) & usable
             if sel.any():
                 self.record_advantages(task, adv[sel])
-        eps = np.array([self.threshold(t) if self.threshold(t) is not None else 0.0 for t in task_ids], dtype=np.float32)
+        eps = np.array(
+            [self.threshold(t) if self.threshold(t) is not None else 0.0 for t in task_ids], dtype=np.float32
+        )
         positive = (adv > eps) | forced_positive.cpu().numpy().astype(bool)
         return torch.from_numpy(np.where(positive, 1, 2).astype(np.int64))
 
@@ -177,9 +199,13 @@ class Recap:
             if bool(boot_valid.any()):
                 sel = boot_valid.nonzero().squeeze(1)
                 boot_pix = model.pixels(tg[f"{BOOTSTRAP}_images"][sel])
-                v_boot[sel] = model.expected_value(model.value_logits(boot_pix, tg[f"{BOOTSTRAP}_states"][sel], text[sel]))
+                v_boot[sel] = model.expected_value(
+                    model.value_logits(boot_pix, tg[f"{BOOTSTRAP}_states"][sel], text[sel])
+                )
             advantages = tg["nstep_reward"] + v_boot - v_t
-            ind = self.indicators(batch.task_ids, advantages, tg["forced_positive"], tg["policy_mask"]).to(pixels.device)
+            ind = self.indicators(batch.task_ids, advantages, tg["forced_positive"], tg["policy_mask"]).to(
+                pixels.device
+            )
             dropped = torch.rand(len(batch), generator=self._gen) < c.indicator_dropout
             ind_in = torch.where(dropped.to(pixels.device), torch.zeros_like(ind), ind)
         pred = model.action_chunks(pixels, batch.states, text, ind_in)
@@ -208,7 +234,9 @@ class Recap:
     # ---- state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "advantages": {t: self._advantages[t][: min(n, self.config.threshold_window)].tolist() for t, n in self._counts.items()},
+            "advantages": {
+                t: self._advantages[t][: min(n, self.config.threshold_window)].tolist() for t, n in self._counts.items()
+            },
             "counts": dict(self._counts),
         }
 

@@ -1,9 +1,11 @@
 """`make_algorithm(name, config)`: the one place that maps algorithm names to plug-ins."""
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, Callable, Mapping, Optional, Union
+from collections.abc import Callable, Mapping
+from typing import Any, Optional, Union
 
 from sop_ros.core.algorithms.base import Algorithm
 from sop_ros.core.algorithms.bc import BCConfig, BehaviourCloning
@@ -21,7 +23,10 @@ def make_algorithm(name: str, config: Union[None, Mapping[str, Any], object] = N
     """Build an algorithm from its name and a config dataclass or a mapping of its fields."""
     if name not in ALGORITHMS:
         hint = difflib.get_close_matches(name, ALGORITHMS, n=1)
-        raise ValueError(f"unknown algorithm {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else f"; known: {sorted(ALGORITHMS)}"))
+        raise ValueError(
+            f"unknown algorithm {name!r}"
+            + (f"; did you mean {hint[0]!r}?" if hint else f"; known: {sorted(ALGORITHMS)}")
+        )
     config_cls, factory = ALGORITHMS[name]
     if config is None:
         config = config_cls()

@@ -7,6 +7,7 @@ proposals arrive on their own topics in any order, so they are buffered by stamp
 when the episode closes. A step whose image or state never arrived makes the episode incomplete:
 it is dropped with a reason instead of being filled with invented data.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,7 +60,9 @@ class _StampBuffer:
 class EpisodeAssembler:
     """One robot's recording state: the open episode and the buffered per-stamp streams."""
 
-    def __init__(self, robot_id: str, chunk_shape: tuple[int, int], buffer_steps: int = 2000, max_state_age_ns: int = 50_000_000):
+    def __init__(
+        self, robot_id: str, chunk_shape: tuple[int, int], buffer_steps: int = 2000, max_state_age_ns: int = 50_000_000
+    ):
         # On hardware the camera and the arm stamp independently: a frame is paired with the
         # nearest joint state within max_state_age_ns (the policy pairs them the same way).
         # In simulation both carry the same stamp and the exact match is used.
@@ -85,7 +88,9 @@ class EpisodeAssembler:
     def human_steps(self) -> int:
         return sum(1 for s in self._steps if s.actor == Actor.HUMAN)
 
-    def observation(self, stamp_ns: int, image: Optional[np.ndarray] = None, state: Optional[np.ndarray] = None) -> None:
+    def observation(
+        self, stamp_ns: int, image: Optional[np.ndarray] = None, state: Optional[np.ndarray] = None
+    ) -> None:
         if image is not None:
             self._images.put(stamp_ns, np.asarray(image, dtype=np.uint8))
         if state is not None:
@@ -100,7 +105,11 @@ class EpisodeAssembler:
 
     def start(self, episode_id: str, task_id: str, instruction: str, start_ns: int) -> None:
         if self._open is not None:
-            log.warning("episode %s started while %s was still open; discarding the open one", episode_id, self._open["episode_id"])
+            log.warning(
+                "episode %s started while %s was still open; discarding the open one",
+                episode_id,
+                self._open["episode_id"],
+            )
         self._open = dict(episode_id=episode_id, task_id=task_id, instruction=instruction, start_ns=start_ns)
         self._steps = []
 
@@ -119,11 +128,20 @@ class EpisodeAssembler:
         self._open, self._steps = None, []
         if not steps:
             raise IncompleteEpisode(f"episode {episode_id}: no executed steps")
-        builder = EpisodeBuilder(self.robot_id, meta["task_id"], meta["instruction"], self.chunk_shape, episode_id=episode_id, start_ns=meta["start_ns"])
+        builder = EpisodeBuilder(
+            self.robot_id,
+            meta["task_id"],
+            meta["instruction"],
+            self.chunk_shape,
+            episode_id=episode_id,
+            start_ns=meta["start_ns"],
+        )
         previous = Actor.POLICY
         for i, step in enumerate(steps):
             if step.episode_step != i:
-                raise IncompleteEpisode(f"episode {episode_id}: executed step {i} missing (got step {step.episode_step})")
+                raise IncompleteEpisode(
+                    f"episode {episode_id}: executed step {i} missing (got step {step.episode_step})"
+                )
             image, state = self._images.pop(step.stamp_ns), self._states.pop(step.stamp_ns)
             if state is None:
                 state = self._states.nearest(step.stamp_ns, self.max_state_age_ns)
@@ -134,6 +152,13 @@ class EpisodeAssembler:
             if step.actor == Actor.HUMAN and previous != Actor.HUMAN:
                 builder.intervention_reasons.append(str(self._reasons.pop(step.stamp_ns) or ""))
             previous = step.actor
-            builder.add_step(image, state, step.action, step.actor, step.policy_version, step.stamp_ns,
-                             None if step.actor == Actor.HUMAN else chunk)
+            builder.add_step(
+                image,
+                state,
+                step.action,
+                step.actor,
+                step.policy_version,
+                step.stamp_ns,
+                None if step.actor == Actor.HUMAN else chunk,
+            )
         return builder.close(success, label_source, end_ns)

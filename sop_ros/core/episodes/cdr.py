@@ -5,6 +5,7 @@ was ~5x the 60 ms budget. These four fixed message types are encoded here with s
 (plain little-endian XCDR1, tight and zero-padded, byte-identical to mcap_ros2's output: the tests compare
 them and decode our bytes with mcap_ros2 and rclpy). Not rclpy either: see research/mcap-spike.md pitfall 1.
 """
+
 from __future__ import annotations
 
 import struct
@@ -57,7 +58,7 @@ class _CdrIn:
         self.pos += -self.pos % align
         if self.pos + n > len(self.buf):
             raise CdrError(f"{self.what}: message truncated (needs {self.pos + n} bytes, has {len(self.buf)})")
-        out = self.buf[self.pos: self.pos + n]
+        out = self.buf[self.pos : self.pos + n]
         self.pos += n
         return out
 

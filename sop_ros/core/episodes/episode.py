@@ -4,12 +4,14 @@ This is the contract every layer shares (recorder, spool, wire, learner stores,
 sampler, algorithms). It is plain numpy; the on-disk format lives in episode_file.py.
 An Episode is immutable once closed: build it with EpisodeBuilder, then `close()`.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import enum
 import uuid
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -93,9 +95,7 @@ def segments_from_actors(actors: np.ndarray, reasons: Sequence[str] = ()) -> tup
             start = None
     if start is not None:
         segments.append((start, len(actors)))
-    return tuple(
-        InterventionSegment(s, e, reasons[k] if k < len(reasons) else "") for k, (s, e) in enumerate(segments)
-    )
+    return tuple(InterventionSegment(s, e, reasons[k] if k < len(reasons) else "") for k, (s, e) in enumerate(segments))
 
 
 def _check(cond: bool, field: str, what: str) -> None:
@@ -131,22 +131,40 @@ def validate_episode(ep: Episode) -> None:
         _check(arr.shape[0] == t, name, f"length {arr.shape[0]} != number of steps {t}")
     _check(ep.images.shape[3] == 3, "images", f"shape {ep.images.shape}, expected [T, H, W, 3]")
     _check(ep.proposed_chunks.shape[2] == ep.actions.shape[1], "proposed_chunks", "action dim differs from actions")
-    _check(bool(np.isin(ep.actors, [Actor.POLICY, Actor.HUMAN]).all()), "actors", "values must be 0 (policy) or 1 (human)")
+    _check(
+        bool(np.isin(ep.actors, [Actor.POLICY, Actor.HUMAN]).all()), "actors", "values must be 0 (policy) or 1 (human)"
+    )
     _check(bool(np.isfinite(ep.actions).all()), "actions", "contains NaN or inf")
     _check(bool(np.isfinite(ep.states).all()), "states", "contains NaN or inf")
     _check(bool((np.diff(ep.stamps_ns) >= 0).all()), "stamps_ns", "timestamps go backwards")
     _check(bool((ep.policy_versions >= 0).all()), "policy_versions", "negative version")
     _check(ep.success is None or isinstance(ep.success, bool), "success", "must be true, false or null")
     _check(isinstance(ep.label_source, LabelSource), "label_source", "unknown label source")
-    _check((ep.success is None) == (ep.label_source == LabelSource.NONE), "label_source", "must be 'none' exactly when unlabelled")
-    _check(len(ep.intervention_reasons) <= len(segments_from_actors(ep.actors)), "intervention_reasons", "more reasons than intervention segments")
+    _check(
+        (ep.success is None) == (ep.label_source == LabelSource.NONE),
+        "label_source",
+        "must be 'none' exactly when unlabelled",
+    )
+    _check(
+        len(ep.intervention_reasons) <= len(segments_from_actors(ep.actors)),
+        "intervention_reasons",
+        "more reasons than intervention segments",
+    )
     _check(ep.end_ns >= ep.start_ns, "end_ns", "episode ends before it starts")
 
 
 class EpisodeBuilder:
     """Accumulates steps while an episode is running; `close()` returns the immutable Episode."""
 
-    def __init__(self, robot_id: str, task_id: str, instruction: str, chunk_shape: tuple[int, int], episode_id: str | None = None, start_ns: int = 0):
+    def __init__(
+        self,
+        robot_id: str,
+        task_id: str,
+        instruction: str,
+        chunk_shape: tuple[int, int],
+        episode_id: str | None = None,
+        start_ns: int = 0,
+    ):
         self.episode_id = episode_id or str(uuid.uuid4())
         self.robot_id = robot_id
         self.task_id = task_id
@@ -159,18 +177,29 @@ class EpisodeBuilder:
     def __len__(self) -> int:
         return len(self._steps)
 
-    def add_step(self, image: np.ndarray, state: np.ndarray, action: np.ndarray, actor: Actor, policy_version: int, stamp_ns: int, proposed_chunk: np.ndarray | None = None) -> None:
+    def add_step(
+        self,
+        image: np.ndarray,
+        state: np.ndarray,
+        action: np.ndarray,
+        actor: Actor,
+        policy_version: int,
+        stamp_ns: int,
+        proposed_chunk: np.ndarray | None = None,
+    ) -> None:
         if proposed_chunk is None:
             proposed_chunk = np.full(self.chunk_shape, np.nan, dtype=np.float32)
-        self._steps.append((
-            np.asarray(image, dtype=np.uint8),
-            np.asarray(state, dtype=np.float32),
-            np.asarray(action, dtype=np.float32),
-            int(actor),
-            int(policy_version),
-            np.asarray(proposed_chunk, dtype=np.float32).reshape(self.chunk_shape),
-            int(stamp_ns),
-        ))
+        self._steps.append(
+            (
+                np.asarray(image, dtype=np.uint8),
+                np.asarray(state, dtype=np.float32),
+                np.asarray(action, dtype=np.float32),
+                int(actor),
+                int(policy_version),
+                np.asarray(proposed_chunk, dtype=np.float32).reshape(self.chunk_shape),
+                int(stamp_ns),
+            )
+        )
 
     def close(self, success: Optional[bool], label_source: LabelSource, end_ns: int) -> Episode:
         if not self._steps:

@@ -3,6 +3,7 @@
 read_episode validates everything (CRCs, profile, schemas, message counts, shapes, stamps, content hash),
 so a file it returns is a complete, intact episode; anything else is an EpisodeFileError naming the file.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,7 +42,12 @@ from sop_ros.core.episodes.hashing import episode_content_hash, file_sha256
 from sop_ros.core.storage.durable_files import atomic_output
 
 __all__ = [
-    "EpisodeFileError", "write_episode", "read_episode", "read_episode_metadata", "file_sha256", "EPISODE_SUFFIX",
+    "EpisodeFileError",
+    "write_episode",
+    "read_episode",
+    "read_episode_metadata",
+    "file_sha256",
+    "EPISODE_SUFFIX",
 ]
 
 
@@ -100,11 +106,13 @@ def write_episode(episode: Episode, path: str | Path, *, chunk_size: int = 1 << 
     path = Path(path)
     meta = _episode_metadata(episode)
     with atomic_output(path) as f:
-        w = McapWriter(f, chunk_size=chunk_size, compression=CompressionType.ZSTD, enable_crcs=True,
-                       enable_data_crcs=True)
+        w = McapWriter(
+            f, chunk_size=chunk_size, compression=CompressionType.ZSTD, enable_crcs=True, enable_data_crcs=True
+        )
         w.start(profile="ros2", library=WRITER_LIBRARY)
-        schema_ids = {name: w.register_schema(name=name, encoding="ros2msg", data=text.encode())
-                      for name, text in MSGDEFS.items()}
+        schema_ids = {
+            name: w.register_schema(name=name, encoding="ros2msg", data=text.encode()) for name, text in MSGDEFS.items()
+        }
         ch = {
             topic: w.register_channel(topic=topic, message_encoding="cdr", schema_id=schema_ids[typ])
             for topic, typ in TOPIC_TYPES.items()
@@ -213,8 +221,9 @@ class _Steps:
         # The bytes before the floats of a multiarray written by this module: a message starting with them
         # (and of the right length) needs no CDR decode.
         self.layout_prefix = {
-            topic: cdr.encode_multiarray(np.zeros(arr.shape[1:], np.float32), MULTIARRAY_LABELS[topic])
-            [: -arr[0].nbytes or None]
+            topic: cdr.encode_multiarray(np.zeros(arr.shape[1:], np.float32), MULTIARRAY_LABELS[topic])[
+                : -arr[0].nbytes or None
+            ]
             for topic, arr in self.multiarrays.items()
         }
 

@@ -17,6 +17,7 @@ live in the MCAP Metadata record "sop_episode" (values are strings, non-strings 
 This module holds the constants both sides agree on; episode_file.py writes and reads them, cdr.py
 encodes the messages.
 """
+
 from __future__ import annotations
 
 EPISODE_SUFFIX = ".mcap"
@@ -68,8 +69,21 @@ MULTIARRAY_LABELS: dict[str, tuple[str, ...]] = {
     CHUNK_TOPIC: ("horizon", "action"),
 }
 REQUIRED_METADATA_KEYS = (
-    "format", "format_version", "episode_id", "robot_id", "task_id", "instruction", "success", "label_source",
-    "start_ns", "end_ns", "num_steps", "shapes", "intervention_reasons", "intervention_segments", "content_hash",
+    "format",
+    "format_version",
+    "episode_id",
+    "robot_id",
+    "task_id",
+    "instruction",
+    "success",
+    "label_source",
+    "start_ns",
+    "end_ns",
+    "num_steps",
+    "shapes",
+    "intervention_reasons",
+    "intervention_segments",
+    "content_hash",
 )
 # MCAP metadata values must be strings: these stay plain strings, every other value is JSON-encoded.
 TEXT_METADATA_KEYS = frozenset(

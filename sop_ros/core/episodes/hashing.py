@@ -4,6 +4,7 @@ The file hash identifies exact bytes (what the upload protocol and checkpoint ma
 The episode content hash identifies what an episode *says* (arrays + metadata, canonical order),
 so it survives re-encoding and detects any corruption that changes a decoded value.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,7 +41,7 @@ def bytes_sha256(data: bytes | bytearray | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def episode_metadata_for_hash(ep: "Episode") -> dict:
+def episode_metadata_for_hash(ep: Episode) -> dict:
     """The non-array fields that define an episode (everything else is derived)."""
     return {
         "episode_id": ep.episode_id,
@@ -65,7 +66,7 @@ def _canonical_array_bytes(arr: np.ndarray) -> bytes:
     return arr.tobytes()
 
 
-def episode_content_hash(ep: "Episode") -> str:
+def episode_content_hash(ep: Episode) -> str:
     """sha256 over the episode's arrays (name, dtype, shape, bytes) then its metadata as canonical JSON."""
     h = hashlib.sha256(b"sop-episode-content-v1\0")
     for name in EPISODE_ARRAY_FIELDS:

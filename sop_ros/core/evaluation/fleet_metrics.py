@@ -12,11 +12,13 @@ online success rate, the operator cannot inflate by finishing the task for the p
 Rows are anything with the StoredEpisode fields used below (EpisodeStore.query() returns them).
 An episode belongs to the time window in which it *ended* (end_ns), relative to the run start.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterable, Optional, Protocol, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Optional, Protocol
 
 import numpy as np
 
@@ -72,8 +74,12 @@ class WindowStats:
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d.update(success_rate=self.success_rate, autonomous_success_rate=self.autonomous_success_rate,
-                 intervention_share=self.intervention_share, intervention_rate=self.intervention_rate)
+        d.update(
+            success_rate=self.success_rate,
+            autonomous_success_rate=self.autonomous_success_rate,
+            intervention_share=self.intervention_share,
+            intervention_rate=self.intervention_rate,
+        )
         return d
 
 
@@ -99,14 +105,18 @@ def _check_span(duration_s: float, window_s: Optional[float] = None) -> None:
         raise ValueError(f"window_s: must be a positive finite number of seconds, got {window_s!r}")
 
 
-def in_run(rows: Iterable[EpisodeRow], start_ns: int, duration_s: float, task_id: Optional[str] = None) -> list[EpisodeRow]:
+def in_run(
+    rows: Iterable[EpisodeRow], start_ns: int, duration_s: float, task_id: Optional[str] = None
+) -> list[EpisodeRow]:
     """The rows that ended within [start, start + duration) (of `task_id` when given)."""
     _check_span(duration_s)
     end_ns = start_ns + int(duration_s * NS_PER_S)
     return [r for r in rows if start_ns <= r.end_ns < end_ns and (task_id is None or r.task_id == task_id)]
 
 
-def window_stats(rows: Iterable[EpisodeRow], start_ns: int, duration_s: float, window_s: float, task_id: Optional[str] = None) -> list[WindowStats]:
+def window_stats(
+    rows: Iterable[EpisodeRow], start_ns: int, duration_s: float, window_s: float, task_id: Optional[str] = None
+) -> list[WindowStats]:
     """Consecutive windows of `window_s` covering [0, duration_s) of the run (the last one may be shorter)."""
     _check_span(duration_s, window_s)
     count = max(1, math.ceil(duration_s / window_s - 1e-9))
@@ -148,9 +158,12 @@ class Throughput:
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d.update(episodes_per_hour=self.episodes_per_hour, successful_episodes_per_hour=self.successful_episodes_per_hour,
-                 episodes_per_robot_hour=self.episodes_per_robot_hour,
-                 successful_episodes_per_robot_hour=self.successful_episodes_per_robot_hour)
+        d.update(
+            episodes_per_hour=self.episodes_per_hour,
+            successful_episodes_per_hour=self.successful_episodes_per_hour,
+            episodes_per_robot_hour=self.episodes_per_robot_hour,
+            successful_episodes_per_robot_hour=self.successful_episodes_per_robot_hour,
+        )
         return d
 
 
@@ -162,7 +175,9 @@ def throughput(rows: Iterable[EpisodeRow], start_ns: int, duration_s: float, rob
     return Throughput(window.episodes, window.successes, duration_s / S_PER_HOUR, robots)
 
 
-def time_to_threshold(times_s: Sequence[float], values: Sequence[Optional[float]], threshold: float, interpolate: bool = False) -> Optional[float]:
+def time_to_threshold(
+    times_s: Sequence[float], values: Sequence[Optional[float]], threshold: float, interpolate: bool = False
+) -> Optional[float]:
     """The first time the series reaches `threshold`, or None if it never does.
 
     times_s must be increasing; None values (no measurement) are skipped. With interpolate, the

@@ -7,10 +7,12 @@ it would have turned good policy steps into "corrections" for HG-DAgger. One tha
 failed episode is a *catch*, better the earlier it comes. Needs a backend with privileged state
 (`progress()`, `expert_action()`: the simulator).
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -36,7 +38,9 @@ class OperatorRuleAudit:
 
     def before_step(self, backend, action: np.ndarray) -> None:
         if not (hasattr(backend, "progress") and hasattr(backend, "expert_action")):
-            raise TypeError(f"{type(backend).__name__}: an operator audit needs progress() and expert_action() (a simulator backend)")
+            raise TypeError(
+                f"{type(backend).__name__}: an operator audit needs progress() and expert_action() (a simulator backend)"
+            )
         waiting = [name for name, fired in self._fired.items() if fired is None]
         if waiting:
             progress, expert = float(backend.progress()), np.asarray(backend.expert_action(), dtype=np.float32)
@@ -84,7 +88,15 @@ def summarise(rule_names: Sequence[str], outcomes: Sequence[EpisodeOutcome]) -> 
             if f is not None:
                 kinds[f["kind"]] += 1
         catch_steps = [f["step"] for f in failed if f is not None]
-        summaries.append(RuleAuditSummary(
-            name, len(solved), len(failed), sum(f is not None for f in solved), len(catch_steps), kinds,
-            float(np.mean(catch_steps)) if catch_steps else None))
+        summaries.append(
+            RuleAuditSummary(
+                name,
+                len(solved),
+                len(failed),
+                sum(f is not None for f in solved),
+                len(catch_steps),
+                kinds,
+                float(np.mean(catch_steps)) if catch_steps else None,
+            )
+        )
     return summaries

@@ -3,11 +3,13 @@
 A checkpoint stores `VLAConfig.to_dict()` next to its weights, so `VLAConfig.from_dict`
 must rebuild exactly the architecture that produced them.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 
 class ConfigError(ValueError):
@@ -48,10 +50,23 @@ class VisionConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.architecture not in VISION_ARCHITECTURES:
             raise ConfigError(f"vision.architecture must be one of {VISION_ARCHITECTURES}, got {self.architecture!r}")
-        _positive(self, ("image_size", "patch_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "resnet_stem_width"))
+        _positive(
+            self,
+            (
+                "image_size",
+                "patch_size",
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "resnet_stem_width",
+            ),
+        )
         if self.architecture == "siglip":
             if self.image_size % self.patch_size:
-                raise ConfigError(f"vision.image_size {self.image_size} is not a multiple of vision.patch_size {self.patch_size}")
+                raise ConfigError(
+                    f"vision.image_size {self.image_size} is not a multiple of vision.patch_size {self.patch_size}"
+                )
             if self.hidden_size % self.num_attention_heads:
                 raise ConfigError("vision.hidden_size must be divisible by vision.num_attention_heads")
             return
@@ -62,7 +77,9 @@ class VisionConfig:
         if self.pretrained_path:
             raise ConfigError("vision.pretrained_path is only supported for architecture 'siglip'")
         if self.image_size % self.resnet_stride:
-            raise ConfigError(f"vision.image_size {self.image_size} is not a multiple of the ResNet's stride {self.resnet_stride}")
+            raise ConfigError(
+                f"vision.image_size {self.image_size} is not a multiple of the ResNet's stride {self.resnet_stride}"
+            )
 
     @property
     def resnet_stride(self) -> int:
@@ -113,7 +130,18 @@ class VLAConfig:
         for name in ("vision", "value_vision"):  # from_dict path
             if isinstance(getattr(self, name), Mapping):
                 object.__setattr__(self, name, VisionConfig(**getattr(self, name)))
-        _positive(self, ("state_dim", "action_dim", "chunk_size", "hidden_size", "fusion_layers", "fusion_heads", "text_embedding_dim"))
+        _positive(
+            self,
+            (
+                "state_dim",
+                "action_dim",
+                "chunk_size",
+                "hidden_size",
+                "fusion_layers",
+                "fusion_heads",
+                "text_embedding_dim",
+            ),
+        )
         if self.hidden_size % self.fusion_heads:
             raise ConfigError("hidden_size must be divisible by fusion_heads")
         if self.value_bins < 0 or self.value_bins == 1:
@@ -133,7 +161,7 @@ class VLAConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "VLAConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> VLAConfig:
         if not isinstance(data, Mapping):
             raise ConfigError(f"model config must be a mapping, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -154,7 +182,7 @@ class VLAConfig:
         """The value network's vision tower."""
         return self.value_vision or self.vision
 
-    def replace(self, **changes: Any) -> "VLAConfig":
+    def replace(self, **changes: Any) -> VLAConfig:
         return dataclasses.replace(self, **changes)
 
 
@@ -174,7 +202,14 @@ PRESETS: dict[str, VLAConfig] = {
     "tiny": VLAConfig(vision=VisionConfig(architecture="resnet"), value_vision=VisionConfig()),
     "tiny_siglip": VLAConfig(),
     "base": VLAConfig(
-        vision=VisionConfig(image_size=224, patch_size=16, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        vision=VisionConfig(
+            image_size=224,
+            patch_size=16,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+        ),
         chunk_size=10,
         hidden_size=512,
         fusion_layers=4,
@@ -189,5 +224,8 @@ def preset(name: str, **overrides: Any) -> VLAConfig:
     """The named preset, with field overrides (e.g. value_bins=51 for RECAP)."""
     if name not in PRESETS:
         hint = difflib.get_close_matches(name, PRESETS, n=1)
-        raise ConfigError(f"unknown model preset {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else f"; known: {sorted(PRESETS)}"))
+        raise ConfigError(
+            f"unknown model preset {name!r}"
+            + (f"; did you mean {hint[0]!r}?" if hint else f"; known: {sorted(PRESETS)}")
+        )
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]

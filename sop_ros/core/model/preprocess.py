@@ -1,4 +1,5 @@
 """Image preprocessing inside the policy, so robots send raw uint8 camera frames."""
+
 from __future__ import annotations
 
 import torch

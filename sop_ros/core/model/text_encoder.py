@@ -4,14 +4,16 @@ Instructions are a handful of fixed strings per fleet, so each one is encoded on
 embedding is cached: the 22M-parameter encoder never runs in the control or training loop.
 Weights come from the installed package, never from the network (HF_HUB_OFFLINE=1).
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 

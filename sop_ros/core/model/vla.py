@@ -9,6 +9,7 @@ and a separate distributional value network V(o, l) over bins of normalised retu
 The value network is a separate tower because V must not see the indicator and, in SOP, is
 trained (or frozen) independently of the policy.
 """
+
 from __future__ import annotations
 
 import enum
@@ -16,8 +17,9 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -46,7 +48,7 @@ class Indicator(enum.IntEnum):
     NEGATIVE = 2
 
     @classmethod
-    def parse(cls, value: Union[None, bool, str, int, "Indicator"]) -> "Indicator":
+    def parse(cls, value: Union[None, bool, str, int, Indicator]) -> Indicator:
         if value is None:
             return cls.NONE
         if isinstance(value, bool):
@@ -125,10 +127,14 @@ class ObservationEncoder(nn.Module):
         # SigLIP adds position embeddings itself; a ResNet's cells need them before the
         # (order-blind) cross-attention, or the decoder could not tell where things are.
         convolutional = vision.architecture == "resnet"
-        self.cell_position = nn.Parameter(torch.randn(vision.num_tokens, cfg.hidden_size) * 0.02) if convolutional else None
+        self.cell_position = (
+            nn.Parameter(torch.randn(vision.num_tokens, cfg.hidden_size) * 0.02) if convolutional else None
+        )
         self.patch_proj = nn.Linear(vision.token_dim, cfg.hidden_size)
         self.text_proj = nn.Linear(cfg.text_embedding_dim, cfg.hidden_size)
-        self.state_proj = nn.Sequential(nn.Linear(cfg.state_dim, cfg.hidden_size), nn.GELU(), nn.Linear(cfg.hidden_size, cfg.hidden_size))
+        self.state_proj = nn.Sequential(
+            nn.Linear(cfg.state_dim, cfg.hidden_size), nn.GELU(), nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        )
 
     def forward(self, pixels: torch.Tensor, states: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         features = self.vision(pixel_values=pixels).last_hidden_state
@@ -146,7 +152,13 @@ class QueryDecoder(nn.Module):
         super().__init__()
         self.queries = nn.Parameter(torch.randn(num_queries, cfg.hidden_size) * 0.02)
         layer = nn.TransformerDecoderLayer(
-            cfg.hidden_size, cfg.fusion_heads, dim_feedforward=4 * cfg.hidden_size, dropout=cfg.dropout, batch_first=True, norm_first=True, activation="gelu"
+            cfg.hidden_size,
+            cfg.fusion_heads,
+            dim_feedforward=4 * cfg.hidden_size,
+            dropout=cfg.dropout,
+            batch_first=True,
+            norm_first=True,
+            activation="gelu",
         )
         self.decoder = nn.TransformerDecoder(layer, cfg.fusion_layers, norm=nn.LayerNorm(cfg.hidden_size))
         self.head = nn.Linear(cfg.hidden_size, out_dim)
@@ -174,7 +186,12 @@ class VLAPolicy(nn.Module):
     Trainable state is `tensors()`; the frozen sentence encoder is shared and never saved.
     """
 
-    def __init__(self, config: VLAConfig, instruction_encoder: Optional[InstructionEncoder] = None, device: Union[str, torch.device, None] = None):
+    def __init__(
+        self,
+        config: VLAConfig,
+        instruction_encoder: Optional[InstructionEncoder] = None,
+        device: Union[str, torch.device, None] = None,
+    ):
         super().__init__()
         self.config = config
         self.instruction_encoder = instruction_encoder or shared_instruction_encoder()
@@ -182,7 +199,11 @@ class VLAPolicy(nn.Module):
         self.indicator_embedding = nn.Embedding(len(Indicator), config.hidden_size) if config.use_indicator else None
         self.action_head = QueryDecoder(config, num_queries=config.chunk_size, out_dim=config.action_dim)
         self.value_net = ValueNetwork(config) if config.value_bins else None
-        self.register_buffer("bin_centres", torch.linspace(config.value_min, config.value_max, max(config.value_bins, 2)), persistent=False)
+        self.register_buffer(
+            "bin_centres",
+            torch.linspace(config.value_min, config.value_max, max(config.value_bins, 2)),
+            persistent=False,
+        )
         self.to(device if device is not None else default_device())
 
     @property
@@ -199,7 +220,9 @@ class VLAPolicy(nn.Module):
         return self.instruction_encoder.embed(instructions).to(self.device, non_blocking=True)
 
     # ---- networks -----------------------------------------------------------------------
-    def action_chunks(self, pixels: torch.Tensor, states: torch.Tensor, text: torch.Tensor, indicator: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def action_chunks(
+        self, pixels: torch.Tensor, states: torch.Tensor, text: torch.Tensor, indicator: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """[B, K, A] action chunks; `indicator` is a LongTensor [B] of Indicator values (None = NONE)."""
         memory = self.encoder(pixels, states, text)
         if self.indicator_embedding is not None:
@@ -224,7 +247,13 @@ class VLAPolicy(nn.Module):
 
     # ---- inference ----------------------------------------------------------------------
     @torch.no_grad()
-    def act(self, observation: Mapping[str, np.ndarray], instruction: str, indicator: Union[None, bool, str, int, Indicator] = None, guidance: Optional[float] = None) -> np.ndarray:
+    def act(
+        self,
+        observation: Mapping[str, np.ndarray],
+        instruction: str,
+        indicator: Union[None, bool, str, int, Indicator] = None,
+        guidance: Optional[float] = None,
+    ) -> np.ndarray:
         """One action chunk float32 [K, A] for a raw observation {image: uint8 HxWx3, state: float32 [S]}.
 
         indicator: None = unconditional; "positive" is RECAP's default at inference.
@@ -245,7 +274,9 @@ class VLAPolicy(nn.Module):
             pixels = self.pixels(images).expand(n, -1, -1, -1)
             text = self.text([instruction]).expand(n, -1)
             inds = torch.tensor([int(ind), int(Indicator.NONE)][:n], device=self.device)
-            chunks = self.action_chunks(pixels, states.expand(n, -1), text, inds if self.indicator_embedding is not None else None)
+            chunks = self.action_chunks(
+                pixels, states.expand(n, -1), text, inds if self.indicator_embedding is not None else None
+            )
             chunk = chunks[1] + guidance * (chunks[0] - chunks[1]) if use_cfg else chunks[0]
         finally:
             self.train(was_training)
@@ -268,7 +299,13 @@ class VLAPolicy(nn.Module):
         self.load_state_dict(dict(tensors), strict=True)
 
     @classmethod
-    def from_tensors(cls, config: Union[VLAConfig, Mapping[str, Any]], tensors: Mapping[str, torch.Tensor], device: Union[str, torch.device, None] = None, instruction_encoder: Optional[InstructionEncoder] = None) -> "VLAPolicy":
+    def from_tensors(
+        cls,
+        config: Union[VLAConfig, Mapping[str, Any]],
+        tensors: Mapping[str, torch.Tensor],
+        device: Union[str, torch.device, None] = None,
+        instruction_encoder: Optional[InstructionEncoder] = None,
+    ) -> VLAPolicy:
         cfg = config if isinstance(config, VLAConfig) else VLAConfig.from_dict(config)
         policy = cls(cfg, instruction_encoder=instruction_encoder, device="cpu")
         policy.load_tensors(tensors)
@@ -281,11 +318,21 @@ class VLAPolicy(nn.Module):
         return out
 
     @classmethod
-    def from_checkpoint_tensors(cls, tensors: Mapping[str, torch.Tensor], device: Union[str, torch.device, None] = None, instruction_encoder: Optional[InstructionEncoder] = None) -> "VLAPolicy":
+    def from_checkpoint_tensors(
+        cls,
+        tensors: Mapping[str, torch.Tensor],
+        device: Union[str, torch.device, None] = None,
+        instruction_encoder: Optional[InstructionEncoder] = None,
+    ) -> VLAPolicy:
         if CONFIG_TENSOR_KEY not in tensors:
             raise ConfigError(f"checkpoint has no '{CONFIG_TENSOR_KEY}' tensor; cannot rebuild the model")
         weights = {k: v for k, v in tensors.items() if k != CONFIG_TENSOR_KEY}
-        return cls.from_tensors(config_from_tensor(tensors[CONFIG_TENSOR_KEY]), weights, device=device, instruction_encoder=instruction_encoder)
+        return cls.from_tensors(
+            config_from_tensor(tensors[CONFIG_TENSOR_KEY]),
+            weights,
+            device=device,
+            instruction_encoder=instruction_encoder,
+        )
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
         """Write weights + config as one safetensors file atomically (temp file, fsync, rename)."""
@@ -294,7 +341,9 @@ class VLAPolicy(nn.Module):
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(fd)
         try:
-            save_file(self.tensors(), tmp, metadata={CONFIG_METADATA_KEY: json.dumps(self.config.to_dict(), sort_keys=True)})
+            save_file(
+                self.tensors(), tmp, metadata={CONFIG_METADATA_KEY: json.dumps(self.config.to_dict(), sort_keys=True)}
+            )
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -304,13 +353,20 @@ class VLAPolicy(nn.Module):
         return path
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike], device: Union[str, torch.device, None] = None, instruction_encoder: Optional[InstructionEncoder] = None) -> "VLAPolicy":
+    def load(
+        cls,
+        path: Union[str, os.PathLike],
+        device: Union[str, torch.device, None] = None,
+        instruction_encoder: Optional[InstructionEncoder] = None,
+    ) -> VLAPolicy:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             if CONFIG_METADATA_KEY not in meta:
                 raise ConfigError(f"{path}: no '{CONFIG_METADATA_KEY}' metadata; not a VLA policy file")
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-        return cls.from_tensors(json.loads(meta[CONFIG_METADATA_KEY]), tensors, device=device, instruction_encoder=instruction_encoder)
+        return cls.from_tensors(
+            json.loads(meta[CONFIG_METADATA_KEY]), tensors, device=device, instruction_encoder=instruction_encoder
+        )
 
 
 def config_to_tensor(config: VLAConfig) -> torch.Tensor:

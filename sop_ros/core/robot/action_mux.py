@@ -14,10 +14,12 @@ it wants control. Rules (ROS-free, so they are unit-tested without a graph):
   A proposal that arrives before its episode's start event is held, not dropped: the two come on
   different topics, in either order.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 import numpy as np
 

@@ -6,10 +6,12 @@ one-point trajectory reaching `state + delta * position_scale` one control perio
 and the gripper joint's target is the gripper command itself. The simulated arm decodes the
 same goal back against the state it published, so sim and hardware take identical commands.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -65,7 +67,11 @@ class GoalDeduplicator:
         self._atol = atol
 
     def is_new(self, goal: ArmGoal) -> bool:
-        if self._last is not None and self._last.shape == goal.positions.shape and np.allclose(self._last, goal.positions, atol=self._atol, rtol=0):
+        if (
+            self._last is not None
+            and self._last.shape == goal.positions.shape
+            and np.allclose(self._last, goal.positions, atol=self._atol, rtol=0)
+        ):
             return False
         self._last = goal.positions.copy()
         return True

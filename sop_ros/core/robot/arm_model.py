@@ -5,13 +5,14 @@ plain XML and only the kinematic tree is needed here) and turn joint positions i
 parent -> child transform per joint (TF). Fixed, prismatic, revolute and continuous joints are
 supported; anything else is rejected with the joint's name.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -54,14 +55,23 @@ def quaternion_from_rpy(roll: float, pitch: float, yaw: float) -> tuple[float, f
     cr, sr = math.cos(roll / 2), math.sin(roll / 2)
     cp, sp = math.cos(pitch / 2), math.sin(pitch / 2)
     cy, sy = math.cos(yaw / 2), math.sin(yaw / 2)
-    return (sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy, cr * cp * sy - sr * sp * cy, cr * cp * cy + sr * sp * sy)
+    return (
+        sr * cp * cy - cr * sp * sy,
+        cr * sp * cy + sr * cp * sy,
+        cr * cp * sy - sr * sp * cy,
+        cr * cp * cy + sr * sp * sy,
+    )
 
 
 def quaternion_multiply(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, float, float, float]:
     ax, ay, az, aw = a
     bx, by, bz, bw = b
-    return (aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz)
+    return (
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+        aw * bw - ax * bx - ay * by - az * bz,
+    )
 
 
 def rotate(q: tuple[float, ...], v: np.ndarray) -> np.ndarray:
@@ -102,7 +112,7 @@ class ArmModel:
         self.root = roots[0]
 
     @classmethod
-    def from_xml(cls, text: str, source: str = "<string>") -> "ArmModel":
+    def from_xml(cls, text: str, source: str = "<string>") -> ArmModel:
         try:
             robot = ET.fromstring(text)
         except ET.ParseError as exc:
@@ -130,20 +140,29 @@ class ArmModel:
                 raise UrdfError(f"{where}: axis must not be zero")
             if kind in ("prismatic", "revolute") and limit is None:
                 raise UrdfError(f"{where}: a {kind} joint needs <limit lower upper>")
-            joints.append(UrdfJoint(
-                name, kind, parent.get("link"), child.get("link"),
-                _floats(origin.get("xyz") if origin is not None else None, 3, (0.0, 0.0, 0.0), f"{where} origin xyz"),
-                _floats(origin.get("rpy") if origin is not None else None, 3, (0.0, 0.0, 0.0), f"{where} origin rpy"),
-                tuple(a / norm for a in axis) if norm else axis,
-                float(limit.get("lower", "0")) if limit is not None else -math.inf,
-                float(limit.get("upper", "0")) if limit is not None else math.inf,
-            ))
+            joints.append(
+                UrdfJoint(
+                    name,
+                    kind,
+                    parent.get("link"),
+                    child.get("link"),
+                    _floats(
+                        origin.get("xyz") if origin is not None else None, 3, (0.0, 0.0, 0.0), f"{where} origin xyz"
+                    ),
+                    _floats(
+                        origin.get("rpy") if origin is not None else None, 3, (0.0, 0.0, 0.0), f"{where} origin rpy"
+                    ),
+                    tuple(a / norm for a in axis) if norm else axis,
+                    float(limit.get("lower", "0")) if limit is not None else -math.inf,
+                    float(limit.get("upper", "0")) if limit is not None else math.inf,
+                )
+            )
         if len({j.name for j in joints}) != len(joints):
             raise UrdfError(f"{source}: joint names must be unique")
         return cls(robot.get("name"), links, joints)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "ArmModel":
+    def from_file(cls, path: str | Path) -> ArmModel:
         path = Path(path)
         try:
             text = path.read_text()
@@ -156,7 +175,9 @@ class ArmModel:
         """The joints a JointState must carry, in file order."""
         return tuple(j.name for j in self.joints if j.movable)
 
-    def joint_transforms(self, positions: Mapping[str, float], movable: bool = True, fixed: bool = True, prefix: str = "") -> list[Transform]:
+    def joint_transforms(
+        self, positions: Mapping[str, float], movable: bool = True, fixed: bool = True, prefix: str = ""
+    ) -> list[Transform]:
         """parent -> child transform of each joint (movable joints at `positions`; frames get `prefix`)."""
         out = []
         for j in self.joints:
@@ -175,5 +196,12 @@ class ArmModel:
                     half = q / 2.0
                     s = math.sin(half)
                     rotation = quaternion_multiply(rotation, (axis[0] * s, axis[1] * s, axis[2] * s, math.cos(half)))
-            out.append(Transform(prefix + j.parent, prefix + j.child, tuple(float(v) for v in translation), tuple(float(v) for v in rotation)))
+            out.append(
+                Transform(
+                    prefix + j.parent,
+                    prefix + j.child,
+                    tuple(float(v) for v in translation),
+                    tuple(float(v) for v in rotation),
+                )
+            )
         return out

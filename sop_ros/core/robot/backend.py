@@ -4,12 +4,14 @@ A backend turns a task id + seed into an episode of (observation, action) exchan
 wall-clock pacing (the node paces) and knows nothing about ROS; nodes adapt it to topics
 (Image, JointState, CameraInfo). Task specs live in sop_ros.core.robot.tasks.
 """
+
 from __future__ import annotations
 
 import abc
 import dataclasses
 import math
-from typing import Mapping, Optional
+from collections.abc import Mapping
+from typing import Optional
 
 import numpy as np
 
@@ -60,7 +62,7 @@ class CameraInfo:
     frame_id: str = "camera"
 
     @classmethod
-    def from_vertical_fov(cls, width: int, height: int, fovy_deg: float, frame_id: str = "camera") -> "CameraInfo":
+    def from_vertical_fov(cls, width: int, height: int, fovy_deg: float, frame_id: str = "camera") -> CameraInfo:
         fy = (height / 2.0) / math.tan(math.radians(fovy_deg) / 2.0)
         return cls(width, height, fy, fy, (width - 1) / 2.0, (height - 1) / 2.0, frame_id)
 
@@ -108,7 +110,7 @@ class RobotBackend(abc.ABC):
     def close(self) -> None:
         """Release resources (renderers, devices)."""
 
-    def __enter__(self) -> "RobotBackend":
+    def __enter__(self) -> RobotBackend:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -5,6 +5,7 @@ small state: the task, who is acting, the policy version, the success rate of re
 episodes; renders it as text lines and a colour (human vs policy), and draws the lines onto a
 camera image (OpenCV) for the annotated image RViz shows.
 """
+
 from __future__ import annotations
 
 import collections
@@ -114,7 +115,9 @@ class RobotMonitorState:
         ]
 
 
-def annotate_image(image: np.ndarray, lines: list[str], colour: tuple[float, float, float, float], scale: int = 4) -> np.ndarray:
+def annotate_image(
+    image: np.ndarray, lines: list[str], colour: tuple[float, float, float, float], scale: int = 4
+) -> np.ndarray:
     """The RGB camera image scaled up `scale` times with `lines` written on a dark band at the top
     and a border in `colour` (who acts)."""
     image = np.asarray(image, dtype=np.uint8)
@@ -129,7 +132,16 @@ def annotate_image(image: np.ndarray, lines: list[str], colour: tuple[float, flo
     band = min(out.shape[0], line_h * len(lines) + 4)
     out[:band] = (out[:band].astype(np.uint16) * 2 // 7).astype(np.uint8)  # darken for contrast
     for i, text in enumerate(lines):
-        cv2.putText(out, text, (4, line_h * (i + 1) - 2), font, font_scale, rgb if i == 1 else (255, 255, 255), thickness, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            text,
+            (4, line_h * (i + 1) - 2),
+            font,
+            font_scale,
+            rgb if i == 1 else (255, 255, 255),
+            thickness,
+            cv2.LINE_AA,
+        )
     border = max(2, scale)
     cv2.rectangle(out, (0, 0), (out.shape[1] - 1, out.shape[0] - 1), rgb, border)
     return out

@@ -8,6 +8,7 @@
 - `PolicySlot` holds the running policy and at most one loaded-but-waiting policy; the waiting
   one replaces the running one only when `at_episode_boundary()` is called.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 import numpy as np
 
@@ -44,7 +46,7 @@ class LoadedPolicy:
 
 def _safetensors_metadata(data: bytes) -> dict[str, str]:
     header_len = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + header_len])
+    header = json.loads(data[8 : 8 + header_len])
     return header.get("__metadata__") or {}
 
 
@@ -90,7 +92,9 @@ class StepProposal:
 class ChunkExecutor:
     """Open-loop execution of action chunks: a forward pass every `execute_horizon` steps."""
 
-    def __init__(self, execute_horizon: int, indicator: Optional[str] = None, clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self, execute_horizon: int, indicator: Optional[str] = None, clock: Callable[[], float] = time.perf_counter
+    ):
         if execute_horizon < 1:
             raise ValueError(f"execute_horizon: must be >= 1, got {execute_horizon}")
         self.execute_horizon = execute_horizon
@@ -108,10 +112,12 @@ class ChunkExecutor:
         horizon = min(self.execute_horizon, loaded.chunk_size)
         if self._chunk is None or self._index >= horizon:
             start = self._clock()
-            self._chunk = np.asarray(loaded.policy.act(observation, instruction, indicator=self.indicator), dtype=np.float32)
+            self._chunk = np.asarray(
+                loaded.policy.act(observation, instruction, indicator=self.indicator), dtype=np.float32
+            )
             inference_ms = (self._clock() - start) * 1e3
             self._index = 0
-        rest = self._chunk[self._index:]
+        rest = self._chunk[self._index :]
         padded = np.concatenate([rest, np.repeat(rest[-1:], self._chunk.shape[0] - rest.shape[0], axis=0)])
         self._index += 1
         return StepProposal(rest[0].copy(), padded, loaded.version, inference_ms)

@@ -3,6 +3,7 @@
 The package's default task file is `sop_ros.resources.default_tasks_path()`; the core only reads
 the file it is given.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,7 +30,9 @@ class TaskSpec:
         if not isinstance(self.instruction, str) or not self.instruction.strip():
             raise TaskConfigError(f"task '{self.task_id}' field 'instruction': must be a non-empty string")
         if not isinstance(self.max_steps, int) or self.max_steps <= 0:
-            raise TaskConfigError(f"task '{self.task_id}' field 'max_steps': must be a positive integer, got {self.max_steps!r}")
+            raise TaskConfigError(
+                f"task '{self.task_id}' field 'max_steps': must be a positive integer, got {self.max_steps!r}"
+            )
 
 
 def load_task_specs(path: str | Path) -> dict[str, TaskSpec]:

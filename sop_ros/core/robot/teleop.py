@@ -5,10 +5,12 @@ control tick. A command exists only while the deadman button is held and the joy
 within `joy_timeout_s`; otherwise the human is not commanding and control goes back to the policy.
 Each Joy message yields at most one command, so a stale reading is never repeated.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -25,7 +27,9 @@ class JoyMapping:
 
     def __post_init__(self) -> None:
         if len(self.axis_map) != len(self.axis_scale):
-            raise ValueError(f"JoyMapping.axis_scale: {len(self.axis_scale)} values for {len(self.axis_map)} axes in axis_map")
+            raise ValueError(
+                f"JoyMapping.axis_scale: {len(self.axis_scale)} values for {len(self.axis_map)} axes in axis_map"
+            )
         if not self.axis_map:
             raise ValueError("JoyMapping.axis_map: at least one action dimension is required")
         if self.deadman_button < 0:

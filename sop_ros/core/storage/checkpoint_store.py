@@ -11,6 +11,7 @@ fsynced, then renamed (and the root fsynced). Versions are monotonic across the 
 publishing takes an exclusive file lock on the root so two processes cannot claim the same number.
 torch is imported lazily so robots can use verify_checkpoint_file without it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,13 +25,14 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from sop_ros.core.storage.durable_files import fsync_dir, is_stale_temp, is_temp_name, temp_path_for
 from sop_ros.core.episodes.hashing import bytes_sha256, file_sha256
+from sop_ros.core.storage.durable_files import fsync_dir, is_stale_temp, is_temp_name, temp_path_for
 
 if TYPE_CHECKING:
     import torch
@@ -69,7 +71,7 @@ class CheckpointManifest:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=2, allow_nan=False)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "CheckpointManifest":
+    def from_json(cls, text: str | bytes) -> CheckpointManifest:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
@@ -80,8 +82,11 @@ class CheckpointManifest:
             raise ValueError(f"checkpoint manifest format {d.get('format')!r}, expected {MANIFEST_FORMAT!r}")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - fields
-        required = {f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
         missing = required - set(d)
         if unknown or missing:
             raise ValueError(f"checkpoint manifest: unknown fields {sorted(unknown)}, missing fields {sorted(missing)}")
@@ -89,17 +94,19 @@ class CheckpointManifest:
             if not isinstance(d[name], int) or isinstance(d[name], bool) or d[name] < 0:
                 raise ValueError(f"checkpoint manifest field '{name}' must be a non-negative integer, got {d[name]!r}")
         if d["parent_version"] is not None and not isinstance(d["parent_version"], int):
-            raise ValueError("checkpoint manifest field 'parent_version' must be an integer or null, "
-                             f"got {d['parent_version']!r}")
+            raise ValueError(
+                f"checkpoint manifest field 'parent_version' must be an integer or null, got {d['parent_version']!r}"
+            )
         if not isinstance(d["content_hash"], str) or not re.fullmatch(r"[0-9a-f]{64}", d["content_hash"]):
-            raise ValueError("checkpoint manifest field 'content_hash' must be a sha256 hex string, "
-                             f"got {d['content_hash']!r}")
+            raise ValueError(
+                f"checkpoint manifest field 'content_hash' must be a sha256 hex string, got {d['content_hash']!r}"
+            )
         if not isinstance(d["metrics"], dict):
             raise ValueError("checkpoint manifest field 'metrics' must be an object")
         return cls(**d)
 
 
-def _tensor_dict_for_save(tensors: Mapping[str, Any], what: str) -> dict[str, "torch.Tensor"]:
+def _tensor_dict_for_save(tensors: Mapping[str, Any], what: str) -> dict[str, torch.Tensor]:
     """CPU, contiguous torch tensors; tensors sharing storage (tied weights) are cloned, as safetensors requires."""
     import torch
 
@@ -115,8 +122,9 @@ def _tensor_dict_for_save(tensors: Mapping[str, Any], what: str) -> dict[str, "t
         elif isinstance(value, torch.Tensor):
             t = value.detach().cpu().contiguous()
         else:
-            raise TypeError(f"{what}: tensor {name!r} is a {type(value).__name__}, "
-                            "expected torch.Tensor or numpy.ndarray")
+            raise TypeError(
+                f"{what}: tensor {name!r} is a {type(value).__name__}, expected torch.Tensor or numpy.ndarray"
+            )
         ptr = t.untyped_storage().data_ptr()
         if ptr in seen_storage and t.numel() > 0:
             t = t.clone()
@@ -135,7 +143,7 @@ def verify_checkpoint_file(path: str | Path, expected_sha256: str) -> None:
         raise CheckpointIntegrityError(f"{path}: sha256 {actual} does not match the expected {expected_sha256}")
 
 
-def _load_verified(path: Path, expected_sha256: str) -> dict[str, "torch.Tensor"]:
+def _load_verified(path: Path, expected_sha256: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load
 
     if not path.is_file():
@@ -244,7 +252,8 @@ class CheckpointStore:
                 raise CheckpointIntegrityError(f"{path}: {e}") from None
             if manifest.version != version:
                 raise CheckpointIntegrityError(
-                    f"{path}: manifest says version {manifest.version}, directory is v{version:06d}")
+                    f"{path}: manifest says version {manifest.version}, directory is v{version:06d}"
+                )
             self._manifests[version] = manifest
         return manifest
 
@@ -293,8 +302,14 @@ class CheckpointStore:
             )
             self._write_version_dir(version, files, manifest)
         self._manifests[version] = manifest
-        log.info("published checkpoint v%d (fleet %s, %s step %d, %d bytes)",
-                 version, fleet, algorithm, training_step, len(files.weights))
+        log.info(
+            "published checkpoint v%d (fleet %s, %s step %d, %d bytes)",
+            version,
+            fleet,
+            algorithm,
+            training_step,
+            len(files.weights),
+        )
         return manifest
 
     def _write_version_dir(self, version: int, files: _CheckpointFiles, manifest: CheckpointManifest) -> None:
@@ -347,8 +362,13 @@ class CheckpointStore:
                 self._manifests.pop(version, None)
                 removed.append(version)
         if removed:
-            log.info("checkpoint store %s: pruned %d old versions (v%d..v%d)",
-                     self.root, len(removed), removed[0], removed[-1])
+            log.info(
+                "checkpoint store %s: pruned %d old versions (v%d..v%d)",
+                self.root,
+                len(removed),
+                removed[0],
+                removed[-1],
+            )
         return removed
 
     def _require(self, version: int) -> CheckpointManifest:
@@ -357,7 +377,7 @@ class CheckpointStore:
             raise KeyError(f"checkpoint version {version} does not exist in {self.root}")
         return manifest
 
-    def load_tensors(self, version: int) -> dict[str, "torch.Tensor"]:
+    def load_tensors(self, version: int) -> dict[str, torch.Tensor]:
         """The weights of `version`, after checking their sha256 against the manifest."""
         manifest = self._require(version)
         return _load_verified(self.weights_path(version), manifest.content_hash)
@@ -369,7 +389,7 @@ class CheckpointStore:
     def has_train_state(self, version: int) -> bool:
         return self._require(version).train_state_sha256 is not None
 
-    def load_train_state(self, version: int) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]] | None:
+    def load_train_state(self, version: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         """(tensors, meta) saved with `version` for trainer resume, hash-checked; None if it has none."""
         manifest = self._require(version)
         if manifest.train_state_sha256 is None:

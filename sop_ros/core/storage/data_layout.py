@@ -6,6 +6,7 @@
     <data_dir>/tensorboard/  training scalars
 A module of its own so that observers (the CLI's live views) need not import torch.
 """
+
 EPISODES_DIR = "episodes"
 OFFLINE_DIR = "offline"
 CHECKPOINTS_DIR = "checkpoints"

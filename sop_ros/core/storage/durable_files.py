@@ -3,6 +3,7 @@
 Temp names carry the writer's pid so a later process can tell a crashed writer's leftovers
 (pid gone) from a file another live process is writing right now.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +11,9 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 TEMP_SUFFIX = ".partial"
 _TEMP_RE = re.compile(r"^\.(?P<final>.+)\.(?P<pid>\d+)\.(?P<token>[0-9a-f]+)" + re.escape(TEMP_SUFFIX) + "$")

@@ -3,6 +3,7 @@
 WAL with synchronous=FULL: WAL+NORMAL may lose the last commit on power loss, and the row is what an
 acknowledged upload relies on. read_index reads the index of a store another process owns.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,9 +51,24 @@ CREATE INDEX IF NOT EXISTS episodes_robot ON episodes(robot_id);
 CREATE INDEX IF NOT EXISTS policy_versions_version ON episode_policy_versions(policy_version);
 """
 _COLUMNS = (
-    "ingest_seq", "episode_id", "robot_id", "task_id", "instruction", "policy_version_min", "policy_version_max",
-    "success", "label_source", "num_steps", "human_steps", "intervention_count", "sha256", "content_hash",
-    "size_bytes", "start_ns", "end_ns", "received_ns",
+    "ingest_seq",
+    "episode_id",
+    "robot_id",
+    "task_id",
+    "instruction",
+    "policy_version_min",
+    "policy_version_max",
+    "success",
+    "label_source",
+    "num_steps",
+    "human_steps",
+    "intervention_count",
+    "sha256",
+    "content_hash",
+    "size_bytes",
+    "start_ns",
+    "end_ns",
+    "received_ns",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM episodes"
 
@@ -108,17 +124,31 @@ class EpisodeIndex:
         """Add the row of a committed episode and its per-version step counts in one transaction."""
         versions, counts = np.unique(ep.policy_versions, return_counts=True)
         row = (
-            ep.episode_id, ep.robot_id, ep.task_id, ep.instruction, int(versions.min()), int(versions.max()),
-            None if ep.success is None else int(ep.success), ep.label_source.value, ep.num_steps, ep.human_step_count,
-            len(ep.intervention_segments), sha256_hex, content_hash, size, int(ep.start_ns), int(ep.end_ns),
+            ep.episode_id,
+            ep.robot_id,
+            ep.task_id,
+            ep.instruction,
+            int(versions.min()),
+            int(versions.max()),
+            None if ep.success is None else int(ep.success),
+            ep.label_source.value,
+            ep.num_steps,
+            ep.human_step_count,
+            len(ep.intervention_segments),
+            sha256_hex,
+            content_hash,
+            size,
+            int(ep.start_ns),
+            int(ep.end_ns),
             time.time_ns(),
         )
         with self._lock:
             cur = self._db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                cur.execute(f"INSERT INTO episodes ({', '.join(_COLUMNS[1:])}) VALUES ({', '.join('?' * len(row))})",
-                            row)
+                cur.execute(
+                    f"INSERT INTO episodes ({', '.join(_COLUMNS[1:])}) VALUES ({', '.join('?' * len(row))})", row
+                )
                 cur.executemany(
                     "INSERT INTO episode_policy_versions (episode_id, policy_version, steps) VALUES (?, ?, ?)",
                     [(ep.episode_id, int(v), int(c)) for v, c in zip(versions, counts, strict=True)],
@@ -198,8 +228,10 @@ def read_index(root: str | Path, since_seq: int | None = None) -> list[StoredEpi
         return []
     db = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
     try:
-        rows = db.execute(_SELECT + (" WHERE ingest_seq > ?" if since_seq is not None else "") + " ORDER BY ingest_seq",
-                          (since_seq,) if since_seq is not None else ()).fetchall()
+        rows = db.execute(
+            _SELECT + (" WHERE ingest_seq > ?" if since_seq is not None else "") + " ORDER BY ingest_seq",
+            (since_seq,) if since_seq is not None else (),
+        ).fetchall()
     finally:
         db.close()
     episodes_dir = root / EPISODES_DIR

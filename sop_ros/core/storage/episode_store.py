@@ -23,6 +23,7 @@ episode is serialised by a per-episode (striped) lock, so robots uploading diffe
 for each other's commits. The parts live in their own modules: upload_staging (staging/), episode_index
 (index.sqlite3, read_index), training_cache (cache/), episode_store_layout (names).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -64,8 +65,14 @@ from sop_ros.core.storage.upload_staging import DEFAULT_SYNC_EVERY_BYTES, Upload
 
 # The store's whole API from one import (the errors, StoredEpisode and read_index live in the part modules).
 __all__ = [
-    "EpisodeStore", "StoredEpisode", "EpisodeStoreError", "OffsetMismatchError", "RejectionCode",
-    "EpisodeRejectedError", "RecoveryReport", "read_index",
+    "EpisodeStore",
+    "StoredEpisode",
+    "EpisodeStoreError",
+    "OffsetMismatchError",
+    "RejectionCode",
+    "EpisodeRejectedError",
+    "RecoveryReport",
+    "read_index",
 ]
 
 log = logging.getLogger(__name__)
@@ -108,7 +115,8 @@ class EpisodeStore:
         self._index = EpisodeIndex(self.root / INDEX_FILE, self.episode_path)
         self._cache_writer: Optional[BackgroundCacheWriter] = (
             BackgroundCacheWriter(lambda episode: self.ensure_cache(episode.episode_id, episode))
-            if cache_in_background else None
+            if cache_in_background
+            else None
         )
         self.last_recovery = self.recover()
 
@@ -168,8 +176,11 @@ class EpisodeStore:
                 raise OffsetMismatchError(episode_id, offset, current)
             if current + len(data) > self.max_episode_bytes:
                 self.discard_staged(episode_id)
-                raise EpisodeRejectedError(episode_id, RejectionCode.TOO_LARGE,
-                                           f"upload exceeds the {self.max_episode_bytes}-byte episode limit")
+                raise EpisodeRejectedError(
+                    episode_id,
+                    RejectionCode.TOO_LARGE,
+                    f"upload exceeds the {self.max_episode_bytes}-byte episode limit",
+                )
             return self._staging.append(episode_id, current, data)
 
     def sync_staged(self, episode_id: str) -> int:
@@ -214,8 +225,9 @@ class EpisodeStore:
             if existing is not None:
                 self.discard_staged(episode_id)
                 if existing.sha256 != sha256_hex:
-                    raise EpisodeRejectedError(episode_id, RejectionCode.CONFLICT,
-                                               "conflicting content for existing episode id")
+                    raise EpisodeRejectedError(
+                        episode_id, RejectionCode.CONFLICT, "conflicting content for existing episode id"
+                    )
                 return existing
             size = self.staged_offset(episode_id)
             if size == 0:
@@ -226,8 +238,14 @@ class EpisodeStore:
             stored = self.get(episode_id)
             assert stored is not None
             self._schedule_cache(episode)
-            log.info("stored episode %s (robot %s, task %s, %d steps, seq %d)",
-                     episode_id, robot_id, episode.task_id, episode.num_steps, stored.ingest_seq)
+            log.info(
+                "stored episode %s (robot %s, task %s, %d steps, seq %d)",
+                episode_id,
+                robot_id,
+                episode.task_id,
+                episode.num_steps,
+                stored.ingest_seq,
+            )
             return stored
 
     def _verify_staged(self, episode_id: str, sha256_hex: str, robot_id: str, size: int) -> tuple[Episode, str]:
@@ -241,19 +259,23 @@ class EpisodeStore:
         staging = self.staging_path(episode_id)
         actual = self._staging.sha256(episode_id, size)
         if actual != sha256_hex:
-            raise reject(RejectionCode.HASH_MISMATCH,
-                         f"sha256 mismatch: announced {sha256_hex}, received bytes hash to {actual}")
+            raise reject(
+                RejectionCode.HASH_MISMATCH, f"sha256 mismatch: announced {sha256_hex}, received bytes hash to {actual}"
+            )
         try:
             episode = read_episode(staging)
             content_hash = read_episode_metadata(staging)["content_hash"]  # read_episode checked it against the payload
         except EpisodeFileError as e:
             raise reject(RejectionCode.INVALID_FILE, f"invalid episode file: {e}") from None
         if episode.episode_id != episode_id:
-            raise reject(RejectionCode.EPISODE_ID_MISMATCH,
-                         f"file contains episode id {episode.episode_id}, upload was for {episode_id}")
+            raise reject(
+                RejectionCode.EPISODE_ID_MISMATCH,
+                f"file contains episode id {episode.episode_id}, upload was for {episode_id}",
+            )
         if episode.robot_id != robot_id:
-            raise reject(RejectionCode.ROBOT_MISMATCH,
-                         f"file says robot {episode.robot_id!r}, uploader is robot {robot_id!r}")
+            raise reject(
+                RejectionCode.ROBOT_MISMATCH, f"file says robot {episode.robot_id!r}, uploader is robot {robot_id!r}"
+            )
         return episode, content_hash
 
     def _insert(self, episode: Episode, sha256_hex: str, content_hash: str, size: int) -> None:
@@ -353,8 +375,9 @@ class EpisodeStore:
                     log.error("episode %s is indexed but its file %s is missing", eid, self.episode_path(eid))
                 elif not self.cache_path(eid).is_dir():
                     missing_caches.append(eid)  # e.g. a crash right after the ack; built on first arrays()
-            report = RecoveryReport(tuple(orphan_files), tuple(orphan_caches), tuple(missing_caches), tuple(missing),
-                                    temps)
+            report = RecoveryReport(
+                tuple(orphan_files), tuple(orphan_caches), tuple(missing_caches), tuple(missing), temps
+            )
             if orphan_files or orphan_caches or temps:
                 log.warning("episode store %s recovered after a crash: %s", self.root, report)
             return report

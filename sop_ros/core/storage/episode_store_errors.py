@@ -1,4 +1,5 @@
 """What an episode store reports to an uploader: errors the ingest service maps to protocol status codes."""
+
 from __future__ import annotations
 
 import enum

@@ -1,4 +1,5 @@
 """Where an episode store keeps what: directory and file names, derived from validated episode ids."""
+
 from __future__ import annotations
 
 import uuid

@@ -11,6 +11,7 @@ Quota policy: the spool never deletes unsent data and never refuses a write. Ove
 a WARNING on every write and reports `over_quota`; refusing would lose the newest robot data, and
 deleting would lose the oldest. The operator (or the `sop` status view) must act on the warning.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,9 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-from sop_ros.core.storage.durable_files import fsync_dir, is_stale_temp, is_temp_name
 from sop_ros.core.episodes.episode import Episode
 from sop_ros.core.episodes.episode_file import EPISODE_SUFFIX, write_episode
+from sop_ros.core.storage.durable_files import fsync_dir, is_stale_temp, is_temp_name
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,9 @@ class Spool:
             entries = self._scan()
             existing = entries.get(episode.episode_id.lower())
             if existing is not None:
-                log.warning("spool %s: episode %s is already spooled; keeping the first copy", self.root, episode.episode_id)
+                log.warning(
+                    "spool %s: episode %s is already spooled; keeping the first copy", self.root, episode.episode_id
+                )
                 return existing
             seq = self._next_seq
             self._next_seq += 1
@@ -104,7 +107,10 @@ class Spool:
             log.warning(
                 "spool %s is over quota: %d bytes pending > max %d bytes (%d episodes). Nothing is deleted; "
                 "check the learner connection or free disk space.",
-                self.root, total, self.max_bytes, len(entries),
+                self.root,
+                total,
+                self.max_bytes,
+                len(entries),
             )
         return entry
 
@@ -120,7 +126,11 @@ class Spool:
     def remove(self, episode_id: str) -> bool:
         """Delete an episode after the learner acknowledged it. Returns False when it was not spooled."""
         with self._lock:
-            copies = [p for p in self.root.iterdir() if (m := _NAME_RE.match(p.name)) and m.group("id").lower() == episode_id.lower()]
+            copies = [
+                p
+                for p in self.root.iterdir()
+                if (m := _NAME_RE.match(p.name)) and m.group("id").lower() == episode_id.lower()
+            ]
             for p in copies:
                 p.unlink(missing_ok=True)
             if copies:

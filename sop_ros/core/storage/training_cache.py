@@ -4,6 +4,7 @@ Not on the ack path: a background thread writes it from the episode commit alrea
 builds it on demand when it is missing (a crash before the background write, or a full queue). A cache
 directory is written under a temp name and renamed complete, so a half-written one is never read.
 """
+
 from __future__ import annotations
 
 import logging

@@ -7,6 +7,7 @@ restart it is recomputed from the file.
 
 Not thread-safe on its own: the episode store holds an episode's lock around every call for that episode.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,7 +72,7 @@ class UploadStaging:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             state.size = current + len(data)
             if state.hasher is not None:
                 state.hasher.update(data)

@@ -3,24 +3,25 @@
 Only the drawn frames are read (from memory-mapped per-episode arrays), so memory does not grow
 with the image bytes of the buffer; per-episode targets are small and kept in memory.
 """
+
 from __future__ import annotations
 
 import collections
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from sop_ros.core.algorithms.base import Batch, StepTargets
-from sop_ros.core.training.sampler import SampleRef
 from sop_ros.core.training.protocols import EpisodeArrays
+from sop_ros.core.training.sampler import SampleRef
 
 
 class BatchAssembler:
     def __init__(self, arrays: EpisodeArrays, device: torch.device, open_episodes: int = 256):
         self._arrays = arrays
         self._device = device
-        self._open: "collections.OrderedDict[str, Mapping[str, np.ndarray]]" = collections.OrderedDict()
+        self._open: collections.OrderedDict[str, Mapping[str, np.ndarray]] = collections.OrderedDict()
         self._open_limit = open_episodes
 
     def episode_arrays(self, key: str) -> Mapping[str, np.ndarray]:
@@ -34,7 +35,9 @@ class BatchAssembler:
             self._open.popitem(last=False)
         return arrs
 
-    def build(self, refs: Sequence[SampleRef], targets: Mapping[str, StepTargets], instructions: Mapping[str, str]) -> Batch:
+    def build(
+        self, refs: Sequence[SampleRef], targets: Mapping[str, StepTargets], instructions: Mapping[str, str]
+    ) -> Batch:
         images, states = [], []
         fields: dict[str, list[np.ndarray]] = collections.defaultdict(list)
         extra: dict[str, list[tuple[np.ndarray, np.ndarray, bool]]] = collections.defaultdict(list)
@@ -49,7 +52,9 @@ class BatchAssembler:
                 other = int(idx[ref.step])
                 valid = other >= 0
                 j = other if valid else ref.step
-                extra[name].append((np.asarray(arrs["images"][j]), np.asarray(arrs["states"][j], dtype=np.float32), valid))
+                extra[name].append(
+                    (np.asarray(arrs["images"][j]), np.asarray(arrs["states"][j], dtype=np.float32), valid)
+                )
         dev = self._device
         out = {name: torch.from_numpy(np.stack(vals)).to(dev) for name, vals in fields.items()}
         for name, rows in extra.items():

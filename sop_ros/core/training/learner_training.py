@@ -7,6 +7,7 @@ algorithm (the BC base policy v1 for an HG-DAgger or RECAP run), its weights are
 starting point and the optimiser, sampler and algorithm state start fresh; weights the
 new algorithm adds (RECAP's value head) start from their initialisation.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,8 +57,9 @@ def nothing_to_train(algorithm: str, data_dir: Path) -> Optional[str]:
     if not (offline_path / INDEX_FILE).is_file():  # no index: not an episode store
         return f"nothing to train on: {offline_path} holds no episode store; {algorithm} trains only on offline data"
     if not any(row.num_steps > 0 for row in read_index(offline_path)):
-        return (f"nothing to train on: the episode store {offline_path} is empty; "
-                f"{algorithm} trains only on offline data")
+        return (
+            f"nothing to train on: the episode store {offline_path} is empty; {algorithm} trains only on offline data"
+        )
     return None
 
 
@@ -115,7 +117,10 @@ def build_learner_trainer(
     sampler = TaskAwareSampler(config.sampler, seed=config.seed)
     arrays = MultiStoreArrays(*([episode_store, offline_store] if offline_store else [episode_store]))
     trainer = ContinuousTrainer(
-        config.trainer, policy, algorithm, sampler,
+        config.trainer,
+        policy,
+        algorithm,
+        sampler,
         episodes=StoreEpisodeSource(episode_store),
         arrays=arrays,
         checkpoints=checkpoint_store,
@@ -124,14 +129,24 @@ def build_learner_trainer(
         summary_writer=summary_writer,
     )
     if latest is None:
-        _LOG.warning("no checkpoint in %s: training %s from a freshly initialised %s model", checkpoint_store.root, config.algorithm, config.model_preset)
+        _LOG.warning(
+            "no checkpoint in %s: training %s from a freshly initialised %s model",
+            checkpoint_store.root,
+            config.algorithm,
+            config.model_preset,
+        )
     elif latest.algorithm == config.algorithm and model_config == base_config:
         trainer.resume()  # same run restarted: weights, optimiser, sampler and counters
     else:
         copied = _warm_start(policy, base_tensors)
         trainer.version = int(latest.version)
-        _LOG.info("starting %s from checkpoint v%d (%s): %d weight tensors copied, fresh optimiser and sampler",
-                  config.algorithm, latest.version, latest.algorithm, copied)
+        _LOG.info(
+            "starting %s from checkpoint v%d (%s): %d weight tensors copied, fresh optimiser and sampler",
+            config.algorithm,
+            latest.version,
+            latest.algorithm,
+            copied,
+        )
     if offline_store is None:
         _LOG.warning("no offline prior data in %s; training on fleet episodes only", offline_path)
     return trainer

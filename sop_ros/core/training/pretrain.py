@@ -11,26 +11,28 @@ learner resumes from it with the same optimizer and sampler state.
 Model selection uses its own scene seeds (`VALIDATION_SEED`), disjoint from the demo scenes and from
 `sop eval`'s default seeds, so the success `sop eval` reports for v1 is not inflated by the selection.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
 from sop_ros.core.algorithms.registry import make_algorithm
-from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, OFFLINE_DIR
-from sop_ros.core.storage.checkpoint_store import CheckpointManifest, CheckpointStore
 from sop_ros.core.episodes.episode_file import EPISODE_SUFFIX, EpisodeFileError, read_episode_metadata
+from sop_ros.core.episodes.hashing import file_sha256
+from sop_ros.core.evaluation.harness import EvalReport
+from sop_ros.core.model.vla import VLAPolicy
+from sop_ros.core.storage.checkpoint_store import CheckpointManifest, CheckpointStore
+from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, OFFLINE_DIR
 from sop_ros.core.storage.episode_index import StoredEpisode
 from sop_ros.core.storage.episode_store import EpisodeStore
-from sop_ros.core.evaluation.harness import EvalReport
-from sop_ros.core.episodes.hashing import file_sha256
-from sop_ros.core.model.vla import VLAPolicy
 from sop_ros.core.training.sampler import TaskAwareSampler
 from sop_ros.core.training.store_adapters import NoOnlineEpisodes, offline_records
 from sop_ros.core.training.trainer import ContinuousTrainer, TrainerConfig
@@ -242,8 +244,10 @@ def _snapshot_sink_of(trainer: ContinuousTrainer, checkpoints: CheckpointStore) 
         raise PretrainError(f"pretrain trains '{ALGORITHM}', the trainer runs '{trainer.algorithm.name}'")
     existing = checkpoints.versions()
     if existing:
-        raise PretrainError(f"checkpoint store {checkpoints.root} already holds versions {existing[:5]}; "
-                            "the base policy must be the first (use a fresh data dir)")
+        raise PretrainError(
+            f"checkpoint store {checkpoints.root} already holds versions {existing[:5]}; "
+            "the base policy must be the first (use a fresh data dir)"
+        )
     return trainer._checkpoints  # noqa: SLF001
 
 
@@ -339,7 +343,8 @@ class _PretrainRun:
             self.summary_writer.flush()
         _LOG.info(
             "update %d: eval mean success %.3f (%s)%s",
-            updates, point.mean_success,
+            updates,
+            point.mean_success,
             ", ".join(f"{t.task_id} {t.success_rate:.2f}" for t in report.tasks),
             " new best" if is_best else f", {self.since_best} without improvement",
         )
@@ -348,7 +353,10 @@ class _PretrainRun:
 
 
 def _publish_best(
-    run: _PretrainRun, checkpoints: CheckpointStore, config: PretrainConfig, stop_reason: str,
+    run: _PretrainRun,
+    checkpoints: CheckpointStore,
+    config: PretrainConfig,
+    stop_reason: str,
     extra: Optional[Mapping[str, Any]],
 ) -> PretrainResult:
     """Publish the run's best snapshot as the store's first checkpoint, its evaluations in the manifest."""
@@ -377,8 +385,13 @@ def _publish_best(
         train_state=best_snapshot.train_state,
         train_state_meta=best_snapshot.train_state_meta,
     )
-    _LOG.info("published base policy v%d (update %d, mean success %.3f; stopped: %s)",
-              manifest.version, best.updates, best.mean_success, stop_reason)
+    _LOG.info(
+        "published base policy v%d (update %d, mean success %.3f; stopped: %s)",
+        manifest.version,
+        best.updates,
+        best.mean_success,
+        stop_reason,
+    )
     return PretrainResult(manifest, best, tuple(run.history), stop_reason, trainer.updates, elapsed)
 
 

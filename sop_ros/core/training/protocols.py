@@ -1,9 +1,11 @@
 """The narrow views of the stores the trainer needs (the real EpisodeStore / CheckpointStore fit
 them through a thin adapter; tests use in-memory ones)."""
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Protocol
 
 import numpy as np
 import torch

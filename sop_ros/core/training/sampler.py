@@ -24,11 +24,13 @@ and offline samples. Constants and why:
 Items are (episode key, step) pairs held as per-episode step-index arrays; nothing here holds
 images. The trainer fetches observations for the drawn items at batch time.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Optional
 
 import numpy as np
 

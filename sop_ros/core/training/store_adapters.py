@@ -2,9 +2,11 @@
 
 The CheckpointStore already has the CheckpointSink shape and is passed as is.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,7 +24,9 @@ class _EpisodeIndex(Protocol):
 
 def record_from_stored(row: Any, source: DataSource) -> EpisodeRecord:
     """An EpisodeStore StoredEpisode row as the trainer's EpisodeRecord."""
-    return EpisodeRecord(int(row.ingest_seq), row.episode_id, row.task_id, row.instruction, row.success, int(row.num_steps), source)
+    return EpisodeRecord(
+        int(row.ingest_seq), row.episode_id, row.task_id, row.instruction, row.success, int(row.num_steps), source
+    )
 
 
 class StoreEpisodeSource:

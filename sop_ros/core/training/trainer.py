@@ -11,6 +11,7 @@ index is rebuilt by re-reading the episode source from the start.
 Under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel; every rank
 indexes the same store, draws its own batches, and only rank 0 publishes and logs.
 """
+
 from __future__ import annotations
 
 import collections
@@ -110,14 +111,22 @@ class ContinuousTrainer:
         self._last_poll: Optional[float] = None
         self._episodes_pending = threading.Event()  # set by notify_new_episodes(), from any thread
         self.source_reads = 0  # how often the episode source was read (each notification or safety-net poll)
-        self._outcomes: dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=config.outcome_window))
+        self._outcomes: dict[str, collections.deque] = collections.defaultdict(
+            lambda: collections.deque(maxlen=config.outcome_window)
+        )
         self._staleness: collections.deque = collections.deque(maxlen=100)
         self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         self._module: nn.Module = _LossModule(policy, algorithm)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             device_ids = [policy.device.index] if policy.device.type == "cuda" else None
-            self._module = nn.parallel.DistributedDataParallel(self._module, device_ids=device_ids, find_unused_parameters=True)
-        self.optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay)
+            self._module = nn.parallel.DistributedDataParallel(
+                self._module, device_ids=device_ids, find_unused_parameters=True
+            )
+        self.optimizer = torch.optim.AdamW(
+            [p for p in policy.parameters() if p.requires_grad],
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
+        )
         self.updates = 0
         self.version: Optional[int] = None
         self._since_publish = 0
@@ -199,7 +208,12 @@ class ContinuousTrainer:
         )
         return self.publish() if due else None
 
-    def run(self, max_updates: Optional[int] = None, max_seconds: Optional[float] = None, should_stop: Callable[[], bool] = lambda: False) -> int:
+    def run(
+        self,
+        max_updates: Optional[int] = None,
+        max_seconds: Optional[float] = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> int:
         """Train until a limit or should_stop(); returns the number of updates done in this call."""
         start_updates, start_t = self.updates, self._clock()
         while not should_stop():
@@ -276,7 +290,9 @@ class ContinuousTrainer:
         saved = self._checkpoints.load_train_state(version)
         if saved is None:
             self.version = version
-            _LOG.warning("checkpoint version %d has no train state; resuming its weights with a fresh optimizer", version)
+            _LOG.warning(
+                "checkpoint version %d has no train state; resuming its weights with a fresh optimizer", version
+            )
             return True
         state, meta = saved
         optimizer_from_tensors(self.optimizer, state, meta["optimizer"])

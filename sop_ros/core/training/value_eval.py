@@ -13,13 +13,15 @@ return RECAP assigns to that step (its `return` target):
   gets a higher value than a random step of a failed one (ties count 1/2; the AUC of V as a
   success detector), None when the held-out split lacks one of the two outcomes.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import math
 import time
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -27,8 +29,8 @@ from scipy.stats import mannwhitneyu, spearmanr
 
 from sop_ros.core.algorithms.recap import Recap
 from sop_ros.core.model.vla import VLAPolicy
-from sop_ros.core.training.sampler import TaskAwareSampler
 from sop_ros.core.training.protocols import EpisodeArrays, EpisodeRecord
+from sop_ros.core.training.sampler import TaskAwareSampler
 from sop_ros.core.training.store_adapters import NoOnlineEpisodes
 from sop_ros.core.training.trainer import ContinuousTrainer, TrainerConfig
 
@@ -83,7 +85,9 @@ class ValueRanking:
         return dataclasses.asdict(self)
 
 
-def split_episodes(records: Sequence[EpisodeRecord], heldout_fraction: float, seed: int = 0) -> tuple[list[EpisodeRecord], list[EpisodeRecord]]:
+def split_episodes(
+    records: Sequence[EpisodeRecord], heldout_fraction: float, seed: int = 0
+) -> tuple[list[EpisodeRecord], list[EpisodeRecord]]:
     """(train, held-out) by episode; each (task, success) group gives ceil(fraction * n) to held-out,
     keeping at least one episode of every group with two or more in training.
 
@@ -126,14 +130,22 @@ class _NoCheckpoints:
 
 def _check_recap(policy: VLAPolicy, algorithm: Any) -> Recap:
     if not isinstance(algorithm, Recap):
-        raise ValueEvalError(f"value evaluation needs the recap algorithm, got {getattr(algorithm, 'name', type(algorithm).__name__)!r}")
+        raise ValueEvalError(
+            f"value evaluation needs the recap algorithm, got {getattr(algorithm, 'name', type(algorithm).__name__)!r}"
+        )
     if not algorithm.config.train_value:
         raise ValueEvalError("recap config has train_value=False: the value network would not be trained")
     algorithm.check_model(policy.config)
     return algorithm
 
 
-def train_value_function(policy: VLAPolicy, algorithm: Recap, records: Sequence[EpisodeRecord], arrays: EpisodeArrays, config: ValueEvalConfig = ValueEvalConfig()) -> ValueTraining:
+def train_value_function(
+    policy: VLAPolicy,
+    algorithm: Recap,
+    records: Sequence[EpisodeRecord],
+    arrays: EpisodeArrays,
+    config: ValueEvalConfig = ValueEvalConfig(),
+) -> ValueTraining:
     """`config.updates` ContinuousTrainer updates of RECAP's loss on `records` (value net only when freeze_policy)."""
     _check_recap(policy, algorithm)
     if not records:
@@ -163,12 +175,20 @@ def train_value_function(policy: VLAPolicy, algorithm: Recap, records: Sequence[
             p.requires_grad_(flags[name])
     tenth = max(1, len(losses) // 10)
     result = ValueTraining(len(losses), seconds, float(np.mean(losses[:tenth])), float(np.mean(losses[-tenth:])))
-    _LOG.info("value training: %d updates in %.1f s, value loss %.3f -> %.3f", result.updates, seconds, result.first_value_loss, result.last_value_loss)
+    _LOG.info(
+        "value training: %d updates in %.1f s, value loss %.3f -> %.3f",
+        result.updates,
+        seconds,
+        result.first_value_loss,
+        result.last_value_loss,
+    )
     return result
 
 
 @torch.no_grad()
-def predict_values(policy: VLAPolicy, episode_arrays: Mapping[str, np.ndarray], instruction: str, batch_size: int = 128) -> np.ndarray:
+def predict_values(
+    policy: VLAPolicy, episode_arrays: Mapping[str, np.ndarray], instruction: str, batch_size: int = 128
+) -> np.ndarray:
     """E[V] for every step of one episode, float64 [T] (eval mode, no augmentation)."""
     if policy.value_net is None:
         raise ValueEvalError("the policy has no value network (value_bins=0)")
@@ -178,7 +198,9 @@ def predict_values(policy: VLAPolicy, episode_arrays: Mapping[str, np.ndarray], 
     try:
         out = []
         for lo in range(0, int(images.shape[0]), batch_size):
-            img = torch.from_numpy(np.array(images[lo : lo + batch_size]))  # a copy: the store's arrays are read-only memmaps
+            img = torch.from_numpy(
+                np.array(images[lo : lo + batch_size])
+            )  # a copy: the store's arrays are read-only memmaps
             st = torch.from_numpy(np.array(states[lo : lo + batch_size], dtype=np.float32)).to(policy.device)
             text = policy.text([instruction]).expand(st.shape[0], -1)
             out.append(policy.expected_value(policy.value_logits(policy.pixels(img), st, text)).cpu().numpy())
@@ -189,7 +211,11 @@ def predict_values(policy: VLAPolicy, episode_arrays: Mapping[str, np.ndarray], 
 
 def rank_values(predicted: np.ndarray, returns: np.ndarray, successful: np.ndarray) -> tuple[float, Optional[float]]:
     """(Spearman of predicted vs true return, P(V(success step) > V(failure step)) or None)."""
-    predicted, returns, successful = np.asarray(predicted, float), np.asarray(returns, float), np.asarray(successful, bool)
+    predicted, returns, successful = (
+        np.asarray(predicted, float),
+        np.asarray(returns, float),
+        np.asarray(successful, bool),
+    )
     if not predicted.shape == returns.shape == successful.shape or predicted.ndim != 1:
         raise ValueEvalError("predicted, returns and successful must be 1-d arrays of one length")
     if np.ptp(returns) == 0:
@@ -203,7 +229,13 @@ def rank_values(predicted: np.ndarray, returns: np.ndarray, successful: np.ndarr
     return rho, auc
 
 
-def evaluate_value_ranking(policy: VLAPolicy, algorithm: Recap, records: Sequence[EpisodeRecord], arrays: EpisodeArrays, config: ValueEvalConfig = ValueEvalConfig()) -> ValueRanking:
+def evaluate_value_ranking(
+    policy: VLAPolicy,
+    algorithm: Recap,
+    records: Sequence[EpisodeRecord],
+    arrays: EpisodeArrays,
+    config: ValueEvalConfig = ValueEvalConfig(),
+) -> ValueRanking:
     """Split `records` by episode, train the value function on one part, rank the other's steps."""
     _check_recap(policy, algorithm)
     train, heldout = split_episodes(records, config.heldout_fraction, config.seed)
@@ -224,6 +256,20 @@ def evaluate_value_ranking(policy: VLAPolicy, algorithm: Recap, records: Sequenc
         sel = task == t
         if np.ptp(ret[sel]) > 0:
             per_task[t] = rank_values(pred[sel], ret[sel], succ[sel])[0]
-    report = ValueRanking(rho, auc, int(pred.shape[0]), len(heldout), sum(bool(r.success) for r in heldout), len(train), training, per_task)
-    _LOG.info("value ranking on %d held-out steps: spearman %.3f, success-over-failure %s", report.heldout_steps, rho, "n/a" if auc is None else f"{auc:.3f}")
+    report = ValueRanking(
+        rho,
+        auc,
+        int(pred.shape[0]),
+        len(heldout),
+        sum(bool(r.success) for r in heldout),
+        len(train),
+        training,
+        per_task,
+    )
+    _LOG.info(
+        "value ranking on %d held-out steps: spearman %.3f, success-over-failure %s",
+        report.heldout_steps,
+        rho,
+        "n/a" if auc is None else f"{auc:.3f}",
+    )
     return report
