@@ -4,9 +4,10 @@ true return (issue 6 acceptance: Spearman(predicted value, true normalised retur
 The episodes are real simulation rollouts recorded by `sop collect --keep-failures
 --action-noise`: the scripted expert with and without heavy Gaussian action noise stands in for
 a good and a bad policy, so the buffer holds successes and failures of push-v3 (at an 80-step
-limit a scan of 20 scenes gave push success 1.0 at noise 0, 0.25 at 0.5, 0.0 at 1.0). They are committed into a real EpisodeStore through its
-verified upload path, split by episode, and the value network of the tiny VLA is trained with
-RECAP's loss through the ContinuousTrainer; nothing is cached between runs.
+limit a scan of 20 scenes gave push success 1.0 at noise 0, 0.25 at 0.5, 0.0 at 1.0). They are
+committed into a real EpisodeStore through its verified upload path, split by episode, and the
+value network of the tiny VLA is trained with RECAP's loss through the ContinuousTrainer; nothing
+is cached between runs.
 """
 
 from __future__ import annotations

@@ -59,7 +59,10 @@ def test_online_share_tracks_a_changing_loss_through_the_ema():
     _feed(s, "a", 0.08, 0.04, n=100)
     high = s.online_share("a")
     assert low < mid < high
-    sig = lambda x: 1 / (1 + math.exp(-x))
+
+    def sig(x):
+        return 1 / (1 + math.exp(-x))
+
     assert low == pytest.approx(sig(1.5 * 0.4 - 1.6))  # normalised 0.01, 0.04 -> 0.4, 1.6
     assert high == pytest.approx(sig(1.5 * 4 / 3 - 2 / 3), abs=1e-3)  # EMA has converged to 0.08, 0.04
 

@@ -71,7 +71,10 @@ class MemoryCheckpoints:
 
     def publish(self, tensors, *, algorithm, training_step, metrics, parent_version, train_state, train_state_meta):
         m = Manifest(len(self.items) + 1, parent_version, training_step, algorithm, dict(metrics))
-        clone = lambda d: {k: v.clone() for k, v in d.items()}
+
+        def clone(d):
+            return {k: v.clone() for k, v in d.items()}
+
         self.items[m.version] = (m, clone(tensors), clone(train_state), dict(train_state_meta))
         return m
 

@@ -115,7 +115,7 @@ def test_fuzz_out_of_order_upload_then_commit(env, which, ops, begin, commit_sha
             chunks.append(
                 ingest_pb2.EpisodeChunk(episode_id=eid, offset=offset + len(piece), data=b"\0" * (CHUNK_BYTES + 1))
             )
-        assert _call(lambda: link.ingest.UploadChunks(iter(chunks), timeout=5)) in DELIBERATE
+        assert _call(lambda chunks=chunks: link.ingest.UploadChunks(iter(chunks), timeout=5)) in DELIBERATE
     if complete:  # resume properly from the learner's offset, whatever the garbage before left staged
         meta = ingest_pb2.EpisodeMetadata(
             episode_id=eid, robot_id="robot1", task_id="reach-v3", size_bytes=len(data), sha256=sha

@@ -116,7 +116,8 @@ def sim_overrides(checkpoint: tuple[str, str], **extra) -> dict[str, dict]:
     over = {
         "sim_robot": {"max_steps": MAX_STEPS, "seed": 7},
         "policy": {"checkpoint_path": path, "checkpoint_sha256": sha, "checkpoint_version": 1, "execute_horizon": 2},
-        # A random policy stalls: the operator takes over after 5 steps and hands back after 4 expert steps with progress.
+        # A random policy stalls: the operator takes over after 5 steps and hands back after 4 expert steps
+        # with progress.
         "scripted_operator": {"stall_steps": 5, "handback_progress_steps": 4},
     }
     for name, params in extra.items():

@@ -85,7 +85,10 @@ def _bench_preset(name: str, args: argparse.Namespace, device: torch.device) -> 
         optimizer.step()
 
     train_ms = _time_ms(train_step, iterations, device)
-    count = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else 0
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters()) if m is not None else 0
+
     return {
         "preset": name,
         "image_size": size,

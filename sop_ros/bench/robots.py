@@ -161,7 +161,8 @@ def _run_fleet(
         while not all(len(collector.steps[r]) >= 5 for r in robot_ids):
             if time.monotonic() > deadline or not thread.is_alive():
                 raise RuntimeError(
-                    f"{n} robots: not every robot acted within {args.warmup_timeout:g} s\n{launch_log.getvalue()[-3000:]}"
+                    f"{n} robots: not every robot acted within {args.warmup_timeout:g} s\n"
+                    f"{launch_log.getvalue()[-3000:]}"
                 )
             time.sleep(0.5)
         procs = [psutil.Process(pid) for pid in launcher.pids]
@@ -243,7 +244,8 @@ def render(figures: dict[str, Any]) -> None:
         for r in figures["runs"]
     ]
     print_table(
-        f"sim robot control loop ({figures['cpu_count']} CPUs, {figures['duration_s']:g} s per run, preset {figures['preset']})",
+        f"sim robot control loop ({figures['cpu_count']} CPUs, {figures['duration_s']:g} s per run, "
+        f"preset {figures['preset']})",
         [
             "robots",
             "target Hz",

@@ -419,7 +419,8 @@ def render(figures: dict[str, Any]) -> None:
             "episode upload vs raw gRPC",
             figures["upload_ratio_vs_raw"],
             ">= 0.7",
-            f"{figures['upload_mb_s']:.0f} vs {figures['raw_upload_mb_s']:.0f} MB/s, {figures['episode_mb']:.1f} MB episodes",
+            f"{figures['upload_mb_s']:.0f} vs {figures['raw_upload_mb_s']:.0f} MB/s, "
+            f"{figures['episode_mb']:.1f} MB episodes",
         ),
         (
             "episode upload, one episode in flight",
@@ -443,7 +444,8 @@ def render(figures: dict[str, Any]) -> None:
             f"checkpoint to {figures['fanout_robots']} robots vs 1 raw download",
             figures["checkpoint_fanout_ratio"],
             "<= 2",
-            f"{figures['fanout_s']:.2f} s vs {figures['raw_download_s']:.2f} s, {figures['checkpoint_mb']:.0f} MB, {figures['cpu_cores']} cores",
+            f"{figures['fanout_s']:.2f} s vs {figures['raw_download_s']:.2f} s, "
+            f"{figures['checkpoint_mb']:.0f} MB, {figures['cpu_cores']} cores",
         ),
         (
             "checkpoint fan-out per byte moved",

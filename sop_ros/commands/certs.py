@@ -31,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--learner-host",
         action="append",
         default=[],
-        help="extra host name or IP for the learner certificate (repeatable); localhost and 127.0.0.1 are always included",
+        help="extra host name or IP for the learner certificate (repeatable); "
+        "localhost and 127.0.0.1 are always included",
     )
     init.add_argument(
         "--operators", default="operator", help="comma-separated operator names to issue tokens for (default: operator)"

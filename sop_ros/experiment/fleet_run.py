@@ -259,7 +259,8 @@ def read_live_counts(learner_dir: Path, recent: int = 20) -> LiveCounts:
     try:
         with contextlib.closing(sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=1.0)) as db:
             total = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(success), 0), COALESCE(SUM(num_steps), 0), COALESCE(SUM(human_steps), 0) FROM episodes"
+                "SELECT COUNT(*), COALESCE(SUM(success), 0), COALESCE(SUM(num_steps), 0), "
+                "COALESCE(SUM(human_steps), 0) FROM episodes"
             ).fetchone()
             last = db.execute(
                 "SELECT success, num_steps, human_steps FROM episodes ORDER BY ingest_seq DESC LIMIT ?", (recent,)

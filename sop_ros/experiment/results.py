@@ -342,7 +342,8 @@ def markdown_report(summary_data: Mapping[str, Any], plots: Sequence[str] = ()) 
         f"- date: {s.get('date', '')}",
         f"- machine: {s.get('machine', {})}",
         f"- wall clock of the whole experiment: {_fmt((s.get('wall_clock_s') or 0) / 60, 1)} min",
-        f"- per run: {_fmt(s['duration_s'] / 60, 1)} min of fleet time, robots at {s['robot_hz']:g} Hz, {s['seeds']} seed(s); "
+        f"- per run: {_fmt(s['duration_s'] / 60, 1)} min of fleet time, robots at {s['robot_hz']:g} Hz, "
+        f"{s['seeds']} seed(s); "
         f"evaluation: {s.get('eval_episodes', '-')} episodes per task on fixed scenes",
         "",
     ]
@@ -354,14 +355,16 @@ def markdown_report(summary_data: Mapping[str, Any], plots: Sequence[str] = ()) 
             "",
             "| method | final success | "
             + " | ".join(tasks)
-            + " | episodes/h | successful episodes/h | operator share of steps | learner updates | robot steps/s | CPU % |",
+            + " | episodes/h | successful episodes/h | operator share of steps | learner updates "
+            "| robot steps/s | CPU % |",
             "|---|---:|" + "---:|" * len(tasks) + "---:|---:|---:|---:|---:|---:|",
         ]
         for m, v in methods.items():
             lines.append(
                 f"| {m} | {_pm(v['final_success'])} | "
                 + " | ".join(_pm(v["final_per_task"][t]) for t in tasks)
-                + f" | {_pm(v['episodes_per_hour'], 0)} | {_pm(v['successful_episodes_per_hour'], 0)} | {_pm(v['intervention_share'])}"
+                + f" | {_pm(v['episodes_per_hour'], 0)} | {_pm(v['successful_episodes_per_hour'], 0)}"
+                f" | {_pm(v['intervention_share'])}"
                 f" | {_pm(v['learner_updates'], 0)} | {_pm(v['achieved_step_hz'], 1)} | {_pm(v['cpu_percent'], 0)} |"
             )
         lines += [
@@ -376,7 +379,8 @@ def markdown_report(summary_data: Mapping[str, Any], plots: Sequence[str] = ()) 
         lines += [
             f"## Fleet scaling (SOP + HG-DAgger): time to mean success {s['threshold']:g}",
             "",
-            "| robots | time to threshold (min) | per seed (min) | final success | episodes/h | robot steps/s | CPU % |",
+            "| robots | time to threshold (min) | per seed (min) | final success | episodes/h "
+            "| robot steps/s | CPU % |",
             "|---:|---:|---|---:|---:|---:|---:|",
         ]
         for k, v in s["scaling"].items():
@@ -386,7 +390,8 @@ def markdown_report(summary_data: Mapping[str, Any], plots: Sequence[str] = ()) 
             )
             t = v["time_to_threshold_s"]
             lines.append(
-                f"| {k} | {_fmt(t / 60 if t is not None else None, 1)} | {per_seed} | {_pm(v['final_success'])} | {_pm(v['episodes_per_hour'], 0)} | {_pm(v['achieved_step_hz'], 1)} | {_pm(v['cpu_percent'], 0)} |"
+                f"| {k} | {_fmt(t / 60 if t is not None else None, 1)} | {per_seed} | {_pm(v['final_success'])}"
+                f" | {_pm(v['episodes_per_hour'], 0)} | {_pm(v['achieved_step_hz'], 1)} | {_pm(v['cpu_percent'], 0)} |"
             )
         lines += [
             "",

@@ -33,9 +33,15 @@ class CompatibilityPolicy:
     def refusal(self, request: fleet_pb2.RegisterRequest) -> str:
         """Why the robot is refused, or "" when it is compatible."""
         if request.protocol_version != self.protocol_version:
-            return f"protocol version {request.protocol_version} is not supported: this learner speaks sop.v1 protocol {self.protocol_version}; update the robot's sop_ros"
+            return (
+                f"protocol version {request.protocol_version} is not supported: "
+                f"this learner speaks sop.v1 protocol {self.protocol_version}; update the robot's sop_ros"
+            )
         if self.software_version and _major_minor(request.software_version) != _major_minor(self.software_version):
-            return f"software version {request.software_version!r} is incompatible with the learner's {self.software_version!r} (major.minor must match)"
+            return (
+                f"software version {request.software_version!r} is incompatible with the learner's "
+                f"{self.software_version!r} (major.minor must match)"
+            )
         cfg = request.config
         if self.action_dim is not None and cfg.action_dim != self.action_dim:
             return f"action_dim {cfg.action_dim} differs from the learner's policy action_dim {self.action_dim}"

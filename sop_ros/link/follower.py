@@ -189,7 +189,8 @@ class CheckpointFollower:
         if hasher.hexdigest() != ref.content_hash:
             part.unlink()
             raise ChecksumError(
-                f"checkpoint v{ref.version}: sha256 differs from the announced {ref.content_hash}; discarded, will download again"
+                f"checkpoint v{ref.version}: sha256 differs from the announced {ref.content_hash}; "
+                "discarded, will download again"
             )
         staging = self._partial_dir / f"v{ref.version:010d}.dir"
         shutil.rmtree(staging, ignore_errors=True)
@@ -244,7 +245,8 @@ class CheckpointFollower:
             for chunk in stream:
                 if chunk.offset != offset or chunk.content_hash != ref.content_hash:
                     raise ChecksumError(
-                        f"checkpoint v{ref.version}: unexpected chunk (offset {chunk.offset} != {offset} or hash changed)"
+                        f"checkpoint v{ref.version}: unexpected chunk "
+                        f"(offset {chunk.offset} != {offset} or hash changed)"
                     )
                 data = chunk.data
                 f.write(data)

@@ -67,7 +67,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             validate.fail(
                 context,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"metadata.size_bytes: {meta.size_bytes} exceeds this learner's limit of {self._max_episode_bytes} bytes per episode",
+                f"metadata.size_bytes: {meta.size_bytes} exceeds this learner's limit of "
+                f"{self._max_episode_bytes} bytes per episode",
                 validate.REASON_EPISODE_TOO_LARGE,
             )
         self._auth.require_robot(context, meta.robot_id)
@@ -88,7 +89,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             validate.fail(
                 context,
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"the learner holds {offset} staged bytes of episode {meta.episode_id}, more than its declared size {meta.size_bytes}",
+                f"the learner holds {offset} staged bytes of episode {meta.episode_id}, "
+                f"more than its declared size {meta.size_bytes}",
             )
         self._remember(meta)
         return ingest_pb2.BeginEpisodeResponse(
@@ -124,7 +126,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 validate.fail(
                     context,
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"episode_id changed within one stream ({episode_id} -> {chunk.episode_id[:80]!r}); use one stream per episode",
+                    f"episode_id changed within one stream ({episode_id} -> {chunk.episode_id[:80]!r}); "
+                    "use one stream per episode",
                 )
             self._append(context, meta, chunk)
         if episode_id is None:

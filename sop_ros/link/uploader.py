@@ -1,8 +1,9 @@
 """Robot side of Ingest: drain the spool oldest-first, resumably, deleting only after the learner's ack.
 
-Per episode (up to MAX_IN_FLIGHT at once, started oldest-first): BeginEpisode tells how many bytes the learner already holds; chunks are sent
-from there; CommitEpisode returns only after the learner verified, fsynced and indexed the
-episode; then (and only then) the spooled file is removed. Any interruption (learner restart,
+Per episode (up to MAX_IN_FLIGHT at once, started oldest-first): BeginEpisode tells how many
+bytes the learner already holds; chunks are sent from there; CommitEpisode returns only after
+the learner verified, fsynced and indexed the episode; then (and only then) the spooled file is
+removed. Any interruption (learner restart,
 uploader crash, network) resumes from the learner's committed offset on the next Begin.
 Transient failures are retried with exponential backoff + jitter, keeping oldest-first order;
 an episode the learner refuses for good (invalid, too big, forbidden) is parked for
@@ -190,7 +191,8 @@ class EpisodeUploader:
         meta = read_episode_metadata(entry.path)
         if meta["robot_id"] != self.robot_id:
             raise UploadRefusedError(
-                f"spooled episode {entry.episode_id} belongs to robot {meta['robot_id']!r}, this uploader is {self.robot_id!r}"
+                f"spooled episode {entry.episode_id} belongs to robot {meta['robot_id']!r}, "
+                f"this uploader is {self.robot_id!r}"
             )
         size = os.path.getsize(entry.path)
         sha = file_sha256(entry.path)
@@ -233,7 +235,8 @@ class EpisodeUploader:
                 callback(entry.episode_id)
             return 1
         raise UploadRefusedError(
-            f"episode {entry.episode_id}: learner and robot disagreed {MAX_RESUMES_PER_EPISODE} times in a row (offset or hash)"
+            f"episode {entry.episode_id}: learner and robot disagreed {MAX_RESUMES_PER_EPISODE} times in a row "
+            "(offset or hash)"
         )
 
     def _send(self, entry: SpoolEntry, offset: int, size: int, chunk_bytes: int) -> int:

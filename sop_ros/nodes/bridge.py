@@ -294,7 +294,8 @@ class BridgeNode(Node):
         if not self._publish_from_link_thread(self.policy_pub, msg):
             return
         self.get_logger().info(
-            f"announced checkpoint v{ref.version} ({ref.algorithm}, step {ref.training_step}, sha256 {ref.content_hash[:12]})"
+            f"announced checkpoint v{ref.version} ({ref.algorithm}, step {ref.training_step}, "
+            f"sha256 {ref.content_hash[:12]})"
         )
 
     # --- state -----------------------------------------------------------------------------

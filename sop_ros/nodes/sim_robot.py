@@ -123,7 +123,8 @@ class SimRobotNode(Node):
             return
         if tuple(msg.joint_names) != self.backend.joint_names:
             self.get_logger().warning(
-                f"ignoring a JointTrajectory for joints {list(msg.joint_names)}; this arm has {list(self.backend.joint_names)}"
+                f"ignoring a JointTrajectory for joints {list(msg.joint_names)}; "
+                f"this arm has {list(self.backend.joint_names)}"
             )
             return
         self._goal = np.asarray(msg.points[-1].positions, dtype=np.float64)
@@ -163,7 +164,8 @@ class SimRobotNode(Node):
             outcome = EpisodeStatus.OUTCOME_SUCCESS if result.success else EpisodeStatus.OUTCOME_FAILURE
             self._publish_event(outcome, self._obs.stamp_ns)
             self.get_logger().info(
-                f"episode {self._episode['id']} ended after {self._episode['step']} steps: {'success' if result.success else 'failure'}"
+                f"episode {self._episode['id']} ended after {self._episode['step']} steps: "
+                f"{'success' if result.success else 'failure'}"
             )
             self._episode = None
             self._next_reset_at = time.monotonic() + self.reset_pause_s

@@ -1,4 +1,5 @@
-"""A stand-in for a ros2_control arm (joint_state_broadcaster + joint_trajectory_controller) and the recorder's label service.
+"""A stand-in for a ros2_control arm (joint_state_broadcaster + joint_trajectory_controller) and the
+recorder's label service.
 
 usage: fake_arm_controller.py NAMESPACE OUT_FILE MAX_DURATION_S
 Publishes NAMESPACE/joint_states at 50 Hz (sensor QoS, its own clock, like a real driver) and

@@ -2,7 +2,8 @@
 
 usage: mux_driver.py NAMESPACE OUT_FILE DURATION_S
 Announces one running episode (the mux executes only inside one), then each tick publishes
-joint_states and a one-action ActionChunk [0.01, 0, 0, 0] (policy v5) stamped now; writes JSON lines for every ExecutedStep, InterventionState and arm goal received.
+joint_states and a one-action ActionChunk [0.01, 0, 0, 0] (policy v5) stamped now; writes JSON
+lines for every ExecutedStep, InterventionState and arm goal received.
 """
 
 import json

@@ -39,7 +39,8 @@ class OperatorRuleAudit:
     def before_step(self, backend, action: np.ndarray) -> None:
         if not (hasattr(backend, "progress") and hasattr(backend, "expert_action")):
             raise TypeError(
-                f"{type(backend).__name__}: an operator audit needs progress() and expert_action() (a simulator backend)"
+                f"{type(backend).__name__}: an operator audit needs progress() and expert_action() "
+                "(a simulator backend)"
             )
         waiting = [name for name, fired in self._fired.items() if fired is None]
         if waiting:

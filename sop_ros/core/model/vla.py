@@ -294,7 +294,8 @@ class VLAPolicy(nn.Module):
         mismatched = sorted(k for k in set(own) & set(tensors) if tuple(own[k].shape) != tuple(tensors[k].shape))
         if missing or unexpected or mismatched:
             raise ConfigError(
-                f"checkpoint does not fit the model config: missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatch {mismatched[:5]}"
+                f"checkpoint does not fit the model config: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+                f"shape mismatch {mismatched[:5]}"
             )
         self.load_state_dict(dict(tensors), strict=True)
 

@@ -1,1 +1,2 @@
-"""Robot-side logic the nodes wrap: backend contract and tasks, policy runner, action mux, teleop, scripted operator, monitor state, arm commands."""
+"""Robot-side logic the nodes wrap: backend contract and tasks, policy runner, action mux, teleop,
+scripted operator, monitor state, arm commands."""

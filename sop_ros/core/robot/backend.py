@@ -107,8 +107,8 @@ class RobotBackend(abc.ABC):
     def observation(self) -> Observation:
         """The latest observation (without acting)."""
 
-    def close(self) -> None:
-        """Release resources (renderers, devices)."""
+    def close(self) -> None:  # noqa: B027 - optional hook: a default no-op, not abstract
+        """Release resources (renderers, devices); subclasses that hold some override this."""
 
     def __enter__(self) -> RobotBackend:
         return self
