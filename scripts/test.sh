@@ -9,5 +9,8 @@ bash scripts/setup.sh
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 echo "test: checking the layering (import-linter contracts in .importlinter)"
 lint-imports
+echo "test: checking style (ruff.toml)"
+ruff check .
+ruff format --check .
 echo "test: running the suite"
 python -m pytest "$@"
