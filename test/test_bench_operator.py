@@ -1,4 +1,4 @@
-"""`sop bench operator` end to end on real MetaWorld episodes: rules audited against the expert and random actions."""
+"""`sop bench operator` end to end on real MetaWorld episodes: rules audited, and the operator acting, against the expert and random actions."""
 import json
 
 import pytest
@@ -18,7 +18,7 @@ def test_operator_audit_never_fires_on_the_expert_and_catches_random_actions_ear
     for who, out in (("expert", expert_json), ("random", random_json)):
         result = sop_cli("bench", "operator", who, *common, "--json", str(out), timeout=280)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        assert "false alarms (solved)" in result.stdout
+        assert "false alarms (solved)" in result.stdout and "takeover success" in result.stdout
     expert = json.loads(expert_json.read_text())
     assert expert["policy_success"] == {"button-press-topdown-v3": 1.0}
     rules = _by_rule(expert["overall"])
@@ -39,3 +39,18 @@ def test_operator_audit_never_fires_on_the_expert_and_catches_random_actions_ear
         s = rules[name]
         assert s["failed_alone"] == 2 and s["catch_rate"] == 1.0 and s["mean_catch_step"] <= 3 * stall_steps, s
     assert rules["stall only"]["by_kind"]["deviation"] == 0 and rules["deviation only"]["by_kind"]["stall"] == 0
+
+    # Takeover success: the operator acts. On the expert it never takes over; on random actions it takes over in
+    # every episode, with and without recovery (the baseline in the same run), and counts what it did.
+    for figures in (expert, random):
+        operators = figures["takeover"]["operators"]
+        assert set(operators) == {"no recovery (before)", "configured"}  # (the JSON sorts keys)
+        assert [s["operator"] for s in figures["takeover"]["overall"]] == ["no recovery (before)", "configured"]
+        assert operators["no recovery (before)"]["recovery_steps"] == 0 and operators["configured"]["recovery_steps"] > 0
+    for s in expert["takeover"]["overall"]:
+        assert s["takeover_episodes"] == 0 and s["takeover_success_rate"] is None and s["success_all"] == 2
+    for s in random["takeover"]["overall"]:
+        assert s["episodes"] == s["takeover_episodes"] == 2 and s["takeovers"] >= 2 and s["operator_steps_per_takeover"] > 0
+        assert 0.0 <= s["ci_low"] <= s["ci_high"] <= 1.0 and s["step_limit_share"] == 1 - s["takeover_success_rate"]
+    recoveries = {s["operator"]: s["recoveries_per_takeover"] for s in random["takeover"]["overall"]}
+    assert recoveries["no recovery (before)"] == 0 and recoveries["configured"] >= 1

@@ -35,12 +35,13 @@ class Policy(Protocol):
 
 
 class StepObserver(Protocol):
-    """Watches an evaluation episode step by step without acting on it (e.g. an operator-rule audit)."""
+    """Watches an evaluation episode step by step (e.g. an operator-rule audit); may take over (the scripted operator)."""
 
     def start(self, task_id: str, seed: int) -> None: ...
 
-    def before_step(self, backend: RobotBackend, action: np.ndarray) -> None:
-        """Called with the action about to be executed, while the backend still shows the state it acts on."""
+    def before_step(self, backend: RobotBackend, action: np.ndarray) -> Optional[np.ndarray]:
+        """Called with the policy's action about to be executed, while the backend still shows the state it acts on.
+        Returns None to let it run, or the action to execute instead."""
         ...
 
     def finish(self, success: bool, steps: int) -> Mapping[str, Any]:
@@ -139,9 +140,8 @@ def run_episode(backend: RobotBackend, policy: Policy, task_id: str, seed: int, 
         if chunk.ndim != 2 or chunk.shape[0] == 0 or chunk.shape[1] != backend.action_dim:
             raise ValueError(f"policy.act returned shape {chunk.shape}, expected [K>0, {backend.action_dim}]")
         for action in chunk[: actions_per_query or len(chunk)]:
-            if observer is not None:
-                observer.before_step(backend, action)
-            result = backend.step(action)
+            replacement = observer.before_step(backend, action) if observer is not None else None
+            result = backend.step(action if replacement is None else replacement)
             steps += 1
             if result.done:
                 observed = dict(observer.finish(result.success, steps)) if observer is not None else {}
@@ -182,7 +182,7 @@ def evaluate(
     """Evaluate on every task with the same seeds (default DEFAULT_EVAL_SEED + 0..episodes_per_task-1).
 
     `observer_factory` (picklable, called once per worker) builds a StepObserver whose per-episode
-    record lands in EpisodeOutcome.observed; it watches and never changes what is executed."""
+    record lands in EpisodeOutcome.observed; an action it returns is executed instead of the policy's."""
     if not tasks:
         raise ValueError("tasks: at least one task is required")
     if episodes_per_task <= 0:
