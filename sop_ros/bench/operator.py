@@ -8,8 +8,9 @@ HG-DAgger to undo working behaviour) and early in the ones it fails.
 Takeover success (unless --no-takeover): the same scenes again, now the operator of config/robot.yaml
 acts where its rule fires (recovery, then the expert, hand-back; sop_ros.core.operator_takeover), and
 the share of taken-over episodes that end in success. Baseline in the same run: the same operator
-without recovery (recovery_steps 0), as it was before recovery existed. Until the first takeover both
-runs are the same episode, so both take over in the same episodes.
+without recovery (recovery_steps 0), as it was before recovery existed; and one that recovers only at
+the takeover (expert_stall_steps 0). Until the first takeover the runs are the same episode, so all
+take over in the same episodes.
 """
 from __future__ import annotations
 
@@ -45,9 +46,10 @@ def candidate_rules() -> dict[str, Any]:
 
 
 def takeover_operators() -> dict[str, Any]:
-    """The configured operator and its baseline without recovery, by name (the baseline first)."""
+    """The configured operator, its baseline without recovery (first) and without the expert-stall re-trigger, by name."""
     base = configured_rule()
-    return {"no recovery (before)": dataclasses.replace(base, recovery_steps=0), "configured": base}
+    return {"no recovery (before)": dataclasses.replace(base, recovery_steps=0),
+            "recovery at takeover only": dataclasses.replace(base, expert_stall_steps=0), "configured": base}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
