@@ -1,10 +1,18 @@
-"""Scripted-operator rules audited on a checkpoint: false alarms on solved episodes, catches on failed ones.
+"""Scripted-operator rules audited on a checkpoint: false alarms, catches, and takeover success.
 
-The policy runs alone (`sop eval`'s episodes and seeds); every rule watches the same episodes
+Audit: the policy runs alone (`sop eval`'s episodes and seeds); every rule watches the same episodes
 (sop_ros.core.evaluation.operator_audit). Baseline in the same run: the rule of config/robot.yaml. A good
 stand-in operator fires in few episodes the policy solves by itself (those "corrections" teach
 HG-DAgger to undo working behaviour) and early in the ones it fails.
+
+Takeover success (unless --no-takeover): the same scenes again, now the operator of config/robot.yaml
+acts where its rule fires (recovery, then the expert, hand-back; sop_ros.core.evaluation.operator_takeover), and
+the share of taken-over episodes that end in success. Baseline in the same run: the same operator
+without recovery (recovery_steps 0), as it was before recovery existed; and one that recovers only at
+the takeover (expert_stall_steps 0). Until the first takeover the runs are the same episode, so all
+take over in the same episodes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,42 +46,109 @@ def candidate_rules() -> dict[str, Any]:
     }
 
 
+def takeover_operators() -> dict[str, Any]:
+    """The configured operator, its baseline without recovery (first) and one without the expert-stall re-trigger,
+    by name."""
+    base = configured_rule()
+    return {
+        "no recovery (before)": dataclasses.replace(base, recovery_steps=0),
+        "recovery at takeover only": dataclasses.replace(base, expert_stall_steps=0),
+        "configured": base,
+    }
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="checkpoint version dir or policy .safetensors file (as for sop eval)")
     parser.add_argument("--tasks", help="comma-separated task ids (default: all in the task file)")
     parser.add_argument("--episodes-per-task", type=int, default=20, help="episodes per task (default 20)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help=f"first scene seed (default {DEFAULT_EVAL_SEED})")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes (default min(2, cpus))")
-    parser.add_argument("--actions-per-query", type=int, default=robot_execute_horizon(),
-                        help="actions executed per chunk (default: as the robots, %(default)s)")
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULT_EVAL_SEED, help=f"first scene seed (default {DEFAULT_EVAL_SEED})"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes (default min(2, cpus))"
+    )
+    parser.add_argument(
+        "--actions-per-query",
+        type=int,
+        default=robot_execute_horizon(),
+        help="actions executed per chunk (default: as the robots, %(default)s)",
+    )
+    parser.add_argument(
+        "--no-takeover", action="store_true", help="only the audit: skip the runs in which the operator acts"
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from sop_ros.backends.metaworld_sim import make_backend
+    from sop_ros.core.evaluation.harness import evaluate
+    from sop_ros.core.evaluation.operator_audit import OperatorRuleAudit, summarise
     from sop_ros.core.robot.tasks import load_task_specs, select_tasks
     from sop_ros.experiment.policy_sources import resolve_policy_factory
     from sop_ros.resources import default_tasks_path
-    from sop_ros.core.evaluation.harness import evaluate
-    from sop_ros.core.evaluation.operator_audit import OperatorRuleAudit, summarise
 
     if args.episodes_per_task <= 0 or args.workers <= 0 or args.actions_per_query <= 0:
         raise BenchArgumentError("--episodes-per-task, --workers and --actions-per-query must be positive")
     specs = select_tasks(load_task_specs(default_tasks_path()), args.tasks)
     rules = candidate_rules()
-    report = evaluate(resolve_policy_factory(args.checkpoint, None), functools.partial(make_backend, specs), list(specs),
-                      args.episodes_per_task, seeds=range(args.seed, args.seed + args.episodes_per_task), workers=args.workers,
-                      actions_per_query=args.actions_per_query, observer_factory=functools.partial(OperatorRuleAudit, rules))
-    per_task = {t: [s.as_dict() for s in summarise(list(rules), [o for o in report.outcomes if o.task_id == t])] for t in specs}
+    report = evaluate(
+        resolve_policy_factory(args.checkpoint, None),
+        functools.partial(make_backend, specs),
+        list(specs),
+        args.episodes_per_task,
+        seeds=range(args.seed, args.seed + args.episodes_per_task),
+        workers=args.workers,
+        actions_per_query=args.actions_per_query,
+        observer_factory=functools.partial(OperatorRuleAudit, rules),
+    )
+    per_task = {
+        t: [s.as_dict() for s in summarise(list(rules), [o for o in report.outcomes if o.task_id == t])] for t in specs
+    }
     overall = [s.as_dict() for s in summarise(list(rules), report.outcomes)]
     base_rate = overall[0]["false_alarm_rate"]
     for row in overall:
         row["false_alarm_ratio_vs_configured"] = row["false_alarm_rate"] / base_rate if base_rate else None
     return {
-        "benchmark": "operator", "checkpoint": args.checkpoint, "episodes_per_task": args.episodes_per_task, "seed": args.seed,
-        "actions_per_query": args.actions_per_query, "machine": machine_info(),
+        "benchmark": "operator",
+        "checkpoint": args.checkpoint,
+        "episodes_per_task": args.episodes_per_task,
+        "seed": args.seed,
+        "actions_per_query": args.actions_per_query,
+        "machine": machine_info(),
         "rules": {name: dataclasses.asdict(rule) for name, rule in rules.items()},
         "policy_success": {t.task_id: t.success_rate for t in report.tasks},
-        "overall": overall, "per_task": per_task,
+        "overall": overall,
+        "per_task": per_task,
+        "takeover": None if args.no_takeover else run_takeovers(args, specs),
+    }
+
+
+def run_takeovers(args: argparse.Namespace, specs) -> dict[str, Any]:
+    """Each operator acts on the same scenes; per task and overall, how the episodes it took over end."""
+    from sop_ros.backends.metaworld_sim import make_backend
+    from sop_ros.core.evaluation.harness import evaluate
+    from sop_ros.core.evaluation.operator_takeover import OperatorTakeover, summarise_takeovers
+    from sop_ros.experiment.policy_sources import resolve_policy_factory
+
+    operators = takeover_operators()
+    overall, per_task = [], {t: [] for t in specs}
+    for name, rule in operators.items():
+        report = evaluate(
+            resolve_policy_factory(args.checkpoint, None),
+            functools.partial(make_backend, specs),
+            list(specs),
+            args.episodes_per_task,
+            seeds=range(args.seed, args.seed + args.episodes_per_task),
+            workers=args.workers,
+            actions_per_query=args.actions_per_query,
+            observer_factory=functools.partial(OperatorTakeover, rule),
+        )
+        overall.append(summarise_takeovers(name, report.outcomes).as_dict())
+        for t in specs:
+            per_task[t].append(summarise_takeovers(name, [o for o in report.outcomes if o.task_id == t]).as_dict())
+    return {
+        "operators": {name: dataclasses.asdict(rule) for name, rule in operators.items()},
+        "overall": overall,
+        "per_task": per_task,
     }
 
 
@@ -83,9 +158,70 @@ def render(figures: dict[str, Any]) -> None:
     for scope, summaries in [("all", figures["overall"]), *figures["per_task"].items()]:
         for s in summaries:
             ratio = s.get("false_alarm_ratio_vs_configured")
-            rows.append([scope, s["rule"], f"{s['false_alarms']}/{s['solved_alone']} ({s['false_alarm_rate']:.2f})",
-                         f"{s['catches']}/{s['failed_alone']} ({s['catch_rate']:.2f})",
-                         "-" if s["mean_catch_step"] is None else f"{s['mean_catch_step']:.0f}",
-                         f"{s['by_kind']['stall']}/{s['by_kind']['deviation']}", "-" if ratio is None else f"{ratio:.2f}"])
-    print_table(f"sop bench operator {figures['checkpoint']} (policy alone: {success})",
-                ["tasks", "rule", "false alarms (solved)", "catches (failed)", "mean catch step", "stall/deviation", "false alarms vs configured"], rows)
+            rows.append(
+                [
+                    scope,
+                    s["rule"],
+                    f"{s['false_alarms']}/{s['solved_alone']} ({s['false_alarm_rate']:.2f})",
+                    f"{s['catches']}/{s['failed_alone']} ({s['catch_rate']:.2f})",
+                    "-" if s["mean_catch_step"] is None else f"{s['mean_catch_step']:.0f}",
+                    f"{s['by_kind']['stall']}/{s['by_kind']['deviation']}",
+                    "-" if ratio is None else f"{ratio:.2f}",
+                ]
+            )
+    print_table(
+        f"sop bench operator {figures['checkpoint']} (policy alone: {success})",
+        [
+            "tasks",
+            "rule",
+            "false alarms (solved)",
+            "catches (failed)",
+            "mean catch step",
+            "stall/deviation",
+            "false alarms vs configured",
+        ],
+        rows,
+    )
+    if figures.get("takeover"):
+        render_takeovers(figures)
+
+
+def _share(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def render_takeovers(figures: dict[str, Any]) -> None:
+    rows = []
+    takeover = figures["takeover"]
+    for scope, summaries in [("all", takeover["overall"]), *takeover["per_task"].items()]:
+        for s in summaries:
+            rows.append(
+                [
+                    scope,
+                    s["operator"],
+                    f"{s['takeover_successes']}/{s['takeover_episodes']} ({_share(s['takeover_success_rate'])})",
+                    f"{s['ci_low']:.2f}-{s['ci_high']:.2f}",
+                    s["takeovers"],
+                    _share(s["operator_steps_per_takeover"]),
+                    _share(s["recoveries_per_takeover"]),
+                    _share(s["step_limit_share"]),
+                    s["operator_in_control_at_step_limit"],
+                    f"{s['success_all']}/{s['episodes']}",
+                ]
+            )
+    print_table(
+        f"sop bench operator {figures['checkpoint']}: the operator acts (takeover success)",
+        [
+            "tasks",
+            "operator",
+            "success / taken over",
+            "95% CI",
+            "takeovers",
+            "operator steps / takeover",
+            "recoveries / takeover",
+            "step-limit share",
+            "operator in control at limit",
+            "success / all",
+        ],
+        rows,
+    )

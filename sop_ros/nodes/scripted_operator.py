@@ -2,9 +2,11 @@
 
 On every observation's privileged state (sim/privileged_state) it applies the core takeover rule
 (sop_ros.core.robot.operator: no progress for k steps, or a large deviation of the policy's latest
-proposal from the expert) and, while intervening, sends the simulator expert's action as a
-HumanCommand stamped with the observation it answers; it hands back by falling silent.
+proposal from the expert) and, while intervening, sends a HumanCommand stamped with the observation it
+answers: first a few recovery steps (hand up, gripper open: sop_ros.core.robot.operator_recovery), then the
+simulator expert's action; it hands back by falling silent.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -12,7 +14,8 @@ from typing import Optional
 import numpy as np
 from rclpy.node import Node
 
-from sop_ros.core.robot.operator import OperatorRuleConfig, ScriptedOperator
+from sop_ros.core.robot.operator import OperatorRuleConfig
+from sop_ros.core.robot.operator_recovery import RecoveringOperator
 from sop_ros.msg import ActionChunk, EpisodeStatus, HumanCommand, PrivilegedState
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import stamp_ns
@@ -27,13 +30,28 @@ class ScriptedOperatorNode(Node):
         rule = OperatorRuleConfig(
             stall_steps=p("stall_steps", "policy steps without progress before a takeover (0 disables)"),
             min_progress_delta=p("min_progress_delta", "an improvement smaller than this is not progress"),
-            deviation_threshold=p("deviation_threshold", "L2 distance between policy and expert action that counts as deviating"),
+            deviation_threshold=p(
+                "deviation_threshold", "L2 distance between policy and expert action that counts as deviating"
+            ),
             deviation_steps=p("deviation_steps", "consecutive deviating steps before a takeover (0 disables)"),
             handback_progress_steps=p("handback_progress_steps", "expert steps with progress before handing back"),
             subgoal_gain=p("subgoal_gain", "progress gained since the takeover that also hands back"),
-            progress_excuses_deviation=p("progress_excuses_deviation", "a deviating step that made progress does not count toward deviation_steps"),
+            progress_excuses_deviation=p(
+                "progress_excuses_deviation",
+                "a deviating step that made progress does not count toward deviation_steps",
+            ),
+            recovery_steps=p(
+                "recovery_steps", "steps of recovery_action at each takeover before the expert acts (0 = none)"
+            ),
+            recovery_action=p(
+                "recovery_action", "recovery command in the action space (MetaWorld: hand up, gripper open)"
+            ),
+            expert_stall_steps=p(
+                "expert_stall_steps", "expert steps without progress or motion before recovering again (0 disables)"
+            ),
+            expert_stall_motion=p("expert_stall_motion", "a privileged-state value changing more than this is motion"),
         )
-        self.operator = ScriptedOperator(rule)
+        self.operator = RecoveringOperator(rule)
         self._episode_id = ""
         self._last_stamp = -1
         self._policy_action: Optional[np.ndarray] = None
@@ -64,12 +82,23 @@ class ScriptedOperatorNode(Node):
         if msg.episode_id != self._episode_id:
             self._start(msg.episode_id)
         expert = np.asarray(msg.expert_action, dtype=np.float32)
-        decision = self.operator.decide(float(msg.progress), self._policy_action, expert)
+        command = self.operator.decide(
+            float(msg.progress), self._policy_action, expert, np.asarray(msg.state, dtype=np.float64)
+        )
+        decision = command.decision
         if decision.changed:
             self._reason = decision.reason
-            self.get_logger().info(f"{'taking over' if decision.intervening else 'handing back'} at step {msg.episode_step}: {decision.reason}")
-        if decision.intervening:
-            cmd = HumanCommand(action=expert.tolist(), source="scripted_operator", reason=self._reason)
+            self.get_logger().info(
+                f"{'taking over' if decision.intervening else 'handing back'} at step {msg.episode_step}: "
+                f"{decision.reason}"
+            )
+        elif command.recovery_started:
+            self.get_logger().info(
+                f"the expert stalled (no progress, no motion for {self.operator.config.expert_stall_steps} steps) "
+                f"at step {msg.episode_step}: recovering again"
+            )
+        if command.action is not None:
+            cmd = HumanCommand(action=command.action.tolist(), source="scripted_operator", reason=self._reason)
             cmd.header.stamp = msg.header.stamp
             self.command_pub.publish(cmd)
 

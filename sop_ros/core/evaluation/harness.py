@@ -5,6 +5,7 @@ workers > 1 they run in parallel processes (multiprocessing spawn: no inherited 
 one backend and one policy per process, one torch thread each. The factories are called inside
 the worker, so they must be picklable (top-level functions or functools.partial of them).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +14,8 @@ import math
 import multiprocessing
 import os
 import sys
-from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Optional, Protocol
 
 import numpy as np
 
@@ -29,18 +31,22 @@ DEFAULT_EVAL_SEED = 1_000_000
 class Policy(Protocol):
     """What evaluation (and the policy node) needs from a policy."""
 
-    def act(self, observation: Mapping[str, np.ndarray], instruction: str, indicator: Optional[int] = None) -> np.ndarray:
+    def act(
+        self, observation: Mapping[str, np.ndarray], instruction: str, indicator: Optional[int] = None
+    ) -> np.ndarray:
         """observation = {image: uint8 [H, W, 3], state: float32 [S]} -> action chunk float32 [K, A]."""
         ...
 
 
 class StepObserver(Protocol):
-    """Watches an evaluation episode step by step without acting on it (e.g. an operator-rule audit)."""
+    """Watches an evaluation episode step by step (e.g. an operator-rule audit); may take over (the scripted
+    operator)."""
 
     def start(self, task_id: str, seed: int) -> None: ...
 
-    def before_step(self, backend: RobotBackend, action: np.ndarray) -> None:
-        """Called with the action about to be executed, while the backend still shows the state it acts on."""
+    def before_step(self, backend: RobotBackend, action: np.ndarray) -> Optional[np.ndarray]:
+        """Called with the policy's action about to be executed, while the backend still shows the state it acts on.
+        Returns None to let it run, or the action to execute instead."""
         ...
 
     def finish(self, success: bool, steps: int) -> Mapping[str, Any]:
@@ -61,7 +67,9 @@ class RandomPolicy:
         self.action_dim, self.chunk_size = action_dim, chunk_size
         self._rng = np.random.default_rng(seed)
 
-    def act(self, observation: Mapping[str, np.ndarray], instruction: str, indicator: Optional[int] = None) -> np.ndarray:
+    def act(
+        self, observation: Mapping[str, np.ndarray], instruction: str, indicator: Optional[int] = None
+    ) -> np.ndarray:
         return self._rng.uniform(-1.0, 1.0, (self.chunk_size, self.action_dim)).astype(np.float32)
 
 
@@ -126,8 +134,14 @@ class EvalReport:
         }
 
 
-def run_episode(backend: RobotBackend, policy: Policy, task_id: str, seed: int, actions_per_query: Optional[int] = None,
-                observer: Optional[StepObserver] = None) -> EpisodeOutcome:
+def run_episode(
+    backend: RobotBackend,
+    policy: Policy,
+    task_id: str,
+    seed: int,
+    actions_per_query: Optional[int] = None,
+    observer: Optional[StepObserver] = None,
+) -> EpisodeOutcome:
     """One closed-loop episode: query a chunk, execute its first `actions_per_query` actions (None: all)."""
     instruction = backend.tasks[task_id].instruction
     obs = backend.reset(task_id, seed)
@@ -139,9 +153,8 @@ def run_episode(backend: RobotBackend, policy: Policy, task_id: str, seed: int, 
         if chunk.ndim != 2 or chunk.shape[0] == 0 or chunk.shape[1] != backend.action_dim:
             raise ValueError(f"policy.act returned shape {chunk.shape}, expected [K>0, {backend.action_dim}]")
         for action in chunk[: actions_per_query or len(chunk)]:
-            if observer is not None:
-                observer.before_step(backend, action)
-            result = backend.step(action)
+            replacement = observer.before_step(backend, action) if observer is not None else None
+            result = backend.step(action if replacement is None else replacement)
             steps += 1
             if result.done:
                 observed = dict(observer.finish(result.success, steps)) if observer is not None else {}
@@ -153,8 +166,12 @@ def run_episode(backend: RobotBackend, policy: Policy, task_id: str, seed: int, 
 _worker: dict = {}
 
 
-def _init_worker(env_factory: EnvFactory, policy_factory: PolicyFactory, actions_per_query: Optional[int],
-                 observer_factory: Optional[ObserverFactory]) -> None:
+def _init_worker(
+    env_factory: EnvFactory,
+    policy_factory: PolicyFactory,
+    actions_per_query: Optional[int],
+    observer_factory: Optional[ObserverFactory],
+) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported by the policy factory
     backend = env_factory()
     policy = policy_factory(backend)
@@ -165,7 +182,9 @@ def _init_worker(env_factory: EnvFactory, policy_factory: PolicyFactory, actions
 
 
 def _run_job(job: tuple[str, int]) -> EpisodeOutcome:
-    return run_episode(_worker["backend"], _worker["policy"], job[0], job[1], _worker["actions_per_query"], _worker["observer"])
+    return run_episode(
+        _worker["backend"], _worker["policy"], job[0], job[1], _worker["actions_per_query"], _worker["observer"]
+    )
 
 
 def evaluate(
@@ -182,7 +201,7 @@ def evaluate(
     """Evaluate on every task with the same seeds (default DEFAULT_EVAL_SEED + 0..episodes_per_task-1).
 
     `observer_factory` (picklable, called once per worker) builds a StepObserver whose per-episode
-    record lands in EpisodeOutcome.observed; it watches and never changes what is executed."""
+    record lands in EpisodeOutcome.observed; an action it returns is executed instead of the policy's."""
     if not tasks:
         raise ValueError("tasks: at least one task is required")
     if episodes_per_task <= 0:
@@ -191,7 +210,11 @@ def evaluate(
         raise ValueError(f"workers: must be positive, got {workers}")
     if actions_per_query is not None and actions_per_query <= 0:
         raise ValueError(f"actions_per_query: must be positive or None, got {actions_per_query}")
-    seeds = list(range(DEFAULT_EVAL_SEED, DEFAULT_EVAL_SEED + episodes_per_task)) if seeds is None else [int(s) for s in seeds]
+    seeds = (
+        list(range(DEFAULT_EVAL_SEED, DEFAULT_EVAL_SEED + episodes_per_task))
+        if seeds is None
+        else [int(s) for s in seeds]
+    )
     if len(seeds) != episodes_per_task:
         raise ValueError(f"seeds: {len(seeds)} given for episodes_per_task={episodes_per_task}")
     jobs = [(task_id, seed) for task_id in tasks for seed in seeds]
@@ -211,7 +234,9 @@ def evaluate(
     return EvalReport(tuple(results), tuple(outcomes))
 
 
-def _run_jobs(jobs, policy_factory, env_factory, workers, actions_per_query, observer_factory) -> Iterable[EpisodeOutcome]:
+def _run_jobs(
+    jobs, policy_factory, env_factory, workers, actions_per_query, observer_factory
+) -> Iterable[EpisodeOutcome]:
     if workers == 1:
         backend = env_factory()
         try:

@@ -13,8 +13,12 @@ a reason string (for InterventionState and the episode's intervention segments):
 - hand back when, since the takeover, the expert has improved the best progress on
   `handback_progress_steps` steps, or has raised it by `subgoal_gain` (a sub-goal reached).
 
+What the operator commands while in control (a recovery phase of `recovery_action` first, then the
+expert; recovery again when the expert stalls) is sop_ros.core.robot.operator_recovery's.
+
 Nothing here knows about ROS or the simulator; the caller supplies the numbers.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,17 +37,43 @@ class OperatorRuleConfig:
     handback_progress_steps: int = 10  # h: expert steps with progress before handing back
     subgoal_gain: float = 0.2  # progress gained since the takeover that also hands back
     progress_excuses_deviation: bool = True  # a deviating step that made progress resets the deviation count
+    # Recovery (sop_ros.core.robot.operator_recovery): steps of recovery_action at each takeover before the
+    # expert acts (0: the expert acts at once, the operator before recovery existed).
+    recovery_steps: int = 8
+    # In the robot's action space; MetaWorld [dx, dy, dz, gripper]: hand up, gripper open (-1).
+    recovery_action: tuple[float, ...] = (0.0, 0.0, 1.0, -1.0)
+    expert_stall_steps: int = 25  # expert steps without progress or motion before recovering again (0 disables)
+    expert_stall_motion: float = 0.01  # a state value changing more than this is motion (MetaWorld: metres)
 
     def __post_init__(self) -> None:
-        for name in ("stall_steps", "deviation_steps", "handback_progress_steps"):
+        try:
+            action = tuple(float(v) for v in self.recovery_action)  # the yaml gives a list
+        except (TypeError, ValueError):
+            action = ()
+        if not action or not all(math.isfinite(v) for v in action):
+            raise ValueError(
+                "OperatorRuleConfig.recovery_action: must be a non-empty sequence of finite numbers, "
+                f"got {self.recovery_action!r}"
+            )
+        object.__setattr__(self, "recovery_action", action)
+        for name in (
+            "stall_steps",
+            "deviation_steps",
+            "handback_progress_steps",
+            "recovery_steps",
+            "expert_stall_steps",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"OperatorRuleConfig.{name}: must be a non-negative integer, got {value!r}")
         if not isinstance(self.progress_excuses_deviation, bool):
-            raise ValueError(f"OperatorRuleConfig.progress_excuses_deviation: must be a bool, got {self.progress_excuses_deviation!r}")
+            raise ValueError(
+                "OperatorRuleConfig.progress_excuses_deviation: must be a bool, "
+                f"got {self.progress_excuses_deviation!r}"
+            )
         if self.handback_progress_steps == 0:
             raise ValueError("OperatorRuleConfig.handback_progress_steps: must be >= 1")
-        for name in ("min_progress_delta", "deviation_threshold", "subgoal_gain"):
+        for name in ("min_progress_delta", "deviation_threshold", "subgoal_gain", "expert_stall_motion"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"OperatorRuleConfig.{name}: must be a positive number, got {value!r}")
@@ -74,7 +104,9 @@ class ScriptedOperator:
         self._takeover_best = -math.inf
         self._expert_progress_steps = 0
 
-    def decide(self, progress: float, policy_action: Optional[np.ndarray], expert_action: np.ndarray) -> OperatorDecision:
+    def decide(
+        self, progress: float, policy_action: Optional[np.ndarray], expert_action: np.ndarray
+    ) -> OperatorDecision:
         """Decide who acts on this step, given the current progress and both proposed actions.
 
         `policy_action` may be one action [A] or a chunk [K, A] (its first action is compared);
@@ -89,7 +121,9 @@ class ScriptedOperator:
             return self._while_intervening(improved)
         return self._while_policy_acts(improved, policy_action, expert_action)
 
-    def _while_policy_acts(self, improved: bool, policy_action: Optional[np.ndarray], expert_action: np.ndarray) -> OperatorDecision:
+    def _while_policy_acts(
+        self, improved: bool, policy_action: Optional[np.ndarray], expert_action: np.ndarray
+    ) -> OperatorDecision:
         cfg = self.config
         self._stalled = 0 if improved else self._stalled + 1
         if policy_action is not None:
@@ -108,7 +142,9 @@ class ScriptedOperator:
             return self._take_over("stall", f"no progress for {self._stalled} steps (best {self._best:.3f})")
         if cfg.deviation_steps and self._deviating >= cfg.deviation_steps:
             return self._take_over(
-                "deviation", f"policy action off the expert's by {distance:.2f} > {cfg.deviation_threshold:g} for {self._deviating} steps"
+                "deviation",
+                f"policy action off the expert's by {distance:.2f} > {cfg.deviation_threshold:g} "
+                f"for {self._deviating} steps",
             )
         return OperatorDecision(False, False, "")
 

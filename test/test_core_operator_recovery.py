@@ -1,0 +1,167 @@
+"""The operator's recovery phase (back off and reopen before correcting; again when the expert is stuck): pure core,
+hand-built sequences."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from sop_ros.core.robot.operator import OperatorRuleConfig
+from sop_ros.core.robot.operator_recovery import OperatorPhase, RecoveringOperator, RecoveryPhase
+from sop_ros.resources import node_defaults
+
+pytestmark = pytest.mark.timeout(30)
+
+EXPERT = np.array([0.5, 0.0, -1.0, 0.0], dtype=np.float32)
+RECOVERY = np.array([0.0, 0.0, 1.0, -1.0], dtype=np.float32)
+# Takes over after 2 policy steps without progress; hands back only after 100 expert steps with progress.
+RULE = OperatorRuleConfig(
+    stall_steps=2,
+    deviation_steps=0,
+    handback_progress_steps=100,
+    subgoal_gain=10.0,
+    recovery_steps=3,
+    recovery_action=tuple(RECOVERY),
+    expert_stall_steps=4,
+    expert_stall_motion=0.01,
+)
+
+
+def _state(x: float) -> np.ndarray:
+    return np.array([x, 0.0, 0.0])
+
+
+def _run(op: RecoveringOperator, progress: list[float], states: list[np.ndarray]):
+    return [op.decide(p, np.zeros(4), EXPERT, s) for p, s in zip(progress, states)]
+
+
+def _phases(commands) -> str:
+    return "".join(c.phase.value[0] for c in commands)  # p(olicy), r(ecovery), e(xpert)
+
+
+def test_takeover_starts_with_recovery_steps_of_the_recovery_action_then_the_expert():
+    op = RecoveringOperator(RULE)
+    moving = [_state(0.1 * i) for i in range(9)]
+    commands = _run(op, [0.5] * 9, moving)
+    assert _phases(commands) == "pp" + "rrr" + "eeee"
+    assert commands[2].decision.changed and commands[2].recovery_started
+    assert all(c.action is None for c in commands[:2])
+    assert all(np.array_equal(c.action, RECOVERY) for c in commands[2:5])
+    assert all(np.array_equal(c.action, EXPERT) for c in commands[5:])
+    assert not any(c.recovery_started for c in commands[3:])
+
+
+def test_without_recovery_steps_the_expert_acts_at_once_as_before():
+    op = RecoveringOperator(dataclasses.replace(RULE, recovery_steps=0))
+    frozen = [_state(0.0)] * 40
+    commands = _run(op, [0.5] * 40, frozen)
+    # The old operator: expert from the takeover on, and it sits on a frozen state (no recovery to re-trigger).
+    assert _phases(commands) == "pp" + "e" * 38
+    assert all(np.array_equal(c.action, EXPERT) for c in commands[2:])
+    assert op.recovery.recoveries == 0
+
+
+def test_a_frozen_state_without_progress_recovers_again_after_expert_stall_steps():
+    op = RecoveringOperator(RULE)
+    commands = _run(op, [0.5] * 20, [_state(0.0)] * 20)
+    # pp | rrr | e (anchor) + 4 stalled e -> the 4th stalled step recovers again: rrr, then e ...
+    assert _phases(commands) == "pp" + "rrr" + "eeee" + "rrr" + "eeee" + "rrr" + "e"
+    assert [i for i, c in enumerate(commands) if c.recovery_started] == [2, 9, 16]
+    assert op.recovery.recoveries == 3 and op.intervening
+
+
+def test_a_moving_state_or_rising_progress_is_not_a_stall():
+    op = RecoveringOperator(RULE)
+    n = 30
+    # The arm moves 2 cm a step while progress falls (an expert taking a detour): never stuck.
+    detour = _run(op, [0.5 - 0.01 * i for i in range(n)], [_state(0.02 * i) for i in range(n)])
+    assert _phases(detour) == "pp" + "rrr" + "e" * (n - 5)
+    op.reset()
+    # Motion below expert_stall_motion (jitter) but progress rising by more than min_progress_delta: not stuck.
+    rising = _run(op, [0.5] * 5 + [0.5 + 0.02 * i for i in range(n - 5)], [_state(0.001 * (i % 2)) for i in range(n)])
+    assert _phases(rising) == "pp" + "rrr" + "e" * (n - 5)
+    op.reset()
+    # Jitter below the motion threshold and flat progress: stuck.
+    jitter = _run(op, [0.5] * 12, [_state(0.004 * (i % 2)) for i in range(12)])
+    assert jitter[9].recovery_started
+
+
+def test_hand_back_returns_control_and_the_next_takeover_recovers_again():
+    rule = dataclasses.replace(RULE, handback_progress_steps=2, expert_stall_steps=0)
+    op = RecoveringOperator(rule)
+    progress = [
+        0.5,
+        0.5,
+        0.5,  # takeover at index 2
+        0.5,
+        0.5,  # recovery (3 steps: indices 2..4)
+        0.6,
+        0.7,  # expert: progress on 2 steps -> hand back at index 6
+        0.7,
+        0.7,
+        0.7,
+    ]  # policy stalls: takeover at index 8 (2 stalled steps), recovery again
+    commands = _run(op, progress, [_state(0.1 * i) for i in range(len(progress))])
+    assert _phases(commands) == "pp" + "rrr" + "e" + "pp" + "rr"
+    assert commands[6].decision.changed and commands[6].action is None
+    assert [i for i, c in enumerate(commands) if c.recovery_started] == [2, 8]
+
+
+def test_reset_starts_a_fresh_episode():
+    op = RecoveringOperator(RULE)
+    _run(op, [0.5] * 4, [_state(0.0)] * 4)
+    assert op.intervening and op.recovery.phase == OperatorPhase.RECOVERY
+    op.reset()
+    assert not op.intervening and op.recovery.phase == OperatorPhase.POLICY and op.recovery.recoveries == 0
+    assert _phases(_run(op, [0.5] * 3, [_state(0.0)] * 3)) == "ppr"
+
+
+def test_recovery_phase_bookkeeping_alone():
+    phase = RecoveryPhase(recovery_steps=2, expert_stall_steps=3, min_progress_delta=0.01, expert_stall_motion=0.01)
+    s = _state(0.0)
+    assert phase.update(False, False, 0.0, s) == OperatorPhase.POLICY
+    assert [phase.update(True, i == 0, 0.0, s) for i in range(7)] == [
+        "recovery",
+        "recovery",
+        "expert",
+        "expert",
+        "expert",
+        "recovery",
+        "recovery",
+    ]
+    with pytest.raises(ValueError, match="shape"):
+        phase.update(True, False, 0.0, s)  # the expert starts from this state ...
+        phase.update(True, False, 0.0, np.zeros(5))  # ... and the state changes its size
+    with pytest.raises(ValueError, match="recovery_steps"):
+        RecoveryPhase(-1, 0, 0.01, 0.01)
+
+
+def test_config_validation_and_action_size():
+    with pytest.raises(ValueError, match="recovery_action"):
+        OperatorRuleConfig(recovery_action=())
+    with pytest.raises(ValueError, match="recovery_action"):
+        OperatorRuleConfig(recovery_action=(0.0, float("nan")))
+    with pytest.raises(ValueError, match="recovery_action"):
+        OperatorRuleConfig(recovery_action=1.0)
+    with pytest.raises(ValueError, match="expert_stall_steps"):
+        OperatorRuleConfig(expert_stall_steps=-1)
+    with pytest.raises(ValueError, match="expert_stall_motion"):
+        OperatorRuleConfig(expert_stall_motion=0.0)
+    assert OperatorRuleConfig(recovery_action=[0, 0, 1, -1]).recovery_action == (0.0, 0.0, 1.0, -1.0)  # a yaml list
+    with pytest.raises(ValueError, match="recovery_action: 3 values"):
+        RecoveringOperator(dataclasses.replace(RULE, recovery_action=(0.0, 0.0, 1.0))).decide(
+            0.0, None, EXPERT, _state(0.0)
+        )
+
+
+def test_robot_yaml_holds_every_rule_field_with_the_dataclass_default():
+    # The node declares each parameter from config/robot.yaml (a missing one stops it); both defaults must agree.
+    yaml = node_defaults("scripted_operator")
+    for field in dataclasses.fields(OperatorRuleConfig):
+        assert field.name in yaml, f"config/robot.yaml scripted_operator lacks {field.name}"
+    assert (
+        OperatorRuleConfig(**{f.name: yaml[f.name] for f in dataclasses.fields(OperatorRuleConfig)})
+        == OperatorRuleConfig()
+    )
