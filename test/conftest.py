@@ -104,3 +104,13 @@ class LaunchedGroup:
         self.thread.join(timeout=timeout)
         self._log.close()
         return self.launcher.exit_code
+
+
+def operator_rule(**overrides):
+    """The scripted operator's rule as config/robot.yaml sets it (its one source), with `overrides`."""
+    import dataclasses
+
+    from sop_ros.core.robot.operator import OperatorRuleConfig
+    from sop_ros.resources import node_defaults
+
+    return dataclasses.replace(OperatorRuleConfig.from_mapping(node_defaults("scripted_operator")), **overrides)

@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import operator_rule
 
 from sop_ros.core.robot.operator import OperatorRuleConfig
 from sop_ros.core.robot.operator_recovery import OperatorPhase, RecoveringOperator, RecoveryPhase
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.timeout(30)
 EXPERT = np.array([0.5, 0.0, -1.0, 0.0], dtype=np.float32)
 RECOVERY = np.array([0.0, 0.0, 1.0, -1.0], dtype=np.float32)
 # Takes over after 2 policy steps without progress; hands back only after 100 expert steps with progress.
-RULE = OperatorRuleConfig(
+RULE = operator_rule(
     stall_steps=2,
     deviation_steps=0,
     handback_progress_steps=100,
@@ -140,28 +141,29 @@ def test_recovery_phase_bookkeeping_alone():
 
 def test_config_validation_and_action_size():
     with pytest.raises(ValueError, match="recovery_action"):
-        OperatorRuleConfig(recovery_action=())
+        operator_rule(recovery_action=())
     with pytest.raises(ValueError, match="recovery_action"):
-        OperatorRuleConfig(recovery_action=(0.0, float("nan")))
+        operator_rule(recovery_action=(0.0, float("nan")))
     with pytest.raises(ValueError, match="recovery_action"):
-        OperatorRuleConfig(recovery_action=1.0)
+        operator_rule(recovery_action=1.0)
     with pytest.raises(ValueError, match="expert_stall_steps"):
-        OperatorRuleConfig(expert_stall_steps=-1)
+        operator_rule(expert_stall_steps=-1)
     with pytest.raises(ValueError, match="expert_stall_motion"):
-        OperatorRuleConfig(expert_stall_motion=0.0)
-    assert OperatorRuleConfig(recovery_action=[0, 0, 1, -1]).recovery_action == (0.0, 0.0, 1.0, -1.0)  # a yaml list
+        operator_rule(expert_stall_motion=0.0)
+    assert operator_rule(recovery_action=[0, 0, 1, -1]).recovery_action == (0.0, 0.0, 1.0, -1.0)  # a yaml list
     with pytest.raises(ValueError, match="recovery_action: 3 values"):
         RecoveringOperator(dataclasses.replace(RULE, recovery_action=(0.0, 0.0, 1.0))).decide(
             0.0, None, EXPERT, _state(0.0)
         )
 
 
-def test_robot_yaml_holds_every_rule_field_with_the_dataclass_default():
-    # The node declares each parameter from config/robot.yaml (a missing one stops it); both defaults must agree.
+def test_robot_yaml_is_the_one_source_of_the_rule():
+    # The node declares each parameter from config/robot.yaml (a missing one stops it); the dataclass has no
+    # defaults of its own, so the yaml cannot drift from a second copy.
     yaml = node_defaults("scripted_operator")
     for field in dataclasses.fields(OperatorRuleConfig):
         assert field.name in yaml, f"config/robot.yaml scripted_operator lacks {field.name}"
-    assert (
-        OperatorRuleConfig(**{f.name: yaml[f.name] for f in dataclasses.fields(OperatorRuleConfig)})
-        == OperatorRuleConfig()
-    )
+        assert field.default is dataclasses.MISSING, f"OperatorRuleConfig.{field.name} repeats a yaml default"
+    assert OperatorRuleConfig.from_mapping(yaml).recovery_action == tuple(float(v) for v in yaml["recovery_action"])
+    with pytest.raises(ValueError, match="missing \\['stall_steps'\\]"):
+        OperatorRuleConfig.from_mapping({k: v for k, v in yaml.items() if k != "stall_steps"})

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import operator_rule
 
-from sop_ros.core.robot.operator import OperatorRuleConfig, ScriptedOperator
+from sop_ros.core.robot.operator import ScriptedOperator
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -18,13 +19,13 @@ def _run(op: ScriptedOperator, progress: list[float], policy: list, expert=EXPER
 
 
 def test_progressing_policy_is_never_interrupted():
-    op = ScriptedOperator(OperatorRuleConfig(stall_steps=3, deviation_steps=3))
+    op = ScriptedOperator(operator_rule(stall_steps=3, deviation_steps=3))
     decisions = _run(op, [0.1 * i for i in range(20)], [EXPERT] * 20)
     assert not any(d.intervening or d.changed for d in decisions)
 
 
 def test_stall_takes_over_after_exactly_k_steps_without_progress():
-    op = ScriptedOperator(OperatorRuleConfig(stall_steps=4, min_progress_delta=0.05, deviation_steps=0))
+    op = ScriptedOperator(operator_rule(stall_steps=4, min_progress_delta=0.05, deviation_steps=0))
     # 0.2 then tiny improvements below the delta: steps 1..4 count as stalled.
     decisions = _run(op, [0.2, 0.21, 0.22, 0.23, 0.24, 0.3], [EXPERT] * 6)
     assert [d.intervening for d in decisions] == [False, False, False, False, True, True]
@@ -33,9 +34,7 @@ def test_stall_takes_over_after_exactly_k_steps_without_progress():
 
 
 def test_deviation_takes_over_only_when_consecutive():
-    cfg = OperatorRuleConfig(
-        stall_steps=0, deviation_threshold=0.5, deviation_steps=3, progress_excuses_deviation=False
-    )
+    cfg = operator_rule(stall_steps=0, deviation_threshold=0.5, deviation_steps=3, progress_excuses_deviation=False)
     far = EXPERT + np.array([0.0, 0.0, 0.0, 2.0])  # gripper opposite to the expert's: distance 2
     op = ScriptedOperator(cfg)
     # deviate, deviate, agree (resets), deviate x3 -> takeover on the 6th step.
@@ -49,7 +48,7 @@ def test_progress_excuses_deviation_only_when_enabled_and_only_on_steps_that_pro
     # A policy off the expert's actions but getting there its own way (progress on every step except 4..6).
     progress = [0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.5]
     strict = ScriptedOperator(
-        OperatorRuleConfig(
+        operator_rule(
             stall_steps=0,
             deviation_threshold=0.5,
             deviation_steps=3,
@@ -59,7 +58,7 @@ def test_progress_excuses_deviation_only_when_enabled_and_only_on_steps_that_pro
     )
     assert [d.intervening for d in _run(strict, progress, [far] * 8)] == [False, False, True] + [True] * 5
     lenient = ScriptedOperator(
-        OperatorRuleConfig(
+        operator_rule(
             stall_steps=0,
             deviation_threshold=0.5,
             deviation_steps=3,
@@ -72,13 +71,11 @@ def test_progress_excuses_deviation_only_when_enabled_and_only_on_steps_that_pro
     assert [d.intervening for d in decisions] == [False] * 6 + [True, True]
     assert "for 3 steps" in decisions[6].reason
     with pytest.raises(ValueError, match="progress_excuses_deviation"):
-        OperatorRuleConfig(progress_excuses_deviation=1)
+        operator_rule(progress_excuses_deviation=1)
 
 
 def test_chunk_first_action_is_compared_and_none_is_not_judged():
-    cfg = OperatorRuleConfig(
-        stall_steps=0, deviation_threshold=0.5, deviation_steps=2, progress_excuses_deviation=False
-    )
+    cfg = operator_rule(stall_steps=0, deviation_threshold=0.5, deviation_steps=2, progress_excuses_deviation=False)
     op = ScriptedOperator(cfg)
     chunk_far_first = np.stack([-EXPERT, EXPERT, EXPERT])
     chunk_close_first = np.stack([EXPERT, -EXPERT, -EXPERT])
@@ -89,7 +86,7 @@ def test_chunk_first_action_is_compared_and_none_is_not_judged():
 
 
 def test_hand_back_after_h_progress_steps_then_policy_counters_restart():
-    cfg = OperatorRuleConfig(
+    cfg = operator_rule(
         stall_steps=2, min_progress_delta=0.01, deviation_steps=0, handback_progress_steps=3, subgoal_gain=10.0
     )
     op = ScriptedOperator(cfg)
@@ -112,7 +109,7 @@ def test_hand_back_after_h_progress_steps_then_policy_counters_restart():
 
 
 def test_hand_back_at_subgoal():
-    cfg = OperatorRuleConfig(stall_steps=1, deviation_steps=0, handback_progress_steps=100, subgoal_gain=0.2)
+    cfg = operator_rule(stall_steps=1, deviation_steps=0, handback_progress_steps=100, subgoal_gain=0.2)
     op = ScriptedOperator(cfg)
     decisions = _run(op, [0.3, 0.3, 0.4, 0.49, 0.51], [ZERO] * 5)
     assert [d.intervening for d in decisions] == [False, True, True, True, False]
@@ -120,7 +117,7 @@ def test_hand_back_at_subgoal():
 
 
 def test_is_deterministic_and_reset_clears_state():
-    cfg = OperatorRuleConfig(stall_steps=3, deviation_threshold=0.3, deviation_steps=2, handback_progress_steps=2)
+    cfg = operator_rule(stall_steps=3, deviation_threshold=0.3, deviation_steps=2, handback_progress_steps=2)
     rng = np.random.default_rng(0)
     progress = np.cumsum(rng.normal(0.0, 0.02, 200)).tolist()
     actions = [rng.uniform(-1, 1, 4) for _ in range(200)]
@@ -135,11 +132,11 @@ def test_is_deterministic_and_reset_clears_state():
 
 def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="stall_steps"):
-        OperatorRuleConfig(stall_steps=-1)
+        operator_rule(stall_steps=-1)
     with pytest.raises(ValueError, match="deviation_threshold"):
-        OperatorRuleConfig(deviation_threshold=float("nan"))
+        operator_rule(deviation_threshold=float("nan"))
     with pytest.raises(ValueError, match="progress"):
-        ScriptedOperator().decide(float("inf"), None, EXPERT)
+        ScriptedOperator(operator_rule()).decide(float("inf"), None, EXPERT)
 
 
 def test_with_real_sim_a_frozen_policy_gets_rescued_and_expert_never_interrupted():
@@ -150,7 +147,7 @@ def test_with_real_sim_a_frozen_policy_gets_rescued_and_expert_never_interrupted
     tasks = load_task_specs(default_tasks_path())
     backend = MetaWorldSimBackend(MetaWorldSimConfig(tasks, render=False))
     try:
-        op = ScriptedOperator()  # defaults: the expert itself must never trigger a takeover
+        op = ScriptedOperator(operator_rule())  # as configured: the expert itself must never trigger a takeover
         for seed in range(3):
             backend.reset("push-v3", seed)
             op.reset()

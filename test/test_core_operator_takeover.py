@@ -8,6 +8,7 @@ import functools
 
 import numpy as np
 import pytest
+from conftest import operator_rule
 
 from sop_ros.core.robot.operator import OperatorRuleConfig
 from sop_ros.core.robot.operator_recovery import RecoveringOperator
@@ -16,7 +17,7 @@ from sop_ros.core.robot.tasks import TaskSpec
 pytestmark = pytest.mark.timeout(120)
 
 # Takes over on the second step and never hands back: what the operator does with the state it is given.
-HOLDING = OperatorRuleConfig(stall_steps=1, deviation_steps=0, handback_progress_steps=1000, subgoal_gain=100.0)
+HOLDING = operator_rule(stall_steps=1, deviation_steps=0, handback_progress_steps=1000, subgoal_gain=100.0)
 OLD = dataclasses.replace(HOLDING, recovery_steps=0)  # the operator before recovery: the expert at once
 
 
@@ -92,7 +93,7 @@ def test_takeover_harness_executes_the_operators_commands_and_counts_them():
     from sop_ros.core.evaluation.operator_takeover import OperatorTakeover, summarise_takeovers
 
     specs = {"push-v3": TaskSpec("push-v3", "push", 150)}
-    rule = OperatorRuleConfig()  # the product's defaults
+    rule = operator_rule()  # the product's defaults
     report = evaluate(
         lambda backend: _ClosingPolicy(),
         functools.partial(make_backend, specs, render=False),

@@ -30,8 +30,7 @@ def configured_rule():
     """The scripted operator's rule as the robots run it (config/robot.yaml scripted_operator)."""
     from sop_ros.core.robot.operator import OperatorRuleConfig
 
-    fields = {f.name for f in dataclasses.fields(OperatorRuleConfig)}
-    return OperatorRuleConfig(**{k: v for k, v in node_defaults("scripted_operator").items() if k in fields})
+    return OperatorRuleConfig.from_mapping(node_defaults("scripted_operator"))
 
 
 def candidate_rules() -> dict[str, Any]:

@@ -23,27 +23,39 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
 class OperatorRuleConfig:
-    stall_steps: int = 25  # k: policy steps without progress before a takeover (0 disables)
-    min_progress_delta: float = 0.01  # an improvement smaller than this is not progress
-    deviation_threshold: float = 1.0  # L2 distance between policy and expert action
-    deviation_steps: int = 8  # m: consecutive deviating policy steps before a takeover (0 disables)
-    handback_progress_steps: int = 10  # h: expert steps with progress before handing back
-    subgoal_gain: float = 0.2  # progress gained since the takeover that also hands back
-    progress_excuses_deviation: bool = True  # a deviating step that made progress resets the deviation count
+    """No defaults here: config/robot.yaml's scripted_operator section is their one source (the node declares
+    each parameter from it; other users build this with from_mapping(sop_ros.resources.node_defaults(...)))."""
+
+    stall_steps: int  # k: policy steps without progress before a takeover (0 disables)
+    min_progress_delta: float  # an improvement smaller than this is not progress
+    deviation_threshold: float  # L2 distance between policy and expert action
+    deviation_steps: int  # m: consecutive deviating policy steps before a takeover (0 disables)
+    handback_progress_steps: int  # h: expert steps with progress before handing back
+    subgoal_gain: float  # progress gained since the takeover that also hands back
+    progress_excuses_deviation: bool  # a deviating step that made progress resets the deviation count
     # Recovery (sop_ros.core.robot.operator_recovery): steps of recovery_action at each takeover before the
     # expert acts (0: the expert acts at once, the operator before recovery existed).
-    recovery_steps: int = 8
+    recovery_steps: int
     # In the robot's action space; MetaWorld [dx, dy, dz, gripper]: hand up, gripper open (-1).
-    recovery_action: tuple[float, ...] = (0.0, 0.0, 1.0, -1.0)
-    expert_stall_steps: int = 25  # expert steps without progress or motion before recovering again (0 disables)
-    expert_stall_motion: float = 0.01  # a state value changing more than this is motion (MetaWorld: metres)
+    recovery_action: tuple[float, ...]
+    expert_stall_steps: int  # expert steps without progress or motion before recovering again (0 disables)
+    expert_stall_motion: float  # a state value changing more than this is motion (MetaWorld: metres)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> OperatorRuleConfig:
+        """The rule from a parameter mapping (the node's YAML section); keys that are not fields are ignored."""
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in values]
+        if missing:
+            raise ValueError(f"OperatorRuleConfig: missing {missing}")
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
 
     def __post_init__(self) -> None:
         try:
@@ -92,7 +104,7 @@ class OperatorDecision:
 class ScriptedOperator:
     """Stateful per episode; call `reset()` at every episode start, then `decide()` once per step."""
 
-    def __init__(self, config: OperatorRuleConfig = OperatorRuleConfig()):
+    def __init__(self, config: OperatorRuleConfig):
         self.config = config
         self.reset()
 

@@ -119,7 +119,7 @@ class OperatorCommand:
 class RecoveringOperator:
     """ScriptedOperator's takeover/hand-back rule plus the recovery phase; one per robot, `reset()` per episode."""
 
-    def __init__(self, config: OperatorRuleConfig = OperatorRuleConfig()):
+    def __init__(self, config: OperatorRuleConfig):
         self.config = config
         self.rule = ScriptedOperator(config)
         self.recovery = RecoveryPhase(
