@@ -12,7 +12,6 @@ import dataclasses
 import importlib.util
 from typing import Any, Optional
 
-from sop_ros import __version__
 from sop_ros.fleet.description import FleetDescription, RobotConfig
 
 PACKAGE = "sop_ros"
@@ -70,8 +69,6 @@ def _robot_nodes(fleet: FleetDescription, robot: RobotConfig) -> list[NodeSpec]:
                 "backend": robot.backend,
                 "task_set": list(robot.tasks),
                 "control_rate_hz": rate,
-                "software_version": __version__,
-                "heartbeat_period_s": 1.0,
             },
             # Standard diagnostics aggregators listen on the global topic.
             remappings=(("diagnostics", "/diagnostics"),),
