@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Optional
@@ -95,8 +96,13 @@ def build_learner_trainer(
     on_checkpoint: Optional[Callable[[Any], None]] = None,
     summary_writer: Any = None,
     device: Optional[str] = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> ContinuousTrainer:
-    """A ContinuousTrainer over the learner's stores, resumed or warm-started from the latest checkpoint."""
+    """A ContinuousTrainer over the learner's stores, resumed or warm-started from the latest checkpoint.
+
+    `clock` (seconds) times the publish cadence (publish_every_s) and the logged rates: the learner's
+    monotonic clock, or an experiment's simulated time so that publishing never depends on machine load.
+    """
     data_dir = Path(data_dir)
     offline_path = data_dir / OFFLINE_DIR
     offline_store = EpisodeStore(offline_path) if offline_path.is_dir() else None
@@ -127,6 +133,7 @@ def build_learner_trainer(
         offline_episodes=offline_records(offline_store) if offline_store else (),
         on_checkpoint=on_checkpoint,
         summary_writer=summary_writer,
+        clock=clock,
     )
     if latest is None:
         _LOG.warning(

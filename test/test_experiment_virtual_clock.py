@@ -1,0 +1,138 @@
+"""The virtual-clock fleet loop (sop_ros.experiment.virtual_clock) on real parts: MetaWorld robots with the
+policy runner, scripted operator, action mux and episode assembly, the learner's stores and ContinuousTrainer.
+
+A tiny run (2 robots, 1 task, 10-step episodes, 4.1 simulated seconds) is made three times: twice with the same
+seed (the second on an artificially slowed machine) and once with one robot."""
+
+import dataclasses
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import torch
+
+from sop_ros.core.episodes.episode import Actor
+from sop_ros.core.model import VLAPolicy, preset
+from sop_ros.core.robot.tasks import TaskSpec
+from sop_ros.core.storage.checkpoint_store import CheckpointStore
+from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR
+from sop_ros.core.storage.episode_store import EpisodeStore
+from sop_ros.core.training.trainer import ContinuousTrainer
+from sop_ros.experiment.fleet_run import LEARNER_DIR, prepare_run_dir
+from sop_ros.experiment.virtual_clock import VirtualFleetConfig, load_virtual_record, run_virtual_fleet
+from sop_ros.experiment.virtual_learner import update_done_ns, updates_due
+
+pytestmark = pytest.mark.timeout(240)
+
+TASK = TaskSpec("reach-v3", "reach the goal", 10)
+# 2.5 updates per simulated second for 4.1 s: floor(10.25) = 10 updates. Publishing only by simulated
+# time (publish_every_updates out of reach): every >= 1.0 simulated s, i.e. after updates 3, 6 and 9.
+CONFIG = VirtualFleetConfig(
+    robots=2,
+    tasks=(TASK,),
+    duration_s=4.1,
+    seed=3,
+    learner_updates_per_s=2.5,
+    publish_every_updates=1000,
+    publish_every_s=1.0,
+    batch_size=8,
+    checkpoint_delay_s=0.5,
+)
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    """A learner data dir as `sop pretrain` leaves it: a tiny VLA base v1 (bc) and an offline demo store."""
+    from test_experiment_orchestration import ingest, make_episode
+
+    root = tmp_path_factory.mktemp("base")
+    torch.manual_seed(0)
+    policy = VLAPolicy(preset("tiny"), device="cpu")
+    CheckpointStore(root / CHECKPOINTS_DIR).publish(
+        policy.checkpoint_tensors(), algorithm="bc", training_step=100, metrics={}, parent_version=None
+    )
+    with EpisodeStore(root / "offline", cache_in_background=False) as offline:
+        for i in range(2):
+            ingest(offline, make_episode(TASK.task_id, 12, [Actor.HUMAN], True, seed=i), root)
+    for f in root.glob("*.mcap"):
+        f.unlink()
+    return root
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    run_dir: Path
+    record: object
+    episodes: tuple  # (episode_id, content_hash, policy_version_max, success) in ingest order
+    checkpoints: tuple  # (version, content_hash, training_step)
+
+
+def _run(base_dir: Path, run_dir: Path, config: VirtualFleetConfig) -> Outcome:
+    prepare_run_dir(base_dir, run_dir)
+    record = run_virtual_fleet(config, run_dir)
+    learner = run_dir / LEARNER_DIR
+    with EpisodeStore(learner / EPISODES_DIR, cache_in_background=False) as store:
+        rows = store.query()
+    episodes = tuple((r.episode_id, r.content_hash, r.policy_version_max, r.success) for r in rows)
+    store = CheckpointStore(learner / CHECKPOINTS_DIR)
+    checkpoints = tuple((m.version, m.content_hash, m.training_step) for m in map(store.get, store.versions()))
+    return Outcome(run_dir, record, episodes, checkpoints)
+
+
+@pytest.fixture(scope="module")
+def first(base_dir, tmp_path_factory):
+    return _run(base_dir, tmp_path_factory.mktemp("first") / "run", CONFIG)
+
+
+def test_updates_due_is_floor_of_time_times_rate_exactly():
+    rate = Fraction(2.5)
+    assert updates_due(4_100_000_000, rate) == 10
+    assert updates_due(399_999_999, rate) == 0 and updates_due(400_000_000, rate) == 1
+    assert [update_done_ns(i, rate) for i in (1, 3, 10)] == [400_000_000, 1_200_000_000, 4_000_000_000]
+
+
+def test_a_run_collects_episodes_trains_and_delivers_checkpoints_on_simulated_time(first: Outcome):
+    record = first.record
+    assert record.learner_updates == 10 and record.idle_updates == 0
+    # Publishing follows simulated time only: every 1.0 simulated s -> after updates 3, 6 and 9, each
+    # published the moment its update completed and available to the robots 0.5 s later.
+    new = record.checkpoints[1:]
+    assert [c.training_step for c in new] == [3, 6, 9]
+    assert [c.published_ns for c in new] == [update_done_ns(s, Fraction(2.5)) for s in (3, 6, 9)]
+    assert all(c.available_ns == c.published_ns + 500_000_000 for c in new)
+    assert [c[1] for c in first.checkpoints] == [c.content_hash for c in record.checkpoints]
+    # Both robots finished 10-step episodes; a checkpoint published during the run drove some of them.
+    assert [r.robot_id for r in record.robots] == ["robot1", "robot2"]
+    assert all(r.episodes >= 2 and r.steps == 10 * r.episodes for r in record.robots)
+    assert record.episodes == len(first.episodes) and record.successes == sum(bool(e[3]) for e in first.episodes)
+    assert max(e[2] for e in first.episodes) >= 2
+    assert load_virtual_record(first.run_dir) == record
+
+
+def test_the_same_seed_gives_the_same_run_bit_for_bit_even_on_a_slower_machine(
+    first: Outcome, base_dir, tmp_path_factory, monkeypatch
+):
+    # Every update takes 30 ms longer on the wall clock: a loaded machine. Nothing simulated may change.
+    step = ContinuousTrainer.step
+
+    def slow_step(self):
+        time.sleep(0.03)
+        return step(self)
+
+    monkeypatch.setattr(ContinuousTrainer, "step", slow_step)
+    second = _run(base_dir, tmp_path_factory.mktemp("second") / "run", CONFIG)
+    assert second.episodes == first.episodes  # ids, content hashes, policy versions, success labels
+    assert second.checkpoints == first.checkpoints
+    assert second.record.robots == first.record.robots  # episodes, successes, human and total steps per robot
+    assert second.record.checkpoints == first.record.checkpoints  # versions, hashes, simulated publish times
+    assert second.record.wall_s > first.record.wall_s
+
+
+def test_the_fleet_shares_one_update_budget(first: Outcome, base_dir, tmp_path_factory):
+    alone = _run(base_dir, tmp_path_factory.mktemp("alone") / "run", dataclasses.replace(CONFIG, robots=1))
+    assert alone.record.learner_updates == first.record.learner_updates == 10  # floor(4.1 s * 2.5 / s)
+    assert alone.record.episodes < first.record.episodes  # two robots: twice the data, not twice the compute
+    # Robot 1's first episode (before any new checkpoint) is the same either way: its scene seed and id
+    # derive from (run seed, robot index, episode index), not from the fleet around it.
+    assert alone.episodes[0][:2] == first.episodes[0][:2]
