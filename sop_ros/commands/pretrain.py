@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import time
@@ -45,6 +44,7 @@ DEFAULT_EVAL_EPISODES = 10  # validation episodes per task at each evaluation
 TORCH_THREADS = min(2, os.cpu_count() or 1)  # training threads by default: a small machine evaluates too
 
 
+# Long by design: one declaration per flag, the command's whole interface in one place.
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from sop_ros.core.training.pretrain import PretrainConfig
 
@@ -142,7 +142,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError("--min-improvement must be >= 0")
 
 
-def _collect_if_empty(args: argparse.Namespace, specs) -> None:
+def collect_demos_if_empty(args: argparse.Namespace, specs) -> None:
     from sop_ros.backends.metaworld_sim import make_backend
     from sop_ros.commands.collect import (
         DEMO_ROBOT_ID,
@@ -194,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from sop_ros.commands.collect import select_tasks
+    from sop_ros.commands.pretrain_report import print_result, write_summary
     from sop_ros.core.storage.checkpoint_store import CheckpointStore
     from sop_ros.core.storage.episode_store import EpisodeStore
     from sop_ros.core.training.pretrain import CHECKPOINT_STORE_DIRNAME, OFFLINE_STORE_DIRNAME, episode_files
@@ -207,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
             f"{checkpoints.root} already holds checkpoint versions {checkpoints.versions()[:5]}; "
             "the base policy must be v1 (use a fresh --data-dir)"
         )
-    _collect_if_empty(args, specs)
+    collect_demos_if_empty(args, specs)
     files = episode_files(args.demos)
     if not files:
         raise CliError(f"--demos {args.demos}: no episode files (*.mcap)")
@@ -217,16 +218,16 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     t_start = time.perf_counter()
     with EpisodeStore(args.data_dir / OFFLINE_STORE_DIRNAME, cache_in_background=False) as offline:
-        demos = _ingest_demos(offline, files, specs)
+        demos = ingest_demos(offline, files, specs)
         console.print(
             f"offline buffer {offline.root}: {len(demos.stored)} demos "
             f"({', '.join(f'{t} {demos.counts[t]}' for t in demos.tasks)}), {demos.steps} steps"
         )
         result = _train(args, offline, checkpoints, model_config, specs, demos, console)
     wall = time.perf_counter() - t_start
-    _print_result(console, result, checkpoints, wall)
+    print_result(console, result, checkpoints, wall)
     if args.json:
-        _write_summary(args.json, result, checkpoints, wall)
+        write_summary(args.json, result, checkpoints, wall)
     return 0
 
 
@@ -247,7 +248,7 @@ class _Demos:
         self.steps = sum(r.num_steps for r in stored)
 
 
-def _ingest_demos(offline, files, specs) -> _Demos:
+def ingest_demos(offline, files, specs) -> _Demos:
     from sop_ros.core.training.pretrain import PretrainError, demo_counts, ingest_episode_files
 
     store_log = logging.getLogger("sop_ros.core.storage.episode_store")
@@ -272,16 +273,12 @@ def _train(args: argparse.Namespace, offline, checkpoints, model_config, specs, 
     """Behaviour cloning with periodic evaluations until the stopping rule; returns the PretrainResult."""
     from torch.utils.tensorboard import SummaryWriter
 
+    from sop_ros.commands.pretrain_report import PretrainProgress
     from sop_ros.core.model import VLAPolicy
-    from sop_ros.core.training.pretrain import VALIDATION_SEED, PretrainConfig, PretrainError, make_bc_trainer, pretrain
+    from sop_ros.core.training.pretrain import PretrainError, make_bc_trainer, pretrain
     from sop_ros.core.training.trainer import TrainerConfig
 
-    try:
-        config = PretrainConfig(
-            args.max_minutes * 60.0, args.eval_every_updates, args.patience, args.min_improvement, args.max_updates
-        )
-    except PretrainError as exc:
-        raise CliError(str(exc)) from None
+    config = _stopping_rule(args)
     writer = SummaryWriter(str(args.data_dir / TENSORBOARD_DIR / "pretrain"))
     trainer_config = TrainerConfig(
         batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, log_every_updates=50
@@ -297,23 +294,8 @@ def _train(args: argparse.Namespace, offline, checkpoints, model_config, specs, 
         workers=args.workers,
         actions_per_query=args.actions_per_query,
     )
-    extra = {
-        "demos": {"dir": str(args.demos.resolve()), "episodes_per_task": demos.counts, "steps": demos.steps},
-        "model_preset": args.preset,
-        "eval": {
-            "episodes_per_task": args.eval_episodes,
-            "first_seed": VALIDATION_SEED,
-            "actions_per_query": args.actions_per_query,
-            "workers": args.workers,
-        },
-        "trainer": {
-            "batch_size": args.batch_size,
-            "learning_rate": args.lr,
-            "seed": args.seed,
-            "torch_threads": args.torch_threads,
-        },
-    }
-    progress = _PretrainProgress(console, config.max_seconds)
+    extra = _manifest_extra(args, demos)
+    progress = PretrainProgress(console, config.max_seconds)
     try:
         with progress.bar:
             return pretrain(
@@ -333,74 +315,35 @@ def _train(args: argparse.Namespace, offline, checkpoints, model_config, specs, 
         tmp_weights.unlink(missing_ok=True)
 
 
-class _PretrainProgress:
-    """A progress bar over the time budget, with the loss, the update rate and the evaluations so far."""
+def _stopping_rule(args: argparse.Namespace):
+    """The PretrainConfig of the flags (time budget, evaluation period, patience, ...)."""
+    from sop_ros.core.training.pretrain import PretrainConfig, PretrainError
 
-    def __init__(self, console, max_seconds: float):
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            TextColumn("pretrain"),
-            BarColumn(),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            console=console,
+    try:
+        return PretrainConfig(
+            args.max_minutes * 60.0, args.eval_every_updates, args.patience, args.min_improvement, args.max_updates
         )
-        self._budget = self.bar.add_task("train", total=max_seconds, status="")
-        self._best = self._last = "-"
-
-    def on_update(self, updates: int, loss: float, elapsed: float) -> None:
-        if updates % 10 == 0:
-            rate = updates / max(elapsed, 1e-9)
-            status = (
-                f"update {updates} | loss {loss:.4f} | {rate:.1f} upd/s | last eval {self._last} | best {self._best}"
-            )
-            self.bar.update(self._budget, completed=elapsed, status=status)
-
-    def on_eval(self, point, is_best: bool) -> None:
-        self._last = f"{point.mean_success:.2f}"
-        if is_best:
-            self._best = f"{point.mean_success:.2f}@{point.updates}"
-        per_task = ", ".join(f"{t.task_id} {t.success_rate:.2f}" for t in point.report.tasks)
-        new_best = " (new best)" if is_best else ""
-        self.bar.console.print(
-            f"update {point.updates} ({point.elapsed_s / 60:.1f} min): "
-            f"eval {point.mean_success:.2f} [{per_task}] in {point.eval_s:.0f} s{new_best}"
-        )
+    except PretrainError as exc:
+        raise CliError(str(exc)) from None
 
 
-def _print_result(console, result, checkpoints, wall: float) -> None:
-    from rich.table import Table
+def _manifest_extra(args: argparse.Namespace, demos: _Demos) -> dict:
+    """What the base policy's manifest records about its demos, model, evaluation and trainer settings."""
+    from sop_ros.core.training.pretrain import VALIDATION_SEED
 
-    manifest = result.manifest
-    table = Table(
-        title=f"base policy v{manifest.version}: update {result.best.updates} of {result.updates}, "
-        f"stopped on {result.stop_reason}, {wall / 60:.1f} min"
-    )
-    for col in ("task", "validation success", "95% CI", "episodes"):
-        table.add_column(col, justify="left" if col == "task" else "right")
-    for t in result.best.report.tasks:
-        table.add_row(t.task_id, f"{t.success_rate:.2f}", f"[{t.ci_low:.2f}, {t.ci_high:.2f}]", str(t.episodes))
-    table.add_row("mean", f"{result.best.mean_success:.2f}", "", "")
-    console.print(table)
-    version_dir = checkpoints.version_dir(manifest.version)
-    console.print(
-        f"published {version_dir} (sha256 {manifest.content_hash[:12]}...); evaluate it with: sop eval {version_dir}"
-    )
-
-
-def _write_summary(path, result, checkpoints, wall: float) -> None:
-    from sop_ros.bench.report import write_json
-
-    write_json(
-        path,
-        {
-            "checkpoint": str(checkpoints.version_dir(result.manifest.version)),
-            "manifest": json.loads(result.manifest.to_json()),
-            "stop_reason": result.stop_reason,
-            "total_updates": result.updates,
-            "best": result.best.as_dict(),
-            "history": [p.as_dict() for p in result.history],
-            "wall_clock_s": wall,
+    return {
+        "demos": {"dir": str(args.demos.resolve()), "episodes_per_task": demos.counts, "steps": demos.steps},
+        "model_preset": args.preset,
+        "eval": {
+            "episodes_per_task": args.eval_episodes,
+            "first_seed": VALIDATION_SEED,
+            "actions_per_query": args.actions_per_query,
+            "workers": args.workers,
         },
-    )
+        "trainer": {
+            "batch_size": args.batch_size,
+            "learning_rate": args.lr,
+            "seed": args.seed,
+            "torch_threads": args.torch_threads,
+        },
+    }
