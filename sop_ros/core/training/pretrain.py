@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import torch
 
 from sop_ros.core.algorithms.registry import make_algorithm
 from sop_ros.core.episodes.episode_file import EPISODE_SUFFIX, EpisodeFileError, read_episode_metadata
@@ -33,6 +32,7 @@ from sop_ros.core.storage.checkpoint_store import CheckpointManifest, Checkpoint
 from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, OFFLINE_DIR
 from sop_ros.core.storage.episode_index import StoredEpisode
 from sop_ros.core.storage.episode_store import EpisodeStore
+from sop_ros.core.training.pretrain_snapshot import Snapshot, SnapshotSink
 from sop_ros.core.training.sampler import TaskAwareSampler
 from sop_ros.core.training.store_adapters import NoOnlineEpisodes, offline_records
 from sop_ros.core.training.trainer import ContinuousTrainer, TrainerConfig
@@ -111,45 +111,6 @@ class PretrainResult:
     elapsed_s: float
 
 
-@dataclasses.dataclass
-class _Snapshot:
-    """What ContinuousTrainer.publish hands its sink, cloned (the trainer's tensors alias live parameters)."""
-
-    tensors: dict[str, torch.Tensor]
-    training_step: int
-    metrics: dict[str, float]
-    train_state: dict[str, torch.Tensor]
-    train_state_meta: dict[str, Any]
-
-
-class _SnapshotSink:
-    """An in-memory CheckpointSink: the trainer 'publishes' its complete state here at each evaluation."""
-
-    def __init__(self) -> None:
-        self.last: Optional[_Snapshot] = None
-        self._count = 0
-
-    def publish(self, tensors, *, algorithm, training_step, metrics, parent_version, train_state, train_state_meta):
-        self._count += 1
-        self.last = _Snapshot(
-            {k: v.detach().clone() for k, v in tensors.items()},
-            int(training_step),
-            {k: float(v) for k, v in metrics.items()},
-            {k: v.detach().clone() for k, v in train_state.items()},
-            dict(train_state_meta),
-        )
-        return {"version": self._count}
-
-    def latest(self) -> None:
-        return None
-
-    def load_tensors(self, version: int):
-        raise KeyError(version)
-
-    def load_train_state(self, version: int):
-        raise KeyError(version)
-
-
 # ---- offline buffer -----------------------------------------------------------------------------
 def episode_files(directory: Path) -> list[Path]:
     """The episode files (sop collect's output) directly inside `directory`, sorted by name."""
@@ -196,7 +157,7 @@ def make_bc_trainer(
         TaskAwareSampler(seed=trainer_config.seed),
         NoOnlineEpisodes(),
         offline_store,
-        _SnapshotSink(),
+        SnapshotSink(),
         offline_episodes=records,
         summary_writer=summary_writer,
     )
@@ -236,9 +197,9 @@ def pretrain(
     return _publish_best(run, checkpoints, config, stop_reason, extra)
 
 
-def _snapshot_sink_of(trainer: ContinuousTrainer, checkpoints: CheckpointStore) -> _SnapshotSink:
+def _snapshot_sink_of(trainer: ContinuousTrainer, checkpoints: CheckpointStore) -> SnapshotSink:
     """The trainer's in-memory sink, after checking the trainer and the store can start a pretraining."""
-    if not isinstance(trainer._checkpoints, _SnapshotSink):  # noqa: SLF001 - we built it in make_bc_trainer
+    if not isinstance(trainer._checkpoints, SnapshotSink):  # noqa: SLF001 - we built it in make_bc_trainer
         raise PretrainError("pretrain() needs a trainer from make_bc_trainer()")
     if trainer.algorithm.name != ALGORITHM:
         raise PretrainError(f"pretrain trains '{ALGORITHM}', the trainer runs '{trainer.algorithm.name}'")
@@ -259,7 +220,7 @@ class _PretrainRun:
         trainer: ContinuousTrainer,
         evaluate_policy: Callable[[VLAPolicy], EvalReport],
         config: PretrainConfig,
-        sink: _SnapshotSink,
+        sink: SnapshotSink,
         summary_writer: Any,
         on_eval: Optional[Callable[[EvalPoint, bool], None]],
         clock: Callable[[], float],
@@ -274,7 +235,7 @@ class _PretrainRun:
         self.start = clock()
         self.history: list[EvalPoint] = []
         self.best: Optional[EvalPoint] = None
-        self.best_snapshot: Optional[_Snapshot] = None
+        self.best_snapshot: Optional[Snapshot] = None
         self.since_best = 0
         self.losses: list[float] = []  # training losses since the last evaluation
         self.start_updates = trainer.updates
