@@ -114,10 +114,11 @@ def test_the_same_seed_gives_the_same_run_bit_for_bit_even_on_a_slower_machine(
     first: Outcome, base_dir, tmp_path_factory, monkeypatch
 ):
     # Every update takes 30 ms longer on the wall clock: a loaded machine. Nothing simulated may change.
-    step = ContinuousTrainer.step
+    step, slowed = ContinuousTrainer.step, []
 
     def slow_step(self):
         time.sleep(0.03)
+        slowed.append(self.updates)
         return step(self)
 
     monkeypatch.setattr(ContinuousTrainer, "step", slow_step)
@@ -126,7 +127,7 @@ def test_the_same_seed_gives_the_same_run_bit_for_bit_even_on_a_slower_machine(
     assert second.checkpoints == first.checkpoints
     assert second.record.robots == first.record.robots  # episodes, successes, human and total steps per robot
     assert second.record.checkpoints == first.record.checkpoints  # versions, hashes, simulated publish times
-    assert second.record.wall_s > first.record.wall_s
+    assert len(slowed) == 10  # every update ran slowed
 
 
 def test_the_fleet_shares_one_update_budget(first: Outcome, base_dir, tmp_path_factory):
@@ -136,3 +137,34 @@ def test_the_fleet_shares_one_update_budget(first: Outcome, base_dir, tmp_path_f
     # Robot 1's first episode (before any new checkpoint) is the same either way: its scene seed and id
     # derive from (run seed, robot index, episode index), not from the fleet around it.
     assert alone.episodes[0][:2] == first.episodes[0][:2]
+
+
+def test_sop_experiment_builds_its_run_result_on_the_virtual_clock(base_dir, tmp_path):
+    from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator
+    from sop_ros.experiment.plan import RunSpec
+    from sop_ros.experiment.runner import ExperimentConfig, execute_run
+
+    config = ExperimentConfig(
+        out_dir=tmp_path / "out",
+        base_dir=base_dir,
+        tasks={TASK.task_id: TASK},
+        duration_s=4.1,
+        robot_hz=10.0,
+        eval_episodes=1,
+        curve_eval_episodes=1,
+        curve_points=2,
+        publish_every_updates=3,
+        learner_updates_per_s=2.5,
+    )
+    assert config.clock == "virtual"  # the default
+    evaluator = CheckpointEvaluator(config.tasks, tmp_path / "eval_cache.json")
+    result = execute_run(RunSpec("sop_hg_dagger", 0, 1, ("comparison",)), config, evaluator, {})
+    assert result.start_ns == 0 and result.duration_s == 4.1 and result.fleet["clock"] == "virtual"
+    assert result.learner_updates == 10
+    # Published after updates 3, 6, 9: at 1.2, 2.4 and 3.6 simulated seconds.
+    assert [(c["version"], c["training_step"]) for c in result.checkpoints] == [(2, 3), (3, 6), (4, 9)]
+    assert [c["created_s"] for c in result.checkpoints] == pytest.approx([1.2, 2.4, 3.6])
+    # The curve evaluates the checkpoint published by each simulated time point.
+    assert [(p.t_s, p.version) for p in result.curve] == [(0.0, 1), (2.05, 2), (4.1, 4)]
+    assert result.final_version == 4
+    assert result.online_totals["episodes"] == 3

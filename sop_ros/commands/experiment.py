@@ -7,14 +7,17 @@ What runs (research/sop-paper.md section 5; sop_ros/experiment/plan.py defines t
   a. base vs SOP + HG-DAgger vs SOP + RECAP vs non_sop (the same fleet time with the fixed base
      policy, then HG-DAgger trained once offline for as many updates as the SOP HG-DAgger run made)
      vs offline_only (the same number of updates on the offline demos alone): final success,
-     success over wall clock, throughput (episodes and successful episodes per hour);
+     success over (simulated or wall-clock) time, throughput (episodes and successful episodes per hour);
   b. fleet scaling (SOP + HG-DAgger with each --robots-scaling count): time to --threshold;
   c. the share of steps the operator corrected, over time.
+Fleets run on a virtual clock by default (--clock virtual: robots, operator and learner advance together
+in simulated time in one process, with --learner-updates-per-s updates per simulated second shared by
+the fleet; results do not depend on machine load); --clock wall runs real processes on the wall clock.
 Each configuration runs --seeds times. Every run works in its own copy of the base learner data
-dir (--base: checkpoints/ with the base v1 and offline/ demos; default: `sop pretrain`'s defaults,
-trained once and cached in ~/.sop/base_policy). Checkpoints are evaluated after each fleet stopped,
-on the same fixed scenes for all methods. Finished runs are kept (<out>/runs/<run>/result.json):
-rerunning the same command with the same --out resumes.
+dir (--base: checkpoints/ with the base v1 and offline/ demos; default: the base policy shipped with
+the package and `sop pretrain`'s default demos, installed once in ~/.sop/base_policy). Checkpoints
+are evaluated after each fleet stopped, on the same fixed scenes for all methods. Finished runs are
+kept (<out>/runs/<run>/result.json): rerunning the same command with the same --out resumes.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,7 +47,7 @@ SETTINGS_FILE = "experiment.json"
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from sop_ros.experiment.plan import METHODS
-    from sop_ros.experiment.runner import ExperimentConfig
+    from sop_ros.experiment.runner import CLOCKS, ExperimentConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}  # the experiment's knobs' one home
     parser = subparsers.add_parser(
@@ -56,7 +58,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", type=Path, help="results folder (default runs/experiment-<date>)")
     parser.add_argument(
-        "--duration-min", type=float, default=60.0, help="wall-clock minutes per fleet run (default 60)"
+        "--duration-min",
+        type=float,
+        default=60.0,
+        help="minutes per fleet run: simulated with --clock virtual, wall clock with --clock wall (default 60)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=CLOCKS,
+        default=defaults["clock"],
+        help="virtual: the fleet runs in one process on simulated time, deterministic and independent of machine "
+        "load; wall: real processes (ROS nodes, gRPC learner) on the wall clock, the system check "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--learner-updates-per-s",
+        type=float,
+        default=defaults["learner_updates_per_s"],
+        help="--clock virtual: learner updates per simulated second, shared by the fleet (default %(default)s, "
+        "what the wall-clock learner made on the 2-core machine)",
     )
     parser.add_argument("--seeds", type=int, default=2, help="runs per configuration (default 2)")
     parser.add_argument("--robots", type=int, default=4, help="robots in the method comparison (default 4)")
@@ -94,7 +114,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--base",
         type=Path,
         help=f"learner data dir with the base v1 and offline demos (default {DEFAULT_BASE_DIR}, "
-        "created by `sop pretrain` on first use)",
+        "installed on first use from the shipped base policy; a base of your own: `sop pretrain --data-dir D`)",
     )
     parser.add_argument(
         "--publish-every-updates",
@@ -135,6 +155,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     for flag, value in (
         ("--duration-min", args.duration_min),
+        ("--learner-updates-per-s", args.learner_updates_per_s),
         ("--robot-hz", args.robot_hz),
         ("--eval-episodes", args.eval_episodes),
         ("--curve-points", args.curve_points),
@@ -154,7 +175,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def ensure_base(base: Path | None, console) -> Path:
-    """The base learner data dir; without --base, train `sop pretrain`'s default base once and cache it."""
+    """The base learner data dir; without --base, install the shipped base policy once and cache it."""
     from sop_ros.experiment.fleet_run import checkpoint_versions
 
     if base is not None:
@@ -166,16 +187,14 @@ def ensure_base(base: Path | None, console) -> Path:
         return base
     if checkpoint_versions(DEFAULT_BASE_DIR / "checkpoints"):
         return DEFAULT_BASE_DIR
+    from sop_ros.commands.shipped_base import install_shipped_base, success_summary
+
     console.print(
-        f"[bold]No cached base policy in {DEFAULT_BASE_DIR}: training it once with `sop pretrain` "
-        "(default settings: its --max-minutes budget plus demo collection)[/bold]"
+        f"[bold]No cached base policy in {DEFAULT_BASE_DIR}:[/bold] using the shipped base ({success_summary()})"
     )
     tmp = DEFAULT_BASE_DIR.with_name(DEFAULT_BASE_DIR.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    demos = DEFAULT_BASE_DIR.with_name(DEFAULT_BASE_DIR.name + "_demos")
-    cmd = [sys.executable, "-m", "sop_ros.cli", "pretrain", "--demos", str(demos), "--data-dir", str(tmp)]
-    if subprocess.run(cmd).returncode != 0:
-        raise CliError(f"`{shlex.join(cmd)}` failed; the base policy is needed (or pass --base)")
+    install_shipped_base(tmp, DEFAULT_BASE_DIR.with_name(DEFAULT_BASE_DIR.name + "_demos"))
     os.rename(tmp, DEFAULT_BASE_DIR)
     return DEFAULT_BASE_DIR
 
@@ -184,6 +203,8 @@ def _settings(args: argparse.Namespace, tasks: list[str], base: Path) -> dict:
     """What makes runs comparable: a resumed experiment must use the same."""
     return {
         "duration_min": args.duration_min,
+        "clock": args.clock,
+        "learner_updates_per_s": args.learner_updates_per_s if args.clock == "virtual" else None,
         "robot_hz": args.robot_hz,
         "tasks": tasks,
         "base": str(base.resolve()),
@@ -258,10 +279,11 @@ def run(args: argparse.Namespace) -> int:
     specs = select_tasks(args.tasks, None)
     console = Console()
     fleet_runs = sum(r.spec.runs_fleet for r in runs)
-    console.print(
-        f"{len(runs)} runs ({fleet_runs} with a fleet, {args.duration_min:g} min each: "
-        f"at least {fleet_runs * args.duration_min / 60:.1f} h of fleet time plus training and evaluation)"
-    )
+    if args.clock == "wall":
+        cost = f"{args.duration_min:g} min each: at least {fleet_runs * args.duration_min / 60:.1f} h of fleet time"
+    else:
+        cost = f"{args.duration_min:g} simulated min each, the learner at {args.learner_updates_per_s:g} updates/s"
+    console.print(f"{len(runs)} runs ({fleet_runs} with a fleet, {cost}; plus training and evaluation)")
     for r in runs:
         console.print(f"  {r.name:<28} {', '.join(r.groups)}")
     if args.dry_run:
@@ -332,6 +354,8 @@ def _experiment_config(args: argparse.Namespace, out: Path, base: Path, specs):
         offline_threads=args.offline_threads,
         offline_updates=args.offline_updates,
         keep_checkpoints=args.keep_all_checkpoints,
+        clock=args.clock,
+        learner_updates_per_s=args.learner_updates_per_s,
     )
 
 

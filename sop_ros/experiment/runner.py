@@ -2,8 +2,10 @@
 
 Fleet runs: copy the base, run the fleet for the duration, stop it, then (fleet stopped, no CPU
 contention) read the episodes, train the non-SOP baseline offline if the method says so, and
-evaluate checkpoints: `curve_points` evenly spaced wall-clock points (the checkpoint in use at
-each, by manifest creation time) and the final checkpoint.
+evaluate checkpoints: `curve_points` evenly spaced points in the run's time (the checkpoint in use at
+each, by its publication) and the final checkpoint. The fleet runs on the virtual clock by default
+(virtual_clock: one process, simulated time, a fixed learner budget per simulated second; publication
+times are simulated) or, with clock "wall", as real processes on the wall clock (manifest creation times).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR
 from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator, checkpoints_at
 from sop_ros.experiment.fleet_run import (
+    LEARNER_DIR,
     FleetRunConfig,
     LiveCounts,
     checkpoint_versions,
@@ -32,8 +35,10 @@ from sop_ros.experiment.fleet_run import (
 from sop_ros.experiment.offline_training import train_offline
 from sop_ros.experiment.plan import RunSpec
 from sop_ros.experiment.results import CurvePoint, RunResult
+from sop_ros.experiment.virtual_clock import DEFAULT_LEARNER_UPDATES_PER_S, VirtualFleetConfig, run_virtual_fleet
 
 log = logging.getLogger(__name__)
+CLOCKS = ("virtual", "wall")
 _FLEET_RUN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(FleetRunConfig)}
 
 
@@ -57,6 +62,10 @@ class ExperimentConfig:
     offline_threads: int = _FLEET_RUN_DEFAULTS["learner_threads"]  # as the online learner: a fair comparison
     offline_updates: Optional[int] = None  # fixed budget for the offline baselines (default: the budget run's updates)
     keep_checkpoints: bool = False  # False: after its evaluation a run keeps only the checkpoints it evaluated
+    # virtual: the fleet runs in one process on simulated time (virtual_clock), duration_s is simulated and the
+    # learner makes learner_updates_per_s updates per simulated second; wall: real processes on the wall clock.
+    clock: str = "virtual"
+    learner_updates_per_s: float = DEFAULT_LEARNER_UPDATES_PER_S
 
     def __post_init__(self) -> None:
         for name in (
@@ -68,9 +77,12 @@ class ExperimentConfig:
             "publish_every_updates",
             "learner_threads",
             "offline_threads",
+            "learner_updates_per_s",
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.clock not in CLOCKS:
+            raise ValueError(f"clock: must be one of {CLOCKS}, got {self.clock!r}")
         if self.offline_updates is not None and self.offline_updates < 0:
             raise ValueError(f"offline_updates: must be >= 0, got {self.offline_updates}")
 
@@ -183,6 +195,97 @@ def run_offline_only(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class _FleetPhase:
+    """What the evaluation needs from a fleet run, on either clock (times in that clock's ns)."""
+
+    start_ns: int  # time 0 of the run (wall: epoch ns; virtual: 0)
+    duration_s: float
+    manifests: list[CheckpointManifest]  # created_ns on the run's clock (virtual: the simulated publication)
+    learner_updates: Optional[int]
+    fleet: dict
+
+
+def _fleet_config(run: RunSpec, config: ExperimentConfig) -> FleetRunConfig:
+    return FleetRunConfig(
+        robots=run.robots,
+        tasks=tuple(config.tasks),
+        robot_hz=config.robot_hz,
+        algorithm=run.spec.algorithm,
+        learner_trains=run.spec.learner_trains,
+        duration_s=config.duration_s,
+        seed=run.seed,
+        publish_every_updates=config.publish_every_updates,
+        learner_threads=config.learner_threads,
+    )
+
+
+def _wall_fleet(run: RunSpec, config: ExperimentConfig, run_dir: Path, hooks: RunHooks) -> _FleetPhase:
+    """Real processes (ROS nodes, gRPC learner) on the wall clock: the system check."""
+    learner_dir = run_dir / LEARNER_DIR
+    base_versions = set(checkpoint_versions(learner_dir / CHECKPOINTS_DIR))
+    record = run_fleet(_fleet_config(run, config), run_dir, on_tick=hooks.fleet_tick, should_stop=hooks.should_stop)
+    if hooks.should_stop():
+        raise KeyboardInterrupt
+    store = CheckpointStore(learner_dir / CHECKPOINTS_DIR)
+    manifests = [store.get(v) for v in store.versions()]
+    new = [m for m in manifests if m.version not in base_versions]
+    with EpisodeStore(learner_dir / EPISODES_DIR, cache_in_background=False) as episodes:
+        rows = episodes.query()
+    fleet = {
+        "clock": "wall",
+        "port": record.port,
+        "ros_domain_id": record.domain_id,
+        "exit_code": record.exit_code,
+        "cpu_percent_mean": record.cpu_percent_mean,
+        "robot_hz": config.robot_hz,
+        "achieved_step_hz": achieved_step_hz(rows),
+    }
+    updates = max((m.training_step for m in new), default=0) if run.spec.learner_trains else None
+    return _FleetPhase(record.start_ns, record.duration_s, manifests, updates, fleet)
+
+
+def _virtual_fleet(run: RunSpec, config: ExperimentConfig, run_dir: Path, hooks: RunHooks) -> _FleetPhase:
+    """The same fleet in one process on simulated time (virtual_clock): deterministic, independent of machine load."""
+    virtual = VirtualFleetConfig(
+        robots=run.robots,
+        tasks=tuple(config.tasks.values()),
+        duration_s=config.duration_s,
+        algorithm=run.spec.algorithm,
+        learner_trains=run.spec.learner_trains,
+        seed=run.seed,
+        learner_updates_per_s=config.learner_updates_per_s,
+        publish_every_updates=config.publish_every_updates,
+        control_rate_hz=config.robot_hz,
+        torch_threads=config.learner_threads,
+    )
+    record = run_virtual_fleet(
+        virtual,
+        run_dir,
+        on_tick=lambda sim_s, episodes: hooks.fleet_tick(sim_s, LiveCounts(episodes=episodes)),
+        should_stop=hooks.should_stop,
+    )
+    if hooks.should_stop():
+        raise KeyboardInterrupt
+    store = CheckpointStore(run_dir / LEARNER_DIR / CHECKPOINTS_DIR)
+    published = {c.version: c.published_ns for c in record.checkpoints}
+    # Checkpoints the run started with count as published at time 0; the others at their simulated publication.
+    manifests = [
+        dataclasses.replace(m, created_ns=published.get(m.version, 0)) for m in map(store.get, store.versions())
+    ]
+    fleet = {
+        "clock": "virtual",
+        "learner_updates_per_s": config.learner_updates_per_s,
+        "checkpoint_delay_s": virtual.checkpoint_delay_s,
+        "wall_s": record.wall_s,
+        "simulated_s_per_wall_s": record.duration_s / record.wall_s if record.wall_s > 0 else None,
+        "robot_hz": config.robot_hz,
+        "achieved_step_hz": None,  # the robots step at robot_hz by construction; reported for wall runs
+    }
+    updates = record.learner_updates if run.spec.learner_trains else None
+    return _FleetPhase(0, record.duration_s, manifests, updates, fleet)
+
+
 def run_with_fleet(
     run: RunSpec,
     config: ExperimentConfig,
@@ -196,48 +299,28 @@ def run_with_fleet(
     run_dir = config.run_dir(run)
     learner_dir = prepare_run_dir(config.base_dir, run_dir)
     base_versions = set(checkpoint_versions(learner_dir / CHECKPOINTS_DIR))
-    fleet_config = FleetRunConfig(
-        robots=run.robots,
-        tasks=tuple(config.tasks),
-        robot_hz=config.robot_hz,
-        algorithm=spec.algorithm,
-        learner_trains=spec.learner_trains,
-        duration_s=config.duration_s,
-        seed=run.seed,
-        publish_every_updates=config.publish_every_updates,
-        learner_threads=config.learner_threads,
-    )
     hooks.phase(
-        f"fleet: {run.robots} robot(s), learner {spec.algorithm}{'' if spec.learner_trains else ' (no training)'}",
+        f"fleet ({config.clock} clock): {run.robots} robot(s), learner {spec.algorithm}"
+        f"{'' if spec.learner_trains else ' (no training)'}",
         round(config.duration_s),
     )
-    record = run_fleet(fleet_config, run_dir, on_tick=hooks.fleet_tick, should_stop=hooks.should_stop)
-    if hooks.should_stop():
-        raise KeyboardInterrupt
-
+    phase = (_virtual_fleet if config.clock == "virtual" else _wall_fleet)(run, config, run_dir, hooks)
+    start_ns, duration_s, manifests = phase.start_ns, phase.duration_s, phase.manifests
     with EpisodeStore(learner_dir / EPISODES_DIR, cache_in_background=False) as store:
         rows = store.query()
     windows_per_run = max(1, round(config.duration_s / config.window_s))
-    windows = window_stats(rows, record.start_ns, record.duration_s, record.duration_s / windows_per_run)
-    store = CheckpointStore(learner_dir / CHECKPOINTS_DIR)
-    manifests = [store.get(v) for v in store.versions()]
+    windows = window_stats(rows, start_ns, duration_s, duration_s / windows_per_run)
     new = [m for m in manifests if m.version not in base_versions]
-    learner_updates = max((m.training_step for m in new), default=0) if spec.learner_trains else None
+    store = CheckpointStore(learner_dir / CHECKPOINTS_DIR)
 
     offline_updates = offline_s = None
     final_manifest = manifests[-1]
     if spec.trains_offline:
         final_manifest, offline_updates, offline_s = _offline_phase(run, config, learner_dir, finished, hooks)
 
-    times = [record.duration_s * k / config.curve_points for k in range(config.curve_points + 1)]
-    chosen = checkpoints_at(manifests, record.start_ns, times)
-    curve = []
-    for k, (t, manifest) in enumerate(zip(times, chosen)):
-        last = k == len(times) - 1
-        episodes = config.eval_episodes if last and not spec.trains_offline else config.curve_eval_episodes
-        hooks.phase(f"evaluating v{manifest.version} (t = {t / 60:.1f} min)", episodes * len(config.tasks))
-        result = _evaluate(evaluator, store.root, manifest, episodes, hooks)
-        curve.append(CurvePoint(t, manifest.version, result.mean_success, result.per_task))
+    times = [duration_s * k / config.curve_points for k in range(config.curve_points + 1)]
+    chosen = checkpoints_at(manifests, start_ns, times)
+    curve = _evaluate_curve(evaluator, store.root, times, chosen, config, spec.trains_offline, hooks)
     hooks.phase(f"evaluating the final v{final_manifest.version}", config.eval_episodes * len(config.tasks))
     final = _evaluate(evaluator, store.root, final_manifest, config.eval_episodes, hooks)
     if not config.keep_checkpoints:
@@ -249,37 +332,50 @@ def run_with_fleet(
         seed=run.seed,
         robots=run.robots,
         groups=run.groups,
-        duration_s=record.duration_s,
+        duration_s=duration_s,
         final_version=final_manifest.version,
         final_success=final.mean_success,
         final_per_task=final.per_task,
         eval_episodes_per_task=config.eval_episodes,
         curve=tuple(curve),
-        learner_updates=learner_updates,
+        learner_updates=phase.learner_updates,
         offline_updates=offline_updates,
         offline_train_s=offline_s,
         checkpoints=tuple(
             {
                 "version": m.version,
-                "created_s": (m.created_ns - record.start_ns) / 1e9,
+                "created_s": (m.created_ns - start_ns) / 1e9,
                 "training_step": m.training_step,
                 "algorithm": m.algorithm,
             }
             for m in new
         ),
         online_windows=tuple(w.as_dict() for w in windows),
-        online_totals=totals(rows, record.start_ns, record.duration_s).as_dict(),
-        throughput=throughput(rows, record.start_ns, record.duration_s, run.robots).as_dict(),
-        start_ns=record.start_ns,
-        fleet={
-            "port": record.port,
-            "ros_domain_id": record.domain_id,
-            "exit_code": record.exit_code,
-            "cpu_percent_mean": record.cpu_percent_mean,
-            "robot_hz": config.robot_hz,
-            "achieved_step_hz": achieved_step_hz(rows),
-        },
+        online_totals=totals(rows, start_ns, duration_s).as_dict(),
+        throughput=throughput(rows, start_ns, duration_s, run.robots).as_dict(),
+        start_ns=start_ns,
+        fleet=phase.fleet,
     )
+
+
+def _evaluate_curve(
+    evaluator: CheckpointEvaluator,
+    store_root: Path,
+    times: list[float],
+    chosen: list[CheckpointManifest],
+    config: ExperimentConfig,
+    trains_offline: bool,
+    hooks: RunHooks,
+) -> list[CurvePoint]:
+    """Success of the checkpoint in use at each time point (the last with the final episode count)."""
+    curve = []
+    for k, (t, manifest) in enumerate(zip(times, chosen)):
+        last = k == len(times) - 1
+        episodes = config.eval_episodes if last and not trains_offline else config.curve_eval_episodes
+        hooks.phase(f"evaluating v{manifest.version} (t = {t / 60:.1f} min)", episodes * len(config.tasks))
+        result = _evaluate(evaluator, store_root, manifest, episodes, hooks)
+        curve.append(CurvePoint(t, manifest.version, result.mean_success, result.per_task))
+    return curve
 
 
 def achieved_step_hz(rows) -> Optional[float]:
