@@ -9,7 +9,8 @@ Layout under `root`:
 A version directory appears only complete: it is written under a temp name, every file and the dir
 fsynced, then renamed (and the root fsynced). Versions are monotonic across the whole store (all fleets);
 publishing takes an exclusive file lock on the root so two processes cannot claim the same number.
-torch is imported lazily so robots can use verify_checkpoint_file without it.
+The files' bytes (serialising, fsynced writes, hash checks) are checkpoint_files.py's; torch is imported
+lazily there and here, so robots can use verify_checkpoint_file without it.
 """
 
 from __future__ import annotations
@@ -29,9 +30,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-import numpy as np
-
-from sop_ros.core.episodes.hashing import bytes_sha256, file_sha256
+from sop_ros.core.episodes.hashing import bytes_sha256
+from sop_ros.core.storage.checkpoint_files import (
+    CheckpointFiles,
+    CheckpointIntegrityError,
+    load_verified,
+    verify_checkpoint_file,
+    write_synced,
+)
 from sop_ros.core.storage.durable_files import fsync_dir, is_stale_temp, is_temp_name, temp_path_for
 
 if TYPE_CHECKING:
@@ -45,10 +51,6 @@ MANIFEST_FILE = "manifest.json"
 TRAIN_STATE_FILE = "train_state.safetensors"
 TRAIN_STATE_META_FILE = "train_state.json"
 _VERSION_DIR_RE = re.compile(r"^v(\d{6,})$")
-
-
-class CheckpointIntegrityError(ValueError):
-    """A checkpoint file does not match the hash its manifest (or announcement) promises."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,62 +108,6 @@ class CheckpointManifest:
         return cls(**d)
 
 
-def _tensor_dict_for_save(tensors: Mapping[str, Any], what: str) -> dict[str, torch.Tensor]:
-    """CPU, contiguous torch tensors; tensors sharing storage (tied weights) are cloned, as safetensors requires."""
-    import torch
-
-    if not tensors:
-        raise ValueError(f"{what}: no tensors to save")
-    out: dict[str, torch.Tensor] = {}
-    seen_storage: set[int] = set()
-    for name, value in tensors.items():
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{what}: tensor names must be non-empty strings, got {name!r}")
-        if isinstance(value, np.ndarray):
-            t = torch.from_numpy(np.ascontiguousarray(value))
-        elif isinstance(value, torch.Tensor):
-            t = value.detach().cpu().contiguous()
-        else:
-            raise TypeError(
-                f"{what}: tensor {name!r} is a {type(value).__name__}, expected torch.Tensor or numpy.ndarray"
-            )
-        ptr = t.untyped_storage().data_ptr()
-        if ptr in seen_storage and t.numel() > 0:
-            t = t.clone()
-        seen_storage.add(t.untyped_storage().data_ptr())
-        out[name] = t
-    return out
-
-
-def verify_checkpoint_file(path: str | Path, expected_sha256: str) -> None:
-    """Raise CheckpointIntegrityError unless the file's sha256 equals expected_sha256 (robots use it on downloads)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointIntegrityError(f"{path}: checkpoint file is missing")
-    actual = file_sha256(path)
-    if actual != expected_sha256.lower():
-        raise CheckpointIntegrityError(f"{path}: sha256 {actual} does not match the expected {expected_sha256}")
-
-
-def _load_verified(path: Path, expected_sha256: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load
-
-    if not path.is_file():
-        raise CheckpointIntegrityError(f"{path}: checkpoint file is missing")
-    data = path.read_bytes()
-    actual = bytes_sha256(data)
-    if actual != expected_sha256:
-        raise CheckpointIntegrityError(f"{path}: sha256 {actual} does not match the manifest's {expected_sha256}")
-    return load(data)
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _checked_publish_metrics(
     algorithm: str, fleet: str, training_step: int, metrics: Mapping[str, float]
 ) -> dict[str, float]:
@@ -179,30 +125,6 @@ def _checked_publish_metrics(
             raise ValueError(f"checkpoint metric {name!r} is {value}; only finite metrics can be published")
         clean_metrics[str(name)] = value
     return clean_metrics
-
-
-@dataclasses.dataclass(frozen=True)
-class _CheckpointFiles:
-    """The serialized bytes of one version, made before the publish lock is taken."""
-
-    weights: bytes
-    state: Optional[bytes]  # train_state.safetensors, when a train state is published
-    state_meta: Optional[bytes]  # train_state.json, present exactly when `state` is
-
-    @classmethod
-    def serialize(
-        cls,
-        tensors: Mapping[str, Any],
-        train_state: Mapping[str, Any] | None,
-        train_state_meta: Mapping[str, Any] | None,
-    ) -> _CheckpointFiles:
-        from safetensors.torch import save
-
-        weights = save(_tensor_dict_for_save(tensors, "checkpoint weights"))
-        if train_state is None:
-            return cls(weights, None, None)
-        state = save(_tensor_dict_for_save(train_state, "train_state"))
-        return cls(weights, state, json.dumps(dict(train_state_meta or {}), sort_keys=True, allow_nan=False).encode())
 
 
 class CheckpointStore:
@@ -280,7 +202,7 @@ class CheckpointStore:
         """Publish a new immutable version (number = highest existing + 1) and return its manifest."""
         clean_metrics = _checked_publish_metrics(algorithm, fleet, training_step, metrics)
         extra_json = json.loads(json.dumps(dict(extra or {}), allow_nan=False))  # fails early if not JSON-able
-        files = _CheckpointFiles.serialize(tensors, train_state, train_state_meta)
+        files = CheckpointFiles.serialize(tensors, train_state, train_state_meta)
         with self._exclusive():
             existing = self.versions()
             if parent_version is not None and parent_version not in existing:
@@ -312,17 +234,17 @@ class CheckpointStore:
         )
         return manifest
 
-    def _write_version_dir(self, version: int, files: _CheckpointFiles, manifest: CheckpointManifest) -> None:
+    def _write_version_dir(self, version: int, files: CheckpointFiles, manifest: CheckpointManifest) -> None:
         """Write and fsync every file under a temp name, then rename: a version directory appears only complete."""
         final = self.version_dir(version)
         tmp = temp_path_for(final)
         tmp.mkdir()
         try:
-            _write_synced(tmp / WEIGHTS_FILE, files.weights)
+            write_synced(tmp / WEIGHTS_FILE, files.weights)
             if files.state is not None:
-                _write_synced(tmp / TRAIN_STATE_FILE, files.state)
-                _write_synced(tmp / TRAIN_STATE_META_FILE, files.state_meta)
-            _write_synced(tmp / MANIFEST_FILE, manifest.to_json().encode())
+                write_synced(tmp / TRAIN_STATE_FILE, files.state)
+                write_synced(tmp / TRAIN_STATE_META_FILE, files.state_meta)
+            write_synced(tmp / MANIFEST_FILE, manifest.to_json().encode())
             fsync_dir(tmp)
             os.rename(tmp, final)  # final cannot exist: the caller holds the lock and version is new
             fsync_dir(self.root)
@@ -380,7 +302,7 @@ class CheckpointStore:
     def load_tensors(self, version: int) -> dict[str, torch.Tensor]:
         """The weights of `version`, after checking their sha256 against the manifest."""
         manifest = self._require(version)
-        return _load_verified(self.weights_path(version), manifest.content_hash)
+        return load_verified(self.weights_path(version), manifest.content_hash)
 
     def verify(self, version: int) -> None:
         manifest = self._require(version)
@@ -394,7 +316,7 @@ class CheckpointStore:
         manifest = self._require(version)
         if manifest.train_state_sha256 is None:
             return None
-        tensors = _load_verified(self.version_dir(version) / TRAIN_STATE_FILE, manifest.train_state_sha256)
+        tensors = load_verified(self.version_dir(version) / TRAIN_STATE_FILE, manifest.train_state_sha256)
         meta_path = self.version_dir(version) / TRAIN_STATE_META_FILE
         if manifest.train_state_meta_sha256 is not None:
             verify_checkpoint_file(meta_path, manifest.train_state_meta_sha256)
