@@ -21,13 +21,13 @@ background write, or a full queue). A cache directory exists only complete, so a
 One process owns a store (the learner); its methods are safe to call from several threads. Work on one
 episode is serialised by a per-episode (striped) lock, so robots uploading different episodes do not wait
 for each other's commits. The parts live in their own modules: upload_staging (staging/), episode_index
-(index.sqlite3, read_index), training_cache (cache/), episode_store_layout (names).
+(index.sqlite3, read_index), training_cache (cache/), episode_store_layout (names), episode_store_recovery
+(recover()'s orphan and missing-file checks, RecoveryReport).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -38,8 +38,8 @@ from typing import Any, Optional
 import numpy as np
 
 from sop_ros.core.episodes.episode import Episode
-from sop_ros.core.episodes.episode_file import EPISODE_SUFFIX, EpisodeFileError, read_episode, read_episode_metadata
-from sop_ros.core.storage.durable_files import fsync_dir, is_stale_temp, is_temp_name
+from sop_ros.core.episodes.episode_file import EpisodeFileError, read_episode, read_episode_metadata
+from sop_ros.core.storage.durable_files import fsync_dir
 from sop_ros.core.storage.episode_index import EpisodeIndex, StoredEpisode, read_index
 from sop_ros.core.storage.episode_store_errors import (
     EpisodeRejectedError,
@@ -55,6 +55,11 @@ from sop_ros.core.storage.episode_store_layout import (
     check_episode_id,
     episode_file_path,
 )
+from sop_ros.core.storage.episode_store_recovery import (
+    RecoveryReport,
+    indexed_without_files,
+    remove_orphan_episode_files,
+)
 from sop_ros.core.storage.training_cache import (
     BackgroundCacheWriter,
     load_cache_arrays,
@@ -63,7 +68,8 @@ from sop_ros.core.storage.training_cache import (
 )
 from sop_ros.core.storage.upload_staging import DEFAULT_SYNC_EVERY_BYTES, UploadStaging
 
-# The store's whole API from one import (the errors, StoredEpisode and read_index live in the part modules).
+# The store's whole API from one import (the errors, StoredEpisode, read_index and RecoveryReport live in the
+# part modules).
 __all__ = [
     "EpisodeStore",
     "StoredEpisode",
@@ -79,15 +85,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_EPISODE_BYTES = 4 << 30
 _LOCK_STRIPES = 64
-
-
-@dataclasses.dataclass(frozen=True)
-class RecoveryReport:
-    removed_orphan_files: tuple[str, ...] = ()
-    removed_orphan_caches: tuple[str, ...] = ()
-    missing_caches: tuple[str, ...] = ()  # indexed episodes without a training cache yet: built on first arrays()
-    missing_files: tuple[str, ...] = ()  # indexed episodes whose file is gone (disk loss): logged as errors
-    removed_temp_files: int = 0
 
 
 class EpisodeStore:
@@ -364,43 +361,14 @@ class EpisodeStore:
         with self._all_locks(self._episode_locks):
             indexed = self._index.episode_ids()
             temps = self._staging.recover(indexed)
-            orphan_files, file_temps = _remove_orphan_episode_files(self.episodes_dir, indexed)
+            orphan_files, file_temps = remove_orphan_episode_files(self.episodes_dir, indexed)
             with self._all_locks(self._cache_locks):  # no cache is being written while we look
                 orphan_caches, cache_temps = remove_orphan_caches(self.cache_dir, indexed)
             temps += file_temps + cache_temps
-            missing, missing_caches = [], []
-            for eid in sorted(indexed):
-                if not self.episode_path(eid).exists():
-                    missing.append(eid)
-                    log.error("episode %s is indexed but its file %s is missing", eid, self.episode_path(eid))
-                elif not self.cache_path(eid).is_dir():
-                    missing_caches.append(eid)  # e.g. a crash right after the ack; built on first arrays()
+            missing, missing_caches = indexed_without_files(indexed, self.episode_path, self.cache_path)
             report = RecoveryReport(
                 tuple(orphan_files), tuple(orphan_caches), tuple(missing_caches), tuple(missing), temps
             )
             if orphan_files or orphan_caches or temps:
                 log.warning("episode store %s recovered after a crash: %s", self.root, report)
             return report
-
-
-def _remove_orphan_episode_files(episodes_dir: Path, indexed: set[str]) -> tuple[list[str], int]:
-    """Delete episode files without an index row (renamed, then a crash before the row) and stale temp files.
-
-    Returns (the orphans' episode ids, the number of temp files removed).
-    """
-    orphan_files, temps = [], 0
-    for shard in episodes_dir.iterdir():
-        if not shard.is_dir():
-            continue
-        for path in shard.iterdir():
-            if is_temp_name(path.name):
-                if is_stale_temp(path):
-                    path.unlink()
-                    temps += 1
-                continue
-            if path.name.removesuffix(EPISODE_SUFFIX) not in indexed:
-                path.unlink()
-                orphan_files.append(path.name.removesuffix(EPISODE_SUFFIX))
-        if orphan_files:
-            fsync_dir(shard)
-    return orphan_files, temps
