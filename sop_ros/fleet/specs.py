@@ -54,64 +54,91 @@ class ProcessSpec:
 def _robot_nodes(fleet: FleetDescription, robot: RobotConfig) -> list[NodeSpec]:
     """The robot's nodes. Only fleet-specific parameters are set here; every other parameter
     takes its default from config/robot.yaml / config/teleop.yaml (the nodes read them)."""
-    ns = robot.resolved_namespace
-    common = dict(namespace=ns, respawn=robot.respawn, respawn_delay_s=robot.respawn_delay_s, robot_id=robot.id)
+    common = dict(
+        namespace=robot.resolved_namespace,
+        respawn=robot.respawn,
+        respawn_delay_s=robot.respawn_delay_s,
+        robot_id=robot.id,
+    )
     rate = float(robot.control_rate_hz)
     ident = {"robot_id": robot.id}
-    spool = {"spool_dir": str(fleet.spool_dir(robot)), "spool_max_bytes": int(robot.spool_max_bytes)}
-    sim = robot.backend == "sim"
-    specs = [
-        NodeSpec(
-            name="robot_status",
-            executable="robot_status",
-            parameters={
-                "robot_id": robot.id,
-                "backend": robot.backend,
-                "task_set": list(robot.tasks),
-                "control_rate_hz": rate,
-            },
-            # Standard diagnostics aggregators listen on the global topic.
-            remappings=(("diagnostics", "/diagnostics"),),
-            **common,
-        ),
+    specs = [_robot_status_node(robot, rate, common), *_driver_nodes(robot, rate, common)]
+    specs += [
+        NodeSpec("policy", "policy", parameters={**ident, "control_rate_hz": rate}, **common),
+        NodeSpec("action_mux", "action_mux", parameters={"control_rate_hz": rate}, **common),
+        _operator_node(robot, rate, common),
+        _recorder_node(fleet, robot, common),
     ]
-    if sim:
+    return specs + _installed_extra_nodes(fleet, robot, common)
+
+
+def _robot_status_node(robot: RobotConfig, rate: float, common: dict[str, Any]) -> NodeSpec:
+    return NodeSpec(
+        name="robot_status",
+        executable="robot_status",
+        parameters={
+            "robot_id": robot.id,
+            "backend": robot.backend,
+            "task_set": list(robot.tasks),
+            "control_rate_hz": rate,
+        },
+        # Standard diagnostics aggregators listen on the global topic.
+        remappings=(("diagnostics", "/diagnostics"),),
+        **common,
+    )
+
+
+def _driver_nodes(robot: RobotConfig, rate: float, common: dict[str, Any]) -> list[NodeSpec]:
+    """What plays the hardware drivers (camera, arm) and owns the episode boundaries."""
+    ident = {"robot_id": robot.id}
+    if robot.backend == "sim":
         # One node plays both hardware drivers (camera + ros2_control arm) and owns the episodes.
-        specs.append(
+        return [
             NodeSpec(
                 "sim_robot",
                 "sim_robot",
                 parameters={**ident, "tasks": list(robot.tasks), "control_rate_hz": rate},
                 **common,
             )
-        )
-    else:
-        # Hardware drivers: the camera (config/robot.yaml camera_driver.source) and the episode boundaries.
-        for name, params in (
-            ("camera_driver", {"rate_hz": rate}),
-            ("episode_manager", {**ident, "tasks": list(robot.tasks)}),
-        ):
-            if importlib.util.find_spec(f"sop_ros.nodes.{name}") is not None:
-                specs.append(NodeSpec(name, name, parameters=params, **common))
-    specs += [
-        NodeSpec("policy", "policy", parameters={**ident, "control_rate_hz": rate}, **common),
-        NodeSpec("action_mux", "action_mux", parameters={"control_rate_hz": rate}, **common),
-        NodeSpec("scripted_operator", "scripted_operator", parameters={}, **common)
-        if sim
-        else NodeSpec(
-            "teleop", "teleop", parameters={"control_rate_hz": rate}, remappings=(("joy", "/joy"),), **common
-        ),
-        NodeSpec(
-            "episode_recorder",
-            "episode_recorder",
-            parameters={**ident, **spool, "label_source": "environment" if sim else "operator"},
-            **common,
-        ),
-    ]
+        ]
+    # Hardware drivers: the camera (config/robot.yaml camera_driver.source) and the episode boundaries.
+    specs = []
+    for name, params in (
+        ("camera_driver", {"rate_hz": rate}),
+        ("episode_manager", {**ident, "tasks": list(robot.tasks)}),
+    ):
+        if importlib.util.find_spec(f"sop_ros.nodes.{name}") is not None:
+            specs.append(NodeSpec(name, name, parameters=params, **common))
+    return specs
+
+
+def _operator_node(robot: RobotConfig, rate: float, common: dict[str, Any]) -> NodeSpec:
+    """Who takes over from the policy: the scripted operator in simulation, a teleop joystick on hardware."""
+    if robot.backend == "sim":
+        return NodeSpec("scripted_operator", "scripted_operator", parameters={}, **common)
+    return NodeSpec("teleop", "teleop", parameters={"control_rate_hz": rate}, remappings=(("joy", "/joy"),), **common)
+
+
+def _recorder_node(fleet: FleetDescription, robot: RobotConfig, common: dict[str, Any]) -> NodeSpec:
+    spool = {"spool_dir": str(fleet.spool_dir(robot)), "spool_max_bytes": int(robot.spool_max_bytes)}
+    label_source = "environment" if robot.backend == "sim" else "operator"
+    return NodeSpec(
+        "episode_recorder",
+        "episode_recorder",
+        parameters={"robot_id": robot.id, **spool, "label_source": label_source},
+        **common,
+    )
+
+
+def _installed_extra_nodes(fleet: FleetDescription, robot: RobotConfig, common: dict[str, Any]) -> list[NodeSpec]:
+    """The monitor (RViz) and the bridge (learner link), where their modules are installed."""
+    specs = []
     if importlib.util.find_spec("sop_ros.nodes.monitor") is not None:
         # Robots side by side in RViz's fixed frame, 1.5 m apart in fleet order.
         offset = [1.5 * [r.id for r in fleet.robots].index(robot.id), 0.0, 0.0]
-        specs.append(NodeSpec("monitor", "monitor", parameters={**ident, "display_offset": offset}, **common))
+        specs.append(
+            NodeSpec("monitor", "monitor", parameters={"robot_id": robot.id, "display_offset": offset}, **common)
+        )
     if importlib.util.find_spec("sop_ros.nodes.bridge") is not None:
         specs.append(
             NodeSpec(
