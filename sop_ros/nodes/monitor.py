@@ -65,6 +65,25 @@ def transform_message(t: Transform, stamp_ns: int) -> TransformStamped:
 class MonitorNode(Node):
     def __init__(self, **kwargs):
         super().__init__("monitor", **kwargs)
+        window, rate, urdf_path = self._declare_parameters()
+        self.state = RobotMonitorState(MonitorConfig(self.robot_id, window))
+        self.arm = ArmModel.from_file(urdf_path)
+        self.prefix = f"{self.robot_id}/"
+        self._image: Optional[Image] = None
+        self._image_shown = True
+        self._last_tf_ns = 0
+        self._tf_period_ns = int(1e9 / max(rate, 10.0))
+
+        self.marker_pub = self.create_publisher(MarkerArray, "monitor/markers", DISPLAY)
+        self.image_pub = self.create_publisher(Image, "monitor/image", DISPLAY)
+        description_pub = self.create_publisher(String, "robot_description", LATCHED_DISPLAY)
+        description_pub.publish(String(data=Path(urdf_path).read_text()))
+        self._create_tf_publishers()
+        self._subscribe_to_robot()
+        self.create_timer(1.0 / rate, self._publish_display)
+
+    def _declare_parameters(self) -> tuple[int, float, str]:
+        """Declare the parameters; keep the node's own, return (success window, display rate, URDF path)."""
         p = Params(self, "monitor")
         self.robot_id = p("robot_id", "robot id from the fleet description")
         window = p("success_window", "success rate over this many recent labelled episodes", value_range=AT_LEAST_ONE)
@@ -84,18 +103,10 @@ class MonitorNode(Node):
         )
         if len(self.offset) != 3:
             raise ValueError(f"parameter 'display_offset': expected 3 numbers, got {list(self.offset)}")
-        self.state = RobotMonitorState(MonitorConfig(self.robot_id, window))
-        self.arm = ArmModel.from_file(urdf_path)
-        self.prefix = f"{self.robot_id}/"
-        self._image: Optional[Image] = None
-        self._image_shown = True
-        self._last_tf_ns = 0
-        self._tf_period_ns = int(1e9 / max(rate, 10.0))
+        return window, rate, urdf_path
 
-        self.marker_pub = self.create_publisher(MarkerArray, "monitor/markers", DISPLAY)
-        self.image_pub = self.create_publisher(Image, "monitor/image", DISPLAY)
-        description_pub = self.create_publisher(String, "robot_description", LATCHED_DISPLAY)
-        description_pub.publish(String(data=Path(urdf_path).read_text()))
+    def _create_tf_publishers(self) -> None:
+        """/tf for the joints and /tf_static for the fixed frames, where tf2_msgs is installed."""
         TFMessage = tf_message_type()
         self.tf_msg_type = TFMessage
         if TFMessage is None:
@@ -104,21 +115,22 @@ class MonitorNode(Node):
                 "tf2_msgs is not installed: no TF for the arm model (RViz shows markers and images; "
                 "install ROS 2's tf2_msgs for the RobotModel)"
             )
-        else:
-            self.tf_pub = self.create_publisher(TFMessage, "/tf", TF_QOS)
-            static_pub = self.create_publisher(TFMessage, "/tf_static", LATCHED_DISPLAY)
-            base = Transform(self.frame_id, self.prefix + self.arm.root, self.offset, (0.0, 0.0, 0.0, 1.0))
-            now = time.time_ns()
-            static_pub.publish(
-                TFMessage(
-                    transforms=[
-                        transform_message(t, now)
-                        for t in [base, *self.arm.joint_transforms({}, movable=False, prefix=self.prefix)]
-                    ]
-                )
+            return
+        self.tf_pub = self.create_publisher(TFMessage, "/tf", TF_QOS)
+        static_pub = self.create_publisher(TFMessage, "/tf_static", LATCHED_DISPLAY)
+        base = Transform(self.frame_id, self.prefix + self.arm.root, self.offset, (0.0, 0.0, 0.0, 1.0))
+        now = time.time_ns()
+        static_pub.publish(
+            TFMessage(
+                transforms=[
+                    transform_message(t, now)
+                    for t in [base, *self.arm.joint_transforms({}, movable=False, prefix=self.prefix)]
+                ]
             )
-            self._static_pub = static_pub  # keep it alive: transient local serves late joiners
+        )
+        self._static_pub = static_pub  # keep it alive: transient local serves late joiners
 
+    def _subscribe_to_robot(self) -> None:
         self.create_subscription(EpisodeStatus, "episode_event", self._on_episode_event, _qos.EVENTS)
         self.create_subscription(EpisodeStatus, "episode_status", self._on_episode_status, _qos.EVENTS)
         self.create_subscription(InterventionState, "intervention_state", self._on_intervention, _qos.EVENTS)
@@ -128,7 +140,6 @@ class MonitorNode(Node):
         )
         self.create_subscription(Image, "camera/image_raw", self._on_image, _qos.SENSOR)
         self.create_subscription(JointState, "joint_states", self._on_joint_state, _qos.SENSOR)
-        self.create_timer(1.0 / rate, self._publish_display)
 
     # --- robot events -----------------------------------------------------------------------
     def _on_episode_event(self, msg: EpisodeStatus) -> None:
