@@ -51,6 +51,29 @@ from sop_ros.resources import default_tasks_path
 class SimRobotNode(Node):
     def __init__(self, **kwargs):
         super().__init__("sim_robot", **kwargs)
+        task_ids, tasks_file, max_steps, rate, cam, seed = self._declare_parameters()
+        self.tasks = self._load_tasks(task_ids, tasks_file, max_steps)
+        # MuJoCo's EGL context is bound to the thread that made it current, and executor callbacks
+        # run on any thread: every backend call goes through this one thread.
+        self._sim_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mujoco")
+        self.backend = self._sim(MetaWorldSimBackend, MetaWorldSimConfig(tasks=self.tasks, camera=cam))
+        self.codec = ArmCommandCodec(self.backend.joint_names, self.position_scale, 1.0 / rate)
+        self._seed = None if seed < 0 else seed
+        self._task_order = list(task_ids)
+        self.episodes_started = 0
+        self._create_topics()
+
+        self._episode: Optional[dict] = None
+        self._obs: Optional[Observation] = None
+        self._obs_sent_at = 0.0
+        self._goal: Optional[np.ndarray] = None
+        self._goal_is_new = False
+        self._next_reset_at = time.monotonic() + 0.5  # let subscribers discover us first
+        self.create_timer(1.0 / rate, self._tick)
+        self.get_logger().info(f"sim robot {self.robot_id}: tasks {task_ids} at {rate:g} Hz")
+
+    def _declare_parameters(self) -> tuple[list[str], str, int, float, SimCameraConfig, int]:
+        """Declare the parameters; keep the node's own, return (task ids, task file, max steps, rate, camera, seed)."""
         p = Params(self, "sim_robot")
         self.robot_id = p("robot_id", "robot id from the fleet description")
         task_ids = p("tasks", "task ids to run; episodes cycle through them in order")
@@ -85,36 +108,25 @@ class SimRobotNode(Node):
         self.position_scale = p(
             "position_scale", "metres of end-effector motion per unit action", value_range=POSITION_SCALE_M
         )
+        return task_ids, tasks_file, max_steps, rate, cam, seed
 
+    @staticmethod
+    def _load_tasks(task_ids: list[str], tasks_file: str, max_steps: int) -> dict[str, TaskSpec]:
+        """The tasks to run from the task file, each with its step limit (`max_steps` > 0 overrides it)."""
         specs = load_task_specs(tasks_file)
         unknown = [t for t in task_ids if t not in specs]
         if unknown:
             raise ValueError(f"parameter 'tasks': {unknown} not in {tasks_file}")
-        self.tasks = {t: TaskSpec(t, specs[t].instruction, max_steps or specs[t].max_steps) for t in task_ids}
-        # MuJoCo's EGL context is bound to the thread that made it current, and executor callbacks
-        # run on any thread: every backend call goes through this one thread.
-        self._sim_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mujoco")
-        self.backend = self._sim(MetaWorldSimBackend, MetaWorldSimConfig(tasks=self.tasks, camera=cam))
-        self.codec = ArmCommandCodec(self.backend.joint_names, self.position_scale, 1.0 / rate)
-        self._seed = None if seed < 0 else seed
-        self._task_order = list(task_ids)
-        self.episodes_started = 0
+        return {t: TaskSpec(t, specs[t].instruction, max_steps or specs[t].max_steps) for t in task_ids}
 
+    def _create_topics(self) -> None:
+        """The camera, arm and episode publishers, and the arm's goal subscription."""
         self.image_pub = self.create_publisher(Image, "camera/image_raw", _qos.SENSOR)
         self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", _qos.SENSOR)
         self.joint_pub = self.create_publisher(JointState, "joint_states", _qos.SENSOR)
         self.privileged_pub = self.create_publisher(PrivilegedState, "sim/privileged_state", _qos.CONTROL)
         self.event_pub = self.create_publisher(EpisodeStatus, "episode_event", _qos.EVENTS)
         self.create_subscription(JointTrajectory, "arm_controller/joint_trajectory", self._on_goal, _qos.CONTROL)
-
-        self._episode: Optional[dict] = None
-        self._obs: Optional[Observation] = None
-        self._obs_sent_at = 0.0
-        self._goal: Optional[np.ndarray] = None
-        self._goal_is_new = False
-        self._next_reset_at = time.monotonic() + 0.5  # let subscribers discover us first
-        self.create_timer(1.0 / rate, self._tick)
-        self.get_logger().info(f"sim robot {self.robot_id}: tasks {task_ids} at {rate:g} Hz")
 
     # --- commands ---------------------------------------------------------------------------
     def _on_goal(self, msg: JointTrajectory) -> None:
