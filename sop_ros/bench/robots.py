@@ -119,36 +119,10 @@ class _Collector:
 def _run_fleet(
     n: int, args: argparse.Namespace, checkpoint: tuple[str, str], workdir: Path, domain_id: int
 ) -> dict[str, Any]:
-    from sop_ros.fleet.description import parse_fleet
     from sop_ros.fleet.launcher import FleetLauncher
-    from sop_ros.fleet.specs import NodeSpec, node_specs
 
     robot_ids = [f"robot{i + 1}" for i in range(n)]
-    fleet = parse_fleet(
-        {
-            "fleet": "bench_robots",
-            "state_dir": str(workdir / f"state{n}"),
-            "learner": {"run_locally": False, "insecure": True},
-            "robots": [
-                {
-                    "id": r,
-                    "backend": "sim",
-                    "tasks": ["push-v3", "button-press-topdown-v3"],
-                    "control_rate_hz": args.rate,
-                }
-                for r in robot_ids
-            ],
-        }
-    )
-    overrides = {
-        "policy": {"checkpoint_path": checkpoint[0], "checkpoint_sha256": checkpoint[1], "checkpoint_version": 1},
-        "sim_robot": {"seed": 0},
-    }
-    specs = [
-        dataclasses.replace(s, parameters={**s.parameters, **overrides.get(s.name, {})})
-        for s in node_specs(fleet, with_learner=False)
-        if isinstance(s, NodeSpec) and s.name in LOOP_NODES
-    ]
+    specs = _loop_specs(robot_ids, args.rate, checkpoint, workdir / f"state{n}")
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     env.setdefault("MUJOCO_GL", "egl")
     collector = _Collector(domain_id, robot_ids)
@@ -165,40 +139,97 @@ def _run_fleet(
                     f"{launch_log.getvalue()[-3000:]}"
                 )
             time.sleep(0.5)
-        procs = [psutil.Process(pid) for pid in launcher.pids]
-        for p in procs:
-            p.cpu_percent(None)
-        psutil.cpu_percent(None)
-        start = time.monotonic()
-        time.sleep(args.duration)
-        end = time.monotonic()
-        machine_cpu = psutil.cpu_percent(None)
-        load_1m = os.getloadavg()[0]
-        robots_cpu = sum(p.cpu_percent(None) for p in procs if p.is_running()) / psutil.cpu_count()
+        window = _measure_window(launcher.pids, args.duration)
     finally:
         launcher.request_stop()
         thread.join(timeout=90)
         collector.close()
+    return _window_figures(n, args.rate, robot_ids, collector, window, launch_log.getvalue())
+
+
+def _loop_specs(robot_ids: list[str], rate: float, checkpoint: tuple[str, str], state_dir: Path) -> list:
+    """The control-loop nodes (LOOP_NODES) of a sim fleet of `robot_ids`, the policy on the bench checkpoint."""
+    from sop_ros.fleet.description import parse_fleet
+    from sop_ros.fleet.specs import NodeSpec, node_specs
+
+    fleet = parse_fleet(
+        {
+            "fleet": "bench_robots",
+            "state_dir": str(state_dir),
+            "learner": {"run_locally": False, "insecure": True},
+            "robots": [
+                {
+                    "id": r,
+                    "backend": "sim",
+                    "tasks": ["push-v3", "button-press-topdown-v3"],
+                    "control_rate_hz": rate,
+                }
+                for r in robot_ids
+            ],
+        }
+    )
+    overrides = {
+        "policy": {"checkpoint_path": checkpoint[0], "checkpoint_sha256": checkpoint[1], "checkpoint_version": 1},
+        "sim_robot": {"seed": 0},
+    }
+    return [
+        dataclasses.replace(s, parameters={**s.parameters, **overrides.get(s.name, {})})
+        for s in node_specs(fleet, with_learner=False)
+        if isinstance(s, NodeSpec) and s.name in LOOP_NODES
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Window:
+    """The measured window (monotonic start and end) and the CPU figures over it."""
+
+    start: float
+    end: float
+    machine_cpu: float
+    load_1m: float
+    robots_cpu: float
+
+
+def _measure_window(pids: list[int], duration: float) -> _Window:
+    """Sleep `duration` seconds while the robots run; the machine's and the robots' processes' CPU use over it."""
+    procs = [psutil.Process(pid) for pid in pids]
+    for p in procs:
+        p.cpu_percent(None)
+    psutil.cpu_percent(None)
+    start = time.monotonic()
+    time.sleep(duration)
+    end = time.monotonic()
+    machine_cpu = psutil.cpu_percent(None)
+    load_1m = os.getloadavg()[0]
+    robots_cpu = sum(p.cpu_percent(None) for p in procs if p.is_running()) / psutil.cpu_count()
+    return _Window(start, end, machine_cpu, load_1m, robots_cpu)
+
+
+def _window_figures(
+    n: int, rate: float, robot_ids: list[str], collector: _Collector, window: _Window, launch_log: str
+) -> dict[str, Any]:
+    """Rates and latencies of the steps and forward passes the collector received within the window."""
+    start, end = window.start, window.end
     with collector.lock:
-        window = {r: [lat for t, lat in collector.steps[r] if start <= t < end] for r in robot_ids}
+        steps = {r: [lat for t, lat in collector.steps[r] if start <= t < end] for r in robot_ids}
         forward = [ms for t, ms in collector.forward_ms if start <= t < end]
-    latencies = np.asarray([lat for lats in window.values() for lat in lats])
+    latencies = np.asarray([lat for lats in steps.values() for lat in lats])
     if latencies.size == 0:
-        raise RuntimeError(f"{n} robots: no executed steps in the measured window\n{launch_log.getvalue()[-3000:]}")
+        raise RuntimeError(f"{n} robots: no executed steps in the measured window\n{launch_log[-3000:]}")
     seconds = end - start
-    per_robot_hz = [len(window[r]) / seconds for r in robot_ids]
+    per_robot_hz = [len(steps[r]) / seconds for r in robot_ids]
     return {
         "robots": n,
-        "target_hz": args.rate,
+        "target_hz": rate,
         "achieved_hz": float(np.mean(per_robot_hz)),
         "achieved_hz_min": float(np.min(per_robot_hz)),
         "step_latency_p50_ms": float(np.percentile(latencies, 50)),
         "step_latency_p99_ms": float(np.percentile(latencies, 99)),
         "policy_forward_ms": float(np.mean(forward)) if forward else float("nan"),
         "policy_forward_p99_ms": float(np.percentile(forward, 99)) if forward else float("nan"),
-        "cpu_percent": float(machine_cpu),
-        "robots_cpu_percent": float(robots_cpu),
-        "load_avg_1m": float(load_1m),
+        "cpu_percent": float(window.machine_cpu),
+        "robots_cpu_percent": float(window.robots_cpu),
+        "load_avg_1m": float(window.load_1m),
         "steps": int(latencies.size),
         "seconds": seconds,
     }
