@@ -168,3 +168,16 @@ def test_sop_experiment_builds_its_run_result_on_the_virtual_clock(base_dir, tmp
     assert [(p.t_s, p.version) for p in result.curve] == [(0.0, 1), (2.05, 2), (4.1, 4)]
     assert result.final_version == 4
     assert result.online_totals["episodes"] == 3
+
+
+def test_sop_experiment_takes_the_clock_and_the_learner_rate(capsys):
+    from sop_ros.cli import main as sop_main
+
+    assert sop_main(["experiment", "--dry-run", "--seeds", "1", "--robots", "2", "--skip-scaling"]) == 0
+    assert "simulated min each, the learner at 8 updates/s" in capsys.readouterr().out  # virtual by default
+    dry_wall = ["experiment", "--dry-run", "--seeds", "1", "--skip-scaling", "--clock", "wall", "--duration-min", "6"]
+    assert sop_main(dry_wall) == 0
+    assert "6 min each: at least" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # argparse's choices
+        sop_main(["experiment", "--dry-run", "--clock", "lunar"])
+    assert sop_main(["experiment", "--dry-run", "--learner-updates-per-s", "0"]) == 2

@@ -23,19 +23,12 @@ from sop_ros.core.storage.checkpoint_store import CheckpointManifest, Checkpoint
 from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR
 from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator, checkpoints_at
-from sop_ros.experiment.fleet_run import (
-    LEARNER_DIR,
-    FleetRunConfig,
-    LiveCounts,
-    checkpoint_versions,
-    prepare_run_dir,
-    prune_run_dir,
-    run_fleet,
-)
+from sop_ros.experiment.fleet_phase import FleetPhase, virtual_fleet, wall_fleet
+from sop_ros.experiment.fleet_run import FleetRunConfig, LiveCounts, checkpoint_versions, prepare_run_dir, prune_run_dir
 from sop_ros.experiment.offline_training import train_offline
 from sop_ros.experiment.plan import RunSpec
 from sop_ros.experiment.results import CurvePoint, RunResult
-from sop_ros.experiment.virtual_clock import DEFAULT_LEARNER_UPDATES_PER_S, VirtualFleetConfig, run_virtual_fleet
+from sop_ros.experiment.virtual_clock import DEFAULT_LEARNER_UPDATES_PER_S
 
 log = logging.getLogger(__name__)
 CLOCKS = ("virtual", "wall")
@@ -195,97 +188,6 @@ def run_offline_only(
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class _FleetPhase:
-    """What the evaluation needs from a fleet run, on either clock (times in that clock's ns)."""
-
-    start_ns: int  # time 0 of the run (wall: epoch ns; virtual: 0)
-    duration_s: float
-    manifests: list[CheckpointManifest]  # created_ns on the run's clock (virtual: the simulated publication)
-    learner_updates: Optional[int]
-    fleet: dict
-
-
-def _fleet_config(run: RunSpec, config: ExperimentConfig) -> FleetRunConfig:
-    return FleetRunConfig(
-        robots=run.robots,
-        tasks=tuple(config.tasks),
-        robot_hz=config.robot_hz,
-        algorithm=run.spec.algorithm,
-        learner_trains=run.spec.learner_trains,
-        duration_s=config.duration_s,
-        seed=run.seed,
-        publish_every_updates=config.publish_every_updates,
-        learner_threads=config.learner_threads,
-    )
-
-
-def _wall_fleet(run: RunSpec, config: ExperimentConfig, run_dir: Path, hooks: RunHooks) -> _FleetPhase:
-    """Real processes (ROS nodes, gRPC learner) on the wall clock: the system check."""
-    learner_dir = run_dir / LEARNER_DIR
-    base_versions = set(checkpoint_versions(learner_dir / CHECKPOINTS_DIR))
-    record = run_fleet(_fleet_config(run, config), run_dir, on_tick=hooks.fleet_tick, should_stop=hooks.should_stop)
-    if hooks.should_stop():
-        raise KeyboardInterrupt
-    store = CheckpointStore(learner_dir / CHECKPOINTS_DIR)
-    manifests = [store.get(v) for v in store.versions()]
-    new = [m for m in manifests if m.version not in base_versions]
-    with EpisodeStore(learner_dir / EPISODES_DIR, cache_in_background=False) as episodes:
-        rows = episodes.query()
-    fleet = {
-        "clock": "wall",
-        "port": record.port,
-        "ros_domain_id": record.domain_id,
-        "exit_code": record.exit_code,
-        "cpu_percent_mean": record.cpu_percent_mean,
-        "robot_hz": config.robot_hz,
-        "achieved_step_hz": achieved_step_hz(rows),
-    }
-    updates = max((m.training_step for m in new), default=0) if run.spec.learner_trains else None
-    return _FleetPhase(record.start_ns, record.duration_s, manifests, updates, fleet)
-
-
-def _virtual_fleet(run: RunSpec, config: ExperimentConfig, run_dir: Path, hooks: RunHooks) -> _FleetPhase:
-    """The same fleet in one process on simulated time (virtual_clock): deterministic, independent of machine load."""
-    virtual = VirtualFleetConfig(
-        robots=run.robots,
-        tasks=tuple(config.tasks.values()),
-        duration_s=config.duration_s,
-        algorithm=run.spec.algorithm,
-        learner_trains=run.spec.learner_trains,
-        seed=run.seed,
-        learner_updates_per_s=config.learner_updates_per_s,
-        publish_every_updates=config.publish_every_updates,
-        control_rate_hz=config.robot_hz,
-        torch_threads=config.learner_threads,
-    )
-    record = run_virtual_fleet(
-        virtual,
-        run_dir,
-        on_tick=lambda sim_s, episodes: hooks.fleet_tick(sim_s, LiveCounts(episodes=episodes)),
-        should_stop=hooks.should_stop,
-    )
-    if hooks.should_stop():
-        raise KeyboardInterrupt
-    store = CheckpointStore(run_dir / LEARNER_DIR / CHECKPOINTS_DIR)
-    published = {c.version: c.published_ns for c in record.checkpoints}
-    # Checkpoints the run started with count as published at time 0; the others at their simulated publication.
-    manifests = [
-        dataclasses.replace(m, created_ns=published.get(m.version, 0)) for m in map(store.get, store.versions())
-    ]
-    fleet = {
-        "clock": "virtual",
-        "learner_updates_per_s": config.learner_updates_per_s,
-        "checkpoint_delay_s": virtual.checkpoint_delay_s,
-        "wall_s": record.wall_s,
-        "simulated_s_per_wall_s": record.duration_s / record.wall_s if record.wall_s > 0 else None,
-        "robot_hz": config.robot_hz,
-        "achieved_step_hz": None,  # the robots step at robot_hz by construction; reported for wall runs
-    }
-    updates = record.learner_updates if run.spec.learner_trains else None
-    return _FleetPhase(0, record.duration_s, manifests, updates, fleet)
-
-
 def run_with_fleet(
     run: RunSpec,
     config: ExperimentConfig,
@@ -304,13 +206,9 @@ def run_with_fleet(
         f"{'' if spec.learner_trains else ' (no training)'}",
         round(config.duration_s),
     )
-    phase = (_virtual_fleet if config.clock == "virtual" else _wall_fleet)(run, config, run_dir, hooks)
+    run_phase = virtual_fleet if config.clock == "virtual" else wall_fleet
+    phase = run_phase(run, config, run_dir, hooks.fleet_tick, hooks.should_stop)
     start_ns, duration_s, manifests = phase.start_ns, phase.duration_s, phase.manifests
-    with EpisodeStore(learner_dir / EPISODES_DIR, cache_in_background=False) as store:
-        rows = store.query()
-    windows_per_run = max(1, round(config.duration_s / config.window_s))
-    windows = window_stats(rows, start_ns, duration_s, duration_s / windows_per_run)
-    new = [m for m in manifests if m.version not in base_versions]
     store = CheckpointStore(learner_dir / CHECKPOINTS_DIR)
 
     offline_updates = offline_s = None
@@ -332,27 +230,43 @@ def run_with_fleet(
         seed=run.seed,
         robots=run.robots,
         groups=run.groups,
-        duration_s=duration_s,
         final_version=final_manifest.version,
         final_success=final.mean_success,
         final_per_task=final.per_task,
         eval_episodes_per_task=config.eval_episodes,
         curve=tuple(curve),
-        learner_updates=phase.learner_updates,
         offline_updates=offline_updates,
         offline_train_s=offline_s,
-        checkpoints=tuple(
-            {
-                "version": m.version,
-                "created_s": (m.created_ns - start_ns) / 1e9,
-                "training_step": m.training_step,
-                "algorithm": m.algorithm,
-            }
-            for m in new
-        ),
+        **_online_fields(phase, config, learner_dir, run.robots, base_versions),
+    )
+
+
+def _online_fields(
+    phase: FleetPhase, config: ExperimentConfig, learner_dir: Path, robots: int, base_versions: set[int]
+) -> dict:
+    """RunResult's fields about the fleet run: its time span, learner, checkpoints and online metrics."""
+    start_ns, duration_s = phase.start_ns, phase.duration_s
+    with EpisodeStore(learner_dir / EPISODES_DIR, cache_in_background=False) as store:
+        rows = store.query()
+    windows_per_run = max(1, round(config.duration_s / config.window_s))
+    windows = window_stats(rows, start_ns, duration_s, duration_s / windows_per_run)
+    checkpoints = tuple(
+        {
+            "version": m.version,
+            "created_s": (m.created_ns - start_ns) / 1e9,
+            "training_step": m.training_step,
+            "algorithm": m.algorithm,
+        }
+        for m in phase.manifests
+        if m.version not in base_versions
+    )
+    return dict(
+        duration_s=duration_s,
+        learner_updates=phase.learner_updates,
+        checkpoints=checkpoints,
         online_windows=tuple(w.as_dict() for w in windows),
         online_totals=totals(rows, start_ns, duration_s).as_dict(),
-        throughput=throughput(rows, start_ns, duration_s, run.robots).as_dict(),
+        throughput=throughput(rows, start_ns, duration_s, robots).as_dict(),
         start_ns=start_ns,
         fleet=phase.fleet,
     )
@@ -376,12 +290,6 @@ def _evaluate_curve(
         result = _evaluate(evaluator, store_root, manifest, episodes, hooks)
         curve.append(CurvePoint(t, manifest.version, result.mean_success, result.per_task))
     return curve
-
-
-def achieved_step_hz(rows) -> Optional[float]:
-    """Mean steps per second within episodes: equals the control rate unless the machine cannot keep the pace."""
-    rates = [r.num_steps / ((r.end_ns - r.start_ns) / 1e9) for r in rows if r.end_ns > r.start_ns and r.num_steps > 1]
-    return sum(rates) / len(rates) if rates else None
 
 
 def execute_run(

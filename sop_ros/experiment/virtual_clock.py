@@ -35,7 +35,7 @@ from sop_ros.core.robot.action_mux import MuxConfig
 from sop_ros.core.robot.operator import OperatorRuleConfig
 from sop_ros.core.robot.tasks import TaskSpec
 from sop_ros.core.training.trainer import TrainerConfig
-from sop_ros.experiment.fleet_run import LEARNER_DIR, STATE_DIR
+from sop_ros.experiment.fleet_run import LEARNER_DIR, STATE_DIR, LiveCounts
 from sop_ros.experiment.virtual_learner import NS_PER_S, CheckpointRelease, VirtualLearner
 from sop_ros.experiment.virtual_robot import RobotTotals, VirtualRobot, VirtualRobotConfig
 from sop_ros.learner.settings import LearnerSettings
@@ -184,12 +184,12 @@ def _config_dict(config: VirtualFleetConfig) -> dict:
 def run_virtual_fleet(
     config: VirtualFleetConfig,
     run_dir: Path,
-    on_tick: Optional[Callable[[float, int], None]] = None,
+    on_tick: Optional[Callable[[float, LiveCounts], None]] = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> VirtualRunRecord:
     """Run the fleet for config.duration_s simulated seconds in a prepared run_dir (fleet_run.prepare_run_dir).
 
-    on_tick(simulated_s, episodes) is called once per simulated second; should_stop() ends the run early.
+    on_tick(simulated_s, counts) is called once per simulated second; should_stop() ends the run early.
     """
     run_dir = Path(run_dir)
     wall_start = time.perf_counter()
@@ -242,13 +242,12 @@ def _loop(
     config: VirtualFleetConfig,
     robots: list[VirtualRobot],
     learner: VirtualLearner,
-    on_tick: Optional[Callable[[float, int], None]],
+    on_tick: Optional[Callable[[float, LiveCounts], None]],
     should_stop: Callable[[], bool],
 ) -> int:
     """Tick until the duration (or should_stop()); returns the simulated ns reached."""
     period, duration = config.period_ns, config.duration_ns
     ticks_per_report = max(1, round(NS_PER_S / period))
-    episodes = 0
     for k in range(math.ceil(duration / period)):
         now = k * period
         loaded = learner.delivery(now)
@@ -260,15 +259,25 @@ def _loop(
             if entry is not None:
                 learner.ingest(entry)
                 robot.spool.remove(entry.episode_id)  # acknowledged: the robot deletes its copy
-                episodes += 1
         end = min(now + period, duration)
         learner.advance(now, end)
         if k % ticks_per_report == 0:
             if on_tick is not None:
-                on_tick(end / NS_PER_S, episodes)
+                on_tick(end / NS_PER_S, _live_counts(robots, learner))
             if should_stop():
                 return end
     return duration
+
+
+def _live_counts(robots: list[VirtualRobot], learner: VirtualLearner) -> LiveCounts:
+    totals = [r.totals for r in robots]
+    return LiveCounts(
+        episodes=sum(t.episodes for t in totals),
+        successes=sum(t.successes for t in totals),
+        steps=sum(t.steps for t in totals),
+        human_steps=sum(t.human_steps for t in totals),
+        latest_version=learner.releases[-1].version,
+    )
 
 
 def load_virtual_record(run_dir: Path) -> Optional[VirtualRunRecord]:
