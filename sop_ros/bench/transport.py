@@ -16,30 +16,27 @@ robots are one process each; the upload and fleet robots are clients in the benc
   compares transport cost per byte delivered.
 - robots, heartbeat_p50_ms, heartbeat_p99_ms, errors: N simulated robots (threads, one channel
   each) registering, heartbeating and uploading against one learner. Target errors == 0.
+The checkpoint fan-out lives in transport_fanout.py, the servers and random episodes in transport_servers.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing
-import os
 import statistics
 import tempfile
 import threading
 import time
-import uuid
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 
 from sop_ros.bench.report import print_table
+from sop_ros.bench.transport_fanout import bench_fanout
+from sop_ros.bench.transport_servers import RAW_SERVICE, ServerProcess, random_episode, raw_channel
 
 _LOGGER = logging.getLogger(__name__)
-_RAW_SERVICE = "sop.bench.RawBlob"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,113 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-mb", type=float, help="checkpoint size in MB (default 100, quick 16)")
     parser.add_argument("--episodes", type=int, help="episodes uploaded for the throughput test (default 24, quick 6)")
     parser.add_argument("--fleet-seconds", type=float, help="duration of the fleet test (default 10, quick 3)")
-
-
-def _episode(robot_id: str, steps: int, hw: int, rng: np.random.Generator):
-    from sop_ros.core.episodes.episode import Actor, EpisodeBuilder, LabelSource
-
-    builder = EpisodeBuilder(
-        robot_id,
-        "reach-v3",
-        "reach the goal",
-        (4, 4),
-        episode_id=str(uuid.UUID(int=int(rng.integers(1 << 62)), version=4)),
-        start_ns=1,
-    )
-    for t in range(steps):
-        builder.add_step(
-            rng.integers(0, 255, (hw, hw, 3), dtype=np.uint8),
-            rng.standard_normal(7).astype(np.float32),
-            rng.standard_normal(4).astype(np.float32),
-            Actor.POLICY,
-            0,
-            1 + t,
-        )
-    return builder.close(True, LabelSource.ENVIRONMENT, steps + 10)
-
-
-class _RawBlobServicer:
-    """The baseline: a gRPC server that swallows uploaded bytes and streams a preloaded blob."""
-
-    def __init__(self, blob: bytes):
-        self.blob = blob
-
-    def handlers(self):
-        return grpc.method_handlers_generic_handler(
-            _RAW_SERVICE,
-            {
-                "Upload": grpc.stream_unary_rpc_method_handler(self._upload),
-                "Download": grpc.unary_stream_rpc_method_handler(self._download),
-            },
-        )
-
-    def _upload(self, chunks, context) -> bytes:
-        return str(sum(len(c) for c in chunks)).encode()
-
-    def _download(self, request: bytes, context):
-        from sop_ros.link.options import CHUNK_BYTES
-
-        view = memoryview(self.blob)
-        for start in range(0, len(view), CHUNK_BYTES):
-            yield bytes(view[start : start + CHUNK_BYTES])
-
-
-def _serve(kind: str, path: str, robots: int, ready, stop) -> None:
-    """Child process: the raw baseline server (`path` = blob file) or a learner (`path` = data dir)."""
-    from sop_ros.link import options
-
-    logging.getLogger("sop_ros").setLevel(logging.ERROR)  # the insecure-mode warnings are expected here
-    if kind == "raw":
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=options.server_options())
-        server.add_generic_rpc_handlers((_RawBlobServicer(Path(path).read_bytes() if path else b"").handlers(),))
-        ready.send(server.add_insecure_port("127.0.0.1:0"))
-        server.start()
-        stop.wait()
-        server.stop(0).wait()
-        return
-    from sop_ros.link.server import LearnerServerConfig, LearnerService, create_server, open_stores
-
-    stores = open_stores(Path(path))
-    service = LearnerService(LearnerServerConfig(address="127.0.0.1:0", insecure=True, expected_robots=robots), *stores)
-    server, port = create_server(service)
-    server.start()
-    ready.send(port)
-    stop.wait()
-    service.stop(server, grace_s=1.0)
-    stores[0].close()
-
-
-class _ServerProcess:
-    """A server in its own process, as the learner runs on its own machine (context manager yielding its address).
-
-    The clients (robots) stay in the benchmark process: server and clients do not share one GIL.
-    """
-
-    def __init__(self, kind: str, path: Path | str = "", robots: int = 1):
-        context = multiprocessing.get_context("spawn")
-        self._stop = context.Event()
-        receive, send = context.Pipe(duplex=False)
-        self._process = context.Process(target=_serve, args=(kind, str(path), robots, send, self._stop), daemon=True)
-        self._process.start()
-        if not receive.poll(120):
-            self._process.kill()
-            raise RuntimeError(f"benchmark {kind} server did not start")
-        self.address = f"127.0.0.1:{receive.recv()}"
-
-    def __enter__(self) -> str:
-        return self.address
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._process.join(30)
-        if self._process.is_alive():
-            self._process.kill()
-
-
-def _raw_channel(address: str) -> grpc.Channel:
-    from sop_ros.link import options
-
-    return grpc.insecure_channel(address, options=options.channel_options())
 
 
 def _bench_upload(tmp: Path, episodes: int, steps: int, hw: int) -> dict[str, float]:
@@ -168,13 +58,13 @@ def _bench_upload(tmp: Path, episodes: int, steps: int, hw: int) -> dict[str, fl
     for in_flight in (1, MAX_IN_FLIGHT):  # the same number and size of episodes (different ids) for each setting
         spools[in_flight] = Spool(tmp / f"spool-{in_flight}", 1 << 40)
         for _ in range(episodes):
-            spools[in_flight].write(_episode("robot1", steps, hw, rng))
+            spools[in_flight].write(random_episode("robot1", steps, hw, rng))
     blobs = [e.path.read_bytes() for e in spools[MAX_IN_FLIGHT].pending()]
     total = sum(len(b) for b in blobs)
     sop_s = {}
-    with _ServerProcess("learner", tmp / "learner", robots=4) as address, _ServerProcess("raw") as raw:
-        channel = _raw_channel(raw)
-        upload = channel.stream_unary(f"/{_RAW_SERVICE}/Upload")
+    with ServerProcess("learner", tmp / "learner", robots=4) as address, ServerProcess("raw") as raw:
+        channel = raw_channel(raw)
+        upload = channel.stream_unary(f"/{RAW_SERVICE}/Upload")
         start = time.perf_counter()
         for blob in blobs:
             upload(iter([blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)]), timeout=60)
@@ -243,129 +133,73 @@ def _store_only_seconds(root: Path, blobs: list[bytes]) -> float:
         return time.perf_counter() - start
 
 
-def _download_robot(address: str, info: bytes, cache_dir: str, ready, go, results) -> None:
-    """Child process: one robot downloading (and verifying) the announced checkpoint when `go` is set."""
-    from sop_ros.link.channel import LinkClient, LinkClientConfig
-    from sop_ros.link.checkpoint_info import CheckpointRef
-    from sop_ros.link.follower import CheckpointFollower
-    from sop_ros.link.protos import policy_pb2
-
-    logging.getLogger("sop_ros").setLevel(logging.ERROR)
-    link = LinkClient.connect(LinkClientConfig(address=address, insecure=True))
-    try:
-        follower = CheckpointFollower(link, Path(cache_dir))
-        ref = CheckpointRef.from_proto(policy_pb2.CheckpointInfo.FromString(info))
-        ready.send(True)
-        go.wait()
-        try:
-            results.put(("ok", str(follower.download(ref).weights_path)))
-        except Exception as exc:  # reported, not raised: the parent counts it
-            results.put(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        link.close()
-
-
-def _bench_fanout(tmp: Path, checkpoint_mb: float, robots: int = 8) -> dict[str, float]:
-    import torch
-
-    from sop_ros.core.storage.checkpoint_store import CheckpointStore
-    from sop_ros.link.checkpoint_info import info_from_manifest
-
-    torch.manual_seed(0)
-    store = CheckpointStore(tmp / "learner" / "checkpoints")
-    manifest = store.publish(
-        {"w": torch.randn(int(checkpoint_mb * 1e6 / 4))},
-        algorithm="bench",
-        training_step=0,
-        metrics={},
-        parent_version=None,
-    )
-    weights, size = store.weights_path(manifest.version), manifest.size_bytes  # the raw server reads the file itself
-    with _ServerProcess("raw", weights) as raw:
-        channel = _raw_channel(raw)
-        start = time.perf_counter()
-        received = sum(len(c) for c in channel.unary_stream(f"/{_RAW_SERVICE}/Download")(b"", timeout=120))
-        raw_s = time.perf_counter() - start
-        channel.close()
-    assert received == size
-    info = info_from_manifest(manifest).SerializeToString()
-    context = multiprocessing.get_context("spawn")
-    with _ServerProcess("learner", tmp / "learner", robots=robots) as address:
-        # Each robot is its own process (own GIL, own channel), started and connected before the clock runs.
-        go = context.Event()
-        results = context.Queue()
-        pipes = [context.Pipe(duplex=False) for _ in range(robots)]
-        downloaders = [
-            context.Process(
-                target=_download_robot, args=(address, info, str(tmp / f"cache{i}"), send, go, results), daemon=True
-            )
-            for i, (_, send) in enumerate(pipes)
-        ]
-        for process in downloaders:
-            process.start()
-        try:
-            for receive, _ in pipes:
-                if not receive.poll(120):
-                    raise RuntimeError("a benchmark robot did not connect")
-                receive.recv()
-            start = time.perf_counter()
-            go.set()
-            outcomes = [results.get(timeout=600) for _ in downloaders]
-            fanout_s = time.perf_counter() - start
-        finally:
-            for process in downloaders:
-                process.join(30)
-                if process.is_alive():
-                    process.kill()
-    failed = [detail for kind, detail in outcomes if kind != "ok"]
-    if failed:
-        raise RuntimeError(f"fan-out downloads failed: {failed[:3]}")
-    assert all(Path(path).stat().st_size == size for _, path in outcomes)
-    # fanout_ratio_per_byte normalises by the 8x more bytes moved: on a machine with fewer cores than
-    # robots the fan-out is CPU-bound, so checkpoint_fanout_ratio cannot go below ~robots there.
+def _bench_fleet(tmp: Path, robots: int, seconds: float) -> dict[str, Any]:
+    spools = _fleet_spools(tmp / "spools", robots)
+    with ServerProcess("learner", tmp / "learner", robots=robots) as address:
+        fleet = _SimulatedFleet(address, spools, seconds)
+        fleet.run()
+    for message in fleet.errors[:5]:
+        _LOGGER.error("%s", message)
+    lat = sorted(fleet.latencies)
     return {
-        "checkpoint_mb": size / 1e6,
-        "fanout_robots": robots,
-        "fanout_s": fanout_s,
-        "raw_download_s": raw_s,
-        "checkpoint_fanout_ratio": fanout_s / raw_s,
-        "fanout_ratio_per_byte": fanout_s / (robots * raw_s),
-        "cpu_cores": os.cpu_count(),
+        "robots": robots,
+        "heartbeats": len(lat),
+        "heartbeat_p50_ms": statistics.median(lat) if lat else float("nan"),
+        "heartbeat_p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
+        "errors": len(fleet.errors),
+        "episodes_uploaded": sum(2 for s in spools if len(s) == 0),
     }
 
 
-def _bench_fleet(tmp: Path, robots: int, seconds: float) -> dict[str, Any]:
+def _fleet_spools(root: Path, robots: int) -> list:
+    """One spool per robot under `root`, each holding two small episodes to upload."""
     from sop_ros.core.storage.spool import Spool
-    from sop_ros.link.channel import LinkClient, LinkClientConfig
-    from sop_ros.link.membership import FleetMember, RobotDescription
-    from sop_ros.link.uploader import EpisodeUploader
 
-    latencies: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
     rng = np.random.default_rng(1)
     spools = []
     for i in range(robots):
-        spool = Spool(tmp / "spools" / f"robot{i}", 1 << 30)
+        spool = Spool(root / f"robot{i}", 1 << 30)
         for _ in range(2):
-            spool.write(_episode(f"robot{i}", 20, 16, rng))
+            spool.write(random_episode(f"robot{i}", 20, 16, rng))
         spools.append(spool)
-    barrier = threading.Barrier(robots)
+    return spools
 
-    def robot(i: int) -> None:
-        link = LinkClient.connect(LinkClientConfig(address=address, insecure=True))
+
+class _SimulatedFleet:
+    """One thread per spool, each a robot with its own channel: register, then heartbeat while uploading."""
+
+    def __init__(self, address: str, spools: list, seconds: float):
+        self.address, self.spools, self.seconds = address, spools, seconds
+        self.latencies: list[float] = []  # heartbeat round trips, ms
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._barrier = threading.Barrier(len(spools))
+
+    def run(self) -> None:
+        threads = [threading.Thread(target=self._robot, args=(i,)) for i in range(len(self.spools))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def _robot(self, i: int) -> None:
+        from sop_ros.link.channel import LinkClient, LinkClientConfig
+        from sop_ros.link.membership import FleetMember, RobotDescription
+        from sop_ros.link.uploader import EpisodeUploader
+
+        link = LinkClient.connect(LinkClientConfig(address=self.address, insecure=True))
         try:
             member = FleetMember(link, RobotDescription(f"robot{i}", "0.1.0", ("reach-v3",), "sim", 10.0, 4, 7))
             member.register()
-            barrier.wait(30)
-            uploader = EpisodeUploader(link, spools[i], f"robot{i}")
+            self._barrier.wait(30)
+            uploader = EpisodeUploader(link, self.spools[i], f"robot{i}")
             uploader.start()
-            end = time.monotonic() + seconds
+            end = time.monotonic() + self.seconds
             while time.monotonic() < end:
                 start = time.perf_counter()
                 member.heartbeat()
-                with lock:
-                    latencies.append((time.perf_counter() - start) * 1e3)
+                with self._lock:
+                    self.latencies.append((time.perf_counter() - start) * 1e3)
                 time.sleep(0.2)
             uploader.drain(timeout_s=30)
             uploader.stop()
@@ -373,28 +207,10 @@ def _bench_fleet(tmp: Path, robots: int, seconds: float) -> dict[str, Any]:
             if status.pending or status.refused or status.transient_errors:
                 raise RuntimeError(f"robot{i} uploader: {status}")
         except Exception as exc:  # every failure counts as an error figure
-            with lock:
-                errors.append(f"robot{i}: {type(exc).__name__}: {exc}")
+            with self._lock:
+                self.errors.append(f"robot{i}: {type(exc).__name__}: {exc}")
         finally:
             link.close()
-
-    with _ServerProcess("learner", tmp / "learner", robots=robots) as address:
-        threads = [threading.Thread(target=robot, args=(i,)) for i in range(robots)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    for message in errors[:5]:
-        _LOGGER.error("%s", message)
-    lat = sorted(latencies)
-    return {
-        "robots": robots,
-        "heartbeats": len(lat),
-        "heartbeat_p50_ms": statistics.median(lat) if lat else float("nan"),
-        "heartbeat_p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
-        "errors": len(errors),
-        "episodes_uploaded": sum(2 for s in spools if len(s) == 0),
-    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -408,7 +224,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sop-bench-transport-") as tmp:
         tmp_path = Path(tmp)
         figures.update(_bench_upload(tmp_path / "upload", episodes, steps=100, hw=128))
-        figures.update(_bench_fanout(tmp_path / "fanout", checkpoint_mb))
+        figures.update(bench_fanout(tmp_path / "fanout", checkpoint_mb))
         figures.update(_bench_fleet(tmp_path / "fleet", robots, seconds))
     return figures
 
