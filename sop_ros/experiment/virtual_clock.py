@@ -112,6 +112,7 @@ class VirtualFleetConfig:
             period_ns=self.period_ns,
             reset_pause_ns=round(self.reset_pause_s * NS_PER_S),
             execute_horizon=self.execute_horizon,
+            indicator=str(node_defaults("policy")["indicator"]),
             operator=OperatorRuleConfig.from_mapping(node_defaults("scripted_operator")),
             mux=MuxConfig.from_mapping(node_defaults("action_mux")),
             position_scale=float(sim["position_scale"]),

@@ -61,6 +61,7 @@ class VirtualRobotConfig:
     period_ns: int  # one control period (1 / control_rate_hz)
     reset_pause_ns: int  # between an episode's end and the next reset
     execute_horizon: int
+    indicator: str  # RECAP advantage indicator at inference ("" = none), as the policy node's parameter
     operator: OperatorRuleConfig
     mux: MuxConfig
     position_scale: float
@@ -107,7 +108,7 @@ class VirtualRobot:
         # The backend stamps observations with simulated time, never the wall clock.
         self.backend = MetaWorldSimBackend(MetaWorldSimConfig(tasks, config.camera), clock=lambda: self._now_ns)
         self.codec = ArmCommandCodec(self.backend.joint_names, config.position_scale, config.period_ns / 1e9)
-        self.executor = ChunkExecutor(config.execute_horizon)
+        self.executor = ChunkExecutor(config.execute_horizon, config.indicator or None)
         self.slot = PolicySlot()
         self.operator = RecoveringOperator(config.operator)
         self.mux = ActionMux(config.mux)
