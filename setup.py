@@ -24,6 +24,8 @@ setup(
     version="0.1.0",
     description="SOP-ROS: online post-training of VLA policies across a ROS 2 fleet",
     packages=find_packages(include=["sop_ros", "sop_ros.*"]),
+    # The shipped base policy (sop_ros/resources.shipped_base_policy_dir); CMake installs all of sop_ros/.
+    package_data={"sop_ros": ["base_policy/*.safetensors", "base_policy/*.json", "base_policy/*.md"]},
     python_requires=">=3.10",
     install_requires=requirements("runtime"),
     extras_require={"ros": requirements("ros"), "test": requirements("test")},

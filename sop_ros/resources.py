@@ -1,7 +1,9 @@
-"""Where the package's data files (config/*.yaml, urdf/) are, in a checkout and when installed.
+"""Where the package's data files (config/*.yaml, urdf/, base_policy/) are, in a checkout and when installed.
 
 A checkout or editable install has them in <repo>/config; a CMake/colcon install (ament)
 puts them in <prefix>/share/sop_ros/config, next to <prefix>/lib/pythonX.Y/site-packages/sop_ros.
+The shipped base policy is package data inside sop_ros/ (setup.py package_data; CMake installs
+the whole sop_ros/ directory), so it sits next to this module in every layout.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ def config_dir() -> Path:
         if (candidate / "fleet.yaml").is_file():
             return candidate
     raise FileNotFoundError(f"sop_ros config directory not found; looked in {', '.join(map(str, candidates))}")
+
+
+def shipped_base_policy_dir() -> Path:
+    """sop_ros/base_policy: the default base policy (model.safetensors + manifest.json) shipped with the package."""
+    return _PACKAGE_DIR / "base_policy"
 
 
 def default_urdf_path() -> Path:

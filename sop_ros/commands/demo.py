@@ -1,8 +1,10 @@
 """`sop demo`: the whole loop on one machine, from the embedded defaults.
 
 Starts the learner and the simulated robots of config/fleet.yaml (scripted operator,
-HG-DAgger by default), training the base policy first if none is cached, and shows live
-progress until the duration ends or Ctrl-C. At the end it plots success and intervention
+HG-DAgger by default) and shows live progress until the duration ends or Ctrl-C. On first use
+(no checkpoint in the learner data dir) it installs the base policy shipped with the package as
+v1 and collects the offline demos (about 10 s); --train-base trains one from scratch instead
+(`sop pretrain`, up to --pretrain-minutes). At the end it plots success and intervention
 rate over time per task, says where the TensorBoard logs are, and stops every process.
 """
 
@@ -48,16 +50,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=30.0,
         help="stop after this many minutes (default 30; Ctrl-C stops earlier)",
     )
+    parser.add_argument(
+        "--train-base",
+        action="store_true",
+        help="on first use, train the base policy from scratch with `sop pretrain` (10-16 min on 2 cores) "
+        "instead of installing the shipped one",
+    )
     # Passed on to `sop pretrain` only when given: its defaults stay the only ones.
     parser.add_argument(
         "--demos-per-task",
         type=int,
-        help="demos to collect for the base policy when none is cached (default: sop pretrain's)",
+        help="demos to collect into the offline buffer on first use (default: sop pretrain's)",
     )
     parser.add_argument(
         "--pretrain-minutes",
         type=float,
-        help="time budget for training the base policy on first use (default: sop pretrain's --max-minutes)",
+        help="with --train-base: time budget for training the base policy (default: sop pretrain's --max-minutes)",
     )
     parser.set_defaults(func=run)
 
@@ -74,18 +82,32 @@ def latest_manifests(checkpoints_dir: Path) -> list[CheckpointManifest]:
 
 
 def ensure_base_policy(data_dir: Path, args: argparse.Namespace, console: Console) -> None:
+    """On first use: the shipped base policy as v1 (or, with --train-base, one trained by `sop pretrain`)."""
+    if args.pretrain_minutes is not None and not args.train_base:
+        raise CliError("--pretrain-minutes applies only with --train-base")
     if latest_manifests(data_dir / CHECKPOINTS_DIR):
         return
-    from sop_ros.commands import pretrain
+    if args.train_base:
+        train_base_policy(data_dir, args, console)
+        return
+    from sop_ros.commands.shipped_base import install_shipped_base, success_summary
 
-    argv = ["pretrain", "--demos", str(data_dir.parent / "demos"), "--data-dir", str(data_dir)]
+    console.print(
+        f"[bold]No base policy in {data_dir}: using the shipped base policy ({success_summary()}).[/bold] "
+        "Collecting its offline demos first (about 10 s); --train-base trains one from scratch instead."
+    )
+    install_shipped_base(data_dir, data_dir.parent / "demos", args.demos_per_task)
+
+
+def train_base_policy(data_dir: Path, args: argparse.Namespace, console: Console) -> None:
+    from sop_ros.commands.shipped_base import pretrain_args
+
+    options = []
     if args.pretrain_minutes is not None:
-        argv += ["--max-minutes", str(args.pretrain_minutes)]
+        options += ["--max-minutes", str(args.pretrain_minutes)]
     if args.demos_per_task:
-        argv += ["--demos-per-task", str(args.demos_per_task)]
-    parser = argparse.ArgumentParser(prog="sop")
-    pretrain.add_parser(parser.add_subparsers())
-    pre = parser.parse_args(argv)
+        options += ["--demos-per-task", str(args.demos_per_task)]
+    pre = pretrain_args(data_dir.parent / "demos", data_dir, *options)
     console.print(
         f"[bold]No base policy cached in {data_dir}.[/bold] Collecting scripted-expert demos and training one "
         f"by behaviour cloning first (once; up to {pre.max_minutes:g} min)."

@@ -14,10 +14,10 @@ Fleets run on a virtual clock by default (--clock virtual: robots, operator and 
 in simulated time in one process, with --learner-updates-per-s updates per simulated second shared by
 the fleet; results do not depend on machine load); --clock wall runs real processes on the wall clock.
 Each configuration runs --seeds times. Every run works in its own copy of the base learner data
-dir (--base: checkpoints/ with the base v1 and offline/ demos; default: `sop pretrain`'s defaults,
-trained once and cached in ~/.sop/base_policy). Checkpoints are evaluated after each fleet stopped,
-on the same fixed scenes for all methods. Finished runs are kept (<out>/runs/<run>/result.json):
-rerunning the same command with the same --out resumes.
+dir (--base: checkpoints/ with the base v1 and offline/ demos; default: the base policy shipped with
+the package and `sop pretrain`'s default demos, installed once in ~/.sop/base_policy). Checkpoints
+are evaluated after each fleet stopped, on the same fixed scenes for all methods. Finished runs are
+kept (<out>/runs/<run>/result.json): rerunning the same command with the same --out resumes.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -115,7 +114,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--base",
         type=Path,
         help=f"learner data dir with the base v1 and offline demos (default {DEFAULT_BASE_DIR}, "
-        "created by `sop pretrain` on first use)",
+        "installed on first use from the shipped base policy; a base of your own: `sop pretrain --data-dir D`)",
     )
     parser.add_argument(
         "--publish-every-updates",
@@ -176,7 +175,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def ensure_base(base: Path | None, console) -> Path:
-    """The base learner data dir; without --base, train `sop pretrain`'s default base once and cache it."""
+    """The base learner data dir; without --base, install the shipped base policy once and cache it."""
     from sop_ros.experiment.fleet_run import checkpoint_versions
 
     if base is not None:
@@ -188,16 +187,14 @@ def ensure_base(base: Path | None, console) -> Path:
         return base
     if checkpoint_versions(DEFAULT_BASE_DIR / "checkpoints"):
         return DEFAULT_BASE_DIR
+    from sop_ros.commands.shipped_base import install_shipped_base, success_summary
+
     console.print(
-        f"[bold]No cached base policy in {DEFAULT_BASE_DIR}: training it once with `sop pretrain` "
-        "(default settings: its --max-minutes budget plus demo collection)[/bold]"
+        f"[bold]No cached base policy in {DEFAULT_BASE_DIR}:[/bold] using the shipped base ({success_summary()})"
     )
     tmp = DEFAULT_BASE_DIR.with_name(DEFAULT_BASE_DIR.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    demos = DEFAULT_BASE_DIR.with_name(DEFAULT_BASE_DIR.name + "_demos")
-    cmd = [sys.executable, "-m", "sop_ros.cli", "pretrain", "--demos", str(demos), "--data-dir", str(tmp)]
-    if subprocess.run(cmd).returncode != 0:
-        raise CliError(f"`{shlex.join(cmd)}` failed; the base policy is needed (or pass --base)")
+    install_shipped_base(tmp, DEFAULT_BASE_DIR.with_name(DEFAULT_BASE_DIR.name + "_demos"))
     os.rename(tmp, DEFAULT_BASE_DIR)
     return DEFAULT_BASE_DIR
 
