@@ -168,6 +168,11 @@ def test_sop_experiment_builds_its_run_result_on_the_virtual_clock(base_dir, tmp
     assert [(p.t_s, p.version) for p in result.curve] == [(0.0, 1), (2.05, 2), (4.1, 4)]
     assert result.final_version == 4
     assert result.online_totals["episodes"] == 3
+    # The report says which clock its fleet time is on.
+    from sop_ros.experiment.results import markdown_report, summary
+
+    report = markdown_report(summary([result], 0.9, 10.0, 1, 4.1, {}))
+    assert "min of fleet time (simulated: virtual clock)" in report
 
 
 def test_sop_experiment_takes_the_clock_and_the_learner_rate(capsys):

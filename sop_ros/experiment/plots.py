@@ -45,8 +45,8 @@ def _seed_mean(runs: Sequence[RunResult], get_xy) -> tuple[list[float], list]:
 
 
 def success_over_time(results: Sequence[RunResult], threshold: float, path: Path) -> Path:
-    """Evaluated success vs wall clock per method (thin: each seed, thick: seed mean); baselines without
-    online training are horizontal lines at their final success."""
+    """Evaluated success vs fleet time (simulated or wall clock) per method (thin: each seed, thick: seed mean);
+    baselines without online training are horizontal lines at their final success."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     by_method: dict[str, list[RunResult]] = collections.defaultdict(list)
@@ -65,10 +65,10 @@ def success_over_time(results: Sequence[RunResult], threshold: float, path: Path
             ax.axhline(mean, color=color, ls="--", lw=1.5, label=f"{method} (final)")
     ax.axhline(threshold, color="black", ls=":", lw=1, label=f"threshold {threshold:g}")
     ax.set(
-        xlabel="wall clock (min)",
+        xlabel="fleet time (min)",
         ylabel="evaluated success (mean over tasks)",
         ylim=(-0.02, 1.02),
-        title="Success over wall-clock time",
+        title="Success over fleet time",
     )
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
@@ -78,7 +78,7 @@ def success_over_time(results: Sequence[RunResult], threshold: float, path: Path
 
 
 def scaling(results: Sequence[RunResult], scaling_summary: Mapping[str, dict], threshold: float, path: Path) -> Path:
-    """Seed-mean success vs wall clock per fleet size, with the time each reaches the threshold."""
+    """Seed-mean success vs fleet time per fleet size, with the time each reaches the threshold."""
     plt = _pyplot()
     fig, (ax, bar) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [2, 1]})
     colors = plt.get_cmap("viridis")
@@ -99,7 +99,7 @@ def scaling(results: Sequence[RunResult], scaling_summary: Mapping[str, dict], t
         )
     ax.axhline(threshold, color="black", ls=":", lw=1)
     ax.set(
-        xlabel="wall clock (min)", ylabel="evaluated success", ylim=(-0.02, 1.02), title="SOP + HG-DAgger: fleet size"
+        xlabel="fleet time (min)", ylabel="evaluated success", ylim=(-0.02, 1.02), title="SOP + HG-DAgger: fleet size"
     )
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
@@ -157,7 +157,7 @@ def intervention_share(results: Sequence[RunResult], path: Path) -> Path:
                 label=f"{method}, {robots} robot(s)",
             )
     ax.set(
-        xlabel="wall clock (min)",
+        xlabel="fleet time (min)",
         ylabel="operator share of steps",
         ylim=(-0.02, 1.02),
         title="Operator corrections over time",

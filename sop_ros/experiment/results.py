@@ -36,12 +36,12 @@ class RunResult:
     seed: int
     robots: int
     groups: tuple[str, ...]
-    duration_s: float  # fleet wall clock (0 without a fleet)
+    duration_s: float  # fleet time: simulated (virtual clock) or wall clock, see fleet["clock"] (0 without a fleet)
     final_version: int
     final_success: float  # mean over tasks, evaluated with the final episodes per task
     final_per_task: dict[str, float]
     eval_episodes_per_task: int
-    curve: tuple[CurvePoint, ...] = ()  # evaluated success over wall clock (fleet runs)
+    curve: tuple[CurvePoint, ...] = ()  # evaluated success over fleet time (fleet runs)
     learner_updates: Optional[int] = None  # updates of the online learner (SOP runs)
     offline_updates: Optional[int] = None  # updates of the one offline training (non-SOP baselines)
     offline_train_s: Optional[float] = None
@@ -196,6 +196,9 @@ def summary(
         "methods": methods,
         "scaling": scaling,
         "runs": [r.name for r in results],
+        # virtual: fleet time is simulated (experiment/virtual_clock.py); wall: real processes. Results from before
+        # the virtual clock existed have no "clock" and ran on the wall clock.
+        "clock": sorted({(r.fleet or {}).get("clock", "wall") for r in results if r.fleet}),
         **dict(extra),
     }
 
@@ -217,7 +220,7 @@ def write_csvs(out_dir: Path, results: Sequence[RunResult], summary_data: Mappin
     out_dir = Path(out_dir)
     tasks = list(results[0].final_per_task) if results else []
     written = []
-    path = out_dir / "curves.csv"  # per run: evaluated success over wall clock
+    path = out_dir / "curves.csv"  # per run: evaluated success over fleet time
     _write_csv(
         path,
         ["run", "method", "seed", "robots", "t_s", "version", "success", *tasks],
@@ -334,6 +337,13 @@ def _pm(s: Mapping[str, Any], digits: int = 2) -> str:
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}" if s["n"] > 1 else f"{s['mean']:.{digits}f}"
 
 
+def _clock_text(s: Mapping[str, Any]) -> str:
+    clocks = s.get("clock") or []
+    if clocks == ["virtual"]:
+        return "simulated: virtual clock"
+    return "wall clock" if clocks == ["wall"] else "clocks: " + (", ".join(clocks) or "-")
+
+
 def markdown_report(summary_data: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
     s = summary_data
     lines = ["# sop experiment results", ""]
@@ -342,7 +352,8 @@ def markdown_report(summary_data: Mapping[str, Any], plots: Sequence[str] = ()) 
         f"- date: {s.get('date', '')}",
         f"- machine: {s.get('machine', {})}",
         f"- wall clock of the whole experiment: {_fmt((s.get('wall_clock_s') or 0) / 60, 1)} min",
-        f"- per run: {_fmt(s['duration_s'] / 60, 1)} min of fleet time, robots at {s['robot_hz']:g} Hz, "
+        f"- per run: {_fmt(s['duration_s'] / 60, 1)} min of fleet time ({_clock_text(s)}), "
+        f"robots at {s['robot_hz']:g} Hz, "
         f"{s['seeds']} seed(s); "
         f"evaluation: {s.get('eval_episodes', '-')} episodes per task on fixed scenes",
         "",
@@ -369,7 +380,7 @@ def markdown_report(summary_data: Mapping[str, Any], plots: Sequence[str] = ()) 
             )
         lines += [
             "",
-            "Throughput counts every episode the fleet finished (success, failure, timeout) per hour of wall clock, "
+            "Throughput counts every episode the fleet finished (success, failure, timeout) per hour of fleet time, "
             "as the paper does; the operator share is the fraction of executed steps the scripted operator produced. "
             "Robot steps/s is the pace reached inside episodes (the control rate unless the machine falls behind); "
             "CPU % is the machine's use while the fleet ran (100 = every core busy).",
