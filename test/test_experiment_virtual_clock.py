@@ -186,3 +186,43 @@ def test_sop_experiment_takes_the_clock_and_the_learner_rate(capsys):
     with pytest.raises(SystemExit):  # argparse's choices
         sop_main(["experiment", "--dry-run", "--clock", "lunar"])
     assert sop_main(["experiment", "--dry-run", "--learner-updates-per-s", "0"]) == 2
+
+
+def test_a_virtual_robot_hands_control_back_as_the_mux_does(base_dir, tmp_path):
+    """The operator takes over on a stall and hands back after one step of progress; the mux then waits out
+    human_timeout_s before the policy acts again, and the arm waits with it (no step on those ticks)."""
+    from conftest import operator_rule
+
+    from sop_ros.core.episodes.episode_file import read_episode
+    from sop_ros.core.robot.policy_runner import load_checkpoint
+    from sop_ros.experiment.virtual_robot import VirtualRobot
+
+    task = dataclasses.replace(TASK, max_steps=30)
+    rule = operator_rule(stall_steps=3, deviation_steps=0, recovery_steps=0, handback_progress_steps=1)
+    config = dataclasses.replace(
+        dataclasses.replace(CONFIG, tasks=(task,)).robot_config(0), operator=rule, reset_pause_ns=0
+    )
+    store = CheckpointStore(base_dir / CHECKPOINTS_DIR)
+    base = store.get(1)
+    robot = VirtualRobot(config, tmp_path / "spool", (4, 4))
+    try:
+        robot.offer(load_checkpoint(store.weights_path(1), base.content_hash, 1))
+        entries = [robot.tick(k * config.period_ns) for k in range(60)]
+    finally:
+        robot.close()
+    episode = read_episode(next(e for e in entries if e is not None).path)
+    assert episode.num_steps == 30 and episode.success is False
+    actors = episode.actors.tolist()
+    segments = episode.intervention_segments
+    assert segments and all(s.reason.startswith("no progress") for s in segments)
+    gaps = [int(b - a) // config.period_ns for a, b in zip(episode.stamps_ns, episode.stamps_ns[1:])]
+    for t in range(1, 29):
+        handed_back = actors[t - 1] == Actor.HUMAN and actors[t] == Actor.POLICY
+        # A step's observation comes one period after the previous one; the first policy step after a hand-back
+        # is executed only once human_timeout_s (0.25 s) has passed since the last human command: two ticks later.
+        assert gaps[t] == (3 if handed_back else 1), (t, actors, gaps)
+    assert gaps[0] == 1 and 3 in gaps  # at least one hand-back happened
+    assert any(a == Actor.HUMAN for a in actors) and actors[0] == Actor.POLICY
+    human = episode.actors == Actor.HUMAN
+    assert torch.isnan(torch.from_numpy(episode.proposed_chunks[human])).all()
+    assert not torch.isnan(torch.from_numpy(episode.proposed_chunks[~human])).any()
