@@ -21,7 +21,7 @@ from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.core.training.trainer import ContinuousTrainer
 from sop_ros.experiment.fleet_run import LEARNER_DIR, prepare_run_dir
 from sop_ros.experiment.virtual_clock import VirtualFleetConfig, load_virtual_record, run_virtual_fleet
-from sop_ros.experiment.virtual_learner import update_done_ns, updates_due
+from sop_ros.experiment.virtual_learner import exact_rate, update_done_ns, updates_due
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -90,6 +90,7 @@ def test_updates_due_is_floor_of_time_times_rate_exactly():
     assert updates_due(4_100_000_000, rate) == 10
     assert updates_due(399_999_999, rate) == 0 and updates_due(400_000_000, rate) == 1
     assert [update_done_ns(i, rate) for i in (1, 3, 10)] == [400_000_000, 1_200_000_000, 4_000_000_000]
+    assert updates_due(10_000_000_000, exact_rate(2.3)) == 23  # the decimal rate, not the float below it
 
 
 def test_a_run_collects_episodes_trains_and_delivers_checkpoints_on_simulated_time(first: Outcome):

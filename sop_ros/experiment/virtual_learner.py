@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 NS_PER_S = 1_000_000_000
 
 
+def exact_rate(updates_per_s: float) -> Fraction:
+    """The rate as the decimal it was written as: 2.3 is 23/10, not the binary float just below it (whose
+    floor(10 s * rate) would be 22)."""
+    return Fraction(repr(float(updates_per_s)))
+
+
 def updates_due(t_ns: int, updates_per_s: Fraction) -> int:
     """Updates a learner at `updates_per_s` has completed after t_ns of simulated time: floor(t * rate), exactly."""
     return (t_ns * updates_per_s.numerator) // (updates_per_s.denominator * NS_PER_S)
@@ -68,7 +74,7 @@ class VirtualLearner:
             raise ValueError(
                 f"updates_per_s must be positive, delivery_delay_ns >= 0; got {updates_per_s}, {delivery_delay_ns}"
             )
-        self.rate = Fraction(updates_per_s)
+        self.rate = exact_rate(updates_per_s)
         self.delivery_delay_ns = int(delivery_delay_ns)
         self.episode_store = EpisodeStore(learner_dir / EPISODES_DIR, cache_in_background=False)
         self.checkpoint_store = CheckpointStore(learner_dir / CHECKPOINTS_DIR)
