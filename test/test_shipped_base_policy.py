@@ -108,3 +108,14 @@ def test_a_base_of_another_model_config_is_refused(tmp_path, monkeypatch):
 def test_pretrain_minutes_needs_train_base(tmp_path):
     with pytest.raises(CliError, match="--train-base"):
         ensure_base_policy(tmp_path, _demo_args(pretrain_minutes=1.0), Console(file=io.StringIO()))
+
+
+def test_train_base_runs_sop_pretrain_instead(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr("sop_ros.commands.pretrain.run", lambda args: calls.append(args) or 1)
+    with pytest.raises(CliError, match="training the base policy failed"):
+        ensure_base_policy(
+            tmp_path / "learner", _demo_args(train_base=True, pretrain_minutes=2.0), Console(file=io.StringIO())
+        )
+    assert [(a.max_minutes, a.demos_per_task, a.data_dir) for a in calls] == [(2.0, 1, tmp_path / "learner")]
+    assert not CheckpointStore(tmp_path / "learner" / CHECKPOINTS_DIR).versions()  # nothing shipped was installed
