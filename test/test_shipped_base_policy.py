@@ -119,3 +119,16 @@ def test_train_base_runs_sop_pretrain_instead(tmp_path, monkeypatch):
         )
     assert [(a.max_minutes, a.demos_per_task, a.data_dir) for a in calls] == [(2.0, 1, tmp_path / "learner")]
     assert not CheckpointStore(tmp_path / "learner" / CHECKPOINTS_DIR).versions()  # nothing shipped was installed
+
+
+def test_sop_eval_verifies_a_checkpoint_directory_whatever_its_name(tmp_path):
+    from sop_ros.experiment.policy_sources import PolicySourceError, resolve_policy_factory
+
+    copy = tmp_path / "my_base"
+    shutil.copytree(shipped_base_policy_dir(), copy)
+    assert resolve_policy_factory(str(copy), "cpu") is not None
+    data = bytearray((copy / WEIGHTS_FILE).read_bytes())
+    data[-1] ^= 0xFF
+    (copy / WEIGHTS_FILE).write_bytes(bytes(data))
+    with pytest.raises(PolicySourceError, match="my_base: checkpoint verification failed"):
+        resolve_policy_factory(str(copy), "cpu")

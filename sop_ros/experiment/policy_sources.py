@@ -12,7 +12,6 @@ evaluation worker (picklable via functools.partial).
 from __future__ import annotations
 
 import functools
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -53,13 +52,16 @@ def resolve_policy_factory(checkpoint: str, device: Optional[str]):
 
 
 def _verify_version_dir(path: Path) -> None:
+    """A directory with a manifest (a store's vNNNNNN/ or the shipped base) must hold the weights it names."""
     if not (path / "model.safetensors").is_file():
         raise PolicySourceError(f"{path}: no model.safetensors (not a checkpoint version directory)")
-    match = re.fullmatch(r"v(\d+)", path.name)
-    if (path / "manifest.json").is_file() and match:
-        from sop_ros.core.storage.checkpoint_store import CheckpointStore
+    if not (path / "manifest.json").is_file():
+        return  # bare weights: nothing to check them against
+    from sop_ros.core.storage.checkpoint_files import CheckpointIntegrityError, verify_checkpoint_file
+    from sop_ros.core.storage.checkpoint_store import CheckpointManifest
 
-        try:
-            CheckpointStore(path.parent).verify(int(match.group(1)))
-        except Exception as exc:  # any verification failure is a refusal, said once with the path
-            raise PolicySourceError(f"{path}: checkpoint verification failed: {exc}") from None
+    try:
+        manifest = CheckpointManifest.from_json((path / "manifest.json").read_bytes())
+        verify_checkpoint_file(path / "model.safetensors", manifest.content_hash)
+    except (OSError, ValueError, CheckpointIntegrityError) as exc:  # a refusal, said once with the path
+        raise PolicySourceError(f"{path}: checkpoint verification failed: {exc}") from None
