@@ -234,7 +234,8 @@ def _check_resume(out: Path, settings: dict) -> None:
 def write_outputs(out: Path, results, args: argparse.Namespace, extra: dict) -> dict:
     """CSV, plots, results.md and summary.json from the finished runs."""
     from sop_ros.experiment import plots
-    from sop_ros.experiment.results import markdown_report, summary, write_csvs, write_text_atomic
+    from sop_ros.experiment.results import markdown_report, summary, write_text_atomic
+    from sop_ros.experiment.results_csv import write_csvs
 
     data = summary(results, args.threshold, args.robot_hz, args.seeds, args.duration_min * 60.0, extra)
     write_csvs(out, results, data)

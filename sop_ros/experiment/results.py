@@ -1,4 +1,4 @@
-"""Finished runs -> the experiment's results: CSV, a markdown report, summary.json (plots: plots.py).
+"""Finished runs -> the experiment's results: a markdown report, summary.json (CSV: results_csv.py, plots: plots.py).
 
 Each run leaves <run_dir>/result.json (RunResult). Aggregation only reads those, so results can be
 rebuilt from a results folder at any time, and a resumed experiment reuses finished runs.
@@ -6,7 +6,6 @@ rebuilt from a results folder at any time, and a resumed experiment reuses finis
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -206,127 +205,6 @@ def summary(
 # ---------------------------------------------------------------------------- files
 
 
-def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for row in rows:
-            writer.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row])
-    os.replace(tmp, path)
-
-
-def write_csvs(out_dir: Path, results: Sequence[RunResult], summary_data: Mapping[str, Any]) -> list[Path]:
-    out_dir = Path(out_dir)
-    tasks = list(results[0].final_per_task) if results else []
-    written = []
-    path = out_dir / "curves.csv"  # per run: evaluated success over fleet time
-    _write_csv(
-        path,
-        ["run", "method", "seed", "robots", "t_s", "version", "success", *tasks],
-        (
-            [r.name, r.method, r.seed, r.robots, p.t_s, p.version, p.success, *[p.per_task.get(t) for t in tasks]]
-            for r in results
-            for p in r.curve
-        ),
-    )
-    written.append(path)
-    path = out_dir / "online.csv"  # per run: what the fleet did, per time window
-    cols = ["episodes", "success_rate", "autonomous_success_rate", "intervention_share", "intervention_rate"]
-    _write_csv(
-        path,
-        ["run", "method", "seed", "robots", "start_s", "end_s", *cols],
-        (
-            [r.name, r.method, r.seed, r.robots, w["start_s"], w["end_s"], *[w[c] for c in cols]]
-            for r in results
-            for w in r.online_windows
-        ),
-    )
-    written.append(path)
-    path = out_dir / "runs.csv"  # per run: final figures
-    _write_csv(
-        path,
-        [
-            "run",
-            "method",
-            "seed",
-            "robots",
-            "final_version",
-            "final_success",
-            *tasks,
-            "episodes_per_hour",
-            "successful_episodes_per_hour",
-            "intervention_share",
-            "learner_updates",
-            "offline_updates",
-        ],
-        (
-            [
-                r.name,
-                r.method,
-                r.seed,
-                r.robots,
-                r.final_version,
-                r.final_success,
-                *[r.final_per_task.get(t) for t in tasks],
-                r.throughput["episodes_per_hour"] if r.throughput else None,
-                r.throughput["successful_episodes_per_hour"] if r.throughput else None,
-                r.online_totals["intervention_share"] if r.online_totals else None,
-                r.learner_updates,
-                r.offline_updates,
-            ]
-            for r in results
-        ),
-    )
-    written.append(path)
-    path = out_dir / "final.csv"  # per method: mean and spread over seeds
-    methods = summary_data["methods"]
-    _write_csv(
-        path,
-        [
-            "method",
-            "runs",
-            "final_success_mean",
-            "final_success_std",
-            "final_success_min",
-            "final_success_max",
-            *[f"{t}_mean" for t in tasks],
-            "episodes_per_hour_mean",
-            "successful_episodes_per_hour_mean",
-            "intervention_share_mean",
-        ],
-        (
-            [
-                m,
-                v["runs"],
-                v["final_success"]["mean"],
-                v["final_success"]["std"],
-                v["final_success"]["min"],
-                v["final_success"]["max"],
-                *[v["final_per_task"].get(t, {}).get("mean") for t in tasks],
-                v["episodes_per_hour"]["mean"],
-                v["successful_episodes_per_hour"]["mean"],
-                v["intervention_share"]["mean"],
-            ]
-            for m, v in methods.items()
-        ),
-    )
-    written.append(path)
-    path = out_dir / "scaling.csv"
-    _write_csv(
-        path,
-        ["robots", "seed", "time_to_threshold_s"],
-        [
-            [k, seed, t]
-            for k, v in summary_data["scaling"].items()
-            for seed, t in v["time_to_threshold_per_seed_s"].items()
-        ]
-        + [[k, "mean_curve", v["time_to_threshold_s"]] for k, v in summary_data["scaling"].items()],
-    )
-    written.append(path)
-    return written
-
-
 def _fmt(value: Optional[float], digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -344,10 +222,10 @@ def _clock_text(s: Mapping[str, Any]) -> str:
     return "wall clock" if clocks == ["wall"] else "clocks: " + (", ".join(clocks) or "-")
 
 
-def markdown_report(summary_data: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
-    s = summary_data
-    lines = ["# sop experiment results", ""]
-    lines += [
+def _header_lines(s: Mapping[str, Any]) -> list[str]:
+    return [
+        "# sop experiment results",
+        "",
         f"- command: `{s.get('command', '')}`",
         f"- date: {s.get('date', '')}",
         f"- machine: {s.get('machine', {})}",
@@ -358,58 +236,69 @@ def markdown_report(summary_data: Mapping[str, Any], plots: Sequence[str] = ()) 
         f"evaluation: {s.get('eval_episodes', '-')} episodes per task on fixed scenes",
         "",
     ]
-    methods = s["methods"]
-    if methods:
-        tasks = list(next(iter(methods.values()))["final_per_task"])
-        lines += [
-            "## Final success and throughput (mean ± sample std over seeds)",
-            "",
-            "| method | final success | "
-            + " | ".join(tasks)
-            + " | episodes/h | successful episodes/h | operator share of steps | learner updates "
-            "| robot steps/s | CPU % |",
-            "|---|---:|" + "---:|" * len(tasks) + "---:|---:|---:|---:|---:|---:|",
-        ]
-        for m, v in methods.items():
-            lines.append(
-                f"| {m} | {_pm(v['final_success'])} | "
-                + " | ".join(_pm(v["final_per_task"][t]) for t in tasks)
-                + f" | {_pm(v['episodes_per_hour'], 0)} | {_pm(v['successful_episodes_per_hour'], 0)}"
-                f" | {_pm(v['intervention_share'])}"
-                f" | {_pm(v['learner_updates'], 0)} | {_pm(v['achieved_step_hz'], 1)} | {_pm(v['cpu_percent'], 0)} |"
-            )
-        lines += [
-            "",
-            "Throughput counts every episode the fleet finished (success, failure, timeout) per hour of fleet time, "
-            "as the paper does; the operator share is the fraction of executed steps the scripted operator produced. "
-            "Robot steps/s is the pace reached inside episodes (the control rate unless the machine falls behind); "
-            "CPU % is the machine's use while the fleet ran (100 = every core busy).",
-            "",
-        ]
+
+
+def _methods_lines(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    if not methods:
+        return []
+    tasks = list(next(iter(methods.values()))["final_per_task"])
+    lines = [
+        "## Final success and throughput (mean ± sample std over seeds)",
+        "",
+        "| method | final success | "
+        + " | ".join(tasks)
+        + " | episodes/h | successful episodes/h | operator share of steps | learner updates "
+        "| robot steps/s | CPU % |",
+        "|---|---:|" + "---:|" * len(tasks) + "---:|---:|---:|---:|---:|---:|",
+    ]
+    for m, v in methods.items():
+        lines.append(
+            f"| {m} | {_pm(v['final_success'])} | "
+            + " | ".join(_pm(v["final_per_task"][t]) for t in tasks)
+            + f" | {_pm(v['episodes_per_hour'], 0)} | {_pm(v['successful_episodes_per_hour'], 0)}"
+            f" | {_pm(v['intervention_share'])}"
+            f" | {_pm(v['learner_updates'], 0)} | {_pm(v['achieved_step_hz'], 1)} | {_pm(v['cpu_percent'], 0)} |"
+        )
+    return lines + [
+        "",
+        "Throughput counts every episode the fleet finished (success, failure, timeout) per hour of fleet time, "
+        "as the paper does; the operator share is the fraction of executed steps the scripted operator produced. "
+        "Robot steps/s is the pace reached inside episodes (the control rate unless the machine falls behind); "
+        "CPU % is the machine's use while the fleet ran (100 = every core busy).",
+        "",
+    ]
+
+
+def _minutes(t: Optional[float]) -> str:
+    return _fmt(t / 60 if t is not None else None, 1)
+
+
+def _scaling_lines(scaling: Mapping[str, Mapping[str, Any]], threshold: float) -> list[str]:
+    lines = [
+        f"## Fleet scaling (SOP + HG-DAgger): time to mean success {threshold:g}",
+        "",
+        "| robots | time to threshold (min) | per seed (min) | final success | episodes/h | robot steps/s | CPU % |",
+        "|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for k, v in scaling.items():
+        per_seed = ", ".join(f"s{seed}: {_minutes(t)}" for seed, t in v["time_to_threshold_per_seed_s"].items())
+        lines.append(
+            f"| {k} | {_minutes(v['time_to_threshold_s'])} | {per_seed} | {_pm(v['final_success'])}"
+            f" | {_pm(v['episodes_per_hour'], 0)} | {_pm(v['achieved_step_hz'], 1)} | {_pm(v['cpu_percent'], 0)} |"
+        )
+    return lines + [
+        "",
+        "Times come from the seed-mean evaluated success curve, linearly interpolated between evaluation points; "
+        "'-' = not reached within the run.",
+        "",
+    ]
+
+
+def markdown_report(summary_data: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
+    s = summary_data
+    lines = _header_lines(s) + _methods_lines(s["methods"])
     if s["scaling"]:
-        lines += [
-            f"## Fleet scaling (SOP + HG-DAgger): time to mean success {s['threshold']:g}",
-            "",
-            "| robots | time to threshold (min) | per seed (min) | final success | episodes/h "
-            "| robot steps/s | CPU % |",
-            "|---:|---:|---|---:|---:|---:|---:|",
-        ]
-        for k, v in s["scaling"].items():
-            per_seed = ", ".join(
-                f"s{seed}: {_fmt(t / 60 if t is not None else None, 1)}"
-                for seed, t in v["time_to_threshold_per_seed_s"].items()
-            )
-            t = v["time_to_threshold_s"]
-            lines.append(
-                f"| {k} | {_fmt(t / 60 if t is not None else None, 1)} | {per_seed} | {_pm(v['final_success'])}"
-                f" | {_pm(v['episodes_per_hour'], 0)} | {_pm(v['achieved_step_hz'], 1)} | {_pm(v['cpu_percent'], 0)} |"
-            )
-        lines += [
-            "",
-            "Times come from the seed-mean evaluated success curve, linearly interpolated between evaluation points; "
-            "'-' = not reached within the run.",
-            "",
-        ]
+        lines += _scaling_lines(s["scaling"], s["threshold"])
     for plot in plots:
         lines += [f"![{Path(plot).stem}]({plot})", ""]
     return "\n".join(lines)
