@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 from sop_ros.commands.errors import CliError
+from sop_ros.commands.experiment_progress import ExperimentProgress
 from sop_ros.commands.options import EVAL_EPISODES_PER_TASK, add_workers_argument
 from sop_ros.resources import node_defaults
 
@@ -45,6 +46,7 @@ DEFAULT_BASE_DIR = Path.home() / ".sop" / "base_policy"
 SETTINGS_FILE = "experiment.json"
 
 
+# Long by design: one declaration per flag, the command's whole interface in one place.
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from sop_ros.experiment.plan import METHODS
     from sop_ros.experiment.runner import CLOCKS, ExperimentConfig
@@ -310,7 +312,7 @@ def _run_planned(args: argparse.Namespace, runs, methods, specs, console) -> int
     extra = _run_info(args, specs, base, methods)
     started = time.monotonic()
     finished: dict = {}
-    progress = _ExperimentProgress(console, len(runs), config.duration_s)
+    progress = ExperimentProgress(console, len(runs), config.duration_s)
     with progress.bar:
         for run_spec in runs:
             run_dir = config.run_dir(run_spec)
@@ -391,55 +393,3 @@ def _execute(run_spec, config, evaluator, finished: dict, hooks):
         return execute_run(run_spec, config, evaluator, finished, hooks)
     except (RunError, FleetRunError) as exc:
         raise CliError(str(exc)) from None
-
-
-class _ExperimentProgress:
-    """One bar over the runs and one for the current run's phase (fleet time, evaluation episodes, offline updates)."""
-
-    def __init__(self, console, runs: int, fleet_duration_s: float):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            console=console,
-        )
-        self._overall = self.bar.add_task("runs", total=runs, status="")
-        self._phase = self.bar.add_task("", total=None, status="")
-        self._fleet_duration_s = fleet_duration_s
-
-    def run_done(self) -> None:
-        self.bar.advance(self._overall)
-
-    def phase(self, text: str, total=None) -> None:
-        # A fresh bar per phase: rich cannot make a bar indeterminate again once it had a total.
-        self.bar.remove_task(self._phase)
-        self._phase = self.bar.add_task(text, total=total, status="")
-
-    def fleet_tick(self, elapsed: float, counts) -> None:
-        recent = "-" if counts.recent_success_rate is None else f"{counts.recent_success_rate:.2f}"
-        share = "-" if counts.recent_intervention_share is None else f"{counts.recent_intervention_share:.2f}"
-        self.bar.update(
-            self._phase,
-            total=round(self._fleet_duration_s),
-            completed=round(elapsed),
-            status=f"{counts.episodes} episodes | recent success {recent} | operator share {share} "
-            f"| policy v{counts.latest_version}",
-        )
-
-    def offline_update(self, done: int, total: int) -> None:
-        if done % 10 == 0 or done == total:
-            self.bar.update(self._phase, total=total, completed=done)
-
-    def hooks(self, run_name: str):
-        from sop_ros.experiment.runner import RunHooks
-
-        return RunHooks(
-            phase=lambda text, total=None: self.phase(f"{run_name}: {text}", total),
-            fleet_tick=self.fleet_tick,
-            eval_episode=lambda: self.bar.advance(self._phase),
-            offline_update=self.offline_update,
-        )
