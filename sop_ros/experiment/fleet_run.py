@@ -293,6 +293,62 @@ class FleetRunRecord:
     cpu_percent_mean: Optional[float] = None  # machine-wide CPU use while the fleet ran (100 = all cores busy)
 
 
+def _watch_fleet(
+    config: FleetRunConfig,
+    thread: threading.Thread,
+    learner_dir: Path,
+    start: float,
+    cpu_samples: list[float],
+    on_tick: Optional[Callable[[float, LiveCounts], None]],
+    tick_s: float,
+    should_stop: Callable[[], bool],
+) -> bool:
+    """Wait until the duration is up or should_stop(), sampling CPU use and calling on_tick.
+
+    Returns whether the fleet stopped by itself before that (stopped early).
+    """
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed >= config.duration_s or should_stop():
+            return False
+        if not thread.is_alive():
+            return True
+        if elapsed > 1.0:
+            cpu_samples.append(psutil.cpu_percent(interval=None))
+        if on_tick is not None:
+            on_tick(elapsed, read_live_counts(learner_dir))
+        time.sleep(min(tick_s, max(0.05, config.duration_s - elapsed)))
+
+
+def _fleet_record(
+    run_dir: Path,
+    launcher: FleetLauncher,
+    start_ns: int,
+    stop_ns: int,
+    stopped_early: bool,
+    port: int,
+    env: dict[str, str],
+    cpu_samples: list[float],
+) -> FleetRunRecord:
+    """The stopped run's record; FleetRunError when the fleet stopped before its time."""
+    if stopped_early:
+        raise FleetRunError(
+            f"run {run_dir.name}: the fleet stopped after {(stop_ns - start_ns) / 1e9:.0f} s "
+            f"(exit code {launcher.exit_code}); see {run_dir / LOG_FILE}"
+        )
+    cpu = sum(cpu_samples) / len(cpu_samples) if cpu_samples else None
+    return FleetRunRecord(
+        start_ns,
+        stop_ns,
+        (stop_ns - start_ns) / 1e9,
+        launcher.exit_code,
+        stopped_early,
+        port,
+        int(env["ROS_DOMAIN_ID"]),
+        cpu,
+    )
+
+
 def run_fleet(
     config: FleetRunConfig,
     run_dir: Path,
@@ -324,39 +380,12 @@ def run_fleet(
             port,
             env["ROS_DOMAIN_ID"],
         )
-        stopped_early = False
         cpu_samples: list[float] = []
         psutil.cpu_percent(interval=None)  # starts the measurement interval
         try:
-            while True:
-                elapsed = time.monotonic() - start
-                if elapsed >= config.duration_s or should_stop():
-                    break
-                if not thread.is_alive():
-                    stopped_early = True
-                    break
-                if elapsed > 1.0:
-                    cpu_samples.append(psutil.cpu_percent(interval=None))
-                if on_tick is not None:
-                    on_tick(elapsed, read_live_counts(learner_dir))
-                time.sleep(min(tick_s, max(0.05, config.duration_s - elapsed)))
+            stopped_early = _watch_fleet(config, thread, learner_dir, start, cpu_samples, on_tick, tick_s, should_stop)
         finally:
             stop_ns = time.time_ns()
             launcher.request_stop()
             thread.join()
-    if stopped_early:
-        raise FleetRunError(
-            f"run {run_dir.name}: the fleet stopped after {(stop_ns - start_ns) / 1e9:.0f} s "
-            f"(exit code {launcher.exit_code}); see {run_dir / LOG_FILE}"
-        )
-    cpu = sum(cpu_samples) / len(cpu_samples) if cpu_samples else None
-    return FleetRunRecord(
-        start_ns,
-        stop_ns,
-        (stop_ns - start_ns) / 1e9,
-        launcher.exit_code,
-        stopped_early,
-        port,
-        int(env["ROS_DOMAIN_ID"]),
-        cpu,
-    )
+    return _fleet_record(run_dir, launcher, start_ns, stop_ns, stopped_early, port, env, cpu_samples)
