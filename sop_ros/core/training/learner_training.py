@@ -88,24 +88,11 @@ def _warm_start(policy: VLAPolicy, tensors: Mapping[str, torch.Tensor]) -> int:
     return len(matching)
 
 
-def build_learner_trainer(
-    config: LearnerTrainingConfig,
-    data_dir: Path,
-    episode_store: EpisodeStore,
-    checkpoint_store: CheckpointStore,
-    on_checkpoint: Optional[Callable[[Any], None]] = None,
-    summary_writer: Any = None,
-    device: Optional[str] = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> ContinuousTrainer:
-    """A ContinuousTrainer over the learner's stores, resumed or warm-started from the latest checkpoint.
+def _base_checkpoint(config: LearnerTrainingConfig, checkpoint_store: CheckpointStore):
+    """The latest checkpoint (None without one), its weights without the config tensor, and its model config.
 
-    `clock` (seconds) times the publish cadence (publish_every_s) and the logged rates: the learner's
-    monotonic clock, or an experiment's simulated time so that publishing never depends on machine load.
+    Without a checkpoint: no weights, and the config of `config.model_preset`.
     """
-    data_dir = Path(data_dir)
-    offline_path = data_dir / OFFLINE_DIR
-    offline_store = EpisodeStore(offline_path) if offline_path.is_dir() else None
     latest = checkpoint_store.latest()
     base_tensors: dict[str, torch.Tensor] = {}
     if latest is not None:
@@ -113,28 +100,29 @@ def build_learner_trainer(
         base_config = config_from_tensor(base_tensors.pop(CONFIG_TENSOR_KEY))
     else:
         base_config = preset(config.model_preset)
-    model_config = _model_config_for(config.algorithm, base_config, config.model_preset)
+    return latest, base_tensors, base_config
+
+
+def _algorithm_for(config: LearnerTrainingConfig, model_config):
+    """The algorithm with the model's chunk size (and RECAP's value bins) unless its options name them."""
     algo_options = dict(config.algorithm_config)
     algo_options.setdefault("chunk_size", model_config.chunk_size)
     if config.algorithm == "recap":
         algo_options.setdefault("value_bins", model_config.value_bins)
-    algorithm = make_algorithm(config.algorithm, algo_options)
-    policy = VLAPolicy(model_config, device=device)
-    sampler = TaskAwareSampler(config.sampler, seed=config.seed)
-    arrays = MultiStoreArrays(*([episode_store, offline_store] if offline_store else [episode_store]))
-    trainer = ContinuousTrainer(
-        config.trainer,
-        policy,
-        algorithm,
-        sampler,
-        episodes=StoreEpisodeSource(episode_store),
-        arrays=arrays,
-        checkpoints=checkpoint_store,
-        offline_episodes=offline_records(offline_store) if offline_store else (),
-        on_checkpoint=on_checkpoint,
-        summary_writer=summary_writer,
-        clock=clock,
-    )
+    return make_algorithm(config.algorithm, algo_options)
+
+
+def _start_from(
+    trainer: ContinuousTrainer,
+    policy: VLAPolicy,
+    config: LearnerTrainingConfig,
+    checkpoint_store: CheckpointStore,
+    latest,
+    base_tensors: Mapping[str, torch.Tensor],
+    base_config,
+    model_config,
+) -> None:
+    """Resume the same run, warm-start from another algorithm's checkpoint, or (no checkpoint) say so."""
     if latest is None:
         _LOG.warning(
             "no checkpoint in %s: training %s from a freshly initialised %s model",
@@ -154,6 +142,46 @@ def build_learner_trainer(
             latest.algorithm,
             copied,
         )
+
+
+def build_learner_trainer(
+    config: LearnerTrainingConfig,
+    data_dir: Path,
+    episode_store: EpisodeStore,
+    checkpoint_store: CheckpointStore,
+    on_checkpoint: Optional[Callable[[Any], None]] = None,
+    summary_writer: Any = None,
+    device: Optional[str] = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ContinuousTrainer:
+    """A ContinuousTrainer over the learner's stores, resumed or warm-started from the latest checkpoint.
+
+    `clock` (seconds) times the publish cadence (publish_every_s) and the logged rates: the learner's
+    monotonic clock, or an experiment's simulated time so that publishing never depends on machine load.
+    """
+    data_dir = Path(data_dir)
+    offline_path = data_dir / OFFLINE_DIR
+    offline_store = EpisodeStore(offline_path) if offline_path.is_dir() else None
+    latest, base_tensors, base_config = _base_checkpoint(config, checkpoint_store)
+    model_config = _model_config_for(config.algorithm, base_config, config.model_preset)
+    algorithm = _algorithm_for(config, model_config)
+    policy = VLAPolicy(model_config, device=device)
+    sampler = TaskAwareSampler(config.sampler, seed=config.seed)
+    arrays = MultiStoreArrays(*([episode_store, offline_store] if offline_store else [episode_store]))
+    trainer = ContinuousTrainer(
+        config.trainer,
+        policy,
+        algorithm,
+        sampler,
+        episodes=StoreEpisodeSource(episode_store),
+        arrays=arrays,
+        checkpoints=checkpoint_store,
+        offline_episodes=offline_records(offline_store) if offline_store else (),
+        on_checkpoint=on_checkpoint,
+        summary_writer=summary_writer,
+        clock=clock,
+    )
+    _start_from(trainer, policy, config, checkpoint_store, latest, base_tensors, base_config, model_config)
     if offline_store is None:
         _LOG.warning("no offline prior data in %s; training on fleet episodes only", offline_path)
     return trainer
