@@ -95,7 +95,11 @@ def test_learner_trains_on_uploads_publishes_and_resumes_after_sigkill(tmp_path)
     torch.set_num_threads(1)
     data, checkpoints = prepare_learner_dir(tmp_path)
     port = free_port()
-    learner = start_learner(data, port)
+    # Keep every checkpoint: the learner trains on the offline demos from its start and publishes every 3
+    # updates, so by the time the spool has drained (a loaded machine: tens of seconds) the default
+    # retention (20) can have pruned v2 and v3, whose parent chain this test reads.
+    keep_all = ("--keep-checkpoints", "0")
+    learner = start_learner(data, port, *keep_all)
     spool = Spool(tmp_path / "spool", max_bytes=1 << 30)
     for seed in range(3):
         spool.write(episode(seed, "robot1", (5, 12), success=seed != 1))
@@ -112,7 +116,7 @@ def test_learner_trains_on_uploads_publishes_and_resumes_after_sigkill(tmp_path)
         assert before[2].parent_version == 1 and before[3].parent_version == 2
         last_step = max(m.training_step for m in before.values())
 
-        learner = start_learner(data, port)
+        learner = start_learner(data, port, *keep_all)
         wait_for(lambda: max(checkpoints.versions()) > max(before), 180, "a checkpoint after the restart")
         after = checkpoints.get(max(before) + 1)  # the first one the restarted learner published
         assert after.parent_version == max(before)
