@@ -2,14 +2,15 @@
 
 usage: policy_update_publisher.py NAMESPACE VERSION LOCAL_PATH SHA256 [AT_STEP]
 Waits for the policy node's subscription (and, with AT_STEP, for the robot to execute step
-AT_STEP of an episode, so the announcement lands mid-episode), publishes, keeps the publisher alive 2 s, exits 0
-(1 if no subscriber appeared within 60 s).
+AT_STEP of an episode, so the announcement lands mid-episode), publishes, waits until the subscriber acknowledged
+it, exits 0 (1 if no subscriber appeared within 60 s, 2 if it was not acknowledged within 60 s).
 """
 
 import sys
 import time
 
 import rclpy
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -42,12 +43,12 @@ def main():
     pub.publish(msg)
     episode = reached[0].episode_id if reached else ""
     print(f"published v{version} in episode {episode or '-'} at {time.time_ns()}", flush=True)
-    end = time.monotonic() + 2.0
-    while time.monotonic() < end:
-        rclpy.spin_once(node, timeout_sec=0.1)
+    # Reliable delivery completes only once the subscriber acknowledged; exiting before that (a loaded
+    # machine: more than the 2 s this used to wait) loses the message.
+    acked = pub.wait_for_all_acked(Duration(seconds=60))
     node.destroy_node()
     rclpy.try_shutdown()
-    return 0
+    return 0 if acked else 2
 
 
 if __name__ == "__main__":
