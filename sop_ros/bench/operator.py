@@ -7,10 +7,10 @@ HG-DAgger to undo working behaviour) and early in the ones it fails.
 
 Takeover success (unless --no-takeover): the same scenes again, now the operator of config/robot.yaml
 acts where its rule fires (recovery, then the expert, hand-back; sop_ros.core.operator_takeover), and
-the share of taken-over episodes that end in success. Baseline in the same run: the same operator
-without recovery (recovery_steps 0), as it was before recovery existed; and one that recovers only at
-the takeover (expert_stall_steps 0). Until the first takeover the runs are the same episode, so all
-take over in the same episodes.
+the share of taken-over episodes that end in success. Baseline in the same run: the operator as it was
+before recovery existed (recovery_steps 0, no hand-back limit); variants: without the hand-back limit,
+without the probe (recovery at every takeover), and one that never hands back. Until the first
+takeover the runs are the same episode, so all take over in the same episodes.
 """
 from __future__ import annotations
 
@@ -46,10 +46,15 @@ def candidate_rules() -> dict[str, Any]:
 
 
 def takeover_operators() -> dict[str, Any]:
-    """The configured operator, its baseline without recovery (first) and without the expert-stall re-trigger, by name."""
+    """The configured operator, the operator before recovery (the baseline, first) and variants, by name."""
     base = configured_rule()
-    return {"no recovery (before)": dataclasses.replace(base, recovery_steps=0),
-            "recovery at takeover only": dataclasses.replace(base, expert_stall_steps=0), "configured": base}
+    return {
+        "no recovery (before)": dataclasses.replace(base, recovery_steps=0, max_handbacks=-1),
+        "recovery, no hand-back limit": dataclasses.replace(base, max_handbacks=-1),
+        "recovery at every takeover (no probe)": dataclasses.replace(base, recovery_probe_steps=0),
+        "configured": base,
+        "never hands back": dataclasses.replace(base, max_handbacks=0),
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +106,7 @@ def run_takeovers(args: argparse.Namespace, specs) -> dict[str, Any]:
     from sop_ros.core.operator_takeover import OperatorTakeover, summarise_takeovers
 
     operators = takeover_operators()
-    overall, per_task = [], {t: [] for t in specs}
+    overall, per_task, episodes = [], {t: [] for t in specs}, []
     for name, rule in operators.items():
         report = evaluate(resolve_policy_factory(args.checkpoint, None), functools.partial(make_backend, specs), list(specs),
                           args.episodes_per_task, seeds=range(args.seed, args.seed + args.episodes_per_task), workers=args.workers,
@@ -109,7 +114,9 @@ def run_takeovers(args: argparse.Namespace, specs) -> dict[str, Any]:
         overall.append(summarise_takeovers(name, report.outcomes).as_dict())
         for t in specs:
             per_task[t].append(summarise_takeovers(name, [o for o in report.outcomes if o.task_id == t]).as_dict())
-    return {"operators": {name: dataclasses.asdict(rule) for name, rule in operators.items()}, "overall": overall, "per_task": per_task}
+        episodes += [{"operator": name, **dataclasses.asdict(o)} for o in report.outcomes if o.observed["takeovers"]]
+    return {"operators": {name: dataclasses.asdict(rule) for name, rule in operators.items()}, "overall": overall, "per_task": per_task,
+            "takeover_episodes": episodes}
 
 
 def render(figures: dict[str, Any]) -> None:

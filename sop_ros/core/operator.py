@@ -11,7 +11,9 @@ a reason string (for InterventionState and the episode's intervention segments):
   `progress_excuses_deviation`, a deviating step that also made progress does not count: an
   operator does not grab a robot that is getting there its own way);
 - hand back when, since the takeover, the expert has improved the best progress on
-  `handback_progress_steps` steps, or has raised it by `subgoal_gain` (a sub-goal reached).
+  `handback_progress_steps` steps, or has raised it by `subgoal_gain` (a sub-goal reached); but at
+  most `max_handbacks` times per episode (-1: no limit): a policy that failed again after that many
+  hand-backs does not get the arm back, and the operator finishes the episode.
 
 What the operator commands while in control (a recovery phase of `recovery_action` first, then the
 expert; recovery again when the expert stalls) is sop_ros.core.operator_recovery's.
@@ -36,13 +38,17 @@ class OperatorRuleConfig:
     handback_progress_steps: int = 10  # h: expert steps with progress before handing back
     subgoal_gain: float = 0.2  # progress gained since the takeover that also hands back
     progress_excuses_deviation: bool = True  # a deviating step that made progress resets the deviation count
+    max_handbacks: int = 1  # hand-backs per episode; at the takeover after the last one the operator finishes (-1: no limit)
     # Recovery (sop_ros.core.operator_recovery): steps of recovery_action at each takeover before the
     # expert acts (0: the expert acts at once, the operator before recovery existed).
     recovery_steps: int = 8
     # In the robot's action space; MetaWorld [dx, dy, dz, gripper]: hand up, gripper open (-1).
     recovery_action: tuple[float, ...] = (0.0, 0.0, 1.0, -1.0)
     expert_stall_steps: int = 25  # expert steps without progress or motion before recovering again (0 disables)
-    expert_stall_motion: float = 0.01  # a state value changing more than this is motion (MetaWorld: metres)
+    expert_stall_motion: float = 0.01  # an arm-state value changing more than this is motion (MetaWorld: metres)
+    # At a takeover the expert acts first; the operator recovers only if it has not raised progress by
+    # min_progress_delta within this many steps (0: recover at every takeover).
+    recovery_probe_steps: int = 8
 
     def __post_init__(self) -> None:
         try:
@@ -52,12 +58,14 @@ class OperatorRuleConfig:
         if not action or not all(math.isfinite(v) for v in action):
             raise ValueError(f"OperatorRuleConfig.recovery_action: must be a non-empty sequence of finite numbers, got {self.recovery_action!r}")
         object.__setattr__(self, "recovery_action", action)
-        for name in ("stall_steps", "deviation_steps", "handback_progress_steps", "recovery_steps", "expert_stall_steps"):
+        for name in ("stall_steps", "deviation_steps", "handback_progress_steps", "recovery_steps", "expert_stall_steps", "recovery_probe_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"OperatorRuleConfig.{name}: must be a non-negative integer, got {value!r}")
         if not isinstance(self.progress_excuses_deviation, bool):
             raise ValueError(f"OperatorRuleConfig.progress_excuses_deviation: must be a bool, got {self.progress_excuses_deviation!r}")
+        if not isinstance(self.max_handbacks, int) or self.max_handbacks < -1:
+            raise ValueError(f"OperatorRuleConfig.max_handbacks: must be an integer >= -1, got {self.max_handbacks!r}")
         if self.handback_progress_steps == 0:
             raise ValueError("OperatorRuleConfig.handback_progress_steps: must be >= 1")
         for name in ("min_progress_delta", "deviation_threshold", "subgoal_gain", "expert_stall_motion"):
@@ -90,6 +98,7 @@ class ScriptedOperator:
         self._deviating = 0
         self._takeover_best = -math.inf
         self._expert_progress_steps = 0
+        self.handbacks = 0  # this episode
 
     def decide(self, progress: float, policy_action: Optional[np.ndarray], expert_action: np.ndarray) -> OperatorDecision:
         """Decide who acts on this step, given the current progress and both proposed actions.
@@ -133,6 +142,8 @@ class ScriptedOperator:
         cfg = self.config
         if improved:
             self._expert_progress_steps += 1
+        if cfg.max_handbacks >= 0 and self.handbacks >= cfg.max_handbacks:
+            return OperatorDecision(True, False, "")  # the policy had its chances this episode
         gain = self._best - self._takeover_best
         if gain >= cfg.subgoal_gain:
             return self._hand_back(f"sub-goal reached: progress +{gain:.3f} since takeover")
@@ -149,6 +160,7 @@ class ScriptedOperator:
     def _hand_back(self, reason: str) -> OperatorDecision:
         # The policy acts again from this step; its counters start afresh.
         self.intervening = False
+        self.handbacks += 1
         self._stalled = 0
         self._deviating = 0
         return OperatorDecision(False, True, reason)

@@ -12,6 +12,7 @@ from typing import Optional
 
 import numpy as np
 from rclpy.node import Node
+from sensor_msgs.msg import JointState
 
 from sop_ros.core.operator import OperatorRuleConfig
 from sop_ros.core.operator_recovery import RecoveringOperator
@@ -34,19 +35,23 @@ class ScriptedOperatorNode(Node):
             handback_progress_steps=p("handback_progress_steps", "expert steps with progress before handing back"),
             subgoal_gain=p("subgoal_gain", "progress gained since the takeover that also hands back"),
             progress_excuses_deviation=p("progress_excuses_deviation", "a deviating step that made progress does not count toward deviation_steps"),
+            max_handbacks=p("max_handbacks", "hand-backs per episode; at the takeover after the last one the operator finishes (-1 = no limit)"),
             recovery_steps=p("recovery_steps", "steps of recovery_action at each takeover before the expert acts (0 = none)"),
             recovery_action=p("recovery_action", "recovery command in the action space (MetaWorld: hand up, gripper open)"),
             expert_stall_steps=p("expert_stall_steps", "expert steps without progress or motion before recovering again (0 disables)"),
-            expert_stall_motion=p("expert_stall_motion", "a privileged-state value changing more than this is motion"),
+            expert_stall_motion=p("expert_stall_motion", "an arm-state (joint position) value changing more than this is motion"),
+            recovery_probe_steps=p("recovery_probe_steps", "at a takeover the expert acts first; recover only if no progress in this many steps (0 = always)"),
         )
         self.operator = RecoveringOperator(rule)
         self._episode_id = ""
         self._last_stamp = -1
         self._policy_action: Optional[np.ndarray] = None
+        self._arm_state: Optional[np.ndarray] = None  # latest joint positions: is the arm moving (recovery's stall test)
         self._reason = ""
         self.command_pub = self.create_publisher(HumanCommand, "intervention/command", _qos.CONTROL)
         self.create_subscription(PrivilegedState, "sim/privileged_state", self._on_state, _qos.CONTROL)
         self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, _qos.CONTROL)
+        self.create_subscription(JointState, "joint_states", self._on_joint_state, _qos.SENSOR)
         self.create_subscription(EpisodeStatus, "episode_event", self._on_episode_event, _qos.EVENTS)
 
     def _on_episode_event(self, msg: EpisodeStatus) -> None:
@@ -62,6 +67,9 @@ class ScriptedOperatorNode(Node):
         if msg.chunk_length >= 1 and msg.action_dim >= 1:
             self._policy_action = np.asarray(msg.actions[: msg.action_dim], dtype=np.float32)
 
+    def _on_joint_state(self, msg: JointState) -> None:
+        self._arm_state = np.asarray(msg.position, dtype=np.float64)
+
     def _on_state(self, msg: PrivilegedState) -> None:
         stamp = stamp_ns(msg.header.stamp)
         if stamp <= self._last_stamp:
@@ -70,7 +78,7 @@ class ScriptedOperatorNode(Node):
         if msg.episode_id != self._episode_id:
             self._start(msg.episode_id)
         expert = np.asarray(msg.expert_action, dtype=np.float32)
-        command = self.operator.decide(float(msg.progress), self._policy_action, expert, np.asarray(msg.state, dtype=np.float64))
+        command = self.operator.decide(float(msg.progress), self._policy_action, expert, self._arm_state)
         decision = command.decision
         if decision.changed:
             self._reason = decision.reason
