@@ -123,8 +123,9 @@ class RecoveryPhase:
 
     def _expert_stalled_on(self, progress: float, state: np.ndarray) -> bool:
         assert self._anchor_state is not None
-        if state.shape != self._anchor_state.shape:
-            raise ValueError(f"state: shape {state.shape} changed from {self._anchor_state.shape} within an episode")
+        if state.shape != self._anchor_state.shape:  # the first arm state arrived (the node): count afresh from here
+            self._set_anchor(progress, state)
+            return False
         moved = float(np.max(np.abs(state - self._anchor_state), initial=0.0)) > self.expert_stall_motion
         if moved or progress >= self._anchor_progress + self.min_progress_delta:
             self._set_anchor(progress, state)
