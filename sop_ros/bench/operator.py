@@ -10,7 +10,7 @@ acts where its rule fires (recovery, then the expert, hand-back; sop_ros.core.op
 the share of taken-over episodes that end in success. Baseline in the same run: the operator as it was
 before recovery existed (recovery_steps 0, no hand-back limit); variants: without the hand-back limit,
 without the probe (recovery at every takeover), and one that never hands back. Until the first
-takeover the runs are the same episode, so all take over in the same episodes.
+takeover the runs replay the same episode, so they take over in (nearly: docs/RESULTS.md) the same episodes.
 """
 from __future__ import annotations
 
