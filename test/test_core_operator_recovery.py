@@ -38,7 +38,7 @@ def test_takeover_starts_with_recovery_steps_of_the_recovery_action_then_the_exp
     moving = [_state(0.1 * i) for i in range(9)]
     commands = _run(op, [0.5] * 9, moving)
     assert _phases(commands) == "pp" + "rrr" + "eeee"
-    assert commands[2].decision.changed and commands[2].recovery_started
+    assert commands[2].decision.changed and commands[2].recovery_started and op.recovery.recovery_cause == "takeover"
     assert all(c.action is None for c in commands[:2])
     assert all(np.array_equal(c.action, RECOVERY) for c in commands[2:5])
     assert all(np.array_equal(c.action, EXPERT) for c in commands[5:])
@@ -109,7 +109,7 @@ def test_probe_the_expert_first_and_recover_only_if_it_makes_no_new_best_progres
     # 3 probe steps it recovers (a closed gripper led back over the object is still stuck).
     stuck = _run(op, [0.6, 0.5, 0.5, 0.55, 0.59, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6], moving)
     assert _phases(stuck) == "pp" + "eee" + "rrr" + "eeee"
-    assert [i for i, c in enumerate(stuck) if c.recovery_started] == [5]
+    assert [i for i, c in enumerate(stuck) if c.recovery_started] == [5] and op.recovery.recovery_cause == "probe"
     assert all(np.array_equal(c.action, EXPERT) for c in stuck[2:5])
     op.reset()
     # The expert beats the episode's best within the probe (the arm carries the object on): no recovery, ever.
@@ -117,7 +117,7 @@ def test_probe_the_expert_first_and_recover_only_if_it_makes_no_new_best_progres
     assert _phases(carrying) == "pp" + "e" * 10 and op.recovery.recoveries == 0
     # ... but if it then stalls (no progress, no motion), it recovers after expert_stall_steps.
     frozen = [op.decide(0.62, None, EXPERT, _state(1.1)) for _ in range(6)]
-    assert [c.recovery_started for c in frozen] == [False, False, False, True, False, False]
+    assert [c.recovery_started for c in frozen] == [False, False, False, True, False, False] and op.recovery.recovery_cause == "stall"
 
 
 def test_the_hand_back_limit_keeps_control_after_the_last_hand_back():

@@ -39,15 +39,15 @@ class OperatorRuleConfig:
     subgoal_gain: float = 0.2  # progress gained since the takeover that also hands back
     progress_excuses_deviation: bool = True  # a deviating step that made progress resets the deviation count
     max_handbacks: int = 1  # hand-backs per episode; at the takeover after the last one the operator finishes (-1: no limit)
-    # Recovery (sop_ros.core.operator_recovery): steps of recovery_action at each takeover before the
-    # expert acts (0: the expert acts at once, the operator before recovery existed).
+    # Recovery (sop_ros.core.operator_recovery): steps of recovery_action in a recovery, before the expert
+    # acts again (0: never recover, the operator before recovery existed).
     recovery_steps: int = 8
     # In the robot's action space; MetaWorld [dx, dy, dz, gripper]: hand up, gripper open (-1).
     recovery_action: tuple[float, ...] = (0.0, 0.0, 1.0, -1.0)
     expert_stall_steps: int = 25  # expert steps without progress or motion before recovering again (0 disables)
     expert_stall_motion: float = 0.01  # an arm-state value changing more than this is motion (MetaWorld: metres)
-    # At a takeover the expert acts first; the operator recovers only if it has not raised progress by
-    # min_progress_delta within this many steps (0: recover at every takeover).
+    # At a takeover the expert acts first; the operator recovers only if it has not raised progress above
+    # the episode's best by min_progress_delta within this many steps (0: recover at every takeover).
     recovery_probe_steps: int = 8
 
     def __post_init__(self) -> None:

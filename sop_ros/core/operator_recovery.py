@@ -66,6 +66,7 @@ class RecoveryPhase:
     def reset(self) -> None:
         self.phase = OperatorPhase.POLICY
         self.recoveries = 0  # recovery phases started this episode
+        self.recovery_cause = ""  # why the last one started: "takeover", "probe" or "stall"
         self._recovery_left = 0
         self._probe_left = 0  # > 0: the expert is on probation since the takeover
         self._probe_progress = -math.inf  # the best progress before the takeover
@@ -85,7 +86,7 @@ class RecoveryPhase:
         elif self.phase == OperatorPhase.EXPERT and self._probe_left:
             self._probe(progress, state)
         elif self.phase == OperatorPhase.EXPERT and self._expert_stalled_on(progress, state):
-            self._start_recovery()
+            self._start_recovery("stall")
         if self.phase == OperatorPhase.RECOVERY:
             if self._recovery_left > 0:
                 self._recovery_left -= 1
@@ -96,7 +97,7 @@ class RecoveryPhase:
 
     def _start_probe(self, best_before: float, progress: float, state: np.ndarray) -> None:
         if not self.probe_steps:
-            self._start_recovery()
+            self._start_recovery("takeover")
             return
         self.phase = OperatorPhase.EXPERT
         self._probe_left, self._probe_progress = self.probe_steps, max(best_before, progress)
@@ -109,13 +110,14 @@ class RecoveryPhase:
             return
         self._probe_left -= 1
         if not self._probe_left:
-            self._start_recovery()
+            self._start_recovery("probe")
 
-    def _start_recovery(self) -> None:
+    def _start_recovery(self, cause: str) -> None:
         self.phase = OperatorPhase.RECOVERY
         self._recovery_left = self.recovery_steps
         if self.recovery_steps:
             self.recoveries += 1
+            self.recovery_cause = cause
 
     def _set_anchor(self, progress: float, state: np.ndarray) -> None:
         self._anchor_progress, self._anchor_state = progress, state.copy()

@@ -3,8 +3,9 @@
 On every observation's privileged state (sim/privileged_state) it applies the core takeover rule
 (sop_ros.core.operator: no progress for k steps, or a large deviation of the policy's latest
 proposal from the expert) and, while intervening, sends a HumanCommand stamped with the observation it
-answers: first a few recovery steps (hand up, gripper open: sop_ros.core.operator_recovery), then the
-simulator expert's action; it hands back by falling silent.
+answers: the simulator expert's action, and a few recovery steps (hand up, gripper open) where the
+expert makes no progress (sop_ros.core.operator_recovery; the arm's joint_states tell whether it
+moves); it hands back by falling silent.
 """
 from __future__ import annotations
 
@@ -36,11 +37,11 @@ class ScriptedOperatorNode(Node):
             subgoal_gain=p("subgoal_gain", "progress gained since the takeover that also hands back"),
             progress_excuses_deviation=p("progress_excuses_deviation", "a deviating step that made progress does not count toward deviation_steps"),
             max_handbacks=p("max_handbacks", "hand-backs per episode; at the takeover after the last one the operator finishes (-1 = no limit)"),
-            recovery_steps=p("recovery_steps", "steps of recovery_action at each takeover before the expert acts (0 = none)"),
+            recovery_steps=p("recovery_steps", "steps of recovery_action in a recovery, before the expert acts again (0 = never recover)"),
             recovery_action=p("recovery_action", "recovery command in the action space (MetaWorld: hand up, gripper open)"),
             expert_stall_steps=p("expert_stall_steps", "expert steps without progress or motion before recovering again (0 disables)"),
             expert_stall_motion=p("expert_stall_motion", "an arm-state (joint position) value changing more than this is motion"),
-            recovery_probe_steps=p("recovery_probe_steps", "at a takeover the expert acts first; recover only if no progress in this many steps (0 = always)"),
+            recovery_probe_steps=p("recovery_probe_steps", "at a takeover the expert acts first; recover only if no new best progress in this many steps (0 = always)"),
         )
         self.operator = RecoveringOperator(rule)
         self._episode_id = ""
@@ -83,8 +84,11 @@ class ScriptedOperatorNode(Node):
         if decision.changed:
             self._reason = decision.reason
             self.get_logger().info(f"{'taking over' if decision.intervening else 'handing back'} at step {msg.episode_step}: {decision.reason}")
-        elif command.recovery_started:
-            self.get_logger().info(f"the expert stalled (no progress, no motion for {self.operator.config.expert_stall_steps} steps) at step {msg.episode_step}: recovering again")
+        if command.recovery_started:
+            cfg = self.operator.config
+            why = {"takeover": "at the takeover", "probe": f"the expert made no new progress in {cfg.recovery_probe_steps} steps",
+                   "stall": f"the expert stalled (no progress, arm still for {cfg.expert_stall_steps} steps)"}[self.operator.recovery.recovery_cause]
+            self.get_logger().info(f"recovering ({cfg.recovery_steps} steps of {list(cfg.recovery_action)}) at step {msg.episode_step}: {why}")
         if command.action is not None:
             cmd = HumanCommand(action=command.action.tolist(), source="scripted_operator", reason=self._reason)
             cmd.header.stamp = msg.header.stamp
