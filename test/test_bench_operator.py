@@ -46,15 +46,9 @@ def test_operator_audit_never_fires_on_the_expert_and_catches_random_actions_ear
     for figures in (expert, random):
         operators = figures["takeover"]["operators"]
         names = [s["operator"] for s in figures["takeover"]["overall"]]
-        assert names == ["no recovery (before)", "recovery at takeover only", "configured"] and set(operators) == set(
-            names
-        )
+        assert names[0] == "no recovery (before)" and "configured" in names and set(operators) == set(names)
         assert (
             operators["no recovery (before)"]["recovery_steps"] == 0 and operators["configured"]["recovery_steps"] > 0
-        )
-        assert (
-            operators["recovery at takeover only"]["expert_stall_steps"] == 0
-            and operators["configured"]["expert_stall_steps"] > 0
         )
     for s in expert["takeover"]["overall"]:
         assert s["takeover_episodes"] == 0 and s["takeover_success_rate"] is None and s["success_all"] == 2
@@ -65,9 +59,23 @@ def test_operator_audit_never_fires_on_the_expert_and_catches_random_actions_ear
             and s["operator_steps_per_takeover"] > 0
         )
         assert 0.0 <= s["ci_low"] <= s["ci_high"] <= 1.0 and s["step_limit_share"] == 1 - s["takeover_success_rate"]
-    recoveries = {s["operator"]: s["recoveries_per_takeover"] for s in random["takeover"]["overall"]}
     assert (
-        recoveries["no recovery (before)"] == 0
-        and recoveries["recovery at takeover only"] >= 1
-        and recoveries["configured"] >= 1
+        expert["takeover"]["takeover_episodes"] == [] and len(random["takeover"]["takeover_episodes"]) == len(names) * 2
     )
+    recoveries = {s["operator"]: s["recoveries_per_takeover"] for s in random["takeover"]["overall"]}
+    assert recoveries["no recovery (before)"] == 0 and recoveries["recovery at every takeover (no probe)"] >= 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("random", "--tasks", "no-such-task-v3"), "unknown task(s) ['no-such-task-v3']"),
+        (("/nonexistent/v000001",), "/nonexistent/v000001: no such file or directory"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors_naming_what_is_wrong(args, message):
+    result = sop_cli("bench", "operator", *args, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("sop bench: error:") and message in last

@@ -17,16 +17,19 @@ pytestmark = pytest.mark.timeout(30)
 
 EXPERT = np.array([0.5, 0.0, -1.0, 0.0], dtype=np.float32)
 RECOVERY = np.array([0.0, 0.0, 1.0, -1.0], dtype=np.float32)
-# Takes over after 2 policy steps without progress; hands back only after 100 expert steps with progress.
+# Takes over after 2 policy steps without progress; hands back only after 100 expert steps with progress;
+# recovers at once at every takeover (no probe; the probe has its own tests).
 RULE = operator_rule(
     stall_steps=2,
     deviation_steps=0,
     handback_progress_steps=100,
     subgoal_gain=10.0,
+    max_handbacks=-1,
     recovery_steps=3,
     recovery_action=tuple(RECOVERY),
     expert_stall_steps=4,
     expert_stall_motion=0.01,
+    recovery_probe_steps=0,
 )
 
 
@@ -47,7 +50,7 @@ def test_takeover_starts_with_recovery_steps_of_the_recovery_action_then_the_exp
     moving = [_state(0.1 * i) for i in range(9)]
     commands = _run(op, [0.5] * 9, moving)
     assert _phases(commands) == "pp" + "rrr" + "eeee"
-    assert commands[2].decision.changed and commands[2].recovery_started
+    assert commands[2].decision.changed and commands[2].recovery_started and op.recovery.recovery_cause == "takeover"
     assert all(c.action is None for c in commands[:2])
     assert all(np.array_equal(c.action, RECOVERY) for c in commands[2:5])
     assert all(np.array_equal(c.action, EXPERT) for c in commands[5:])
@@ -119,6 +122,56 @@ def test_reset_starts_a_fresh_episode():
     assert _phases(_run(op, [0.5] * 3, [_state(0.0)] * 3)) == "ppr"
 
 
+def test_probe_the_expert_first_and_recover_only_if_it_makes_no_new_best_progress():
+    op = RecoveringOperator(dataclasses.replace(RULE, recovery_probe_steps=3))
+    moving = [_state(0.1 * i) for i in range(12)]
+    # Policy best 0.6 then a stall; the expert gets progress back up but never above 0.6 (+ delta): after
+    # 3 probe steps it recovers (a closed gripper led back over the object is still stuck).
+    stuck = _run(op, [0.6, 0.5, 0.5, 0.55, 0.59, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6], moving)
+    assert _phases(stuck) == "pp" + "eee" + "rrr" + "eeee"
+    assert [i for i, c in enumerate(stuck) if c.recovery_started] == [5] and op.recovery.recovery_cause == "probe"
+    assert all(np.array_equal(c.action, EXPERT) for c in stuck[2:5])
+    op.reset()
+    # The expert beats the episode's best within the probe (the arm carries the object on): no recovery, ever.
+    carrying = _run(op, [0.6, 0.5, 0.5, 0.55, 0.62, 0.62, 0.62, 0.62, 0.62, 0.62, 0.62, 0.62], moving)
+    assert _phases(carrying) == "pp" + "e" * 10 and op.recovery.recoveries == 0
+    # ... but if it then stalls (no progress, no motion), it recovers after expert_stall_steps.
+    frozen = [op.decide(0.62, None, EXPERT, _state(1.1)) for _ in range(6)]
+    assert [c.recovery_started for c in frozen] == [
+        False,
+        False,
+        False,
+        True,
+        False,
+        False,
+    ] and op.recovery.recovery_cause == "stall"
+
+
+def test_the_hand_back_limit_keeps_control_after_the_last_hand_back():
+    rule = dataclasses.replace(RULE, handback_progress_steps=2, expert_stall_steps=0, recovery_steps=1, max_handbacks=1)
+    op = RecoveringOperator(rule)
+    progress = [
+        0.5,
+        0.5,
+        0.5,  # takeover at index 2 (1 recovery step)
+        0.6,
+        0.7,  # hand back at index 4
+        0.7,
+        0.7,  # takeover at index 6 ...
+        0.8,
+        0.9,
+        1.0,
+        1.1,
+    ]  # ... the expert progresses, but this time it keeps control
+    commands = _run(op, progress, [_state(0.1 * i) for i in range(len(progress))])
+    assert _phases(commands) == "pp" + "re" + "pp" + "r" + "eeee"
+    assert op.rule.handbacks == 1 and op.intervening
+    op.reset()
+    assert op.rule.handbacks == 0
+    never = RecoveringOperator(dataclasses.replace(rule, max_handbacks=0))
+    assert _phases(_run(never, progress, [_state(0.1 * i) for i in range(len(progress))])) == "pp" + "r" + "e" * 8
+
+
 def test_recovery_phase_bookkeeping_alone():
     phase = RecoveryPhase(recovery_steps=2, expert_stall_steps=3, min_progress_delta=0.01, expert_stall_motion=0.01)
     s = _state(0.0)
@@ -132,11 +185,26 @@ def test_recovery_phase_bookkeeping_alone():
         "recovery",
         "recovery",
     ]
-    with pytest.raises(ValueError, match="shape"):
-        phase.update(True, False, 0.0, s)  # the expert starts from this state ...
-        phase.update(True, False, 0.0, np.zeros(5))  # ... and the state changes its size
+    # The arm state becoming known (or changing size) mid-intervention restarts the stall count instead of failing.
+    assert [phase.update(True, False, 0.0, x) for x in (s, s, np.zeros(5), np.zeros(5), np.zeros(5), np.zeros(5))] == [
+        "expert",
+        "expert",
+        "expert",
+        "expert",
+        "expert",
+        "recovery",
+    ]
     with pytest.raises(ValueError, match="recovery_steps"):
         RecoveryPhase(-1, 0, 0.01, 0.01)
+    unknown = RecoveryPhase(recovery_steps=1, expert_stall_steps=2, min_progress_delta=0.01, expert_stall_motion=0.01)
+    # No arm state yet (the node before its first joint state): only progress is judged.
+    assert [unknown.update(True, i == 0, 0.0, None) for i in range(5)] == [
+        "recovery",
+        "expert",
+        "expert",
+        "recovery",
+        "expert",
+    ]
 
 
 def test_config_validation_and_action_size():
@@ -150,6 +218,10 @@ def test_config_validation_and_action_size():
         operator_rule(expert_stall_steps=-1)
     with pytest.raises(ValueError, match="expert_stall_motion"):
         operator_rule(expert_stall_motion=0.0)
+    with pytest.raises(ValueError, match="recovery_probe_steps"):
+        operator_rule(recovery_probe_steps=-1)
+    with pytest.raises(ValueError, match="max_handbacks"):
+        operator_rule(max_handbacks=-2)
     assert operator_rule(recovery_action=[0, 0, 1, -1]).recovery_action == (0.0, 0.0, 1.0, -1.0)  # a yaml list
     with pytest.raises(ValueError, match="recovery_action: 3 values"):
         RecoveringOperator(dataclasses.replace(RULE, recovery_action=(0.0, 0.0, 1.0))).decide(

@@ -7,10 +7,10 @@ HG-DAgger to undo working behaviour) and early in the ones it fails.
 
 Takeover success (unless --no-takeover): the same scenes again, now the operator of config/robot.yaml
 acts where its rule fires (recovery, then the expert, hand-back; sop_ros.core.evaluation.operator_takeover), and
-the share of taken-over episodes that end in success. Baseline in the same run: the same operator
-without recovery (recovery_steps 0), as it was before recovery existed; and one that recovers only at
-the takeover (expert_stall_steps 0). Until the first takeover the runs are the same episode, so all
-take over in the same episodes.
+the share of taken-over episodes that end in success. Baseline in the same run: the operator as it was
+before recovery existed (recovery_steps 0, no hand-back limit); variants: without the hand-back limit,
+without the probe (recovery at every takeover), and one that never hands back. Until the first
+takeover the runs replay the same episode, so they take over in (nearly: docs/RESULTS.md) the same episodes.
 """
 
 from __future__ import annotations
@@ -46,13 +46,14 @@ def candidate_rules() -> dict[str, Any]:
 
 
 def takeover_operators() -> dict[str, Any]:
-    """The configured operator, its baseline without recovery (first) and one without the expert-stall re-trigger,
-    by name."""
+    """The configured operator, the operator before recovery (the baseline, first) and variants, by name."""
     base = configured_rule()
     return {
-        "no recovery (before)": dataclasses.replace(base, recovery_steps=0),
-        "recovery at takeover only": dataclasses.replace(base, expert_stall_steps=0),
+        "no recovery (before)": dataclasses.replace(base, recovery_steps=0, max_handbacks=-1),
+        "recovery, no hand-back limit": dataclasses.replace(base, max_handbacks=-1),
+        "recovery at every takeover (no probe)": dataclasses.replace(base, recovery_probe_steps=0),
         "configured": base,
+        "never hands back": dataclasses.replace(base, max_handbacks=0),
     }
 
 
@@ -129,7 +130,7 @@ def run_takeovers(args: argparse.Namespace, specs) -> dict[str, Any]:
     from sop_ros.experiment.policy_sources import resolve_policy_factory
 
     operators = takeover_operators()
-    overall, per_task = [], {t: [] for t in specs}
+    overall, per_task, episodes = [], {t: [] for t in specs}, []
     for name, rule in operators.items():
         report = evaluate(
             resolve_policy_factory(args.checkpoint, None),
@@ -144,10 +145,12 @@ def run_takeovers(args: argparse.Namespace, specs) -> dict[str, Any]:
         overall.append(summarise_takeovers(name, report.outcomes).as_dict())
         for t in specs:
             per_task[t].append(summarise_takeovers(name, [o for o in report.outcomes if o.task_id == t]).as_dict())
+        episodes += [{"operator": name, **dataclasses.asdict(o)} for o in report.outcomes if o.observed["takeovers"]]
     return {
         "operators": {name: dataclasses.asdict(rule) for name, rule in operators.items()},
         "overall": overall,
         "per_task": per_task,
+        "takeover_episodes": episodes,
     }
 
 

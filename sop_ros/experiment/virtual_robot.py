@@ -196,7 +196,7 @@ class VirtualRobot:
             float(self.backend.progress()),
             proposal.action,
             self.backend.expert_action(),
-            self.backend.privileged_state(),
+            obs.state,  # the arm's joint state, as the operator node reads it from joint_states
         )
         if command.decision.changed:
             self._operator_reason = command.decision.reason

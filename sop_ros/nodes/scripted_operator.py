@@ -3,8 +3,9 @@
 On every observation's privileged state (sim/privileged_state) it applies the core takeover rule
 (sop_ros.core.robot.operator: no progress for k steps, or a large deviation of the policy's latest
 proposal from the expert) and, while intervening, sends a HumanCommand stamped with the observation it
-answers: first a few recovery steps (hand up, gripper open: sop_ros.core.robot.operator_recovery), then the
-simulator expert's action; it hands back by falling silent.
+answers: the simulator expert's action, and a few recovery steps (hand up, gripper open) where the
+expert makes no progress (sop_ros.core.robot.operator_recovery; the arm's joint_states tell whether it
+moves); it hands back by falling silent.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 from rclpy.node import Node
+from sensor_msgs.msg import JointState
 
 from sop_ros.core.robot.operator import OperatorRuleConfig
 from sop_ros.core.robot.operator_recovery import RecoveringOperator
@@ -40,8 +42,13 @@ class ScriptedOperatorNode(Node):
                 "progress_excuses_deviation",
                 "a deviating step that made progress does not count toward deviation_steps",
             ),
+            max_handbacks=p(
+                "max_handbacks",
+                "hand-backs per episode; at the takeover after the last one the operator finishes (-1 = no limit)",
+            ),
             recovery_steps=p(
-                "recovery_steps", "steps of recovery_action at each takeover before the expert acts (0 = none)"
+                "recovery_steps",
+                "steps of recovery_action in a recovery, before the expert acts again (0 = never recover)",
             ),
             recovery_action=p(
                 "recovery_action", "recovery command in the action space (MetaWorld: hand up, gripper open)"
@@ -49,16 +56,27 @@ class ScriptedOperatorNode(Node):
             expert_stall_steps=p(
                 "expert_stall_steps", "expert steps without progress or motion before recovering again (0 disables)"
             ),
-            expert_stall_motion=p("expert_stall_motion", "a privileged-state value changing more than this is motion"),
+            expert_stall_motion=p(
+                "expert_stall_motion", "an arm-state (joint position) value changing more than this is motion"
+            ),
+            recovery_probe_steps=p(
+                "recovery_probe_steps",
+                "at a takeover the expert acts first; recover only if no new best progress in this many steps (0 = "
+                "always)",
+            ),
         )
         self.operator = RecoveringOperator(rule)
         self._episode_id = ""
         self._last_stamp = -1
         self._policy_action: Optional[np.ndarray] = None
+        self._arm_state: Optional[np.ndarray] = (
+            None  # latest joint positions: is the arm moving (recovery's stall test)
+        )
         self._reason = ""
         self.command_pub = self.create_publisher(HumanCommand, "intervention/command", _qos.CONTROL)
         self.create_subscription(PrivilegedState, "sim/privileged_state", self._on_state, _qos.CONTROL)
         self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, _qos.CONTROL)
+        self.create_subscription(JointState, "joint_states", self._on_joint_state, _qos.SENSOR)
         self.create_subscription(EpisodeStatus, "episode_event", self._on_episode_event, _qos.EVENTS)
 
     def _on_episode_event(self, msg: EpisodeStatus) -> None:
@@ -74,6 +92,9 @@ class ScriptedOperatorNode(Node):
         if msg.chunk_length >= 1 and msg.action_dim >= 1:
             self._policy_action = np.asarray(msg.actions[: msg.action_dim], dtype=np.float32)
 
+    def _on_joint_state(self, msg: JointState) -> None:
+        self._arm_state = np.asarray(msg.position, dtype=np.float64)
+
     def _on_state(self, msg: PrivilegedState) -> None:
         stamp = stamp_ns(msg.header.stamp)
         if stamp <= self._last_stamp:
@@ -82,9 +103,7 @@ class ScriptedOperatorNode(Node):
         if msg.episode_id != self._episode_id:
             self._start(msg.episode_id)
         expert = np.asarray(msg.expert_action, dtype=np.float32)
-        command = self.operator.decide(
-            float(msg.progress), self._policy_action, expert, np.asarray(msg.state, dtype=np.float64)
-        )
+        command = self.operator.decide(float(msg.progress), self._policy_action, expert, self._arm_state)
         decision = command.decision
         if decision.changed:
             self._reason = decision.reason
@@ -92,10 +111,16 @@ class ScriptedOperatorNode(Node):
                 f"{'taking over' if decision.intervening else 'handing back'} at step {msg.episode_step}: "
                 f"{decision.reason}"
             )
-        elif command.recovery_started:
+        if command.recovery_started:
+            cfg = self.operator.config
+            why = {
+                "takeover": "at the takeover",
+                "probe": f"the expert made no new progress in {cfg.recovery_probe_steps} steps",
+                "stall": f"the expert stalled (no progress, arm still for {cfg.expert_stall_steps} steps)",
+            }[self.operator.recovery.recovery_cause]
             self.get_logger().info(
-                f"the expert stalled (no progress, no motion for {self.operator.config.expert_stall_steps} steps) "
-                f"at step {msg.episode_step}: recovering again"
+                f"recovering ({cfg.recovery_steps} steps of {list(cfg.recovery_action)}) at step {msg.episode_step}: "
+                f"{why}"
             )
         if command.action is not None:
             cmd = HumanCommand(action=command.action.tolist(), source="scripted_operator", reason=self._reason)

@@ -17,36 +17,37 @@ from typing import Any, Optional
 import numpy as np
 
 from sop_ros.core.evaluation.harness import EpisodeOutcome
-from sop_ros.core.robot.operator import OperatorRuleConfig, ScriptedOperator
+from sop_ros.core.robot.operator import OperatorRuleConfig
+from sop_ros.core.robot.operator_recovery import RecoveringOperator
 
 
 class OperatorRuleAudit:
-    """A StepObserver: runs one ScriptedOperator per named rule beside the policy, acting on none."""
+    """A StepObserver: runs one operator (as the robots do) per named rule beside the policy, acting on none."""
 
     def __init__(self, rules: Mapping[str, OperatorRuleConfig]):
         if not rules:
             raise ValueError("rules: at least one rule to audit is required")
         self.rules = dict(rules)
-        self._operators: dict[str, ScriptedOperator] = {}
+        self._operators: dict[str, RecoveringOperator] = {}
         self._fired: dict[str, Optional[dict]] = {}
         self._step = 0
 
     def start(self, task_id: str, seed: int) -> None:
-        self._operators = {name: ScriptedOperator(rule) for name, rule in self.rules.items()}
+        self._operators = {name: RecoveringOperator(rule) for name, rule in self.rules.items()}
         self._fired = {name: None for name in self.rules}
         self._step = 0
 
     def before_step(self, backend, action: np.ndarray) -> None:
         if not (hasattr(backend, "progress") and hasattr(backend, "expert_action")):
             raise TypeError(
-                f"{type(backend).__name__}: an operator audit needs progress() and expert_action() "
-                "(a simulator backend)"
+                f"{type(backend).__name__}: an operator audit needs progress() and expert_action() (a simulator "
+                "backend)"
             )
         waiting = [name for name, fired in self._fired.items() if fired is None]
         if waiting:
             progress, expert = float(backend.progress()), np.asarray(backend.expert_action(), dtype=np.float32)
             for name in waiting:
-                decision = self._operators[name].decide(progress, action, expert)
+                decision = self._operators[name].decide(progress, action, expert, backend.observation().state).decision
                 if decision.intervening:
                     self._fired[name] = {"step": self._step, "kind": decision.trigger, "reason": decision.reason}
         self._step += 1

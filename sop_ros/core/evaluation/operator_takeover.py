@@ -6,7 +6,7 @@ intervenes, executes its command (recovery, then the expert) instead of the poli
 way the action mux does on a robot. Per episode it records how often and how long the operator
 acted; `summarise_takeovers` turns that into the share of taken-over episodes that end in success
 (the rest hit the step limit: in MetaWorld an episode ends only by success or by the limit).
-Needs a backend with privileged state (`progress()`, `expert_action()`, `privileged_state()`: the simulator).
+Needs a backend with privileged state (`progress()`, `expert_action()`: the simulator).
 """
 
 from __future__ import annotations
@@ -43,16 +43,16 @@ class OperatorTakeover:
         }
 
     def before_step(self, backend, action: np.ndarray) -> Optional[np.ndarray]:
-        if not all(hasattr(backend, name) for name in ("progress", "expert_action", "privileged_state")):
+        if not (hasattr(backend, "progress") and hasattr(backend, "expert_action")):
             raise TypeError(
-                f"{type(backend).__name__}: an operator takeover needs progress(), expert_action() and "
-                "privileged_state() (a simulator)"
+                f"{type(backend).__name__}: an operator takeover needs progress() and expert_action() (a simulator "
+                "backend)"
             )
         command = self.operator.decide(
             float(backend.progress()),
             action,
             np.asarray(backend.expert_action(), dtype=np.float32),
-            backend.privileged_state(),
+            backend.observation().state,
         )
         record = self._record
         if command.decision.changed and command.decision.intervening:

@@ -11,7 +11,9 @@ a reason string (for InterventionState and the episode's intervention segments):
   `progress_excuses_deviation`, a deviating step that also made progress does not count: an
   operator does not grab a robot that is getting there its own way);
 - hand back when, since the takeover, the expert has improved the best progress on
-  `handback_progress_steps` steps, or has raised it by `subgoal_gain` (a sub-goal reached).
+  `handback_progress_steps` steps, or has raised it by `subgoal_gain` (a sub-goal reached); but at
+  most `max_handbacks` times per episode (-1: no limit): a policy that failed again after that many
+  hand-backs does not get the arm back, and the operator finishes the episode.
 
 What the operator commands while in control (a recovery phase of `recovery_action` first, then the
 expert; recovery again when the expert stalls) is sop_ros.core.robot.operator_recovery's.
@@ -41,13 +43,18 @@ class OperatorRuleConfig:
     handback_progress_steps: int  # h: expert steps with progress before handing back
     subgoal_gain: float  # progress gained since the takeover that also hands back
     progress_excuses_deviation: bool  # a deviating step that made progress resets the deviation count
-    # Recovery (sop_ros.core.robot.operator_recovery): steps of recovery_action at each takeover before the
-    # expert acts (0: the expert acts at once, the operator before recovery existed).
+    # Hand-backs per episode; at the takeover after the last one the operator finishes (-1: no limit).
+    max_handbacks: int
+    # Recovery (sop_ros.core.robot.operator_recovery): steps of recovery_action in a recovery, before the expert
+    # acts again (0: never recover, the operator before recovery existed).
     recovery_steps: int
     # In the robot's action space; MetaWorld [dx, dy, dz, gripper]: hand up, gripper open (-1).
     recovery_action: tuple[float, ...]
     expert_stall_steps: int  # expert steps without progress or motion before recovering again (0 disables)
-    expert_stall_motion: float  # a state value changing more than this is motion (MetaWorld: metres)
+    expert_stall_motion: float  # an arm-state value changing more than this is motion (MetaWorld: metres)
+    # At a takeover the expert acts first; the operator recovers only if it has not raised progress above
+    # the episode's best by min_progress_delta within this many steps (0: recover at every takeover).
+    recovery_probe_steps: int
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> OperatorRuleConfig:
@@ -64,8 +71,8 @@ class OperatorRuleConfig:
             action = ()
         if not action or not all(math.isfinite(v) for v in action):
             raise ValueError(
-                "OperatorRuleConfig.recovery_action: must be a non-empty sequence of finite numbers, "
-                f"got {self.recovery_action!r}"
+                "OperatorRuleConfig.recovery_action: must be a non-empty sequence of finite numbers, got "
+                f"{self.recovery_action!r}"
             )
         object.__setattr__(self, "recovery_action", action)
         for name in (
@@ -74,15 +81,18 @@ class OperatorRuleConfig:
             "handback_progress_steps",
             "recovery_steps",
             "expert_stall_steps",
+            "recovery_probe_steps",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"OperatorRuleConfig.{name}: must be a non-negative integer, got {value!r}")
         if not isinstance(self.progress_excuses_deviation, bool):
             raise ValueError(
-                "OperatorRuleConfig.progress_excuses_deviation: must be a bool, "
-                f"got {self.progress_excuses_deviation!r}"
+                "OperatorRuleConfig.progress_excuses_deviation: must be a bool, got "
+                f"{self.progress_excuses_deviation!r}"
             )
+        if not isinstance(self.max_handbacks, int) or self.max_handbacks < -1:
+            raise ValueError(f"OperatorRuleConfig.max_handbacks: must be an integer >= -1, got {self.max_handbacks!r}")
         if self.handback_progress_steps == 0:
             raise ValueError("OperatorRuleConfig.handback_progress_steps: must be >= 1")
         for name in ("min_progress_delta", "deviation_threshold", "subgoal_gain", "expert_stall_motion"):
@@ -115,6 +125,7 @@ class ScriptedOperator:
         self._deviating = 0
         self._takeover_best = -math.inf
         self._expert_progress_steps = 0
+        self.handbacks = 0  # this episode
 
     def decide(
         self, progress: float, policy_action: Optional[np.ndarray], expert_action: np.ndarray
@@ -155,8 +166,8 @@ class ScriptedOperator:
         if cfg.deviation_steps and self._deviating >= cfg.deviation_steps:
             return self._take_over(
                 "deviation",
-                f"policy action off the expert's by {distance:.2f} > {cfg.deviation_threshold:g} "
-                f"for {self._deviating} steps",
+                f"policy action off the expert's by {distance:.2f} > {cfg.deviation_threshold:g} for "
+                f"{self._deviating} steps",
             )
         return OperatorDecision(False, False, "")
 
@@ -164,6 +175,8 @@ class ScriptedOperator:
         cfg = self.config
         if improved:
             self._expert_progress_steps += 1
+        if cfg.max_handbacks >= 0 and self.handbacks >= cfg.max_handbacks:
+            return OperatorDecision(True, False, "")  # the policy had its chances this episode
         gain = self._best - self._takeover_best
         if gain >= cfg.subgoal_gain:
             return self._hand_back(f"sub-goal reached: progress +{gain:.3f} since takeover")
@@ -180,6 +193,7 @@ class ScriptedOperator:
     def _hand_back(self, reason: str) -> OperatorDecision:
         # The policy acts again from this step; its counters start afresh.
         self.intervening = False
+        self.handbacks += 1
         self._stalled = 0
         self._deviating = 0
         return OperatorDecision(False, True, reason)

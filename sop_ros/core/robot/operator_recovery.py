@@ -9,14 +9,20 @@ again. So every takeover begins with `recovery_steps` steps of `recovery_action`
 in the robot's action space: for MetaWorld's [dx, dy, dz, gripper] "hand up, gripper open", which
 is meaningful for every task and needs no task knowledge), and the expert acts after it.
 
-The expert itself can also get stuck (it is stateless: the same state gives the same action, so a
-state it cannot change is one it never leaves). When, while it acts, for `expert_stall_steps` steps
-neither progress has improved by `min_progress_delta` nor the observed state (the simulator's
-privileged state: hand, gripper, objects) has moved by more than `expert_stall_motion` in any value,
-the operator recovers again instead of holding control over a frozen state until the step limit.
+Recovery costs steps and drops whatever the gripper holds, so it is not done blindly: at a takeover
+the expert acts first, and the operator recovers only if the expert has not raised progress above
+the episode's best within `recovery_probe_steps` steps (an arm carrying the object on a detour gets
+straight on; one whose fingers closed above the object does not move it on).
+
+The expert itself can also get stuck later (it is stateless: the same state gives the same action,
+so a state it cannot change is one it never leaves). When, while it acts, for `expert_stall_steps`
+steps neither progress has improved by `min_progress_delta` nor the arm's own state (the robot's
+joint state: in MetaWorld hand xyz + gripper opening) has moved by more than `expert_stall_motion`
+in any value, the operator recovers again instead of holding control until the step limit.
 Progress alone is not the test: on its way some experts first move away from the goal for a while
 (button-press-v3 backs off to line up), and some make no measurable progress for 50-70 steps while
-the arm moves (bin-picking, peg-insert-side); a world that does not move at all is stuck.
+the arm moves (bin-picking, peg-insert-side); an arm that does not move is stuck. The arm's state,
+not the whole scene: a puck pressed by closed fingers keeps wobbling (its orientation flips sign).
 
 When to take over and hand back stays the rule of sop_ros.core.robot.operator (ScriptedOperator); this
 module only decides what the operator commands while it is in control. ROS- and simulator-free.
@@ -48,13 +54,20 @@ class RecoveryPhase:
     """
 
     def __init__(
-        self, recovery_steps: int, expert_stall_steps: int, min_progress_delta: float, expert_stall_motion: float
+        self,
+        recovery_steps: int,
+        expert_stall_steps: int,
+        min_progress_delta: float,
+        expert_stall_motion: float,
+        probe_steps: int = 0,
     ):
-        if recovery_steps < 0 or expert_stall_steps < 0:
+        if min(recovery_steps, expert_stall_steps, probe_steps) < 0:
             raise ValueError(
-                f"recovery_steps and expert_stall_steps: must be >= 0, got {recovery_steps}, {expert_stall_steps}"
+                f"recovery_steps, expert_stall_steps, probe_steps: must be >= 0, got {recovery_steps}, "
+                f"{expert_stall_steps}, {probe_steps}"
             )
         self.recovery_steps = recovery_steps
+        self.probe_steps = probe_steps
         self.expert_stall_steps = expert_stall_steps
         self.min_progress_delta = min_progress_delta
         self.expert_stall_motion = expert_stall_motion
@@ -63,19 +76,27 @@ class RecoveryPhase:
     def reset(self) -> None:
         self.phase = OperatorPhase.POLICY
         self.recoveries = 0  # recovery phases started this episode
+        self.recovery_cause = ""  # why the last one started: "takeover", "probe" or "stall"
         self._recovery_left = 0
+        self._probe_left = 0  # > 0: the expert is on probation since the takeover
+        self._probe_progress = -math.inf  # the best progress before the takeover
+        self._best = -math.inf  # the best progress this episode
         self._anchor_progress = -math.inf  # where the current stretch without progress or motion began
         self._anchor_state: Optional[np.ndarray] = None
         self._expert_stalled = 0
 
-    def update(self, intervening: bool, takeover: bool, progress: float, state: np.ndarray) -> OperatorPhase:
+    def update(self, intervening: bool, takeover: bool, progress: float, state: Optional[np.ndarray]) -> OperatorPhase:
+        state = np.zeros(0) if state is None else state  # unknown: only progress counts
+        best_before, self._best = self._best, max(self._best, progress)
         if not intervening:
             self.phase = OperatorPhase.POLICY
             return self.phase
         if takeover or self.phase == OperatorPhase.POLICY:
-            self._start_recovery()
+            self._start_probe(best_before, progress, state)
+        elif self.phase == OperatorPhase.EXPERT and self._probe_left:
+            self._probe(progress, state)
         elif self.phase == OperatorPhase.EXPERT and self._expert_stalled_on(progress, state):
-            self._start_recovery()
+            self._start_recovery("stall")
         if self.phase == OperatorPhase.RECOVERY:
             if self._recovery_left > 0:
                 self._recovery_left -= 1
@@ -84,11 +105,29 @@ class RecoveryPhase:
             self._set_anchor(progress, state)
         return self.phase
 
-    def _start_recovery(self) -> None:
+    def _start_probe(self, best_before: float, progress: float, state: np.ndarray) -> None:
+        if not self.probe_steps:
+            self._start_recovery("takeover")
+            return
+        self.phase = OperatorPhase.EXPERT
+        self._probe_left, self._probe_progress = self.probe_steps, max(best_before, progress)
+        self._set_anchor(progress, state)
+
+    def _probe(self, progress: float, state: np.ndarray) -> None:
+        if progress >= self._probe_progress + self.min_progress_delta:
+            self._probe_left = 0  # the expert gets on from here: no recovery (it would drop an object the arm holds)
+            self._set_anchor(progress, state)
+            return
+        self._probe_left -= 1
+        if not self._probe_left:
+            self._start_recovery("probe")
+
+    def _start_recovery(self, cause: str) -> None:
         self.phase = OperatorPhase.RECOVERY
         self._recovery_left = self.recovery_steps
         if self.recovery_steps:
             self.recoveries += 1
+            self.recovery_cause = cause
 
     def _set_anchor(self, progress: float, state: np.ndarray) -> None:
         self._anchor_progress, self._anchor_state = progress, state.copy()
@@ -96,8 +135,9 @@ class RecoveryPhase:
 
     def _expert_stalled_on(self, progress: float, state: np.ndarray) -> bool:
         assert self._anchor_state is not None
-        if state.shape != self._anchor_state.shape:
-            raise ValueError(f"state: shape {state.shape} changed from {self._anchor_state.shape} within an episode")
+        if state.shape != self._anchor_state.shape:  # the first arm state arrived (the node): count afresh from here
+            self._set_anchor(progress, state)
+            return False
         moved = float(np.max(np.abs(state - self._anchor_state), initial=0.0)) > self.expert_stall_motion
         if moved or progress >= self._anchor_progress + self.min_progress_delta:
             self._set_anchor(progress, state)
@@ -123,7 +163,11 @@ class RecoveringOperator:
         self.config = config
         self.rule = ScriptedOperator(config)
         self.recovery = RecoveryPhase(
-            config.recovery_steps, config.expert_stall_steps, config.min_progress_delta, config.expert_stall_motion
+            config.recovery_steps,
+            config.expert_stall_steps,
+            config.min_progress_delta,
+            config.expert_stall_motion,
+            config.recovery_probe_steps,
         )
         self._recovery_action = np.asarray(config.recovery_action, dtype=np.float32)
 
@@ -136,11 +180,15 @@ class RecoveringOperator:
         self.recovery.reset()
 
     def decide(
-        self, progress: float, policy_action: Optional[np.ndarray], expert_action: np.ndarray, state: np.ndarray
+        self,
+        progress: float,
+        policy_action: Optional[np.ndarray],
+        expert_action: np.ndarray,
+        arm_state: Optional[np.ndarray],
     ) -> OperatorCommand:
         """As ScriptedOperator.decide, plus the action to send while intervening (recovery or expert).
 
-        `state` is what the operator sees of the world (sim: the privileged state); only whether it moves matters.
+        `arm_state` is the arm's own state (joint positions; None while unknown); only whether it moves matters.
         """
         expert = np.asarray(expert_action, dtype=np.float32)
         if self.config.recovery_steps and expert.shape != self._recovery_action.shape:
@@ -149,12 +197,8 @@ class RecoveringOperator:
             )
         decision = self.rule.decide(progress, policy_action, expert)
         recoveries = self.recovery.recoveries
-        phase = self.recovery.update(
-            decision.intervening,
-            decision.changed and decision.intervening,
-            progress,
-            np.asarray(state, dtype=np.float64).ravel(),
-        )
+        state = None if arm_state is None else np.asarray(arm_state, dtype=np.float64).ravel()
+        phase = self.recovery.update(decision.intervening, decision.changed and decision.intervening, progress, state)
         action = {
             OperatorPhase.POLICY: None,
             OperatorPhase.RECOVERY: self._recovery_action,
