@@ -79,27 +79,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from sop_ros.backends.metaworld_sim import make_backend
-    from sop_ros.core.evaluation.harness import evaluate
     from sop_ros.core.evaluation.operator_audit import OperatorRuleAudit, summarise
     from sop_ros.core.robot.tasks import load_task_specs, select_tasks
-    from sop_ros.experiment.policy_sources import resolve_policy_factory
     from sop_ros.resources import default_tasks_path
 
     if args.episodes_per_task <= 0 or args.workers <= 0 or args.actions_per_query <= 0:
         raise BenchArgumentError("--episodes-per-task, --workers and --actions-per-query must be positive")
     specs = select_tasks(load_task_specs(default_tasks_path()), args.tasks)
     rules = candidate_rules()
-    report = evaluate(
-        resolve_policy_factory(args.checkpoint, None),
-        functools.partial(make_backend, specs),
-        list(specs),
-        args.episodes_per_task,
-        seeds=range(args.seed, args.seed + args.episodes_per_task),
-        workers=args.workers,
-        actions_per_query=args.actions_per_query,
-        observer_factory=functools.partial(OperatorRuleAudit, rules),
-    )
+    report = _evaluate_on_the_scenes(args, specs, functools.partial(OperatorRuleAudit, rules))
     per_task = {
         t: [s.as_dict() for s in summarise(list(rules), [o for o in report.outcomes if o.task_id == t])] for t in specs
     }
@@ -122,26 +110,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_takeovers(args: argparse.Namespace, specs) -> dict[str, Any]:
-    """Each operator acts on the same scenes; per task and overall, how the episodes it took over end."""
+def _evaluate_on_the_scenes(args: argparse.Namespace, specs, observer_factory):
+    """The policy on `sop eval`'s scenes with an observer: every variant sees the same episodes."""
     from sop_ros.backends.metaworld_sim import make_backend
     from sop_ros.core.evaluation.harness import evaluate
-    from sop_ros.core.evaluation.operator_takeover import OperatorTakeover, summarise_takeovers
     from sop_ros.experiment.policy_sources import resolve_policy_factory
+
+    return evaluate(
+        resolve_policy_factory(args.checkpoint, None),
+        functools.partial(make_backend, specs),
+        list(specs),
+        args.episodes_per_task,
+        seeds=range(args.seed, args.seed + args.episodes_per_task),
+        workers=args.workers,
+        actions_per_query=args.actions_per_query,
+        observer_factory=observer_factory,
+    )
+
+
+def run_takeovers(args: argparse.Namespace, specs) -> dict[str, Any]:
+    """Each operator acts on the same scenes; per task and overall, how the episodes it took over end."""
+    from sop_ros.core.evaluation.operator_takeover import OperatorTakeover, summarise_takeovers
 
     operators = takeover_operators()
     overall, per_task, episodes = [], {t: [] for t in specs}, []
     for name, rule in operators.items():
-        report = evaluate(
-            resolve_policy_factory(args.checkpoint, None),
-            functools.partial(make_backend, specs),
-            list(specs),
-            args.episodes_per_task,
-            seeds=range(args.seed, args.seed + args.episodes_per_task),
-            workers=args.workers,
-            actions_per_query=args.actions_per_query,
-            observer_factory=functools.partial(OperatorTakeover, rule),
-        )
+        report = _evaluate_on_the_scenes(args, specs, functools.partial(OperatorTakeover, rule))
         overall.append(summarise_takeovers(name, report.outcomes).as_dict())
         for t in specs:
             per_task[t].append(summarise_takeovers(name, [o for o in report.outcomes if o.task_id == t]).as_dict())
