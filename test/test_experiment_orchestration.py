@@ -15,7 +15,7 @@ from sop_ros.core.episodes.episode import Actor, EpisodeBuilder, LabelSource
 from sop_ros.core.episodes.episode_file import write_episode
 from sop_ros.core.episodes.hashing import file_sha256
 from sop_ros.core.evaluation.fleet_metrics import NS_PER_S, throughput, totals, window_stats
-from sop_ros.core.evaluation.harness import evaluate
+from sop_ros.core.evaluation.harness import evaluate, wilson_interval
 from sop_ros.core.robot.tasks import TaskSpec
 from sop_ros.core.storage.checkpoint_store import CheckpointIntegrityError, CheckpointStore
 from sop_ros.core.storage.episode_store import EpisodeStore
@@ -412,6 +412,11 @@ def test_results_are_written_as_csv_markdown_plots_and_summary(base_dir, tmp_pat
     assert (summary["threshold"], summary["robot_hz"], summary["seeds"], summary["duration_s"]) == (0.9, 10.0, 2, 120.0)
     assert summary["throughput_episodes_per_hour"]["sop_hg_dagger"] == pytest.approx(3 / (120 / 3600))
     assert summary["intervention_share"]["non_sop"] == pytest.approx((8 + 4) / 24)
+    assert summary["human_steps"]["non_sop"] == pytest.approx(8 + 4) and summary["human_steps"]["base"] is None
+    assert summary["per_task"]["base"] == {TASK: 0.4, "push-v3": 0.4}
+    # Every evaluated episode of the comparison runs pooled: 2 seeds x 2 tasks x 5 episodes, 5 + 5 + 4 + 4 successes.
+    assert summary["final_success_ci95"]["sop_hg_dagger"] == pytest.approx(list(wilson_interval(18, 20)))
+    assert summary["final_success_ci95"]["base"] == pytest.approx(list(wilson_interval(4, 10)))
     assert summary["command"].startswith("sop experiment") and summary["machine"] == {"cpu_count": 2}
     for name in ("curves.csv", "online.csv", "runs.csv", "final.csv", "scaling.csv", "results.md"):
         assert (tmp_path / name).stat().st_size > 0, name

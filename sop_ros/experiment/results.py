@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sop_ros.core.evaluation.fleet_metrics import mean_curve, spread, time_to_threshold
+from sop_ros.core.evaluation.harness import wilson_interval
 from sop_ros.experiment.plan import METHODS, SCALING_METHOD
 
 RESULT_FILE = "result.json"
@@ -119,6 +120,7 @@ def method_table(results: Sequence[RunResult]) -> dict[str, dict]:
             "intervention_share": _mean_over(
                 runs, lambda r: r.online_totals["intervention_share"] if r.online_totals else None
             ),
+            "human_steps": _mean_over(runs, lambda r: r.online_totals["human_steps"] if r.online_totals else None),
             "online_success_rate": _mean_over(
                 runs, lambda r: r.online_totals["success_rate"] if r.online_totals else None
             ),
@@ -168,6 +170,17 @@ def scaling_table(results: Sequence[RunResult], threshold: float) -> dict[str, d
     return table
 
 
+def final_success_ci95(results: Sequence[RunResult], method: str) -> Optional[tuple[float, float]]:
+    """95 % Wilson interval of a method's final success, pooling every evaluated episode of its comparison runs
+    (seeds x tasks x episodes per task): an interval on the mean over tasks, as the paper's figures average."""
+    runs = [r for r in results if r.method == method and "comparison" in r.groups and r.final_per_task]
+    trials = sum(len(r.final_per_task) * r.eval_episodes_per_task for r in runs)
+    if not trials:
+        return None
+    successes = sum(round(s * r.eval_episodes_per_task) for r in runs for s in r.final_per_task.values())
+    return wilson_interval(successes, trials)
+
+
 def summary(
     results: Sequence[RunResult],
     threshold: float,
@@ -185,6 +198,9 @@ def summary(
         "throughput_successful_episodes_per_hour": {
             m: methods[m]["successful_episodes_per_hour"]["mean"] for m in methods
         },
+        "final_success_ci95": {m: final_success_ci95(results, m) for m in methods},
+        "per_task": {m: {t: v["mean"] for t, v in methods[m]["final_per_task"].items()} for m in methods},
+        "human_steps": {m: methods[m]["human_steps"]["mean"] for m in methods},
         "intervention_share": {m: methods[m]["intervention_share"]["mean"] for m in methods},
         "time_to_threshold_s": {k: v["time_to_threshold_s"] for k, v in scaling.items()},
         "time_to_threshold_per_seed_s": {k: v["time_to_threshold_per_seed_s"] for k, v in scaling.items()},
