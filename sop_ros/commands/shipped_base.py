@@ -21,14 +21,8 @@ from pathlib import Path
 
 from sop_ros.commands import pretrain
 from sop_ros.commands.errors import CliError
-from sop_ros.core.storage.checkpoint_store import (
-    MANIFEST_FILE,
-    WEIGHTS_FILE,
-    CheckpointIntegrityError,
-    CheckpointManifest,
-    CheckpointStore,
-    verify_checkpoint_file,
-)
+from sop_ros.core.storage.checkpoint_files import CheckpointIntegrityError, load_verified
+from sop_ros.core.storage.checkpoint_store import MANIFEST_FILE, WEIGHTS_FILE, CheckpointManifest, CheckpointStore
 from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, OFFLINE_DIR
 from sop_ros.resources import shipped_base_policy_dir
 
@@ -53,17 +47,14 @@ def shipped_manifest(shipped_dir: Path | None = None) -> CheckpointManifest:
 
 def verified_shipped_tensors(shipped_dir: Path | None = None) -> tuple[CheckpointManifest, dict]:
     """The shipped manifest and weights, after checking the weights' sha256 and model config."""
-    from safetensors.torch import load_file
-
     from sop_ros.core.model.vla import CONFIG_TENSOR_KEY, config_from_tensor
 
     shipped_dir = shipped_dir or shipped_base_policy_dir()
     manifest = shipped_manifest(shipped_dir)
-    try:
-        verify_checkpoint_file(shipped_dir / WEIGHTS_FILE, manifest.content_hash)
+    try:  # one read: the bytes whose hash was checked are the bytes loaded
+        tensors = dict(load_verified(shipped_dir / WEIGHTS_FILE, manifest.content_hash))
     except CheckpointIntegrityError as exc:
         raise CliError(f"refusing the shipped base policy: {exc}; reinstall the package or {RETRAIN_HINT}") from None
-    tensors = load_file(str(shipped_dir / WEIGHTS_FILE))
     preset_name, config = default_model_config()
     if config_from_tensor(tensors[CONFIG_TENSOR_KEY]) != config:
         raise CliError(
