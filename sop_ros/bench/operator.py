@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import os
 from typing import Any
 
 from sop_ros.bench.report import BenchArgumentError, machine_info, print_table
-from sop_ros.core.evaluation.harness import DEFAULT_EVAL_SEED
+from sop_ros.core.evaluation.harness import DEFAULT_EVAL_EPISODES_PER_TASK, DEFAULT_EVAL_SEED, DEFAULT_EVAL_WORKERS
 from sop_ros.resources import node_defaults, robot_execute_horizon
 
 
@@ -60,12 +59,20 @@ def takeover_operators() -> dict[str, Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="checkpoint version dir or policy .safetensors file (as for sop eval)")
     parser.add_argument("--tasks", help="comma-separated task ids (default: all in the task file)")
-    parser.add_argument("--episodes-per-task", type=int, default=20, help="episodes per task (default 20)")
+    parser.add_argument(
+        "--episodes-per-task",
+        type=int,
+        default=DEFAULT_EVAL_EPISODES_PER_TASK,
+        help="episodes per task (default %(default)s)",
+    )
     parser.add_argument(
         "--seed", type=int, default=DEFAULT_EVAL_SEED, help=f"first scene seed (default {DEFAULT_EVAL_SEED})"
     )
     parser.add_argument(
-        "--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes (default min(2, cpus))"
+        "--workers",
+        type=int,
+        default=DEFAULT_EVAL_WORKERS,
+        help="parallel processes (default %(default)s: min(2, cpus))",
     )
     parser.add_argument(
         "--actions-per-query",

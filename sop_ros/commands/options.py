@@ -8,14 +8,14 @@ same setting (--batch-size, --lr, --seed, --torch-threads, --tasks-file, --data-
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
+from sop_ros.core.evaluation.harness import DEFAULT_EVAL_EPISODES_PER_TASK, DEFAULT_EVAL_WORKERS
 from sop_ros.resources import robot_execute_horizon
 
-# Parallel simulation processes: the machine also runs the fleet or the learner, so at most 2.
-DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
-EVAL_EPISODES_PER_TASK = 20  # episodes per task of a final evaluation (sop eval, sop experiment)
+# The evaluation harness's defaults, shared with `sop bench operator`.
+DEFAULT_WORKERS = DEFAULT_EVAL_WORKERS
+EVAL_EPISODES_PER_TASK = DEFAULT_EVAL_EPISODES_PER_TASK
 
 
 def add_task_arguments(parser: argparse.ArgumentParser, tasks_help: str = "comma-separated task ids") -> None:

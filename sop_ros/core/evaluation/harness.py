@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 WILSON_Z_95 = 1.959963984540054
 # Evaluation scenes start here so they never coincide with demo scenes (`sop collect` seeds from 0).
 DEFAULT_EVAL_SEED = 1_000_000
+DEFAULT_EVAL_EPISODES_PER_TASK = 20  # a final evaluation (sop eval, sop experiment, sop bench operator)
+# Parallel simulation processes: the machine also runs the fleet or the learner, so at most 2.
+DEFAULT_EVAL_WORKERS = min(2, os.cpu_count() or 1)
 
 
 class Policy(Protocol):
