@@ -146,7 +146,10 @@ def one_robot_fleet(tmp_path):
         if isinstance(s, NodeSpec) and s.name in ("sim_robot", "monitor")
     ]
     specs = [
-        dataclasses.replace(s, parameters={**s.parameters, "max_steps": 20}) if s.name == "sim_robot" else s
+        # No recorder here: the first episode need not wait for one.
+        dataclasses.replace(s, parameters={**s.parameters, "max_steps": 20, "wait_for_recorder_s": 0.0})
+        if s.name == "sim_robot"
+        else s
         for s in specs
     ]
     assert [s.name for s in specs] == ["sim_robot", "monitor"]

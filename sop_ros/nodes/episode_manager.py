@@ -23,6 +23,7 @@ from sop_ros.msg import EpisodeStatus, ExecutedStep
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import time_msg
 from sop_ros.nodes._defaults import PAUSE_S, Params, assign
+from sop_ros.nodes._recorder_gate import RecorderGate
 from sop_ros.nodes._runtime import run_nodes
 from sop_ros.resources import default_tasks_path
 from sop_ros.srv import LabelEpisode, SetTask
@@ -45,6 +46,11 @@ class EpisodeManagerNode(Node):
             value_range=(0.1, 86400.0),
             on_change=assign(self, "max_duration_s"),
         )
+        wait_for_recorder_s = p(
+            "wait_for_recorder_s",
+            "hold the first episode until the episode recorder reports ready, at most this long (0 = do not wait)",
+            value_range=PAUSE_S,
+        )
         self.reset_pause_s = p(
             "reset_pause_s",
             "seconds between an episode's end and the next start (scene reset)",
@@ -64,7 +70,8 @@ class EpisodeManagerNode(Node):
         self._episode: Optional[EpisodeStatus] = None  # the running episode's start event
         self._started_at = 0.0
         self._steps = 0
-        self._next_start_at = time.monotonic() + max(0.5, self.reset_pause_s)  # let subscribers discover us
+        self._next_start_at = time.monotonic() + self.reset_pause_s
+        self._recorder_gate = RecorderGate(self, wait_for_recorder_s)
         self._forward: Optional[tuple[LabelEpisode.Request, float]] = None
         self._forward_call = None
         self._retry_at = 0.0
@@ -124,7 +131,8 @@ class EpisodeManagerNode(Node):
     def _tick(self) -> None:
         now = time.monotonic()
         if self._episode is None and now >= self._next_start_at:
-            self._start()
+            if self.episodes_started or self._recorder_gate.is_open(now):
+                self._start()
         elif self._episode is not None and now - self._started_at >= self.max_duration_s:
             self._end(
                 EpisodeStatus.OUTCOME_UNLABELED, f"time limit {self.max_duration_s:g} s; label it with label_episode"

@@ -5,7 +5,10 @@ proposed chunk and the ExecutedStep (who acted, policy version, executed action)
 episode's start and end events. The success label comes from the end event (the simulator's
 success signal) with `label_source: environment`, or, on hardware (`label_source: operator`),
 from the LabelEpisode service; an episode nobody labels within `label_timeout_s` is spooled
-unlabelled. Publishes EpisodeStatus on `episode_status`.
+unlabelled. Publishes EpisodeStatus on `episode_status`, and `recorder_ready` (latched Bool) once
+every stream it joins per step has a matched publisher: the sim robot holds its first episode until
+then, because a reliable stream's messages sent before discovery matched the recorder are lost to it
+(the first steps would be recorded without their proposed chunks).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool
 
 from sop_ros.core.episodes.assembly import EpisodeAssembler, ExecutedStepRecord, IncompleteEpisode
 from sop_ros.core.episodes.episode import Actor, Episode, LabelSource
@@ -27,6 +31,7 @@ from sop_ros.msg import ActionChunk, EpisodeStatus, ExecutedStep, InterventionSt
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import image_array, stamp_ns, time_msg
 from sop_ros.nodes._defaults import AT_LEAST_ONE, PERIOD_S, Params, assign
+from sop_ros.nodes._recorder_gate import READY_TOPIC
 from sop_ros.nodes._runtime import run_nodes
 from sop_ros.srv import LabelEpisode
 
@@ -64,12 +69,17 @@ class EpisodeRecorderNode(Node):
         self._last_status: Optional[EpisodeStatus] = None
 
         self.status_pub = self.create_publisher(EpisodeStatus, "episode_status", _qos.EVENTS)
-        self.create_subscription(Image, "camera/image_raw", self._on_image, _RECORDING_SENSOR)
-        self.create_subscription(JointState, "joint_states", self._on_joint_state, _RECORDING_SENSOR)
-        self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, _qos.CONTROL)
-        self.create_subscription(ExecutedStep, "executed_step", self._on_executed, _qos.CONTROL)
+        self.ready_pub = self.create_publisher(Bool, READY_TOPIC, _qos.LATCHED)
+        self._ready = False
+        self._streams = [
+            self.create_subscription(Image, "camera/image_raw", self._on_image, _RECORDING_SENSOR),
+            self.create_subscription(JointState, "joint_states", self._on_joint_state, _RECORDING_SENSOR),
+            self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, _qos.CONTROL),
+            self.create_subscription(ExecutedStep, "executed_step", self._on_executed, _qos.CONTROL),
+            self.create_subscription(EpisodeStatus, "episode_event", self._on_episode_event, _qos.EVENTS),
+        ]
+        # Not a readiness condition: intervention changes are published only when control changes.
         self.create_subscription(InterventionState, "intervention_state", self._on_intervention, _qos.EVENTS)
-        self.create_subscription(EpisodeStatus, "episode_event", self._on_episode_event, _qos.EVENTS)
         self.create_service(LabelEpisode, "label_episode", self._on_label)
         self.create_timer(0.1, self._check_pending)
 
@@ -122,7 +132,18 @@ class EpisodeRecorderNode(Node):
         elif self._start_msg is not None and msg.episode_id == self._start_msg.episode_id:
             self._ending = (msg, time.monotonic() + _END_GRACE_S)
 
+    def _announce_ready(self) -> None:
+        """Once every per-step stream has a matched publisher, say so (latched) for the robot's episode gate."""
+        waiting = [s.topic_name for s in self._streams if s.get_publisher_count() == 0]
+        if waiting:
+            return
+        self._ready = True
+        self.ready_pub.publish(Bool(data=True))
+        self.get_logger().info("recording: every per-step stream has a matched publisher")
+
     def _check_pending(self) -> None:
+        if not self._ready:
+            self._announce_ready()
         if self._ending is not None:
             end, deadline = self._ending
             if self.assembler.step_count >= end.step or time.monotonic() >= deadline:

@@ -44,6 +44,7 @@ from sop_ros.nodes._defaults import (
     Params,
     assign,
 )
+from sop_ros.nodes._recorder_gate import RecorderGate
 from sop_ros.nodes._runtime import run_nodes
 from sop_ros.resources import default_tasks_path
 
@@ -68,7 +69,8 @@ class SimRobotNode(Node):
         self._obs_sent_at = 0.0
         self._goal: Optional[np.ndarray] = None
         self._goal_is_new = False
-        self._next_reset_at = time.monotonic() + 0.5  # let subscribers discover us first
+        self._next_reset_at = time.monotonic()
+        self._recorder_gate = RecorderGate(self, self.wait_for_recorder_s)
         self.create_timer(1.0 / rate, self._tick)
         self.get_logger().info(f"sim robot {self.robot_id}: tasks {task_ids} at {rate:g} Hz")
 
@@ -97,6 +99,11 @@ class SimRobotNode(Node):
             "without a new goal for this long, hold the last goal (or re-send the observation)",
             value_range=PERIOD_S,
             on_change=assign(self, "resend_after_s"),
+        )
+        self.wait_for_recorder_s = p(
+            "wait_for_recorder_s",
+            "hold the first episode until the episode recorder reports ready, at most this long (0 = do not wait)",
+            value_range=PAUSE_S,
         )
         seed = p("seed", "first episode's seed (-1 = random); episode n uses seed + n", value_range=(-1, None))
         self.max_episodes = p(
@@ -147,7 +154,8 @@ class SimRobotNode(Node):
         now = time.monotonic()
         if self._episode is None:
             if now >= self._next_reset_at and (not self.max_episodes or self.episodes_started < self.max_episodes):
-                self._start_episode()
+                if self.episodes_started or self._recorder_gate.is_open(now):
+                    self._start_episode()
             return
         if self._goal_is_new or (self._goal is not None and now - self._obs_sent_at >= self.resend_after_s):
             self._step()

@@ -1,7 +1,9 @@
 """Announces one checkpoint on NAMESPACE/policy_update (reliable, transient-local), as the bridge does.
 
 usage: policy_update_publisher.py NAMESPACE VERSION LOCAL_PATH SHA256 [AT_STEP]
-Waits for the policy node's subscription (and, with AT_STEP, for the robot to execute step
+Waits until the policy node's own subscription is matched (monitor and robot_status subscribe to the
+topic too: publishing once any reader matched, then exiting when those acknowledged, lost the message
+for a policy node that discovery had not matched yet) and, with AT_STEP, for the robot to execute step
 AT_STEP of an episode, so the announcement lands mid-episode), publishes, waits until the subscriber acknowledged
 it, exits 0 (1 if no subscriber appeared within 60 s, 2 if it was not acknowledged within 60 s).
 """
@@ -33,10 +35,21 @@ def main():
             lambda m: reached.append(m) if m.episode_step == at_step else None,
             QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
         )
+    topic = f"{ns}/policy_update"
+
+    def policy_matched() -> bool:
+        readers = node.get_subscriptions_info_by_topic(topic)
+        has_policy = any(r.node_name == "policy" and r.node_namespace == ns for r in readers)
+        # Matched count >= readers in the graph: every reader discovered, the policy's included, is matched.
+        return has_policy and pub.get_subscription_count() >= len(readers)
+
+    def ready() -> bool:
+        return policy_matched() and (at_step is None or bool(reached))
+
     deadline = time.monotonic() + 60.0
-    while (pub.get_subscription_count() == 0 or (at_step is not None and not reached)) and time.monotonic() < deadline:
+    while not ready() and time.monotonic() < deadline:
         rclpy.spin_once(node, timeout_sec=0.05)
-    if pub.get_subscription_count() == 0 or (at_step is not None and not reached):
+    if not ready():
         return 1
     msg = PolicyUpdate(version=version, parent_version=version - 1, content_hash=sha, local_path=path, algorithm="bc")
     msg.header.stamp = node.get_clock().now().to_msg()
