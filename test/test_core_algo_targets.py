@@ -59,6 +59,19 @@ def test_hg_dagger_switch_adds_autonomous_steps_of_successful_episodes_only():
     np.testing.assert_array_equal(algo.targets(unlabelled, meta_u(DataSource.ONLINE)).trainable_steps, [1])
 
 
+def test_hg_dagger_can_take_corrections_only_from_episodes_that_ended_in_success():
+    algo = make_algorithm("hg_dagger", {"chunk_size": 3, "corrections": "successful"})
+    ok, meta_ok = _episode([P, H, H, P], success=True)
+    np.testing.assert_array_equal(algo.targets(ok, meta_ok(DataSource.ONLINE)).trainable_steps, [1, 2])
+    for success in (False, None):  # a failed or unlabelled takeover teaches nothing
+        other, meta_other = _episode([P, H, H, P], success=success)
+        assert not algo.targets(other, meta_other(DataSource.ONLINE)).trainable.any()
+    # offline demos stay labels whatever their recorded outcome
+    assert algo.targets(other, meta_other(DataSource.OFFLINE)).trainable.all()
+    with pytest.raises(ValueError, match="corrections must be one of"):
+        HGDaggerConfig(corrections="some")
+
+
 def test_bc_uses_all_offline_steps_and_no_online_steps():
     arrays, meta = _episode([H, H, P, H], success=True)
     algo = make_algorithm("bc", {"chunk_size": 3})

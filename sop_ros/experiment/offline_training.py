@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from sop_ros.core.storage.checkpoint_store import CheckpointManifest, CheckpointStore
 from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR
@@ -34,6 +34,7 @@ def train_offline(
     batch_size: int = _TRAINER_DEFAULTS.batch_size,
     learning_rate: float = _TRAINER_DEFAULTS.learning_rate,
     on_update: Optional[Callable[[int], None]] = None,
+    algorithm_config: Optional[Mapping[str, Any]] = None,
 ) -> CheckpointManifest:
     """Train `updates` updates from the latest checkpoint of data_dir and publish the result (the latest
     checkpoint itself when updates is 0). Returns the published manifest."""
@@ -51,6 +52,7 @@ def train_offline(
     torch.set_num_threads(max(1, threads))
     config = LearnerTrainingConfig(
         algorithm=algorithm,
+        algorithm_config=dict(algorithm_config or {}),
         trainer=TrainerConfig(
             batch_size=batch_size,
             learning_rate=learning_rate,
