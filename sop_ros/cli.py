@@ -12,8 +12,10 @@ import importlib
 import logging
 import sys
 
-# Commands raise it (sop_ros.commands.errors); main prints it as one line.
 from sop_ros.commands.errors import CliError
+
+# Commands raise it (sop_ros.commands.errors); main prints it as one line.
+from sop_ros.core.process_lifetime import die_with_launcher
 
 # Order is the order in `sop --help`.
 COMMAND_MODULES = (
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_launcher()  # `sop learner` started by a fleet launcher stops with it
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

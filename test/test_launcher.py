@@ -159,3 +159,23 @@ def test_respawn_restarts_a_dead_node_and_sigterm_stops_everything(tmp_path, ros
     assert launcher.returncode == 0
     assert "/robot1/robot_status exited with code -9; respawning in 0.5 s" in "".join(seen)
     assert alive([*pids.values(), new_pid]) == set()
+
+
+def test_nodes_stop_when_the_launcher_is_killed_outright(tmp_path, ros_environment):
+    """SIGKILL (an OOM kill, a hard timeout) gives the launcher no chance to stop its nodes: they stop themselves."""
+    path = fleet_file(tmp_path)
+    launcher = start_launcher(path, ros_environment, "--robot", "robot1")
+    pids = {}
+    try:
+        pids = wait_for_nodes(launcher, expected_processes(path, ["robot1"]))
+        launcher.kill()
+        launcher.wait(timeout=10)
+        deadline = time.monotonic() + 60
+        while alive(pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert alive(pids.values()) == set()
+    finally:
+        for pid in alive(pids.values()):
+            os.kill(pid, signal.SIGKILL)
+        if launcher.poll() is None:
+            launcher.kill()

@@ -32,6 +32,7 @@ from typing import Optional, TextIO
 
 import yaml
 
+from sop_ros.core.process_lifetime import LAUNCHER_PID_ENV
 from sop_ros.fleet.specs import NodeSpec, ProcessSpec
 
 log = logging.getLogger("sop_ros.launcher")
@@ -94,6 +95,7 @@ class FleetLauncher:
         self._out = out
         self._out_lock = threading.Lock()
         self._env = dict(os.environ if env is None else env)
+        self._env[LAUNCHER_PID_ENV] = str(os.getpid())  # children die with us (core.process_lifetime)
         self._env.setdefault("PYTHONUNBUFFERED", "1")
         self._env.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "0")
         self._stop = threading.Event()

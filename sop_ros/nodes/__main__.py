@@ -10,6 +10,8 @@ import importlib
 import signal
 import sys
 
+from sop_ros.core.process_lifetime import die_with_launcher
+
 
 def _exit_quietly(signum, _frame):
     sys.exit(0)
@@ -17,6 +19,7 @@ def _exit_quietly(signum, _frame):
 
 def run(executable: str, argv: list[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, _exit_quietly) for sig in (signal.SIGINT, signal.SIGTERM)}
+    die_with_launcher()
     module = importlib.import_module(f"sop_ros.nodes.{executable}")
     for sig, handler in previous.items():
         signal.signal(sig, handler)
