@@ -442,3 +442,38 @@ def test_cli_plans_and_refuses_bad_options(capsys, tmp_path):
     assert sop_main(["experiment", "--threshold", "1.5", "--dry-run"]) == 2
     assert sop_main(["experiment", "--base", str(tmp_path), "--out", str(tmp_path / "out"), "--methods", "base"]) == 2
     assert "expected a learner data dir" in capsys.readouterr().err
+
+
+def test_label_ablation_trains_each_variant_on_the_same_fleet_data_and_resumes(base_dir, tmp_path):
+    from sop_ros.experiment import label_ablation
+
+    fleet = prepare_run_dir(base_dir, tmp_path / "non_sop")
+    with EpisodeStore(fleet / "episodes", cache_in_background=False) as store:
+        ingest(store, make_episode(TASK, 16, [Actor.POLICY, Actor.HUMAN], True, seed=5), tmp_path)
+        ingest(store, make_episode(TASK, 10, [Actor.HUMAN], False, seed=6), tmp_path)
+    counts = label_ablation.fleet_label_counts(fleet / "episodes")
+    assert counts == {
+        "episodes": 2,
+        "successful_episodes": 1,
+        "steps": 26,
+        "human_steps": 18,
+        "human_steps_in_successful": 8,
+        "policy_steps_in_successful": 8,
+    }
+    out = tmp_path / "ablation"
+    argv = ["--fleet-data", str(fleet), "--out", str(out), "--updates", "5", "--eval-episodes", "1"]
+    argv += ["--variant", "all={}", "--variant", 'successful={"corrections": "successful"}']
+    assert label_ablation.main(argv) == 0
+    results = {v: json.loads((out / f"{v}-s0" / "result.json").read_text()) for v in ("all", "successful")}
+    assert results["successful"]["config"]["algorithm_config"] == {"corrections": "successful"}
+    # Same base, seed and data, different labels: different weights.
+    assert results["all"]["content_hash"] != results["successful"]["content_hash"]
+    table = (out / "results.md").read_text()
+    assert "| base (no training) |" in table and "| successful | 0 |" in table
+    # Each variant's trained checkpoint is v2 of its own copy; the fleet data dir is untouched.
+    assert checkpoint_versions(fleet / "checkpoints") == [1]
+    stamps = {v: (out / f"{v}-s0" / "result.json").stat().st_mtime_ns for v in results}
+    assert label_ablation.main(argv) == 0  # resumed: nothing is trained again
+    assert {v: (out / f"{v}-s0" / "result.json").stat().st_mtime_ns for v in results} == stamps
+    with pytest.raises(SystemExit):
+        label_ablation.main([*argv, "--variant", "all={}"])  # names must be unique
