@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import cv2
 import numpy as np
@@ -87,10 +86,13 @@ def test_camera_driver_publishes_the_video_as_best_effort_rgb_images_in_order(vi
 
 def test_camera_driver_stops_at_the_end_of_a_video_without_loop(video_file):
     camera = start_node("camera_driver", ros_env(), f"source:={video_file}", "rate_hz:=20.0")
-    time.sleep(4.0)
-    alive = camera.poll() is None
-    log = stop(camera)
-    assert alive and f"end of video file '{video_file}' after {FRAMES} frames" in log and "Traceback" not in log
+    ended = f"end of video file '{video_file}' after {FRAMES} frames"
+    lines = []
+    while not lines or (ended not in lines[-1] and lines[-1]):  # '' = the process closed its output
+        lines.append(camera.stdout.readline())
+    alive = camera.poll() is None  # the driver reports the end and stays up (the node keeps its topics)
+    log = "".join(lines) + stop(camera)
+    assert alive and ended in log and "Traceback" not in log, log
 
 
 def test_camera_driver_refuses_a_source_it_cannot_open(tmp_path):
@@ -109,11 +111,11 @@ def test_joy_message_follows_joy_node_conventions():
 def test_joystick_without_a_device_waits_with_a_clear_message_and_exits_cleanly():
     env = ros_env(SDL_VIDEODRIVER="dummy", SDL_AUDIODRIVER="dummy")
     proc = start_node("joystick", env, "device_index:=0")
-    time.sleep(6.0)
+    first = proc.stdout.readline()  # the node's first line: it says what it waits for, and keeps running
     alive = proc.poll() is None
-    log = stop(proc)
+    log = first + stop(proc)
     assert alive, log
-    assert "no joystick at device index 0" in log and "waiting for one to be connected" in log
+    assert "no joystick at device index 0" in first and "waiting for one to be connected" in first, log
     assert proc.returncode == 0 and "Traceback" not in log
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Optional, Union
 
@@ -25,17 +26,23 @@ from rclpy._rclpy_pybind11 import RCLError
 from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+_STOP_CHECK_S = 0.25  # longest a stop request waits for the executor (idle robot: 4 wake-ups a second)
 
 
 def run_nodes(factories: Sequence[Callable[[], Node]], args: Sequence[str] | None = None) -> int:
     """Init rclpy, spin the nodes until SIGINT/SIGTERM, shut down without a traceback."""
-    # rclpy's own handler shuts the context down (spin then raises ExternalShutdownException) and
-    # chains to the Python handler installed before init. Python's default one raises
-    # KeyboardInterrupt at whatever bytecode the main thread is running; landing inside an rclpy
-    # Task's constructor it left a half-built Future whose __del__ printed an AttributeError.
-    # So the chained handler only notes the signal.
-    previous_sigint = signal.signal(signal.SIGINT, _note_sigint)
-    rclpy.init(args=list(sys.argv if args is None else args))
+    # SIGINT/SIGTERM only set a flag (Python's own C handler, no rclpy handler): the executor spins in
+    # slices of _STOP_CHECK_S and stops between callbacks, then the nodes are closed and the context
+    # shut down, in that order. rclpy's handler shut the context down from its signal thread while
+    # callbacks ran (their publishes then failed on the invalid context), and under heavy load a node
+    # (joystick, policy) was seen to stay in rcl_wait after SIGINT until SIGKILLed. Python's default
+    # handler would raise KeyboardInterrupt at any bytecode; landing inside an rclpy Task's constructor
+    # it left a half-built Future whose __del__ printed an AttributeError.
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    rclpy.init(args=list(sys.argv if args is None else args), signal_handler_options=SignalHandlerOptions.NO)
     nodes: list[Node] = []
     executor = SingleThreadedExecutor()
     exit_code = 0
@@ -51,20 +58,13 @@ def run_nodes(factories: Sequence[Callable[[], Node]], args: Sequence[str] | Non
                 exit_code = 2
                 return exit_code
             executor.add_node(nodes[-1])
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # rclpy turns SIGINT into ExternalShutdownException (packaging spike P10)
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=_STOP_CHECK_S)
+    except ExternalShutdownException:
+        pass  # the context was shut down from elsewhere
     except RCLError as exc:
-        # SIGINT shuts the context down while the executor is inside rcl_wait or a callback publishes:
-        # that call then fails with "context is not valid". It is the same shutdown, not a fault.
         if not is_shutdown_error(exc):
             raise
-    except Exception as exc:
-        # A signal that lands while a node is being built or a callback runs does not interrupt it (see
-        # above); what then fails on the shut-down context is the shutdown: one line, no traceback.
-        if rclpy.ok():
-            raise
-        rclpy.logging.get_logger("sop_ros").warning(f"stopped during shutdown: {exc!r}")
     finally:
         for node in nodes:
             close = getattr(node, "close", None)
@@ -73,12 +73,9 @@ def run_nodes(factories: Sequence[Callable[[], Node]], args: Sequence[str] | Non
             node.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown()
-        signal.signal(signal.SIGINT, previous_sigint)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return exit_code
-
-
-def _note_sigint(signum, _frame) -> None:
-    """SIGINT after rclpy's handler has shut the context down: nothing left to do here."""
 
 
 def is_shutdown_error(exc: BaseException, context=None) -> bool:
