@@ -418,6 +418,7 @@ def test_results_are_written_as_csv_markdown_plots_and_summary(base_dir, tmp_pat
     assert summary["final_success_ci95"]["sop_hg_dagger"] == pytest.approx(list(wilson_interval(18, 20)))
     assert summary["final_success_ci95"]["base"] == pytest.approx(list(wilson_interval(4, 10)))
     assert summary["command"].startswith("sop experiment") and summary["machine"] == {"cpu_count": 2}
+    assert summary["ceiling_success"] is None  # not measured by `sop experiment`: null, never a made-up number
     for name in ("curves.csv", "online.csv", "runs.csv", "final.csv", "scaling.csv", "results.md"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert sorted(data["plots"]) == ["intervention_share.png", "scaling.png", "success_over_time.png"]
