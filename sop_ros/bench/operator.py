@@ -9,7 +9,8 @@ Takeover success (unless --no-takeover): the same scenes again, now the operator
 acts where its rule fires (recovery, then the expert, hand-back; sop_ros.core.evaluation.operator_takeover), and
 the share of taken-over episodes that end in success. Baseline in the same run: the operator as it was
 before recovery existed (recovery_steps 0, no hand-back limit); variants: without the hand-back limit,
-without the probe (recovery at every takeover), and one that never hands back. Until the first
+without the probe (recovery at every takeover), one that never hands back, and two whose rules fire
+sooner (stall and deviation windows at 60 %), handing back once or never. Until the first
 takeover the runs replay the same episode, so they take over in (nearly: docs/RESULTS.md) the same episodes.
 """
 
@@ -53,7 +54,19 @@ def takeover_operators() -> dict[str, Any]:
         "recovery at every takeover (no probe)": dataclasses.replace(base, recovery_probe_steps=0),
         "configured": base,
         "never hands back": dataclasses.replace(base, max_handbacks=0),
+        # Most failed takeovers start late (docs/RESULTS.md): the same operator with rules that fire sooner.
+        "earlier takeover": _earlier(base),
+        "earlier takeover, never hands back": dataclasses.replace(_earlier(base), max_handbacks=0),
     }
+
+
+def _earlier(rule):
+    """The rule with its stall and deviation windows at 60 % (defaults: 25 -> 15 and 8 -> 5 steps; 0 stays off)."""
+
+    def sooner(steps: int) -> int:
+        return max(1, round(steps * 0.6)) if steps > 0 else 0
+
+    return dataclasses.replace(rule, stall_steps=sooner(rule.stall_steps), deviation_steps=sooner(rule.deviation_steps))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

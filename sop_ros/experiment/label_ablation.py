@@ -188,7 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = fleet_label_counts(args.fleet_data / EPISODES_DIR)
     specs = load_task_specs(default_tasks_path())
     with EpisodeStore(args.fleet_data / EPISODES_DIR, cache_in_background=False) as store:
-        tasks = {t: specs[t] for t in sorted(store.tasks())}
+        present = set(store.tasks())
+    # In the task file's order, as `sop experiment` evaluates them (the evaluation cache's key includes it).
+    tasks = {t: spec for t, spec in specs.items() if t in present}
     evaluator = CheckpointEvaluator(tasks, args.out / "eval_cache.json", workers=args.workers)
     base_store = CheckpointStore(args.fleet_data / CHECKPOINTS_DIR)
     base_eval = evaluator.evaluate(base_store.root, base_store.versions()[0], args.eval_episodes)
