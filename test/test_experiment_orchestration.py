@@ -456,6 +456,8 @@ def test_label_ablation_trains_each_variant_on_the_same_fleet_data_and_resumes(b
     assert counts == {
         "episodes": 2,
         "successful_episodes": 1,
+        "takeover_episodes": 2,
+        "successful_takeover_episodes": 1,
         "steps": 26,
         "human_steps": 18,
         "human_steps_in_successful": 8,

@@ -68,9 +68,12 @@ def fleet_label_counts(episodes_dir: Path) -> dict[str, int]:
     with EpisodeStore(episodes_dir, cache_in_background=False) as store:
         stored = store.query()
     ok = [e for e in stored if e.success]
+    taken_over = [e for e in stored if e.human_steps > 0]
     return {
         "episodes": len(stored),
         "successful_episodes": len(ok),
+        "takeover_episodes": len(taken_over),
+        "successful_takeover_episodes": sum(1 for e in taken_over if e.success),
         "steps": sum(e.num_steps for e in stored),
         "human_steps": sum(e.human_steps for e in stored),
         "human_steps_in_successful": sum(e.human_steps for e in ok),
