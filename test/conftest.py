@@ -35,6 +35,18 @@ def ros_environment() -> dict[str, str]:
     return ros_env()
 
 
+@pytest.fixture
+def rclpy_context(monkeypatch):
+    """An rclpy context of this test process on a domain of its own, localhost-only discovery (in-process nodes)."""
+    import rclpy
+
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=int(ros_env()["ROS_DOMAIN_ID"]))
+    yield ctx
+    rclpy.try_shutdown(context=ctx)
+
+
 def run_peer(script: str, *args: str, env: dict[str, str], timeout: float = 60.0) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(PEERS / script), *args], env=env, capture_output=True, text=True, timeout=timeout

@@ -1,9 +1,6 @@
 """Node parameters: descriptors with ranges and read-only flags, enforced by ROS (real rclpy nodes, in-process)."""
 
-import os
-
 import pytest
-import rclpy
 from rcl_interfaces.msg import ParameterType
 from rclpy.parameter import Parameter
 
@@ -18,13 +15,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def context(monkeypatch):
-    # Nothing is published to other processes here, but keep any discovery on this host and off other tests' domains.
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=1 + (os.getpid() * 11) % 100)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
+def context(rclpy_context):
+    return rclpy_context
 
 
 @pytest.fixture

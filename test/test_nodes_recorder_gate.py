@@ -1,6 +1,5 @@
 """The first episode waits for the episode recorder (real rclpy nodes, in-process, one context)."""
 
-import os
 import time
 
 import pytest
@@ -18,12 +17,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def context(monkeypatch):
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=1 + (os.getpid() * 13) % 100)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
+def context(rclpy_context):
+    return rclpy_context
 
 
 def spin_until(executor, condition, timeout_s: float = 20.0) -> bool:
