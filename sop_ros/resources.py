@@ -68,6 +68,11 @@ def robot_spool_max_bytes() -> int:
     return int(node_defaults("episode_recorder")["spool_max_bytes"])
 
 
+def robot_control_rate_hz() -> float:
+    """A robot's control rate (config/robot.yaml sim_robot.control_rate_hz), the fleet description's default."""
+    return float(node_defaults("sim_robot")["control_rate_hz"])
+
+
 def robot_execute_horizon() -> int:
     """Actions a robot's policy node executes from each chunk (config/robot.yaml policy.execute_horizon).
 

@@ -116,3 +116,21 @@ def test_learner_address_defaults_agree_with_the_shipped_fleet(tmp_path):
     assert FleetLearnerConfig(insecure=True).address == DEFAULT_LEARNER_ADDRESS
     assert LearnerServerConfig(insecure=True).address == DEFAULT_LEARNER_ADDRESS
     assert load_fleet(default_fleet_path()).learner.address == DEFAULT_LEARNER_ADDRESS  # config/fleet.yaml states it
+
+
+def test_a_robot_without_its_own_rate_and_spool_limit_gets_config_robot_yaml_values(tmp_path):
+    from sop_ros.resources import node_defaults
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "fleet": "defaults",
+                "learner": {"run_locally": False, "insecure": True},
+                "robots": [{"id": "r1", "backend": "sim", "tasks": ["push-v3"]}],
+            }
+        )
+    )
+    (robot,) = load_fleet(path).robots
+    assert robot.control_rate_hz == node_defaults("sim_robot")["control_rate_hz"]
+    assert robot.spool_max_bytes == node_defaults("episode_recorder")["spool_max_bytes"]

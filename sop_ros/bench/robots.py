@@ -33,6 +33,7 @@ import numpy as np
 import psutil
 
 from sop_ros.bench.report import print_table
+from sop_ros.resources import robot_control_rate_hz
 
 log = logging.getLogger(__name__)
 LOOP_NODES = ("sim_robot", "policy", "action_mux")
@@ -40,7 +41,9 @@ LOOP_NODES = ("sim_robot", "policy", "action_mux")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--robots", type=int, nargs="+", default=[1, 2, 4], help="robot counts to run (default 1 2 4)")
-    parser.add_argument("--rate", type=float, default=10.0, help="control rate in Hz (default 10)")
+    parser.add_argument(
+        "--rate", type=float, default=robot_control_rate_hz(), help="control rate in Hz (default %(default)s)"
+    )
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds per robot count (default 30)")
     parser.add_argument(
         "--warmup-timeout", type=float, default=180.0, help="seconds to wait for every robot's first action"

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from sop_ros.link.options import DEFAULT_LEARNER_ADDRESS
-from sop_ros.resources import config_dir, robot_spool_max_bytes
+from sop_ros.resources import config_dir, robot_control_rate_hz, robot_spool_max_bytes
 
 _ROBOT_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # also a valid ROS name token
 _NAMESPACE = re.compile(r"^(/[A-Za-z][A-Za-z0-9_]*)+$")
@@ -81,7 +81,7 @@ class RobotConfig(_Strict):
     namespace: Optional[str] = Field(None, description="ROS namespace of the robot's nodes (default /<id>)")
     backend: Literal["sim", "hardware"]
     tasks: list[str] = Field(min_length=1, description="task ids this robot runs, e.g. push-v3")
-    control_rate_hz: float = Field(10.0, gt=0, le=1000)
+    control_rate_hz: float = Field(default_factory=robot_control_rate_hz, gt=0, le=1000)  # config/robot.yaml's
     respawn: bool = Field(False, description="restart a node of this robot when it dies")
     respawn_delay_s: float = Field(2.0, ge=0)
     spool_dir: Optional[PathStr] = Field(None, description="on-robot episode spool (default: <state_dir>/<id>/spool)")
