@@ -480,3 +480,12 @@ def test_label_ablation_trains_each_variant_on_the_same_fleet_data_and_resumes(b
     assert {v: (out / f"{v}-s0" / "result.json").stat().st_mtime_ns for v in results} == stamps
     with pytest.raises(SystemExit):
         label_ablation.main([*argv, "--variant", "all={}"])  # names must be unique
+
+
+def test_summary_records_the_learner_rate_only_for_the_virtual_clock(tmp_path):
+    from sop_ros.commands.experiment import _run_info
+
+    args = argparse.Namespace(eval_episodes=5, curve_points=1, learner_updates_per_s=2.5, clock="virtual")
+    assert _run_info(args, {TASK: None}, tmp_path, ["base"])["learner_updates_per_s"] == 2.5
+    args.clock = "wall"  # a real learner makes the updates it can: no configured rate to report
+    assert _run_info(args, {TASK: None}, tmp_path, ["base"])["learner_updates_per_s"] is None

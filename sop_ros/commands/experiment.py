@@ -381,6 +381,8 @@ def _run_info(args: argparse.Namespace, specs, base: Path, methods) -> dict:
         "eval_episodes": args.eval_episodes,
         "eval_episodes_per_task": args.eval_episodes,
         "curve_points": args.curve_points,
+        # The learner's compute on simulated time (the virtual clock's); a wall-clock learner makes what it can.
+        "learner_updates_per_s": args.learner_updates_per_s if args.clock == "virtual" else None,
         "tasks": list(specs),
         "base": str(base.resolve()),
         "methods_run": methods,
