@@ -23,8 +23,10 @@ def test_operator_audit_never_fires_on_the_expert_and_catches_random_actions_ear
     expert = json.loads(expert_json.read_text())
     assert expert["policy_success"] == {"button-press-topdown-v3": 1.0}
     rules = _by_rule(expert["overall"])
-    assert len(rules) == 4 and list(rules)[0] == "configured" and {"stall only", "deviation only"} <= set(rules)
-    (flipped,) = set(rules) - {"configured", "stall only", "deviation only"}
+    named = {"configured", "stall only", "deviation only", "stuck 15"}
+    assert len(rules) == 5 and list(rules)[0] == "configured" and named <= set(rules)
+    (flipped,) = set(rules) - named
+    assert expert["rules"]["stuck 15"]["stuck_steps"] == 15
     configs = expert["rules"]
     assert configs[flipped]["progress_excuses_deviation"] != configs["configured"]["progress_excuses_deviation"]
     # The expert is what the operator would do: no rule may take over from it.
@@ -71,6 +73,7 @@ def test_operator_audit_never_fires_on_the_expert_and_catches_random_actions_ear
     [
         (("random", "--tasks", "no-such-task-v3"), "unknown task(s) ['no-such-task-v3']"),
         (("/nonexistent/v000001",), "/nonexistent/v000001: no such file or directory"),
+        (("random", "--operators", "configured,nope"), "--operators: unknown ['nope']"),
     ],
 )
 def test_bad_arguments_are_one_line_errors_naming_what_is_wrong(args, message):

@@ -28,7 +28,7 @@ RULE = operator_rule(
     recovery_steps=3,
     recovery_action=tuple(RECOVERY),
     expert_stall_steps=4,
-    expert_stall_motion=0.01,
+    stall_motion=0.01,
     recovery_probe_steps=0,
 )
 
@@ -83,7 +83,7 @@ def test_a_moving_state_or_rising_progress_is_not_a_stall():
     detour = _run(op, [0.5 - 0.01 * i for i in range(n)], [_state(0.02 * i) for i in range(n)])
     assert _phases(detour) == "pp" + "rrr" + "e" * (n - 5)
     op.reset()
-    # Motion below expert_stall_motion (jitter) but progress rising by more than min_progress_delta: not stuck.
+    # Motion below stall_motion (jitter) but progress rising by more than min_progress_delta: not stuck.
     rising = _run(op, [0.5] * 5 + [0.5 + 0.02 * i for i in range(n - 5)], [_state(0.001 * (i % 2)) for i in range(n)])
     assert _phases(rising) == "pp" + "rrr" + "e" * (n - 5)
     op.reset()
@@ -173,7 +173,7 @@ def test_the_hand_back_limit_keeps_control_after_the_last_hand_back():
 
 
 def test_recovery_phase_bookkeeping_alone():
-    phase = RecoveryPhase(recovery_steps=2, expert_stall_steps=3, min_progress_delta=0.01, expert_stall_motion=0.01)
+    phase = RecoveryPhase(recovery_steps=2, expert_stall_steps=3, min_progress_delta=0.01, stall_motion=0.01)
     s = _state(0.0)
     assert phase.update(False, False, 0.0, s) == OperatorPhase.POLICY
     assert [phase.update(True, i == 0, 0.0, s) for i in range(7)] == [
@@ -196,7 +196,7 @@ def test_recovery_phase_bookkeeping_alone():
     ]
     with pytest.raises(ValueError, match="recovery_steps"):
         RecoveryPhase(-1, 0, 0.01, 0.01)
-    unknown = RecoveryPhase(recovery_steps=1, expert_stall_steps=2, min_progress_delta=0.01, expert_stall_motion=0.01)
+    unknown = RecoveryPhase(recovery_steps=1, expert_stall_steps=2, min_progress_delta=0.01, stall_motion=0.01)
     # No arm state yet (the node before its first joint state): only progress is judged.
     assert [unknown.update(True, i == 0, 0.0, None) for i in range(5)] == [
         "recovery",
@@ -216,8 +216,8 @@ def test_config_validation_and_action_size():
         operator_rule(recovery_action=1.0)
     with pytest.raises(ValueError, match="expert_stall_steps"):
         operator_rule(expert_stall_steps=-1)
-    with pytest.raises(ValueError, match="expert_stall_motion"):
-        operator_rule(expert_stall_motion=0.0)
+    with pytest.raises(ValueError, match="stall_motion"):
+        operator_rule(stall_motion=0.0)
     with pytest.raises(ValueError, match="recovery_probe_steps"):
         operator_rule(recovery_probe_steps=-1)
     with pytest.raises(ValueError, match="max_handbacks"):

@@ -33,6 +33,38 @@ def test_stall_takes_over_after_exactly_k_steps_without_progress():
     assert not decisions[5].changed
 
 
+def test_stuck_takes_over_when_neither_progress_nor_the_arm_moves():
+    rule = operator_rule(stall_steps=10, stuck_steps=3, deviation_steps=0, min_progress_delta=0.05, stall_motion=0.01)
+    op = ScriptedOperator(rule)
+    still = np.array([0.1, 0.5, 0.2, 0.3])
+    # The first step anchors the arm; 3 more without progress or motion (jitter below stall_motion) fire.
+    states = [still, still + 0.005, still - 0.005, still]
+    decisions = [op.decide(0.2, EXPERT, EXPERT, s) for s in states]
+    assert [d.intervening for d in decisions] == [False, False, False, True]
+    assert decisions[3].trigger == "stuck" and "arm still for 3 steps" in decisions[3].reason
+
+
+def test_a_moving_arm_without_progress_gets_the_stall_window_not_the_stuck_one():
+    rule = operator_rule(stall_steps=6, stuck_steps=2, deviation_steps=0, min_progress_delta=0.05, stall_motion=0.01)
+    op = ScriptedOperator(rule)
+    moving = [np.array([0.02 * i, 0.5, 0.2, 0.3]) for i in range(8)]
+    decisions = [op.decide(0.2, EXPERT, EXPERT, s) for s in moving]
+    first = next(i for i, d in enumerate(decisions) if d.intervening)
+    assert first == 6 and decisions[first].trigger == "stall"
+    # Without the arm state the stuck rule cannot judge, so only the stall window counts.
+    op = ScriptedOperator(rule)
+    decisions = [op.decide(0.2, EXPERT, EXPERT, None) for _ in range(8)]
+    assert next(i for i, d in enumerate(decisions) if d.intervening) == 6
+
+
+def test_progress_resets_the_stuck_count():
+    op = ScriptedOperator(operator_rule(stall_steps=0, stuck_steps=3, deviation_steps=0, min_progress_delta=0.05))
+    still = np.zeros(4)
+    progress = [0.1, 0.1, 0.1, 0.2, 0.2, 0.2, 0.2]  # progress on step 3 restarts the count
+    decisions = [op.decide(p, EXPERT, EXPERT, still) for p in progress]
+    assert [d.intervening for d in decisions] == [False, False, False, False, False, False, True]
+
+
 def test_deviation_takes_over_only_when_consecutive():
     cfg = operator_rule(stall_steps=0, deviation_threshold=0.5, deviation_steps=3, progress_excuses_deviation=False)
     far = EXPERT + np.array([0.0, 0.0, 0.0, 2.0])  # gripper opposite to the expert's: distance 2
@@ -147,23 +179,26 @@ def test_with_real_sim_a_frozen_policy_gets_rescued_and_expert_never_interrupted
     tasks = load_task_specs(default_tasks_path())
     backend = MetaWorldSimBackend(MetaWorldSimConfig(tasks, render=False))
     try:
-        op = ScriptedOperator(operator_rule())  # as configured: the expert itself must never trigger a takeover
-        for seed in range(3):
-            backend.reset("push-v3", seed)
-            op.reset()
-            while True:
-                expert = backend.expert_action()
-                decision = op.decide(backend.progress(), expert, expert)
-                assert not decision.intervening
-                if backend.step(expert).done:
-                    break
-        # A policy that never moves: the operator takes over, the expert makes progress, hands back.
+        # As configured, and with the stuck rule at 15 steps: the expert itself must never trigger a takeover
+        # (it crosses progress-free stretches on push, but on the move).
+        for op in (ScriptedOperator(operator_rule()), ScriptedOperator(operator_rule(stuck_steps=15))):
+            for seed in range(3):
+                backend.reset("push-v3", seed)
+                op.reset()
+                while True:
+                    expert = backend.expert_action()
+                    decision = op.decide(backend.progress(), expert, expert, backend.observation().state)
+                    assert not decision.intervening
+                    if backend.step(expert).done:
+                        break
+        # A policy that never moves: the operator (stuck rule at 15) takes over as soon as the arm has stood
+        # still for 15 steps, the expert makes progress, hands back.
         backend.reset("push-v3", 0)
         op.reset()
         log = []
         for _ in range(120):
             expert = backend.expert_action()
-            decision = op.decide(backend.progress(), ZERO, expert)
+            decision = op.decide(backend.progress(), ZERO, expert, backend.observation().state)
             log.append(decision)
             result = backend.step(expert if decision.intervening else ZERO.astype(np.float32))
             if result.done:
@@ -171,6 +206,6 @@ def test_with_real_sim_a_frozen_policy_gets_rescued_and_expert_never_interrupted
         takeovers = [d for d in log if d.changed and d.intervening]
         handbacks = [d for d in log if d.changed and not d.intervening]
         assert takeovers and handbacks
-        assert log.index(takeovers[0]) > 0
+        assert takeovers[0].trigger == "stuck" and log.index(takeovers[0]) == 15
     finally:
         backend.close()

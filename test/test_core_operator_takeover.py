@@ -78,7 +78,7 @@ def test_the_default_probe_finds_the_closed_gripper_stuck_and_recovers(backend):
 def test_an_expert_moving_without_progress_is_not_mistaken_for_a_stuck_one(backend):
     # drawer-close: the expert pushes the drawer for ~50 steps without measurable progress (the path to the goal
     # hardly shortens) while the arm and the drawer move.
-    progress_only = dataclasses.replace(RECOVER_AT_ONCE, expert_stall_motion=1e6)  # no motion counts
+    progress_only = dataclasses.replace(RECOVER_AT_ONCE, stall_motion=1e6)  # no motion counts
     for seed in (0, 1):
         backend.reset("drawer-close-v3", seed)
         success, operator = _operator_finishes(backend, RECOVER_AT_ONCE)

@@ -40,8 +40,9 @@ def candidate_rules() -> dict[str, Any]:
     return {
         "configured": base,
         flipped: dataclasses.replace(base, progress_excuses_deviation=not base.progress_excuses_deviation),
-        "stall only": dataclasses.replace(base, deviation_steps=0),
-        "deviation only": dataclasses.replace(base, stall_steps=0),
+        "stall only": dataclasses.replace(base, deviation_steps=0, stuck_steps=0),
+        "deviation only": dataclasses.replace(base, stall_steps=0, stuck_steps=0),
+        "stuck 15": dataclasses.replace(base, stuck_steps=15),
     }
 
 
@@ -56,8 +57,23 @@ def takeover_operators() -> dict[str, Any]:
         "never hands back": dataclasses.replace(base, max_handbacks=0),
         # Most failed takeovers start late (docs/RESULTS.md): the same operator with rules that fire sooner.
         "earlier takeover": _earlier(base),
-        "earlier takeover, never hands back": dataclasses.replace(_earlier(base), max_handbacks=0),
+        "earlier takeover + never hands back": dataclasses.replace(_earlier(base), max_handbacks=0),
+        # The stall window cannot shrink (the expert crosses progress-free stretches on the move); a still arm can.
+        "stuck 15": dataclasses.replace(base, stuck_steps=15),
+        "stuck 15 + never hands back": dataclasses.replace(base, stuck_steps=15, max_handbacks=0),
     }
+
+
+def selected_operators(names: str | None) -> dict[str, Any]:
+    """takeover_operators(), or those of the comma-separated `names` in that order (an unknown name is an error)."""
+    operators = takeover_operators()
+    if not names:
+        return operators
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in operators]
+    if unknown or not wanted:
+        raise BenchArgumentError(f"--operators: unknown {unknown or names!r}; known: {list(operators)}")
+    return {name: operators[name] for name in wanted}
 
 
 def _earlier(rule):
@@ -96,6 +112,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-takeover", action="store_true", help="only the audit: skip the runs in which the operator acts"
     )
+    parser.add_argument(
+        "--operators",
+        help="comma-separated names of the takeover operators to run (default: all; the names are in the report)",
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -105,6 +125,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.episodes_per_task <= 0 or args.workers <= 0 or args.actions_per_query <= 0:
         raise BenchArgumentError("--episodes-per-task, --workers and --actions-per-query must be positive")
+    if not args.no_takeover:
+        selected_operators(args.operators)  # a misspelt name fails now, not after the audit
     specs = select_tasks(load_task_specs(default_tasks_path()), args.tasks)
     rules = candidate_rules()
     report = _evaluate_on_the_scenes(args, specs, functools.partial(OperatorRuleAudit, rules))
@@ -152,7 +174,7 @@ def run_takeovers(args: argparse.Namespace, specs) -> dict[str, Any]:
     """Each operator acts on the same scenes; per task and overall, how the episodes it took over end."""
     from sop_ros.core.evaluation.operator_takeover import OperatorTakeover, summarise_takeovers
 
-    operators = takeover_operators()
+    operators = selected_operators(args.operators)
     overall, per_task, episodes = [], {t: [] for t in specs}, []
     for name, rule in operators.items():
         report = _evaluate_on_the_scenes(args, specs, functools.partial(OperatorTakeover, rule))
@@ -181,7 +203,7 @@ def render(figures: dict[str, Any]) -> None:
                     f"{s['false_alarms']}/{s['solved_alone']} ({s['false_alarm_rate']:.2f})",
                     f"{s['catches']}/{s['failed_alone']} ({s['catch_rate']:.2f})",
                     "-" if s["mean_catch_step"] is None else f"{s['mean_catch_step']:.0f}",
-                    f"{s['by_kind']['stall']}/{s['by_kind']['deviation']}",
+                    f"{s['by_kind']['stall']}/{s['by_kind']['stuck']}/{s['by_kind']['deviation']}",
                     "-" if ratio is None else f"{ratio:.2f}",
                 ]
             )
@@ -193,7 +215,7 @@ def render(figures: dict[str, Any]) -> None:
             "false alarms (solved)",
             "catches (failed)",
             "mean catch step",
-            "stall/deviation",
+            "stall/stuck/deviation",
             "false alarms vs configured",
         ],
         rows,

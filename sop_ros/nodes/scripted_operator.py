@@ -31,6 +31,7 @@ class ScriptedOperatorNode(Node):
         p = Params(self, "scripted_operator")
         rule = OperatorRuleConfig(
             stall_steps=p("stall_steps", "policy steps without progress before a takeover (0 disables)"),
+            stuck_steps=p("stuck_steps", "policy steps without progress or arm motion before a takeover (0 disables)"),
             min_progress_delta=p("min_progress_delta", "an improvement smaller than this is not progress"),
             deviation_threshold=p(
                 "deviation_threshold", "L2 distance between policy and expert action that counts as deviating"
@@ -56,9 +57,7 @@ class ScriptedOperatorNode(Node):
             expert_stall_steps=p(
                 "expert_stall_steps", "expert steps without progress or motion before recovering again (0 disables)"
             ),
-            expert_stall_motion=p(
-                "expert_stall_motion", "an arm-state (joint position) value changing more than this is motion"
-            ),
+            stall_motion=p("stall_motion", "an arm-state (joint position) value changing more than this is motion"),
             recovery_probe_steps=p(
                 "recovery_probe_steps",
                 "at a takeover the expert acts first; recover only if no new best progress in this many steps (0 = "
@@ -69,9 +68,8 @@ class ScriptedOperatorNode(Node):
         self._episode_id = ""
         self._last_stamp = -1
         self._policy_action: Optional[np.ndarray] = None
-        self._arm_state: Optional[np.ndarray] = (
-            None  # latest joint positions: is the arm moving (recovery's stall test)
-        )
+        # Latest joint positions: is the arm moving (the stuck rule, the recovery's stall test).
+        self._arm_state: Optional[np.ndarray] = None
         self._reason = ""
         self.command_pub = self.create_publisher(HumanCommand, "intervention/command", _qos.CONTROL)
         self.create_subscription(PrivilegedState, "sim/privileged_state", self._on_state, _qos.CONTROL)

@@ -63,7 +63,7 @@ class RuleAuditSummary:
     failed_alone: int
     false_alarms: int  # the rule fired in a solved episode
     catches: int  # the rule fired in a failed episode
-    by_kind: Mapping[str, int]  # takeovers per kind (stall / deviation), all episodes
+    by_kind: Mapping[str, int]  # takeovers per kind (stall / stuck / deviation), all episodes
     mean_catch_step: Optional[float]  # when it fired in failed episodes
 
     @property
@@ -85,7 +85,7 @@ def summarise(rule_names: Sequence[str], outcomes: Sequence[EpisodeOutcome]) -> 
         fired = [(o, o.observed["takeovers"][name]) for o in outcomes]
         solved = [f for o, f in fired if o.success]
         failed = [f for o, f in fired if not o.success]
-        kinds: dict[str, int] = {"stall": 0, "deviation": 0}
+        kinds: dict[str, int] = {"stall": 0, "stuck": 0, "deviation": 0}
         for _, f in fired:
             if f is not None:
                 kinds[f["kind"]] += 1

@@ -6,10 +6,13 @@ expert's action, and applies a fixed rule, so interventions are deterministic an
 a reason string (for InterventionState and the episode's intervention segments):
 
 - take over when the best progress so far has not improved by `min_progress_delta` for
-  `stall_steps` consecutive policy steps ("stalled"), or when the policy's action differs from the
-  expert's by more than `deviation_threshold` (L2) for `deviation_steps` consecutive steps (with
-  `progress_excuses_deviation`, a deviating step that also made progress does not count: an
-  operator does not grab a robot that is getting there its own way);
+  `stall_steps` consecutive policy steps ("stalled"); sooner, after `stuck_steps`, when in that time
+  the arm has not moved either (no arm-state value changed by more than `stall_motion`: "stuck", a
+  gripper pressing on the object or a frozen policy; a moving arm without progress gets the longer
+  window, because the expert itself crosses progress-free stretches on the move); or when the
+  policy's action differs from the expert's by more than `deviation_threshold` (L2) for
+  `deviation_steps` consecutive steps (with `progress_excuses_deviation`, a deviating step that
+  also made progress does not count: an operator does not grab a robot getting there its own way);
 - hand back when, since the takeover, the expert has improved the best progress on
   `handback_progress_steps` steps, or has raised it by `subgoal_gain` (a sub-goal reached); but at
   most `max_handbacks` times per episode (-1: no limit): a policy that failed again after that many
@@ -37,6 +40,8 @@ class OperatorRuleConfig:
     each parameter from it; other users build this with from_mapping(sop_ros.resources.node_defaults(...)))."""
 
     stall_steps: int  # k: policy steps without progress before a takeover (0 disables)
+    # Policy steps without progress or arm motion (stall_motion) before a takeover (0 disables); needs the arm state.
+    stuck_steps: int
     min_progress_delta: float  # an improvement smaller than this is not progress
     deviation_threshold: float  # L2 distance between policy and expert action
     deviation_steps: int  # m: consecutive deviating policy steps before a takeover (0 disables)
@@ -51,7 +56,7 @@ class OperatorRuleConfig:
     # In the robot's action space; MetaWorld [dx, dy, dz, gripper]: hand up, gripper open (-1).
     recovery_action: tuple[float, ...]
     expert_stall_steps: int  # expert steps without progress or motion before recovering again (0 disables)
-    expert_stall_motion: float  # an arm-state value changing more than this is motion (MetaWorld: metres)
+    stall_motion: float  # an arm-state value changing more than this is motion (MetaWorld: metres)
     # At a takeover the expert acts first; the operator recovers only if it has not raised progress above
     # the episode's best by min_progress_delta within this many steps (0: recover at every takeover).
     recovery_probe_steps: int
@@ -77,6 +82,7 @@ class OperatorRuleConfig:
         object.__setattr__(self, "recovery_action", action)
         for name in (
             "stall_steps",
+            "stuck_steps",
             "deviation_steps",
             "handback_progress_steps",
             "recovery_steps",
@@ -95,7 +101,7 @@ class OperatorRuleConfig:
             raise ValueError(f"OperatorRuleConfig.max_handbacks: must be an integer >= -1, got {self.max_handbacks!r}")
         if self.handback_progress_steps == 0:
             raise ValueError("OperatorRuleConfig.handback_progress_steps: must be >= 1")
-        for name in ("min_progress_delta", "deviation_threshold", "subgoal_gain", "expert_stall_motion"):
+        for name in ("min_progress_delta", "deviation_threshold", "subgoal_gain", "stall_motion"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"OperatorRuleConfig.{name}: must be a positive number, got {value!r}")
@@ -108,7 +114,7 @@ class OperatorDecision:
     intervening: bool  # True: the expert (standing in for the human) acts this step
     changed: bool  # this step is a takeover or a hand-back
     reason: str  # why the state changed (empty when unchanged)
-    trigger: str = ""  # on a takeover, the rule that fired: "stall" or "deviation"
+    trigger: str = ""  # on a takeover, the rule that fired: "stall", "stuck" or "deviation"
 
 
 class ScriptedOperator:
@@ -122,18 +128,25 @@ class ScriptedOperator:
         self.intervening = False
         self._best = -math.inf
         self._stalled = 0
+        self._still = 0  # policy steps without progress or arm motion since _still_anchor
+        self._still_anchor: Optional[np.ndarray] = None
         self._deviating = 0
         self._takeover_best = -math.inf
         self._expert_progress_steps = 0
         self.handbacks = 0  # this episode
 
     def decide(
-        self, progress: float, policy_action: Optional[np.ndarray], expert_action: np.ndarray
+        self,
+        progress: float,
+        policy_action: Optional[np.ndarray],
+        expert_action: np.ndarray,
+        arm_state: Optional[np.ndarray] = None,
     ) -> OperatorDecision:
         """Decide who acts on this step, given the current progress and both proposed actions.
 
         `policy_action` may be one action [A] or a chunk [K, A] (its first action is compared);
         None when the policy has not proposed anything (it then cannot be judged for deviation).
+        `arm_state` (joint positions; None while unknown: the stuck rule then waits) feeds the stuck rule.
         """
         if not math.isfinite(progress):
             raise ValueError(f"progress: must be finite, got {progress!r}")
@@ -142,7 +155,24 @@ class ScriptedOperator:
             self._best = progress
         if self.intervening:
             return self._while_intervening(improved)
+        self._count_still(improved, arm_state)
         return self._while_policy_acts(improved, policy_action, expert_action)
+
+    def _count_still(self, improved: bool, arm_state: Optional[np.ndarray]) -> None:
+        if arm_state is None:
+            self._still, self._still_anchor = 0, None
+            return
+        state = np.asarray(arm_state, dtype=np.float64).ravel()
+        anchor = self._still_anchor
+        moved = (
+            anchor is None
+            or anchor.shape != state.shape
+            or float(np.max(np.abs(state - anchor), initial=0.0)) > self.config.stall_motion
+        )
+        if moved or improved:
+            self._still, self._still_anchor = 0, state.copy()
+        else:
+            self._still += 1
 
     def _while_policy_acts(
         self, improved: bool, policy_action: Optional[np.ndarray], expert_action: np.ndarray
@@ -163,6 +193,8 @@ class ScriptedOperator:
             self._deviating = 0
         if cfg.stall_steps and self._stalled >= cfg.stall_steps:
             return self._take_over("stall", f"no progress for {self._stalled} steps (best {self._best:.3f})")
+        if cfg.stuck_steps and self._still >= cfg.stuck_steps:
+            return self._take_over("stuck", f"no progress and the arm still for {self._still} steps")
         if cfg.deviation_steps and self._deviating >= cfg.deviation_steps:
             return self._take_over(
                 "deviation",
@@ -195,5 +227,6 @@ class ScriptedOperator:
         self.intervening = False
         self.handbacks += 1
         self._stalled = 0
+        self._still, self._still_anchor = 0, None
         self._deviating = 0
         return OperatorDecision(False, True, reason)

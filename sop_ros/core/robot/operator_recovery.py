@@ -17,7 +17,7 @@ straight on; one whose fingers closed above the object does not move it on).
 The expert itself can also get stuck later (it is stateless: the same state gives the same action,
 so a state it cannot change is one it never leaves). When, while it acts, for `expert_stall_steps`
 steps neither progress has improved by `min_progress_delta` nor the arm's own state (the robot's
-joint state: in MetaWorld hand xyz + gripper opening) has moved by more than `expert_stall_motion`
+joint state: in MetaWorld hand xyz + gripper opening) has moved by more than `stall_motion`
 in any value, the operator recovers again instead of holding control until the step limit.
 Progress alone is not the test: on its way some experts first move away from the goal for a while
 (button-press-v3 backs off to line up), and some make no measurable progress for 50-70 steps while
@@ -58,7 +58,7 @@ class RecoveryPhase:
         recovery_steps: int,
         expert_stall_steps: int,
         min_progress_delta: float,
-        expert_stall_motion: float,
+        stall_motion: float,
         probe_steps: int = 0,
     ):
         if min(recovery_steps, expert_stall_steps, probe_steps) < 0:
@@ -70,7 +70,7 @@ class RecoveryPhase:
         self.probe_steps = probe_steps
         self.expert_stall_steps = expert_stall_steps
         self.min_progress_delta = min_progress_delta
-        self.expert_stall_motion = expert_stall_motion
+        self.stall_motion = stall_motion
         self.reset()
 
     def reset(self) -> None:
@@ -138,7 +138,7 @@ class RecoveryPhase:
         if state.shape != self._anchor_state.shape:  # the first arm state arrived (the node): count afresh from here
             self._set_anchor(progress, state)
             return False
-        moved = float(np.max(np.abs(state - self._anchor_state), initial=0.0)) > self.expert_stall_motion
+        moved = float(np.max(np.abs(state - self._anchor_state), initial=0.0)) > self.stall_motion
         if moved or progress >= self._anchor_progress + self.min_progress_delta:
             self._set_anchor(progress, state)
             return False
@@ -166,7 +166,7 @@ class RecoveringOperator:
             config.recovery_steps,
             config.expert_stall_steps,
             config.min_progress_delta,
-            config.expert_stall_motion,
+            config.stall_motion,
             config.recovery_probe_steps,
         )
         self._recovery_action = np.asarray(config.recovery_action, dtype=np.float32)
@@ -195,9 +195,9 @@ class RecoveringOperator:
             raise ValueError(
                 f"recovery_action: {self._recovery_action.shape[0]} values, but actions have shape {expert.shape}"
             )
-        decision = self.rule.decide(progress, policy_action, expert)
-        recoveries = self.recovery.recoveries
         state = None if arm_state is None else np.asarray(arm_state, dtype=np.float64).ravel()
+        decision = self.rule.decide(progress, policy_action, expert, state)
+        recoveries = self.recovery.recoveries
         phase = self.recovery.update(decision.intervening, decision.changed and decision.intervening, progress, state)
         action = {
             OperatorPhase.POLICY: None,
