@@ -9,10 +9,10 @@ import pytest
 
 from sop_ros.backends.metaworld_sim import make_backend
 from sop_ros.cli import main
-from sop_ros.commands.collect import DemoJob, DemoSettings, record_demo
 from sop_ros.core.episodes.episode import Actor, LabelSource
 from sop_ros.core.episodes.episode_file import read_episode
 from sop_ros.core.robot.tasks import TaskSpec, load_task_specs
+from sop_ros.core.training.demo_recording import DemoJob, DemoSettings, record_demo
 from sop_ros.resources import default_tasks_path
 
 pytestmark = pytest.mark.timeout(180)

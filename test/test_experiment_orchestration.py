@@ -96,7 +96,7 @@ def base_dir(tmp_path_factory):
 
 def test_plan_orders_the_budget_run_first_and_shares_the_comparison_run_with_scaling():
     runs = plan_runs(
-        parse_methods("base,sop_hg_dagger,sop_recap,non_sop,offline_only"),
+        parse_methods("base,sop_hg_dagger,sop_recap,non_sop,offline_only,more_demos,ceiling"),
         seeds=2,
         robots=4,
         scaling=parse_robot_counts("4,1,2"),
@@ -108,12 +108,16 @@ def test_plan_orders_the_budget_run_first_and_shares_the_comparison_run_with_sca
         "sop_recap-r4-s0",
         "non_sop-r4-s0",
         "offline_only-r0-s0",
+        "more_demos-r0-s0",
+        "ceiling-r0-s0",
         "sop_hg_dagger-r1-s0",
         "sop_hg_dagger-r2-s0",
         "sop_hg_dagger-r4-s1",
         "sop_recap-r4-s1",
         "non_sop-r4-s1",
         "offline_only-r0-s1",
+        "more_demos-r0-s1",
+        "ceiling-r0-s1",
         "sop_hg_dagger-r1-s1",
         "sop_hg_dagger-r2-s1",
     ]
@@ -122,6 +126,8 @@ def test_plan_orders_the_budget_run_first_and_shares_the_comparison_run_with_sca
     assert by_name["sop_hg_dagger-r2-s0"].groups == ("scaling",)
     assert by_name["non_sop-r4-s1"].budget_run().name == "sop_hg_dagger-r4-s1"
     assert by_name["offline_only-r0-s0"].budget_run().name == "sop_hg_dagger-r4-s0"
+    assert by_name["more_demos-r0-s1"].budget_run().name == "sop_hg_dagger-r4-s1"
+    assert by_name["ceiling-r0-s1"].budget_run().name == "sop_hg_dagger-r4-s1"  # the same compute
     assert by_name["sop_recap-r4-s0"].budget_run() is None
     assert all(r.groups == ("comparison",) for r in plan_runs(["sop_hg_dagger"], 1, 2, [1, 2], skip_scaling=True))
 
@@ -130,6 +136,10 @@ def test_plan_refuses_inconsistent_requests():
     with pytest.raises(PlanError, match="include sop_hg_dagger or give --offline-updates"):
         plan_runs(["non_sop"], 1, 2, [])
     assert [r.name for r in plan_runs(["non_sop"], 1, 2, [], offline_updates=50)] == ["non_sop-r2-s0"]
+    # more_demos spends the SOP run's human steps: a fixed update budget does not replace that run.
+    with pytest.raises(PlanError, match="more_demos spends the human-controlled steps of sop_hg_dagger"):
+        plan_runs(["more_demos"], 1, 2, [], offline_updates=50)
+    assert [r.name for r in plan_runs(["ceiling"], 1, 2, [], offline_updates=50)] == ["ceiling-r0-s0"]
     with pytest.raises(PlanError, match="--methods"):
         parse_methods("base,dagger")
     with pytest.raises(PlanError, match="--robots-scaling"):
@@ -328,7 +338,18 @@ def test_evaluator_runs_the_real_harness_once_per_weights(base_dir, tmp_path):
 
 
 def _run_result(
-    method, seed, robots, groups, final, curve=(), rows=(), start_ns=0, duration_s=0.0, updates=None, offline=None
+    method,
+    seed,
+    robots,
+    groups,
+    final,
+    curve=(),
+    rows=(),
+    start_ns=0,
+    duration_s=0.0,
+    updates=None,
+    offline=None,
+    demo_steps=None,
 ):
     kw = {}
     if rows:
@@ -352,6 +373,8 @@ def _run_result(
         learner_updates=updates,
         offline_updates=offline,
         start_ns=start_ns,
+        demo_steps=demo_steps,
+        demos_added=None if demo_steps is None else demo_steps // 10,
         **kw,
     )
 
@@ -389,6 +412,8 @@ def test_results_are_written_as_csv_markdown_plots_and_summary(base_dir, tmp_pat
             "non_sop", 0, 2, ("comparison",), 0.6, [(0, 0.4), (60, 0.4), (120, 0.4)], rows, t0, 120.0, offline=300
         ),
         _run_result("offline_only", 0, 0, ("comparison",), 0.5, offline=300),
+        _run_result("more_demos", 0, 0, ("comparison",), 0.7, offline=300, demo_steps=12),
+        _run_result("ceiling", 0, 0, ("comparison",), 0.97, offline=300, demo_steps=3000),
     ]
     save_run_result(tmp_path / "runs" / "x", results[1])
     assert load_run_result(tmp_path / "runs" / "x") == results[1]
@@ -404,6 +429,8 @@ def test_results_are_written_as_csv_markdown_plots_and_summary(base_dir, tmp_pat
         "sop_recap": None,
         "non_sop": 0.6,
         "offline_only": 0.5,
+        "more_demos": 0.7,
+        "ceiling": 0.97,
     }
     assert summary["final_success_spread"]["sop_hg_dagger"]["std"] == pytest.approx(np.std([0.95, 0.85], ddof=1))
     # 2 robots: the seed-mean curve (0.4, 0.8, 0.9) crosses 0.9 at 120 s; seed 0 alone at 60 + 60 * 0.2 / 0.25 = 108 s.
@@ -418,17 +445,23 @@ def test_results_are_written_as_csv_markdown_plots_and_summary(base_dir, tmp_pat
     assert summary["final_success_ci95"]["sop_hg_dagger"] == pytest.approx(list(wilson_interval(18, 20)))
     assert summary["final_success_ci95"]["base"] == pytest.approx(list(wilson_interval(4, 10)))
     assert summary["command"].startswith("sop experiment") and summary["machine"] == {"cpu_count": 2}
-    assert summary["ceiling_success"] is None  # not measured by `sop experiment`: null, never a made-up number
+    assert summary["ceiling_success"] == 0.97  # the ceiling method's, never a made-up number
+    # Return on human effort: (final - base) per 1,000 human-controlled steps (corrections or demo steps).
+    assert summary["human_steps"]["more_demos"] == 12
+    gains = summary["success_gain_per_1000_human_steps"]
+    assert gains["more_demos"] == pytest.approx(0.3 * 1000 / 12) and gains["non_sop"] == pytest.approx(0.2 * 1000 / 12)
+    assert gains["base"] is None and gains["offline_only"] is None
     for name in ("curves.csv", "online.csv", "runs.csv", "final.csv", "scaling.csv", "results.md"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert sorted(data["plots"]) == ["intervention_share.png", "scaling.png", "success_over_time.png"]
     for plot in data["plots"]:
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     final_csv = (tmp_path / "final.csv").read_text().splitlines()
-    assert final_csv[0].startswith("method,runs,final_success_mean") and len(final_csv) == 5
+    assert final_csv[0].startswith("method,runs,final_success_mean") and len(final_csv) == 7
     assert len((tmp_path / "curves.csv").read_text().splitlines()) == 1 + 1 + 3 * 4
     md = (tmp_path / "results.md").read_text()
     assert "| sop_hg_dagger | 0.90 ± 0.07 |" in md and "| 2 | 2.0 |" in md and "![scaling](scaling.png)" in md
+    assert "| more_demos | 12 | 25.000 |" in md
 
 
 # ------------------------------------------------------------------------------ CLI

@@ -227,3 +227,61 @@ def test_a_virtual_robot_hands_control_back_as_the_mux_does(base_dir, tmp_path):
     human = episode.actors == Actor.HUMAN
     assert torch.isnan(torch.from_numpy(episode.proposed_chunks[human])).all()
     assert not torch.isnan(torch.from_numpy(episode.proposed_chunks[~human])).any()
+
+
+def test_more_demos_spends_the_budget_runs_human_steps_on_fresh_expert_demos(base_dir, tmp_path):
+    from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator
+    from sop_ros.experiment.demo_baselines import add_expert_demos
+    from sop_ros.experiment.plan import RunSpec
+    from sop_ros.experiment.results import RunResult
+    from sop_ros.experiment.runner import ExperimentConfig, RunError, execute_run
+
+    task = TaskSpec(TASK.task_id, TASK.instruction, 100)  # room for the expert to succeed
+    config = ExperimentConfig(
+        out_dir=tmp_path / "out",
+        base_dir=base_dir,
+        tasks={task.task_id: task},
+        duration_s=4.1,
+        robot_hz=10.0,
+        eval_episodes=1,
+        curve_eval_episodes=1,
+        offline_updates=None,
+    )
+    evaluator = CheckpointEvaluator(config.tasks, tmp_path / "eval_cache.json")
+    run = RunSpec("more_demos", 0, 0, ("comparison",), budget_robots=1)
+    with pytest.raises(RunError, match="human-controlled steps of sop_hg_dagger-r1-s0"):
+        execute_run(run, config, evaluator, {})
+    assert not config.run_dir(run).exists()  # refused before recording anything
+    budget = RunResult(
+        name="sop_hg_dagger-r1-s0",
+        method="sop_hg_dagger",
+        seed=0,
+        robots=1,
+        groups=("comparison",),
+        duration_s=4.1,
+        final_version=2,
+        final_success=0.0,
+        final_per_task={task.task_id: 0.0},
+        eval_episodes_per_task=1,
+        learner_updates=3,
+        online_totals={"human_steps": 25},
+    )
+    result = execute_run(run, config, evaluator, {budget.name: budget})
+    # Demos until their steps reach the budget run's 25 human steps: then no further demo starts.
+    assert 25 <= result.demo_steps < 25 + task.max_steps and result.demos_added >= 1
+    assert result.offline_updates == 3 and result.final_version == 2
+    with EpisodeStore(config.run_dir(run) / LEARNER_DIR / "offline", cache_in_background=False) as offline:
+        rows = offline.query()
+    assert len(rows) == 2 + result.demos_added and all(r.success for r in rows)
+    assert not (config.run_dir(run) / "extra_demos").exists()  # staged files are gone once ingested
+
+    # The ceiling's per-task count; the same scene seeds give the same demos.
+    a, b = prepare_run_dir(base_dir, tmp_path / "a"), prepare_run_dir(base_dir, tmp_path / "b")
+    demos = [add_expert_demos(config.tasks, d.parent, d, run_seed=1, per_task=2) for d in (a, b)]
+    assert demos[0] == demos[1] and demos[0].attempts == 2 and demos[0].kept == 2
+    frames = []  # episode ids are fresh UUIDs; the recorded states and actions are the scene's
+    for d in (a, b):
+        with EpisodeStore(d / "offline", cache_in_background=False) as offline:
+            arrays = [offline.arrays(r.episode_id) for r in offline.query()]
+        frames.append(sorted(x["states"].tobytes() + x["actions"].tobytes() for x in arrays))
+    assert frames[0] == frames[1] and len(frames[0]) == 4

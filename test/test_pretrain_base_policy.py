@@ -12,13 +12,13 @@ import yaml
 from sop_ros.backends.metaworld_sim import make_backend
 from sop_ros.bench.synthetic_episodes import synthetic_episode
 from sop_ros.cli import main
-from sop_ros.commands.collect import DemoJob, DemoSettings, collect_demos
 from sop_ros.core.episodes.episode_file import write_episode
 from sop_ros.core.evaluation.harness import EvalReport, TaskResult, wilson_interval
 from sop_ros.core.model import VLAPolicy, preset, shared_instruction_encoder
 from sop_ros.core.robot.tasks import TaskSpec
 from sop_ros.core.storage.checkpoint_store import CheckpointStore
 from sop_ros.core.storage.episode_store import EpisodeStore
+from sop_ros.core.training.demo_recording import DemoJob, DemoSettings, collect_demos
 from sop_ros.core.training.pretrain import (
     PretrainConfig,
     PretrainError,

@@ -6,7 +6,8 @@
 What runs (research/sop-paper.md section 5; sop_ros/experiment/plan.py defines the methods):
   a. base vs SOP + HG-DAgger vs SOP + RECAP vs non_sop (the same fleet time with the fixed base
      policy, then HG-DAgger trained once offline for as many updates as the SOP HG-DAgger run made)
-     vs offline_only (the same number of updates on the offline demos alone): final success,
+     vs offline_only (the same number of updates on the offline demos alone) vs more_demos (the SOP run's
+     human-controlled steps spent on fresh expert demos instead) vs ceiling (a large expert set): final success,
      success over (simulated or wall-clock) time, throughput (episodes and successful episodes per hour);
   b. fleet scaling (SOP + HG-DAgger with each --robots-scaling count): time to --threshold;
   c. the share of steps the operator corrected, over time.
@@ -203,6 +204,8 @@ def ensure_base(base: Path | None, console) -> Path:
 
 def _settings(args: argparse.Namespace, tasks: list[str], base: Path) -> dict:
     """What makes runs comparable: a resumed experiment must use the same."""
+    from sop_ros.experiment.demo_baselines import CEILING_DEMOS_PER_TASK
+
     return {
         "duration_min": args.duration_min,
         "clock": args.clock,
@@ -216,6 +219,9 @@ def _settings(args: argparse.Namespace, tasks: list[str], base: Path) -> dict:
         "curve_eval_episodes": args.curve_eval_episodes,
         "publish_every_updates": args.publish_every_updates,
         "offline_updates": args.offline_updates,
+        # The robots' node parameters (operator rule, mux, policy horizon, camera): runs made under others differ.
+        "robot_defaults": {s: node_defaults(s) for s in ("scripted_operator", "action_mux", "policy", "sim_robot")},
+        "ceiling_demos_per_task": CEILING_DEMOS_PER_TASK,
     }
 
 

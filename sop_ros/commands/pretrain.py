@@ -144,13 +144,13 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def collect_demos_if_empty(args: argparse.Namespace, specs) -> None:
     from sop_ros.backends.metaworld_sim import make_backend
-    from sop_ros.commands.collect import (
+    from sop_ros.commands.collect import select_tasks
+    from sop_ros.core.training.demo_recording import (
         DEMO_ROBOT_ID,
         DemoJob,
         DemoSettings,
         collect_demos,
         recorded_chunk_size,
-        select_tasks,
     )
     from sop_ros.core.training.pretrain import episode_files
 

@@ -10,6 +10,11 @@ Methods (research/sop-paper.md section 5.3, with the budgets made explicit):
                  on that data plus the offline demos, for as many updates as the SOP HG-DAgger run
                  of the same seed and fleet size made (same interaction, same learner compute).
 - offline_only:  the same number of updates spent on the offline demos alone (no fleet).
+- more_demos:    the human-controlled steps of the SOP HG-DAgger run of the same seed and fleet size
+                 spent on fresh expert demos instead of corrections, then the same offline training
+                 (base demos + new ones, same updates): the choice a team without SOP would make.
+- ceiling:       the same offline training on a large expert set (demo_baselines.CEILING_DEMOS_PER_TASK
+                 fresh demos per task on top of the base's): how close to the best this model gets.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Optional
 
-METHODS = ("base", "sop_hg_dagger", "sop_recap", "non_sop", "offline_only")
+METHODS = ("base", "sop_hg_dagger", "sop_recap", "non_sop", "offline_only", "more_demos", "ceiling")
 # The run whose learner updates set the compute budget of the offline baselines.
 BUDGET_METHOD = "sop_hg_dagger"
 SCALING_METHOD = "sop_hg_dagger"
@@ -31,6 +36,9 @@ class MethodSpec:
     learner_trains: bool  # the learner post-trains online while the fleet runs
     algorithm: str  # the learner's (online) or the offline training's algorithm
     trains_offline: bool  # one offline training after the fleet stopped (or without fleet)
+    # Fresh expert demos added before the offline training: "" none, "budget_human_steps" as many steps as the
+    # budget run's operator controlled, "ceiling" a large set (demo_baselines).
+    extra_demos: str = ""
 
     @property
     def evaluated_only(self) -> bool:
@@ -46,6 +54,22 @@ METHOD_SPECS = {
     "non_sop": MethodSpec("non_sop", runs_fleet=True, learner_trains=False, algorithm="hg_dagger", trains_offline=True),
     "offline_only": MethodSpec(
         "offline_only", runs_fleet=False, learner_trains=False, algorithm="hg_dagger", trains_offline=True
+    ),
+    "more_demos": MethodSpec(
+        "more_demos",
+        runs_fleet=False,
+        learner_trains=False,
+        algorithm="hg_dagger",
+        trains_offline=True,
+        extra_demos="budget_human_steps",
+    ),
+    "ceiling": MethodSpec(
+        "ceiling",
+        runs_fleet=False,
+        learner_trains=False,
+        algorithm="hg_dagger",
+        trains_offline=True,
+        extra_demos="ceiling",
     ),
 }
 
@@ -121,6 +145,12 @@ def plan_runs(
         raise PlanError(
             f"--methods: {', '.join(needs_budget)} train for as many updates as {BUDGET_METHOD} made; "
             f"include {BUDGET_METHOD} or give --offline-updates"
+        )
+    needs_human_steps = [m for m in methods if METHOD_SPECS[m].extra_demos == "budget_human_steps"]
+    if needs_human_steps and BUDGET_METHOD not in methods:
+        raise PlanError(
+            f"--methods: {', '.join(needs_human_steps)} spend{'s' if len(needs_human_steps) == 1 else ''} the "
+            f"human-controlled steps of {BUDGET_METHOD} on demos; include {BUDGET_METHOD}"
         )
     scaling_counts = [] if skip_scaling else sorted(set(scaling))
     order = sorted(methods, key=lambda m: (m != BUDGET_METHOD, METHODS.index(m)))

@@ -14,6 +14,8 @@ _STYLE = {
     "sop_recap": "tab:orange",
     "non_sop": "tab:green",
     "offline_only": "tab:purple",
+    "more_demos": "tab:brown",
+    "ceiling": "black",
     "base": "tab:gray",
 }
 

@@ -45,6 +45,8 @@ class RunResult:
     learner_updates: Optional[int] = None  # updates of the online learner (SOP runs)
     offline_updates: Optional[int] = None  # updates of the one offline training (non-SOP baselines)
     offline_train_s: Optional[float] = None
+    demos_added: Optional[int] = None  # fresh expert demos in the offline training (more_demos, ceiling)
+    demo_steps: Optional[int] = None  # their human-controlled steps (failed attempts included)
     checkpoints: tuple[dict, ...] = ()  # {version, created_s, training_step, algorithm} of the run's new checkpoints
     online_windows: tuple[dict, ...] = ()  # fleet_metrics.WindowStats.as_dict() per window
     online_totals: Optional[dict] = None
@@ -98,6 +100,23 @@ def _mean_over(results: Iterable[RunResult], get) -> dict:
     return spread(get(r) for r in results).as_dict()
 
 
+def _human_steps(r: RunResult) -> Optional[float]:
+    """Human-controlled steps a run cost: operator steps in the fleet, or the fresh demos' steps."""
+    if r.online_totals:
+        return r.online_totals["human_steps"]
+    return r.demo_steps
+
+
+def return_on_human_effort(methods: Mapping[str, dict]) -> dict[str, Optional[float]]:
+    """Per method, mean success gained over the base per 1,000 human-controlled steps (None without either)."""
+    base = methods.get("base", {}).get("final_success", {}).get("mean")
+    gains = {}
+    for m, row in methods.items():
+        steps, final = row["human_steps"]["mean"], row["final_success"]["mean"]
+        gains[m] = None if base is None or not steps or final is None else (final - base) * 1000.0 / steps
+    return gains
+
+
 def method_table(results: Sequence[RunResult]) -> dict[str, dict]:
     """Per method (comparison runs): final success and throughput, mean and spread over seeds."""
     table = {}
@@ -120,7 +139,7 @@ def method_table(results: Sequence[RunResult]) -> dict[str, dict]:
             "intervention_share": _mean_over(
                 runs, lambda r: r.online_totals["intervention_share"] if r.online_totals else None
             ),
-            "human_steps": _mean_over(runs, lambda r: r.online_totals["human_steps"] if r.online_totals else None),
+            "human_steps": _mean_over(runs, _human_steps),
             "online_success_rate": _mean_over(
                 runs, lambda r: r.online_totals["success_rate"] if r.online_totals else None
             ),
@@ -201,6 +220,7 @@ def summary(
         "final_success_ci95": {m: final_success_ci95(results, m) for m in methods},
         "per_task": {m: {t: v["mean"] for t, v in methods[m]["final_per_task"].items()} for m in methods},
         "human_steps": {m: methods[m]["human_steps"]["mean"] for m in methods},
+        "success_gain_per_1000_human_steps": return_on_human_effort(methods),
         "intervention_share": {m: methods[m]["intervention_share"]["mean"] for m in methods},
         "time_to_threshold_s": {k: v["time_to_threshold_s"] for k, v in scaling.items()},
         "time_to_threshold_per_seed_s": {k: v["time_to_threshold_per_seed_s"] for k, v in scaling.items()},
@@ -214,8 +234,8 @@ def summary(
         # virtual: fleet time is simulated (experiment/virtual_clock.py); wall: real processes. Results from before
         # the virtual clock existed have no "clock" and ran on the wall clock. Runs on both: "virtual,wall".
         "clock": ",".join(sorted({(r.fleet or {}).get("clock", "wall") for r in results if r.fleet})) or None,
-        # BC on a large expert set with the same model and compute: not measured by `sop experiment` yet.
-        "ceiling_success": None,
+        # BC on a large expert set with the same model and compute (the `ceiling` method; None when not run).
+        "ceiling_success": methods["ceiling"]["final_success"]["mean"] if "ceiling" in methods else None,
         **dict(extra),
     }
 
@@ -288,6 +308,26 @@ def _methods_lines(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
     ]
 
 
+def _human_effort_lines(s: Mapping[str, Any]) -> list[str]:
+    gains = s.get("success_gain_per_1000_human_steps") or {}
+    rows = [m for m, g in gains.items() if s["human_steps"].get(m)]
+    if not rows:
+        return []
+    lines = [
+        "## Human effort",
+        "",
+        "| method | human-controlled steps | success gained over the base per 1,000 of them |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {m} | {s['human_steps'][m]:.0f} | {_fmt(gains[m], 3)} |" for m in rows]
+    return lines + [
+        "",
+        "Human-controlled steps: the operator's steps in the fleet (corrections), or the expert steps of the fresh "
+        "demos a demo-trained method recorded (failed attempts included).",
+        "",
+    ]
+
+
 def _minutes(t: Optional[float]) -> str:
     return _fmt(t / 60 if t is not None else None, 1)
 
@@ -315,7 +355,7 @@ def _scaling_lines(scaling: Mapping[str, Mapping[str, Any]], threshold: float) -
 
 def markdown_report(summary_data: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
     s = summary_data
-    lines = _header_lines(s) + _methods_lines(s["methods"])
+    lines = _header_lines(s) + _methods_lines(s["methods"]) + _human_effort_lines(s)
     if s["scaling"]:
         lines += _scaling_lines(s["scaling"], s["threshold"])
     for plot in plots:

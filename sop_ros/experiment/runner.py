@@ -23,6 +23,7 @@ from sop_ros.core.storage.checkpoint_store import CheckpointManifest, Checkpoint
 from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR
 from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator, checkpoints_at
+from sop_ros.experiment.demo_baselines import CEILING_DEMOS_PER_TASK, ExtraDemos, add_expert_demos
 from sop_ros.experiment.fleet_phase import FleetPhase, virtual_fleet, wall_fleet
 from sop_ros.experiment.fleet_run import FleetRunConfig, LiveCounts, checkpoint_versions, prepare_run_dir, prune_run_dir
 from sop_ros.experiment.offline_training import train_offline
@@ -161,6 +162,35 @@ def _offline_phase(
     return manifest, updates, time.monotonic() - t0
 
 
+def _budget_human_steps(run: RunSpec, finished: Mapping[str, RunResult]) -> int:
+    budget = run.budget_run()
+    done = finished.get(budget.name) if budget else None
+    if done is None or not done.online_totals:
+        raise RunError(f"run {run.name}: needs the human-controlled steps of {budget.name if budget else '?'}")
+    return int(done.online_totals["human_steps"])
+
+
+def _extra_demos(
+    run: RunSpec, config: ExperimentConfig, learner_dir: Path, finished: Mapping[str, RunResult], hooks: RunHooks
+) -> Optional[ExtraDemos]:
+    """Fresh expert demos into the run's offline store, as its method says (none for most methods)."""
+    kind = run.spec.extra_demos
+    if not kind:
+        return None
+    if kind == "ceiling":
+        per_task, budget = CEILING_DEMOS_PER_TASK, None
+        hooks.phase(f"recording {per_task} expert demos per task", per_task * len(config.tasks))
+        on_demo = None
+    else:
+        per_task, budget = None, _budget_human_steps(run, finished)
+        hooks.phase(f"recording expert demos: {budget} human steps", budget)
+        on_demo = lambda steps: hooks.offline_update(min(steps, budget), budget)  # noqa: E731
+    demos = add_expert_demos(
+        config.tasks, config.run_dir(run), learner_dir, run.seed, per_task=per_task, step_budget=budget, on_demo=on_demo
+    )
+    return demos
+
+
 def run_offline_only(
     run: RunSpec,
     config: ExperimentConfig,
@@ -168,7 +198,11 @@ def run_offline_only(
     finished: Mapping[str, RunResult],
     hooks: RunHooks,
 ) -> RunResult:
+    """A method without a fleet: the offline training from the base (offline_only, more_demos, ceiling)."""
+    if run.spec.extra_demos == "budget_human_steps":
+        _budget_human_steps(run, finished)  # fail before recording, not after
     learner_dir = prepare_run_dir(config.base_dir, config.run_dir(run))
+    demos = _extra_demos(run, config, learner_dir, finished, hooks)
     manifest, updates, train_s = _offline_phase(run, config, learner_dir, finished, hooks)
     hooks.phase(f"evaluating v{manifest.version}", config.eval_episodes * len(config.tasks))
     final = _evaluate(evaluator, learner_dir / CHECKPOINTS_DIR, manifest, config.eval_episodes, hooks)
@@ -185,6 +219,8 @@ def run_offline_only(
         eval_episodes_per_task=config.eval_episodes,
         offline_updates=updates,
         offline_train_s=train_s,
+        demos_added=None if demos is None else demos.kept,
+        demo_steps=None if demos is None else demos.steps,
     )
 
 
