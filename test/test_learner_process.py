@@ -268,3 +268,35 @@ def test_sop_learner_flags_become_settings_with_the_dataclass_defaults(tmp_path,
     config.write_text("insecure: true\nlearning_rate: 0.1\n")
     with pytest.raises(CliError, match="unknown LearnerServerConfig keys \\['learning_rate'\\]"):
         settings("--config", str(config))
+
+
+def test_the_learner_admits_only_episodes_its_model_and_fleet_take(tmp_path):
+    import dataclasses
+
+    from sop_ros.core.robot.tasks import load_task_specs
+    from sop_ros.learner.process import episode_admission
+    from sop_ros.learner.settings import LearnerSettings
+    from sop_ros.link.server import LearnerServerConfig
+    from sop_ros.resources import default_tasks_path
+
+    settings = LearnerSettings(data_dir=tmp_path / "learner", server=LearnerServerConfig(insecure=True))
+    default_tasks = frozenset(load_task_specs(default_tasks_path()))
+    # Training from scratch: the preset's shapes.
+    limits, tasks = episode_admission(settings)
+    assert (limits.state_dim, limits.action_dim) == (preset("tiny").state_dim, preset("tiny").action_dim)
+    assert tasks == default_tasks
+    # Serving only, without a checkpoint: any shape within the bounds.
+    limits, _ = episode_admission(dataclasses.replace(settings, train=False))
+    assert limits.state_dim is None and limits.action_dim is None
+    # With a checkpoint: its model's shapes, trained or not.
+    model = dataclasses.replace(preset("tiny"), state_dim=7)
+    policy = VLAPolicy(model, device="cpu")
+    CheckpointStore(settings.data_dir / "checkpoints").publish(
+        policy.checkpoint_tensors(), algorithm="bc", training_step=1, metrics={}, parent_version=None
+    )
+    for train in (True, False):
+        limits, _ = episode_admission(dataclasses.replace(settings, train=train))
+        assert limits.state_dim == 7
+    tasks_file = tmp_path / "tasks.yaml"
+    tasks_file.write_text("tasks:\n  reach-v3:\n    instruction: reach the goal\n    max_steps: 50\n")
+    assert episode_admission(dataclasses.replace(settings, tasks_file=tasks_file))[1] == {"reach-v3"}

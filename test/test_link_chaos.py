@@ -60,6 +60,9 @@ class Harness:
 
     def start_learner(self) -> None:
         # --no-train: this tests the link; the test episodes (state_dim 7) do not fit the learner's default model.
+        # Their task is in the learner's task set (it refuses episodes of other tasks).
+        tasks_file = self.tmp / "tasks.yaml"
+        tasks_file.write_text("tasks:\n  reach-v3:\n    instruction: reach the goal\n    max_steps: 150\n")
         self.learner = self._spawn(
             "learner",
             [
@@ -75,6 +78,8 @@ class Harness:
                 "--grace",
                 "2",
                 "--no-train",
+                "--tasks-file",
+                str(tasks_file),
                 "--log-level",
                 "WARNING",
             ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def creds(tmp_path_factory) -> CredentialsLayout:
-    return init_credentials(tmp_path_factory.mktemp("creds"), ["robot1", "robot2"])
+    return init_credentials(tmp_path_factory.mktemp("creds"), ["robot1", "robot2", "robot3"])
 
 
 def _tls_learner(tmp_path, creds: CredentialsLayout, mtls: bool = False):
@@ -55,9 +56,12 @@ def _link(
     return LinkClient.connect(config)
 
 
+_EPISODE_SEEDS = itertools.count(1000)  # every _begin a fresh episode id
+
+
 def _begin(link: LinkClient, tmp_path, robot_id: str = "robot1", metadata_robot: str | None = None):
     spool = Spool(tmp_path / f"spool-{robot_id}-{os.urandom(3).hex()}", 1 << 30)
-    entry = spool.write(make_episode(robot_id))
+    entry = spool.write(make_episode(robot_id, seed=next(_EPISODE_SEEDS)))
     meta = ingest_pb2.EpisodeMetadata(
         episode_id=entry.episode_id,
         robot_id=metadata_robot or robot_id,
@@ -80,7 +84,7 @@ def test_tokens_file_holds_only_hashes(creds):
     token = (creds.robot_dir("robot1") / "token").read_text().strip()
     text = creds.tokens_file.read_text()
     assert token not in text and token.split(".")[2] not in text
-    assert {e["principal"] for e in json.loads(text)["tokens"]} == {"robot1", "robot2", "operator"}
+    assert {e["principal"] for e in json.loads(text)["tokens"]} == {"robot1", "robot2", "robot3", "operator"}
     assert oct(creds.tokens_file.stat().st_mode & 0o777) == "0o600"
 
 
@@ -159,6 +163,47 @@ def test_robot_cannot_upload_as_another_robot(tmp_path, creds):
             ).episodes_stored
             == 0
         )
+
+
+def test_an_episode_id_belongs_to_the_robot_that_began_it(tmp_path, creds):
+    with _tls_learner(tmp_path, creds) as learner:
+        address = f"localhost:{learner.port}"
+        link1, link3 = _link(creds, address, robot="robot1"), _link(creds, address, robot="robot3")
+        spool = Spool(tmp_path / "spool-owner", 1 << 30)
+        entry = spool.write(make_episode("robot3", seed=7))
+        data = entry.path.read_bytes()
+        meta = ingest_pb2.EpisodeMetadata(
+            episode_id=entry.episode_id,
+            robot_id="robot3",
+            task_id="reach-v3",
+            size_bytes=len(data),
+            sha256=file_sha256(entry.path),
+        )
+        link3.ingest.BeginEpisode(ingest_pb2.BeginEpisodeRequest(metadata=meta), metadata=link3.metadata, timeout=5)
+        half = len(data) // 2
+        link3.ingest.UploadChunks(
+            iter([ingest_pb2.EpisodeChunk(episode_id=entry.episode_id, offset=0, data=data[:half])]),
+            metadata=link3.metadata,
+            timeout=5,
+        )
+        # robot1 names robot3's upload in progress (robot2 may be revoked by an earlier test): refused at Begin
+        # and at Commit, and robot3's bytes stay.
+        theirs = ingest_pb2.EpisodeMetadata()
+        theirs.CopyFrom(meta)
+        theirs.robot_id = "robot1"
+        begin = ingest_pb2.BeginEpisodeRequest(metadata=theirs)
+        assert _code(lambda: link1.ingest.BeginEpisode(begin, metadata=link1.metadata, timeout=5)) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+        commit = ingest_pb2.CommitEpisodeRequest(episode_id=entry.episode_id, sha256=meta.sha256, robot_id="robot1")
+        assert _code(lambda: link1.ingest.CommitEpisode(commit, metadata=link1.metadata, timeout=5)) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+        resumed = link3.ingest.BeginEpisode(
+            ingest_pb2.BeginEpisodeRequest(metadata=meta), metadata=link3.metadata, timeout=5
+        )
+        assert resumed.committed_offset == half  # robot3 resumes where it was
+        assert learner.episode_store.count() == 0
 
 
 def test_plaintext_client_cannot_talk_to_tls_learner(tmp_path, creds):

@@ -128,7 +128,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--tasks-file",
         type=Path,
-        help="task set (max steps per task, for RECAP's return normalisation); default config/tasks.yaml",
+        help="the fleet's task set: uploads of other tasks are refused; RECAP normalises returns by its max steps "
+        "(default config/tasks.yaml)",
     )
 
 

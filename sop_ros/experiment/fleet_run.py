@@ -95,7 +95,7 @@ def prepare_run_dir(base_dir: Path, run_dir: Path) -> Path:
     """
     base_dir = Path(base_dir)
     checkpoints = base_dir / CHECKPOINTS_DIR
-    if not checkpoints.is_dir() or not any(_VERSION_DIR.match(p.name) for p in checkpoints.iterdir()):
+    if not checkpoints.is_dir() or not any(_VERSION_DIR.fullmatch(p.name) for p in checkpoints.iterdir()):
         raise FleetRunError(
             f"base {base_dir}: no checkpoint in {checkpoints} (expected the base policy v1 from `sop pretrain`)"
         )
@@ -245,7 +245,7 @@ def checkpoint_versions(checkpoints_dir: Path) -> list[int]:
     return sorted(
         int(m.group(1))
         for p in checkpoints_dir.iterdir()
-        if (m := _VERSION_DIR.match(p.name)) and (p / "manifest.json").is_file()
+        if (m := _VERSION_DIR.fullmatch(p.name)) and (p / "manifest.json").is_file()
     )
 
 

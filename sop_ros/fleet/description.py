@@ -94,14 +94,14 @@ class RobotConfig(_Strict):
     @field_validator("id")
     @classmethod
     def _id_is_a_name(cls, v: str) -> str:
-        if not _ROBOT_ID.match(v):
+        if not _ROBOT_ID.fullmatch(v):
             raise ValueError(f"{v!r} is not a valid id (letters, digits, underscore; starts with a letter)")
         return v
 
     @field_validator("namespace")
     @classmethod
     def _namespace_is_absolute(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and not _NAMESPACE.match(v):
+        if v is not None and not _NAMESPACE.fullmatch(v):
             raise ValueError(f"{v!r} is not an absolute ROS namespace like /robot1")
         return v
 

@@ -12,12 +12,14 @@ announced to the watching robots and old ones are pruned.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from typing import Any, Optional
 
+from sop_ros.core.episodes.episode_limits import DEFAULT_EPISODE_LIMITS, EpisodeLimits
 from sop_ros.core.robot.tasks import load_task_specs
-from sop_ros.core.storage.data_layout import TENSORBOARD_DIR
+from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, TENSORBOARD_DIR
 from sop_ros.core.training.learner_training import LearnerTrainingConfig, build_learner_trainer, nothing_to_train
 from sop_ros.learner.settings import LearnerSettings
 from sop_ros.link import options
@@ -39,6 +41,22 @@ def training_config(settings: LearnerSettings) -> LearnerTrainingConfig:
         trainer=settings.trainer_config(),
         seed=settings.seed,
     )
+
+
+def episode_admission(settings: LearnerSettings) -> tuple[EpisodeLimits, frozenset[str]]:
+    """What this learner accepts from robots: episodes of its fleet's tasks (the task file) that its model can
+    train on (the state and action sizes of its latest checkpoint, or of the preset it would train from scratch;
+    a learner that neither trains nor has a checkpoint only stores, within the size bounds)."""
+    from sop_ros.core.storage.checkpoint_store import CheckpointStore
+    from sop_ros.core.training.learner_training import model_config_of
+
+    specs = load_task_specs(settings.tasks_file or default_tasks_path())
+    checkpoints = CheckpointStore(settings.data_dir / CHECKPOINTS_DIR)
+    limits = DEFAULT_EPISODE_LIMITS
+    if settings.train or checkpoints.latest() is not None:
+        model = model_config_of(checkpoints)
+        limits = dataclasses.replace(limits, state_dim=model.state_dim, action_dim=model.action_dim)
+    return limits, frozenset(specs)
 
 
 class NothingToTrainError(RuntimeError):
@@ -74,7 +92,8 @@ class LearnerProcess:
             reason = nothing_to_train(settings.algorithm, settings.data_dir)
             if reason is not None:
                 raise NothingToTrainError(reason)
-        stores = open_stores(settings.data_dir, settings.server.max_episode_bytes)
+        limits, task_ids = episode_admission(settings)
+        stores = open_stores(settings.data_dir, settings.server.max_episode_bytes, limits, task_ids)
         self.service = LearnerService(settings.server, *stores)
         try:
             self._server, self.port = create_server(self.service)

@@ -35,7 +35,8 @@ class LearnerSettings:
     keep_checkpoints: int = 20
     seed: int = _TRAINER_DEFAULTS.seed  # sampler and torch
     torch_threads: int = 1  # robots share the machine in a local fleet
-    tasks_file: Optional[Path] = None  # task set for RECAP's return normalisation; None: the package's
+    # The fleet's task set (uploads of other tasks are refused; RECAP's step budgets); None: the package's.
+    tasks_file: Optional[Path] = None
     # Commits wake the trainer at once; this slow re-read of the episode index is only a safety net.
     episode_poll_s: float = 30.0
 

@@ -73,6 +73,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             )
         self._auth.require_robot(context, meta.robot_id)
         with self._lock_for(meta.episode_id):
+            begun = self._declared_meta(meta.episode_id)
+            if begun is not None and begun.robot_id != meta.robot_id:  # its staged bytes are another robot's
+                validate.fail(
+                    context,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"episode {meta.episode_id} is being uploaded by another robot",
+                )
             if self._store.contains(meta.episode_id):
                 stored = self._store.get(meta.episode_id)
                 if stored.robot_id != meta.robot_id:
@@ -186,11 +193,17 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         validate.name(context, request.robot_id, "robot_id")
         self._auth.require_robot(context, request.robot_id)
         meta = self._declared_meta(request.episode_id)
-        if meta is not None and (meta.sha256 != request.sha256 or meta.robot_id != request.robot_id):
+        if meta is not None and meta.robot_id != request.robot_id:
+            validate.fail(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"episode {request.episode_id} is being uploaded by another robot",
+            )
+        if meta is not None and meta.sha256 != request.sha256:
             validate.fail(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "sha256/robot_id differ from what BeginEpisode declared for this episode",
+                "sha256 differs from what BeginEpisode declared for this episode",
             )
         with self._lock_for(request.episode_id):
             if self._store.contains(request.episode_id):
@@ -209,7 +222,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                     f"episode {request.episode_id}: nothing uploaded; call BeginEpisode and UploadChunks first",
                 )
             try:
-                stored = self._store.commit(request.episode_id, request.sha256, request.robot_id)
+                stored = self._store.commit(
+                    request.episode_id, request.sha256, request.robot_id, meta.task_id if meta is not None else None
+                )
             except EpisodeRejectedError as exc:
                 validate.fail(context, _REJECTION_STATUS[exc.code], str(exc))
         with self._declared_lock:

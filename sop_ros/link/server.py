@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from sop_ros.core.episodes.episode_limits import DEFAULT_EPISODE_LIMITS, EpisodeLimits
 from sop_ros.core.storage.checkpoint_store import CheckpointStore
 from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR
 from sop_ros.core.storage.episode_store import EpisodeStore
@@ -152,10 +153,14 @@ def create_server(service: LearnerService) -> tuple[grpc.Server, int]:
 
 
 def open_stores(
-    data_dir: Path, max_episode_bytes: int = options.MAX_EPISODE_BYTES
+    data_dir: Path,
+    max_episode_bytes: int = options.MAX_EPISODE_BYTES,
+    limits: EpisodeLimits = DEFAULT_EPISODE_LIMITS,
+    task_ids: Optional[frozenset[str]] = None,
 ) -> tuple[EpisodeStore, CheckpointStore]:
+    """The learner's stores; uploads must fit `limits` and (when given) be of one of `task_ids`."""
     data_dir = Path(data_dir)
     return (
-        EpisodeStore(data_dir / EPISODES_DIR, max_episode_bytes=max_episode_bytes),
+        EpisodeStore(data_dir / EPISODES_DIR, max_episode_bytes=max_episode_bytes, limits=limits, task_ids=task_ids),
         CheckpointStore(data_dir / CHECKPOINTS_DIR),
     )

@@ -37,7 +37,7 @@ def episode_id(context: grpc.ServicerContext, value: str, field: str = "episode_
 
 
 def sha256_hex(context: grpc.ServicerContext, value: str, field: str = "sha256") -> str:
-    if not _SHA256_HEX.match(value):
+    if not _SHA256_HEX.fullmatch(value):
         fail(
             context,
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -47,7 +47,7 @@ def sha256_hex(context: grpc.ServicerContext, value: str, field: str = "sha256")
 
 
 def name(context: grpc.ServicerContext, value: str, field: str) -> str:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         fail(
             context,
             grpc.StatusCode.INVALID_ARGUMENT,

@@ -37,11 +37,13 @@ from sop_ros.core.episodes.episode_format import (
     VERSION_TOPIC,
     WRITER_LIBRARY,
 )
+from sop_ros.core.episodes.episode_limits import DEFAULT_EPISODE_LIMITS, EpisodeLimits
 from sop_ros.core.episodes.episode_payload import (
     FormatProblem,
     StepArrays,
     StepShapes,
     check_channels,
+    check_chunk_sizes,
     json_field,
     read_steps,
     shape_int,
@@ -168,7 +170,7 @@ def _parse_metadata(reader) -> dict[str, str]:
     return meta
 
 
-def _read(path: Path) -> Episode:
+def _read(path: Path, limits: EpisodeLimits) -> Episode:
     with open(path, "rb") as f:
         _check_magic(f)
         reader = make_reader(f, validate_crcs=True)
@@ -179,20 +181,26 @@ def _read(path: Path) -> Episode:
         if summary is None:
             raise FormatProblem("MCAP file has no summary section")
         meta = _parse_metadata(reader)
-        shapes = StepShapes.parse(meta)
+        shapes = StepShapes.parse(meta, limits)  # declared sizes bounded before anything is allocated
         topics = check_channels(summary, shapes.num_steps)
+        check_chunk_sizes(summary, shapes, limits)
         steps = StepArrays(shapes)
         read_steps(reader, topics, steps)
-    return _episode_from(meta, steps)
+    return _episode_from(meta, steps, limits)
 
 
-def _episode_from(meta: dict[str, str], steps: StepArrays) -> Episode:
+def _episode_from(meta: dict[str, str], steps: StepArrays, limits: EpisodeLimits) -> Episode:
     """The episode of the read metadata and steps, validated and checked against the recorded content hash."""
     success = json_field(meta, "success")
     try:
         label_source = LabelSource(meta["label_source"])
     except ValueError:
         raise FormatProblem(f"metadata label_source {meta['label_source']!r} is unknown") from None
+    if len(meta["instruction"]) > limits.max_instruction_chars:
+        raise FormatProblem(
+            f"metadata instruction has {len(meta['instruction'])} characters, above the limit of "
+            f"{limits.max_instruction_chars}"
+        )
     reasons = json_field(meta, "intervention_reasons")
     if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
         raise FormatProblem("metadata 'intervention_reasons' must be a list of strings")
@@ -224,15 +232,15 @@ def _episode_from(meta: dict[str, str], steps: StepArrays) -> Episode:
     return ep
 
 
-def read_episode(path: str | Path) -> Episode:
+def read_episode(path: str | Path, limits: EpisodeLimits = DEFAULT_EPISODE_LIMITS) -> Episode:
     """Read and fully validate an episode file (CRCs, profile, schemas, counts, shapes, content hash).
 
     Raises EpisodeFileError naming the file and the problem for anything that is not a complete,
-    intact episode file.
+    intact episode file, or that declares more than `limits` allow (checked before allocating).
     """
     path = Path(path)
     try:
-        return _read(path)
+        return _read(path, limits)
     except (FormatProblem, cdr.CdrError) as e:
         raise EpisodeFileError(f"{path}: {e}") from None
     except EpisodeValidationError as e:

@@ -23,6 +23,7 @@ from sop_ros.core.episodes.episode_format import (
     STATE_TOPIC,
     TOPIC_TYPES,
 )
+from sop_ros.core.episodes.episode_limits import EpisodeLimitError, EpisodeLimits, decoded_bytes
 
 
 class FormatProblem(Exception):
@@ -54,12 +55,12 @@ class StepShapes:
     chunk_len: int
 
     @classmethod
-    def parse(cls, meta: dict[str, str]) -> StepShapes:
+    def parse(cls, meta: dict[str, str], limits: EpisodeLimits) -> StepShapes:
         num_steps = shape_int(json_field(meta, "num_steps"), "num_steps", 1)
         shapes = json_field(meta, "shapes")
         if not isinstance(shapes, dict) or not isinstance(shapes.get("image_hw"), list) or len(shapes["image_hw"]) != 2:
-            raise FormatProblem(f"metadata 'shapes' is malformed: {shapes!r}")
-        return cls(
+            raise FormatProblem(f"metadata 'shapes' is malformed: {str(shapes)[:200]}")
+        parsed = cls(
             num_steps,
             shape_int(shapes["image_hw"][0], "image_hw[0]", 1),
             shape_int(shapes["image_hw"][1], "image_hw[1]", 1),
@@ -67,6 +68,15 @@ class StepShapes:
             shape_int(shapes.get("action_dim"), "action_dim", 1),
             shape_int(shapes.get("chunk_len"), "chunk_len", 1),
         )
+        try:
+            limits.check_shapes(*dataclasses.astuple(parsed))
+        except EpisodeLimitError as exc:
+            raise FormatProblem(str(exc)) from None
+        return parsed
+
+    @property
+    def decoded_bytes(self) -> int:
+        return decoded_bytes(*dataclasses.astuple(self))
 
 
 class StepArrays:
@@ -127,6 +137,16 @@ class StepArrays:
         if dims != target.shape[1:] or values.size != int(np.prod(target.shape[1:])):
             raise FormatProblem(f"{what}: array dims {dims} with {values.size} values, expected {target.shape[1:]}")
         target[t] = values.reshape(target.shape[1:])
+
+
+def check_chunk_sizes(summary, shapes: StepShapes, limits: EpisodeLimits) -> None:
+    """Refuse a file whose chunks would inflate past what its declared messages need (before inflating any)."""
+    try:
+        limits.check_uncompressed(
+            [index.uncompressed_size for index in summary.chunk_indexes], shapes.num_steps, shapes.decoded_bytes
+        )
+    except EpisodeLimitError as exc:
+        raise FormatProblem(str(exc)) from None
 
 
 def check_channels(summary, num_steps: int) -> dict[int, str]:

@@ -156,7 +156,7 @@ class CheckpointStore:
     def versions(self) -> list[int]:
         found = []
         for p in self.root.iterdir():
-            m = _VERSION_DIR_RE.match(p.name)
+            m = _VERSION_DIR_RE.fullmatch(p.name)
             if m and (p / MANIFEST_FILE).is_file():
                 found.append(int(m.group(1)))
         return sorted(found)

@@ -25,7 +25,7 @@ def temp_path_for(final: Path) -> Path:
 
 
 def is_temp_name(name: str) -> bool:
-    return _TEMP_RE.match(name) is not None
+    return _TEMP_RE.fullmatch(name) is not None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -42,7 +42,7 @@ def _pid_alive(pid: int) -> bool:
 
 def is_stale_temp(path: Path, max_age_s: float = 3600.0) -> bool:
     """A temp file whose writer process is gone (or that is older than max_age_s, covering pid reuse)."""
-    m = _TEMP_RE.match(path.name)
+    m = _TEMP_RE.fullmatch(path.name)
     if m is None:
         return False
     try:

@@ -39,6 +39,7 @@ import numpy as np
 
 from sop_ros.core.episodes.episode import Episode
 from sop_ros.core.episodes.episode_file import EpisodeFileError, read_episode, read_episode_metadata
+from sop_ros.core.episodes.episode_limits import DEFAULT_EPISODE_LIMITS, EpisodeLimits
 from sop_ros.core.storage.durable_files import fsync_dir
 from sop_ros.core.storage.episode_index import EpisodeIndex, StoredEpisode, read_index
 from sop_ros.core.storage.episode_store_errors import (
@@ -85,6 +86,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_EPISODE_BYTES = 4 << 30
 _LOCK_STRIPES = 64
+# Uploads validated at once: each decodes a whole episode, so this (times the limits' max_decoded_bytes)
+# bounds the memory commits take, however many robots commit together.
+_VALIDATION_SLOTS = 2
 
 
 class EpisodeStore:
@@ -95,9 +99,15 @@ class EpisodeStore:
         max_episode_bytes: int = DEFAULT_MAX_EPISODE_BYTES,
         sync_every_bytes: int = DEFAULT_SYNC_EVERY_BYTES,
         cache_in_background: bool = True,
+        limits: EpisodeLimits = DEFAULT_EPISODE_LIMITS,
+        task_ids: Optional[frozenset[str]] = None,
     ):
+        """`limits`: what an upload may declare (a learner's: its model's shapes); `task_ids`: the fleet's tasks."""
         self.root = Path(root)
         self.max_episode_bytes = int(max_episode_bytes)
+        self.limits = limits
+        self.task_ids = None if task_ids is None else frozenset(task_ids)
+        self._validation_slots = threading.BoundedSemaphore(_VALIDATION_SLOTS)
         if sync_every_bytes < 1:
             raise ValueError(f"sync_every_bytes must be >= 1, got {sync_every_bytes}")
         self.sync_every_bytes = int(sync_every_bytes)
@@ -209,8 +219,10 @@ class EpisodeStore:
 
     # -------------------------------------------------------------------------------- commit
 
-    def commit(self, episode_id: str, sha256_hex: str, robot_id: str) -> StoredEpisode:
+    def commit(self, episode_id: str, sha256_hex: str, robot_id: str, task_id: Optional[str] = None) -> StoredEpisode:
         """Verify and store the staged upload; idempotent for an already stored identical episode.
+
+        `task_id`: the task the uploader declared (the file must say the same).
 
         Returns once the file is validated, fsynced, renamed and indexed (the caller may acknowledge);
         the training cache follows in the background.
@@ -229,7 +241,7 @@ class EpisodeStore:
             size = self.staged_offset(episode_id)
             if size == 0:
                 raise EpisodeRejectedError(episode_id, RejectionCode.NOTHING_STAGED, "no staged bytes to commit")
-            episode, content_hash = self._verify_staged(episode_id, sha256_hex, robot_id, size)
+            episode, content_hash = self._verify_staged(episode_id, sha256_hex, robot_id, size, task_id)
             self._staging.move_to(episode_id, self.episode_path(episode_id))
             self._insert(episode, sha256_hex, content_hash, size)
             stored = self.get(episode_id)
@@ -245,7 +257,9 @@ class EpisodeStore:
             )
             return stored
 
-    def _verify_staged(self, episode_id: str, sha256_hex: str, robot_id: str, size: int) -> tuple[Episode, str]:
+    def _verify_staged(
+        self, episode_id: str, sha256_hex: str, robot_id: str, size: int, task_id: Optional[str]
+    ) -> tuple[Episode, str]:
         """The staged episode and its content hash, after the checks an upload must pass (else it is discarded)."""
 
         def reject(code: RejectionCode, reason: str) -> EpisodeRejectedError:
@@ -260,10 +274,13 @@ class EpisodeStore:
                 RejectionCode.HASH_MISMATCH, f"sha256 mismatch: announced {sha256_hex}, received bytes hash to {actual}"
             )
         try:
-            episode = read_episode(staging)
+            with self._validation_slots:
+                episode = read_episode(staging, self.limits)
             content_hash = read_episode_metadata(staging)["content_hash"]  # read_episode checked it against the payload
         except EpisodeFileError as e:
             raise reject(RejectionCode.INVALID_FILE, f"invalid episode file: {e}") from None
+        except MemoryError:  # within the limits, yet more than this machine has free now
+            raise reject(RejectionCode.TOO_LARGE, "the episode does not fit in the learner's memory") from None
         if episode.episode_id != episode_id:
             raise reject(
                 RejectionCode.EPISODE_ID_MISMATCH,
@@ -272,6 +289,15 @@ class EpisodeStore:
         if episode.robot_id != robot_id:
             raise reject(
                 RejectionCode.ROBOT_MISMATCH, f"file says robot {episode.robot_id!r}, uploader is robot {robot_id!r}"
+            )
+        if task_id is not None and episode.task_id != task_id:
+            raise reject(
+                RejectionCode.INVALID_FILE, f"file says task {episode.task_id[:80]!r}, the upload declared {task_id!r}"
+            )
+        if self.task_ids is not None and episode.task_id not in self.task_ids:
+            raise reject(
+                RejectionCode.INVALID_FILE,
+                f"task {episode.task_id[:80]!r} is not one of this fleet's tasks {sorted(self.task_ids)}",
             )
         return episode, content_hash
 

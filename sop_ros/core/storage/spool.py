@@ -69,7 +69,7 @@ class Spool:
     def _scan(self) -> dict[str, SpoolEntry]:
         entries: dict[str, SpoolEntry] = {}
         for p in self.root.iterdir():
-            m = _NAME_RE.match(p.name)
+            m = _NAME_RE.fullmatch(p.name)
             if m is None:
                 if not is_temp_name(p.name):
                     log.warning("spool %s: ignoring unexpected file %s", self.root, p.name)
@@ -129,7 +129,7 @@ class Spool:
             copies = [
                 p
                 for p in self.root.iterdir()
-                if (m := _NAME_RE.match(p.name)) and m.group("id").lower() == episode_id.lower()
+                if (m := _NAME_RE.fullmatch(p.name)) and m.group("id").lower() == episode_id.lower()
             ]
             for p in copies:
                 p.unlink(missing_ok=True)

@@ -103,6 +103,11 @@ def _base_checkpoint(config: LearnerTrainingConfig, checkpoint_store: Checkpoint
     return latest, base_tensors, base_config
 
 
+def model_config_of(checkpoint_store: CheckpointStore, model_preset: str = LearnerTrainingConfig.model_preset):
+    """The model config the learner trains: its latest checkpoint's, else the preset's."""
+    return _base_checkpoint(LearnerTrainingConfig(model_preset=model_preset), checkpoint_store)[2]
+
+
 def _algorithm_for(config: LearnerTrainingConfig, model_config):
     """The algorithm with the model's chunk size (and RECAP's value bins) unless its options name them."""
     algo_options = dict(config.algorithm_config)
