@@ -300,3 +300,27 @@ def test_the_learner_admits_only_episodes_its_model_and_fleet_take(tmp_path):
     tasks_file = tmp_path / "tasks.yaml"
     tasks_file.write_text("tasks:\n  reach-v3:\n    instruction: reach the goal\n    max_steps: 50\n")
     assert episode_admission(dataclasses.replace(settings, tasks_file=tasks_file))[1] == {"reach-v3"}
+
+
+def test_the_learner_removes_abandoned_uploads_at_start_up(tmp_path):
+    import os
+    import time
+    import uuid
+
+    from sop_ros.learner.process import LearnerProcess
+    from sop_ros.learner.settings import LearnerSettings
+    from sop_ros.link.server import LearnerServerConfig
+
+    data_dir = tmp_path / "learner"
+    with EpisodeStore(data_dir / "episodes") as store:
+        old, fresh = str(uuid.uuid4()), str(uuid.uuid4())
+        for episode_id in (old, fresh):
+            store.append_staged(episode_id, 0, b"partial upload")
+            store.sync_staged(episode_id)
+        two_hours_ago = time.time() - 7200
+        os.utime(store.staging_path(old), (two_hours_ago, two_hours_ago))
+    server = LearnerServerConfig(address="127.0.0.1:0", insecure=True, stale_staging_s=3600.0)
+    with LearnerProcess(LearnerSettings(data_dir=data_dir, server=server, train=False)) as learner:
+        store = learner.service.episode_store
+        wait_for(lambda: store.staged_offset(old) == 0, 20, "the abandoned upload to be removed")
+        assert store.staged_offset(fresh) == len(b"partial upload")

@@ -250,3 +250,33 @@ def test_health_and_reflection_answer(tmp_path):
         )
         names = {s.name for s in responses[0].list_services_response.service}
         assert set(SERVICE_NAMES) <= names and "grpc.health.v1.Health" in names
+
+
+def test_staging_quotas_refuse_one_robots_excess_and_abandoned_uploads_expire(tmp_path):
+    import uuid
+
+    def begin(link, robot_id, episode_id, size=10_000):
+        meta = ingest_pb2.EpisodeMetadata(
+            episode_id=episode_id, robot_id=robot_id, task_id="reach-v3", size_bytes=size, sha256="a" * 64
+        )
+        return link.ingest.BeginEpisode(ingest_pb2.BeginEpisodeRequest(metadata=meta), timeout=5)
+
+    quotas = dict(max_episode_bytes=10_000, staging_quota_robot_bytes=25_000, staging_quota_total_bytes=40_000)
+    with running_learner(tmp_path / "learner", **quotas) as learner:
+        link = insecure_link(learner.address)
+        ids = [str(uuid.uuid4()) for _ in range(6)]
+        begin(link, "robot1", ids[0])
+        begin(link, "robot1", ids[1])
+        begin(link, "robot1", ids[1])  # a resume re-begins the same upload: not counted twice
+        with pytest.raises(grpc.RpcError) as err:
+            begin(link, "robot1", ids[2])
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "robot robot1's begun uploads would hold 30000 bytes, above the limit of 25000" in err.value.details()
+        begin(link, "robot2", ids[3])  # another robot is unaffected by robot1's excess ...
+        begin(link, "robot2", ids[4], size=5_000)
+        with pytest.raises(grpc.RpcError) as err:  # ... until all robots together reach the total
+            begin(link, "robot3", ids[5])
+        assert "all robots' begun uploads would hold 45000 bytes" in err.value.details()
+        # Begun, never uploaded: expired (with age 0 everything begun counts as abandoned), the quota is free again.
+        assert learner.service.ingest.expire_stale(0.0) == sorted(ids[:2] + ids[3:5])
+        begin(link, "robot1", ids[2])

@@ -72,6 +72,7 @@ class LearnerProcess:
         self._server = None
         self._writer = None
         self._trainer_thread: Optional[threading.Thread] = None
+        self._housekeeping_thread: Optional[threading.Thread] = None
         self._stop_requested = threading.Event()
         self._training_failed = threading.Event()
         self._stopped = False
@@ -105,6 +106,10 @@ class LearnerProcess:
                 settings.data_dir,
                 options.worker_threads(settings.server.expected_robots),
             )
+            self._housekeeping_thread = threading.Thread(
+                target=self._housekeeping, name="sop-housekeeping", daemon=True
+            )
+            self._housekeeping_thread.start()
             if settings.train:
                 self._start_training()
         except BaseException:
@@ -132,6 +137,9 @@ class LearnerProcess:
             if self._trainer_thread.is_alive():
                 _LOGGER.warning("the trainer did not stop within %.0f s; stopping the link anyway", _TRAINER_JOIN_S)
             self._trainer_thread = None
+        if self._housekeeping_thread is not None:
+            self._housekeeping_thread.join(timeout=_TRAINER_JOIN_S)
+            self._housekeeping_thread = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -174,6 +182,17 @@ class LearnerProcess:
         _LOGGER.info(
             "training %s continuously; TensorBoard logs in %s", settings.algorithm, settings.data_dir / TENSORBOARD_DIR
         )
+
+    def _housekeeping(self) -> None:
+        """Remove abandoned uploads at start-up and then a few times per their expiry age."""
+        age = self.settings.server.stale_staging_s
+        while True:
+            try:
+                self.service.ingest.expire_stale(age)
+            except Exception:  # housekeeping must never take the link down
+                _LOGGER.exception("removing abandoned uploads failed; trying again later")
+            if self._stop_requested.wait(min(age / 4, 3600.0)):
+                return
 
     def _on_episode_committed(self, _stored_episode: Any) -> None:
         self.trainer.notify_new_episodes()

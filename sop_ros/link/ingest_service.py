@@ -10,9 +10,12 @@ first, once per call rather than once per chunk; a robot resumes from BeginEpiso
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
+from typing import Optional
 
 import grpc
 
@@ -29,29 +32,83 @@ _MAX_DECLARED = 10_000  # begun-but-uncommitted uploads remembered (oldest forgo
 EpisodeCommittedCallback = Callable[[object], None]  # receives the store's StoredEpisode
 
 
+@dataclasses.dataclass(frozen=True)
+class StagingQuota:
+    """Bytes of begun, uncommitted uploads (their declared sizes) one robot, and all robots, may hold."""
+
+    per_robot_bytes: int
+    total_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Declared:
+    meta: ingest_pb2.EpisodeMetadata
+    at: float  # time.monotonic() of the BeginEpisode
+
+
 class IngestServicer(ingest_pb2_grpc.IngestServicer):
-    def __init__(self, store: EpisodeStore, authenticator: Authenticator, max_episode_bytes: int):
+    def __init__(
+        self,
+        store: EpisodeStore,
+        authenticator: Authenticator,
+        max_episode_bytes: int,
+        quota: Optional[StagingQuota] = None,
+    ):
         self._store = store
         self._auth = authenticator
         self._max_episode_bytes = max_episode_bytes
+        self._quota = quota
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
-        self._declared: collections.OrderedDict[str, ingest_pb2.EpisodeMetadata] = collections.OrderedDict()
+        self._declared: collections.OrderedDict[str, _Declared] = collections.OrderedDict()
         self._declared_lock = threading.Lock()
         self.on_episode_committed: list[EpisodeCommittedCallback] = []
 
     def _lock_for(self, episode_id: str) -> threading.Lock:
         return self._locks[hash(episode_id) % _LOCK_STRIPES]
 
-    def _remember(self, meta: ingest_pb2.EpisodeMetadata) -> None:
+    def _remember(self, context: grpc.ServicerContext, meta: ingest_pb2.EpisodeMetadata) -> None:
+        """Record a begun upload (its owner and size), within the staging quota."""
         with self._declared_lock:
-            self._declared[meta.episode_id] = meta
+            if self._quota is not None and meta.episode_id not in self._declared:
+                self._check_quota(context, meta)
+            self._declared[meta.episode_id] = _Declared(meta, time.monotonic())
             self._declared.move_to_end(meta.episode_id)
             while len(self._declared) > _MAX_DECLARED:
                 self._declared.popitem(last=False)
 
+    def _check_quota(self, context: grpc.ServicerContext, meta: ingest_pb2.EpisodeMetadata) -> None:
+        held = [d.meta for d in self._declared.values()]
+        robot = sum(m.size_bytes for m in held if m.robot_id == meta.robot_id) + meta.size_bytes
+        total = sum(m.size_bytes for m in held) + meta.size_bytes
+        for scope, value, limit in (
+            (f"robot {meta.robot_id}'s", robot, self._quota.per_robot_bytes),
+            ("all robots'", total, self._quota.total_bytes),
+        ):
+            if value > limit:
+                validate.fail(
+                    context,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"staging quota: {scope} begun uploads would hold {value} bytes, above the limit of {limit}; "
+                    "finish the uploads in progress first (abandoned ones expire)",
+                )
+
     def _declared_meta(self, episode_id: str) -> ingest_pb2.EpisodeMetadata | None:
         with self._declared_lock:
-            return self._declared.get(episode_id)
+            declared = self._declared.get(episode_id)
+        return None if declared is None else declared.meta
+
+    def expire_stale(self, older_than_s: float) -> list[str]:
+        """Forget uploads begun or last written more than `older_than_s` ago: their staged bytes and quota."""
+        removed = set(self._store.discard_stale_staging(older_than_s))
+        cutoff = time.monotonic() - older_than_s
+        with self._declared_lock:
+            for episode_id, declared in list(self._declared.items()):
+                if episode_id in removed or (declared.at < cutoff and not self._store.staged_offset(episode_id)):
+                    del self._declared[episode_id]
+                    removed.add(episode_id)
+        if removed:
+            _LOGGER.info("expired %d abandoned upload(s) older than %.0f s", len(removed), older_than_s)
+        return sorted(removed)
 
     def BeginEpisode(
         self, request: ingest_pb2.BeginEpisodeRequest, context: grpc.ServicerContext
@@ -99,7 +156,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
                 f"the learner holds {offset} staged bytes of episode {meta.episode_id}, "
                 f"more than its declared size {meta.size_bytes}",
             )
-        self._remember(meta)
+        self._remember(context, meta)
         return ingest_pb2.BeginEpisodeResponse(
             committed_offset=offset, already_stored=False, max_chunk_bytes=CHUNK_BYTES
         )

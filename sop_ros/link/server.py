@@ -29,7 +29,7 @@ from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.link import options
 from sop_ros.link.auth import Authenticator
 from sop_ros.link.fleet_service import CompatibilityPolicy, FleetServicer
-from sop_ros.link.ingest_service import IngestServicer
+from sop_ros.link.ingest_service import IngestServicer, StagingQuota
 from sop_ros.link.policy_service import PolicyServicer, latest_checkpoint
 from sop_ros.link.protos import SERVICE_NAMES, fleet_pb2_grpc, ingest_pb2_grpc, policy_pb2_grpc
 
@@ -48,6 +48,11 @@ class LearnerServerConfig:
     insecure: bool = False  # plaintext; with no tokens file also no authentication at all
     expected_robots: int = 8
     max_episode_bytes: int = options.MAX_EPISODE_BYTES
+    # Declared bytes of begun, uncommitted uploads: a robot uploads one episode at a time (resumes re-begin the
+    # same one), so a few episodes each; all robots together bound the staging disk.
+    staging_quota_robot_bytes: int = 4 * options.MAX_EPISODE_BYTES
+    staging_quota_total_bytes: int = 64 * options.MAX_EPISODE_BYTES
+    stale_staging_s: float = 24 * 3600.0  # uploads untouched this long are removed (start-up and periodically)
     heartbeat_interval_ms: int = 1000
     shutdown_grace_s: float = 10.0
     compatibility: CompatibilityPolicy = CompatibilityPolicy()
@@ -66,8 +71,11 @@ class LearnerServerConfig:
                 )
         if self.expected_robots < 1:
             raise ValueError(f"LearnerServerConfig.expected_robots must be >= 1, got {self.expected_robots}")
-        if self.max_episode_bytes < 1:
-            raise ValueError(f"LearnerServerConfig.max_episode_bytes must be >= 1, got {self.max_episode_bytes}")
+        for name in ("max_episode_bytes", "staging_quota_robot_bytes", "staging_quota_total_bytes", "stale_staging_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"LearnerServerConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.staging_quota_robot_bytes < self.max_episode_bytes:
+            raise ValueError("LearnerServerConfig.staging_quota_robot_bytes must hold at least one max_episode_bytes")
 
     def server_credentials(self) -> Optional[grpc.ServerCredentials]:
         if self.insecure:
@@ -85,7 +93,8 @@ class LearnerService:
         self.episode_store = episode_store
         self.checkpoint_store = checkpoint_store
         auth = Authenticator(config.tokens_file, allow_anonymous=config.insecure and not config.tokens_file)
-        self.ingest = IngestServicer(episode_store, auth, config.max_episode_bytes)
+        quota = StagingQuota(config.staging_quota_robot_bytes, config.staging_quota_total_bytes)
+        self.ingest = IngestServicer(episode_store, auth, config.max_episode_bytes, quota)
         self.policy = PolicyServicer(checkpoint_store, auth)
         self.fleet = FleetServicer(
             auth, config.compatibility, config.heartbeat_interval_ms, episode_store.count, self._latest_version
