@@ -280,3 +280,56 @@ def test_staging_quotas_refuse_one_robots_excess_and_abandoned_uploads_expire(tm
         # Begun, never uploaded: expired (with age 0 everything begun counts as abandoned), the quota is free again.
         assert learner.service.ingest.expire_stale(0.0) == sorted(ids[:2] + ids[3:5])
         begin(link, "robot1", ids[2])
+
+
+def test_garbage_requests_are_counted_and_logged_once_per_interval(tmp_path, caplog):
+    import logging
+
+    from sop_ros.link.log_limits import limit_grpc_logs
+
+    with running_learner(tmp_path / "learner") as learner:
+        channel = grpc.insecure_channel(learner.address)
+        begin = channel.unary_unary("/sop.v1.Ingest/BeginEpisode")  # raw bytes in and out
+        counts = limit_grpc_logs().counts
+        before = counts["Exception deserializing message!"]
+        with caplog.at_level(logging.DEBUG, logger="grpc"):
+            for _ in range(40):
+                with pytest.raises(grpc.RpcError) as err:
+                    begin(b"\xff\xff\xff garbage", timeout=5)
+                assert err.value.code() == grpc.StatusCode.INTERNAL
+        assert counts["Exception deserializing message!"] - before == 40
+        lines = [r for r in caplog.records if r.name == "grpc._common"]
+        assert len(lines) <= 1 and all(r.exc_info is None for r in lines)  # no traceback each, nor one per request
+        assert "Traceback" not in caplog.text
+        channel.close()
+        # The learner still answers well-formed requests.
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        health = health_pb2_grpc.HealthStub(insecure_link(learner.address).channel)
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_rate_limited_records_pass_one_per_kind_per_interval_and_say_how_many_were_held_back():
+    import logging
+
+    from sop_ros.link.log_limits import RateLimitedRecords
+
+    now = [0.0]
+    limit = RateLimitedRecords(interval_s=60.0, clock=lambda: now[0])
+
+    def record(msg):
+        try:
+            raise ValueError("bad bytes")
+        except ValueError:
+            import sys
+
+            return logging.LogRecord("grpc._common", logging.ERROR, __file__, 1, msg, None, sys.exc_info())
+
+    first = record("Exception deserializing message!")
+    assert limit.filter(first) and first.exc_info is None and "ValueError: bad bytes" in first.getMessage()
+    assert not any(limit.filter(record("Exception deserializing message!")) for _ in range(5))
+    assert limit.filter(record("another kind"))  # kinds are limited apart
+    now[0] = 61.0
+    later = record("Exception deserializing message!")
+    assert limit.filter(later) and "[5 more like this in the last 60 s not logged]" in later.getMessage()
+    assert limit.counts["Exception deserializing message!"] == 7

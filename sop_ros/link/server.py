@@ -30,6 +30,7 @@ from sop_ros.link import options
 from sop_ros.link.auth import Authenticator
 from sop_ros.link.fleet_service import CompatibilityPolicy, FleetServicer
 from sop_ros.link.ingest_service import IngestServicer, StagingQuota
+from sop_ros.link.log_limits import limit_grpc_logs
 from sop_ros.link.policy_service import PolicyServicer, latest_checkpoint
 from sop_ros.link.protos import SERVICE_NAMES, fleet_pb2_grpc, ingest_pb2_grpc, policy_pb2_grpc
 
@@ -134,6 +135,7 @@ class LearnerService:
 def create_server(service: LearnerService) -> tuple[grpc.Server, int]:
     """A bound (not started) server; returns it with the bound port (useful with port 0)."""
     config = service.config
+    limit_grpc_logs()  # undecodable requests must not write one traceback each
     workers = options.worker_threads(config.expected_robots)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sop-learner"),
