@@ -333,3 +333,44 @@ def test_rate_limited_records_pass_one_per_kind_per_interval_and_say_how_many_we
     later = record("Exception deserializing message!")
     assert limit.filter(later) and "[5 more like this in the last 60 s not logged]" in later.getMessage()
     assert limit.counts["Exception deserializing message!"] == 7
+
+
+def test_fleet_status_pages_within_the_message_limit_and_registrations_are_bounded(tmp_path):
+    from sop_ros.link.fleet_service import MAX_TASKS_PER_ROBOT
+    from sop_ros.link.options import MAX_MESSAGE_BYTES
+    from sop_ros.link.protos import fleet_pb2
+
+    def register(link, robot_id, tasks, version="1.0.0"):
+        config = fleet_pb2.RobotConfig(tasks=tasks, action_dim=4, state_dim=4, control_rate_hz=10.0)
+        request = fleet_pb2.RegisterRequest(
+            robot_id=robot_id, software_version=version, protocol_version=1, config=config
+        )
+        return link.fleet.Register(request, timeout=5)
+
+    with running_learner(tmp_path / "learner") as learner:
+        link = insecure_link(learner.address)
+        refused = {
+            "too many tasks": ([f"t{i}" for i in range(MAX_TASKS_PER_ROBOT + 1)], "1.0.0"),
+            "a task name with a newline": (["push-v3\n"], "1.0.0"),
+            "a long version": (["push-v3"], "1" * 100),
+        }
+        for why, (tasks, version) in refused.items():
+            with pytest.raises(grpc.RpcError) as err:
+                register(link, "robot1", tasks, version)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, why
+        # 300 robots, each with the most it may report: ~2.6 MB of status, more than one message holds.
+        long_tasks = [f"{i:02d}" + "x" * 126 for i in range(MAX_TASKS_PER_ROBOT)]
+        robots = [f"robot{i:03d}" for i in range(300)]
+        for robot_id in robots:
+            assert register(link, robot_id, long_tasks).accepted
+        seen, token, pages = [], "", 0
+        while True:
+            page = link.fleet.GetFleetStatus(fleet_pb2.GetFleetStatusRequest(page_token=token), timeout=5)
+            assert page.ByteSize() < MAX_MESSAGE_BYTES and page.robots_total == 300
+            seen += [r.robot_id for r in page.robots]
+            token, pages = page.next_page_token, pages + 1
+            if not token:
+                break
+        assert seen == robots and pages >= 3
+        small = link.fleet.GetFleetStatus(fleet_pb2.GetFleetStatusRequest(page_size=10), timeout=5)
+        assert [r.robot_id for r in small.robots] == robots[:10] and small.next_page_token == "robot009"

@@ -16,8 +16,13 @@ import grpc
 
 from sop_ros.link import validate
 from sop_ros.link.auth import Authenticator
-from sop_ros.link.options import PROTOCOL_VERSION
+from sop_ros.link.options import MAX_MESSAGE_BYTES, PROTOCOL_VERSION
 from sop_ros.link.protos import fleet_pb2, fleet_pb2_grpc
+
+# What one robot may report: the fleet status lists every robot, so each entry stays small.
+MAX_TASKS_PER_ROBOT = 64
+MAX_TEXT_CHARS = 64  # software_version, backend, status state
+_PAGE_BYTES = MAX_MESSAGE_BYTES - (64 << 10)  # a status page and its envelope fit the message limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +85,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServicer):
     def Register(self, request: fleet_pb2.RegisterRequest, context: grpc.ServicerContext) -> fleet_pb2.RegisterResponse:
         validate.name(context, request.robot_id, "robot_id")
         self._auth.require_robot(context, request.robot_id)
+        _check_registration(context, request)
         reason = self._policy.refusal(request)
         response = fleet_pb2.RegisterResponse(
             accepted=not reason,
@@ -105,6 +111,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServicer):
     ) -> fleet_pb2.HeartbeatResponse:
         validate.name(context, request.robot_id, "robot_id")
         self._auth.require_robot(context, request.robot_id)
+        _check_text(context, request.status.state, "status.state")
         with self._lock:
             entry = self._robots.get(request.robot_id)
             if entry is None:
@@ -130,13 +137,52 @@ class FleetServicer(fleet_pb2_grpc.FleetServicer):
                 f"{identity.role.value} {identity.principal!r} may not read fleet status (operator token required)",
             )
         with self._lock:
-            robots = [
-                fleet_pb2.RobotEntry.FromString(e.SerializeToString())
-                for e in sorted(self._robots.values(), key=lambda e: e.robot_id)
-            ]
+            total = len(self._robots)
+            entries = sorted(
+                (fleet_pb2.RobotEntry.FromString(e.SerializeToString()) for e in self._robots.values()),
+                key=lambda e: e.robot_id,
+            )
+        page, next_token = _page(entries, request.page_token, request.page_size)
         return fleet_pb2.FleetStatus(
-            robots=robots,
+            robots=page,
             episodes_stored=self._episodes_stored(),
             latest_policy_version=self._latest_policy_version(),
             server_time_ns=time.time_ns(),
+            next_page_token=next_token,
+            robots_total=total,
         )
+
+
+def _page(entries: list, page_token: str, page_size: int) -> tuple[list, str]:
+    """The entries after `page_token` (a robot id), up to page_size and the byte budget; and the next token."""
+    rest = [e for e in entries if e.robot_id > page_token] if page_token else entries
+    page, used = [], 0
+    for entry in rest:
+        size = entry.ByteSize() + 8  # field tag and length
+        if page and ((page_size and len(page) >= page_size) or used + size > _PAGE_BYTES):
+            break
+        page.append(entry)
+        used += size
+    return page, (page[-1].robot_id if len(page) < len(rest) else "")
+
+
+def _check_text(context: grpc.ServicerContext, value: str, field: str) -> None:
+    if len(value) > MAX_TEXT_CHARS:
+        validate.fail(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{field}: {len(value)} characters, at most {MAX_TEXT_CHARS}",
+        )
+
+
+def _check_registration(context: grpc.ServicerContext, request: fleet_pb2.RegisterRequest) -> None:
+    _check_text(context, request.software_version, "software_version")
+    _check_text(context, request.config.backend, "config.backend")
+    if len(request.config.tasks) > MAX_TASKS_PER_ROBOT:
+        validate.fail(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"config.tasks: {len(request.config.tasks)} tasks, at most {MAX_TASKS_PER_ROBOT}",
+        )
+    for task in request.config.tasks:
+        validate.name(context, task, "config.tasks[]")
