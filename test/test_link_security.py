@@ -219,9 +219,10 @@ def test_mutual_tls(tmp_path, creds):
         address = f"localhost:{learner.port}"
         assert not _begin(_link(creds, address, client_cert_of="robot1"), tmp_path)[0].already_stored
         assert _code(lambda: _begin(_link(creds, address), tmp_path)) == grpc.StatusCode.UNAVAILABLE  # no client cert
-        # robot2's certificate with robot1's token: the identities disagree.
+        # robot3's certificate with robot1's token: the identities disagree. (robot2's certificate may have been
+        # revoked by an earlier test: `sop certs revoke --dir` revokes tokens and certificate.)
         assert (
-            _code(lambda: _begin(_link(creds, address, client_cert_of="robot2"), tmp_path))
+            _code(lambda: _begin(_link(creds, address, client_cert_of="robot3"), tmp_path))
             == grpc.StatusCode.PERMISSION_DENIED
         )
 
@@ -233,3 +234,37 @@ def test_tls_learner_requires_explicit_insecure_for_plaintext(tmp_path):
         LearnerServerConfig(address="127.0.0.1:0")
     with pytest.raises(ValueError, match="insecure=True"):
         LinkClientConfig(address="127.0.0.1:1")
+
+
+def test_revocation_reaches_certificate_only_robots_and_ends_their_open_streams(tmp_path, creds):
+    import time
+
+    from sop_ros.link.certs import add_robot
+    from sop_ros.link.protos import policy_pb2
+
+    add_robot(creds.root, "robot-cert-only")
+    with running_learner(
+        tmp_path / "learner",
+        insecure=False,
+        tls_cert=creds.learner_cert,
+        tls_key=creds.learner_key,
+        client_ca=creds.ca_cert,  # mutual TLS, no tokens file: the certificate is the credential
+    ) as learner:
+        address = f"localhost:{learner.port}"
+        link = _link(creds, address, robot=None, client_cert_of="robot-cert-only")
+        assert not _begin(link, tmp_path, "robot-cert-only")[0].already_stored
+        watch = link.policy.WatchCheckpoints(
+            policy_pb2.WatchCheckpointsRequest(robot_id="robot-cert-only"), metadata=link.metadata, timeout=60
+        )
+        assert sop_main(["certs", "revoke", "robot-cert-only", "--dir", str(creds.root)]) == 0
+        revoked_at = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            _begin(link, tmp_path, "robot-cert-only")  # the next call
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and "revoked" in err.value.details()
+        with pytest.raises(grpc.RpcError) as err:
+            next(watch)  # no checkpoint to announce: the stream only ends because the robot was revoked
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert time.monotonic() - revoked_at < 10
+        # Other robots' certificates still work; revoking again finds nothing new to revoke.
+        assert not _begin(_link(creds, address, robot=None, client_cert_of="robot1"), tmp_path)[0].already_stored
+        assert sop_main(["certs", "revoke", "robot-cert-only", "--dir", str(creds.root)]) == 2

@@ -2,7 +2,7 @@
 
 sop certs init --out creds --robots robot1,robot2 [--learner-host 10.0.0.5]
 sop certs add-robot robot3 --dir creds
-sop certs revoke robot2 --dir creds      # the learner refuses robot2's token on its next call
+sop certs revoke robot2 --dir creds      # the learner refuses robot2's token and certificate on its next call
 """
 
 from __future__ import annotations
@@ -40,9 +40,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add = actions.add_parser("add-robot", help="issue a certificate and token for one more robot")
     add.add_argument("robot")
     add.add_argument("--dir", type=Path, required=True, help="credentials directory from `sop certs init`")
-    revoke = actions.add_parser("revoke", help="revoke every token of a robot (or operator)")
+    revoke = actions.add_parser(
+        "revoke", help="revoke every token of a robot (or operator) and, with --dir, its client certificate"
+    )
     revoke.add_argument("robot")
-    revoke.add_argument("--dir", type=Path, help="credentials directory (uses DIR/tokens.json)")
+    revoke.add_argument("--dir", type=Path, help="credentials directory (DIR/tokens.json and DIR/revoked_certs.json)")
     revoke.add_argument("--tokens-file", type=Path, help="the learner's tokens file, instead of --dir")
     parser.set_defaults(func=run)
 
@@ -71,11 +73,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             if bool(args.dir) == bool(args.tokens_file):
                 raise CliError("give exactly one of --dir or --tokens-file")
-            path = args.tokens_file or certs.CredentialsLayout(args.dir).tokens_file
-            count = auth.revoke(path, args.robot)
-            if count == 0:
-                raise CliError(f"no active token for {args.robot!r} in {path}")
-            _LOGGER.info("revoked %d token(s) of %s in %s", count, args.robot, path)
+            if args.tokens_file:
+                tokens, certificate = auth.revoke(args.tokens_file, args.robot), False
+            else:
+                tokens, certificate = certs.revoke_robot(args.dir, args.robot)
+            if not tokens and not certificate:
+                raise CliError(f"nothing to revoke for {args.robot!r}: no active token or certificate")
+            _LOGGER.info(
+                "revoked %d token(s)%s of %s", tokens, " and the client certificate" if certificate else "", args.robot
+            )
     except (OSError, ValueError) as exc:
         raise CliError(str(exc)) from None
     return 0

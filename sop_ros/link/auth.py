@@ -3,7 +3,8 @@
 Tokens look like `sop1.<key_id>.<secret>`. The learner's tokens file keeps only the sha256 of
 each token (a 256-bit random secret needs no slow KDF) next to the principal it names and
 its role; verification compares digests with hmac.compare_digest. The file is re-read when
-its (mtime, size, inode) changes, so `sop certs revoke` takes effect on a robot's next call.
+its (mtime, size, inode) changes, so `sop certs revoke` takes effect on a robot's next call; the same
+holds for the list of revoked client certificates (sop_ros.link.revocation).
 
 Identities and what they may do:
 - robot: upload/commit/heartbeat only as itself (token principal == the robot id in the request).
@@ -33,6 +34,7 @@ import grpc
 
 from sop_ros.core.storage.durable_files import atomic_write_bytes
 from sop_ros.link.options import AUTH_METADATA_KEY
+from sop_ros.link.revocation import RevokedCertificates
 
 _LOGGER = logging.getLogger(__name__)
 TOKEN_PREFIX = "sop1"
@@ -179,12 +181,26 @@ def _peer_common_name(context: grpc.ServicerContext) -> Optional[str]:
 class Authenticator:
     """Turns a call's metadata and TLS peer into an Identity, or aborts the call."""
 
-    def __init__(self, tokens_file: Optional[Path], allow_anonymous: bool):
+    def __init__(self, tokens_file: Optional[Path], allow_anonymous: bool, revoked_certs: Optional[Path] = None):
         self._tokens = TokenTable(tokens_file) if tokens_file else None
         self._allow_anonymous = allow_anonymous
+        self._revoked = RevokedCertificates(revoked_certs) if revoked_certs else None
+
+    def _check_certificate(self, context: grpc.ServicerContext) -> None:
+        pems = context.auth_context().get("x509_pem_cert") if self._revoked is not None else None
+        if not pems:
+            return
+        try:
+            principal = self._revoked.revoked_principal(pems[0])
+        except (OSError, ValueError) as exc:
+            _LOGGER.error("revocation list unreadable, refusing certificate clients: %s", exc)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the learner cannot read its certificate revocation list")
+        if principal is not None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, f"the client certificate of {principal!r} has been revoked")
 
     def identify(self, context: grpc.ServicerContext) -> Identity:
         common_name = _peer_common_name(context)
+        self._check_certificate(context)
         if self._tokens is None:
             if common_name:
                 return Identity(common_name, Role.ROBOT)

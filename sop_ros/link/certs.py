@@ -5,6 +5,7 @@ Layout written by `init_credentials(out_dir, ...)` (and `sop certs init`):
     ca.crt ca.key                 the fleet CA (keep ca.key offline once the fleet is issued)
     learner.crt learner.key       learner server certificate (SAN: localhost, 127.0.0.1, given hosts)
     tokens.json                   learner side: sha256 of every token, principal, role, revoked flag
+    revoked_certs.json            learner side: serials of revoked client certificates (sop certs revoke)
     robots/<id>/client.crt        robot client certificate (CN = robot id) for mutual TLS
     robots/<id>/client.key
     robots/<id>/token             robot bearer token (secret; the learner keeps only its hash)
@@ -29,6 +30,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sop_ros.core.storage.durable_files import atomic_write_bytes
 from sop_ros.link import auth
+from sop_ros.link.revocation import REVOKED_CERTS_FILE, revoke_certificate
 
 VALIDITY_DAYS = 825
 
@@ -56,6 +58,10 @@ class CredentialsLayout:
     @property
     def tokens_file(self) -> Path:
         return self.root / "tokens.json"
+
+    @property
+    def revoked_certs_file(self) -> Path:
+        return self.root / REVOKED_CERTS_FILE
 
     def robot_dir(self, robot_id: str) -> Path:
         return self.root / "robots" / robot_id
@@ -180,3 +186,12 @@ def add_robot(out_dir: Path, robot_id: str) -> CredentialsLayout:
     record = _issue_robot(layout, ca_key, ca_cert, robot_id)
     auth.write_tokens_file(layout.tokens_file, auth.read_tokens_file(layout.tokens_file) + [record])
     return layout
+
+
+def revoke_robot(out_dir: Path, robot_id: str) -> tuple[int, bool]:
+    """Revoke a robot's tokens and its client certificate; returns (tokens newly revoked, certificate newly revoked)."""
+    layout = CredentialsLayout(Path(out_dir))
+    tokens = auth.revoke(layout.tokens_file, robot_id) if layout.tokens_file.exists() else 0
+    cert = layout.robot_dir(robot_id) / "client.crt"
+    certificate = cert.exists() and revoke_certificate(layout.revoked_certs_file, cert.read_bytes(), robot_id)
+    return tokens, certificate

@@ -90,6 +90,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServicer):
         slot = self._slot(request.fleet)
         seen = request.known_version
         while context.is_active() and not slot.closed:
+            self._auth.identify(context)  # a robot revoked meanwhile loses its stream within WATCH_POLL_S
             newest = slot.wait_newer(seen, WATCH_POLL_S)
             if newest is not None:
                 seen, info = newest

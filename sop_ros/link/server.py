@@ -33,6 +33,7 @@ from sop_ros.link.ingest_service import IngestServicer, StagingQuota
 from sop_ros.link.log_limits import limit_grpc_logs
 from sop_ros.link.policy_service import PolicyServicer, latest_checkpoint
 from sop_ros.link.protos import SERVICE_NAMES, fleet_pb2_grpc, ingest_pb2_grpc, policy_pb2_grpc
+from sop_ros.link.revocation import REVOKED_CERTS_FILE
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class LearnerServerConfig:
     tls_key: Optional[Path] = None
     client_ca: Optional[Path] = None  # set: mutual TLS, every client needs a certificate from this CA
     tokens_file: Optional[Path] = None  # hashed bearer tokens (sop certs init)
+    # Revoked client certificates (sop certs revoke); None: revoked_certs.json next to client_ca.
+    revoked_certs: Optional[Path] = None
     insecure: bool = False  # plaintext; with no tokens file also no authentication at all
     expected_robots: int = 8
     max_episode_bytes: int = options.MAX_EPISODE_BYTES
@@ -78,6 +81,11 @@ class LearnerServerConfig:
         if self.staging_quota_robot_bytes < self.max_episode_bytes:
             raise ValueError("LearnerServerConfig.staging_quota_robot_bytes must hold at least one max_episode_bytes")
 
+    def revocation_list(self) -> Optional[Path]:
+        if self.revoked_certs is not None:
+            return Path(self.revoked_certs)
+        return Path(self.client_ca).parent / REVOKED_CERTS_FILE if self.client_ca else None
+
     def server_credentials(self) -> Optional[grpc.ServerCredentials]:
         if self.insecure:
             return None
@@ -93,7 +101,11 @@ class LearnerService:
         self.config = config
         self.episode_store = episode_store
         self.checkpoint_store = checkpoint_store
-        auth = Authenticator(config.tokens_file, allow_anonymous=config.insecure and not config.tokens_file)
+        auth = Authenticator(
+            config.tokens_file,
+            allow_anonymous=config.insecure and not config.tokens_file,
+            revoked_certs=config.revocation_list(),
+        )
         quota = StagingQuota(config.staging_quota_robot_bytes, config.staging_quota_total_bytes)
         self.ingest = IngestServicer(episode_store, auth, config.max_episode_bytes, quota)
         self.policy = PolicyServicer(checkpoint_store, auth)
