@@ -96,3 +96,24 @@ def test_eval_command_json_and_errors(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "v000001")]) == 2
     assert main(["eval", "expert", "--tasks", "nope-v3"]) == 2
     assert "unknown task" in capsys.readouterr().err
+
+
+def test_a_cli_run_shows_no_metaworld_warnings(tmp_path):
+    from conftest import sop_cli
+
+    # The scripted expert's "Constant(s) may be too high" came once per clipped step, in every worker.
+    result = sop_cli(
+        "collect",
+        "--out",
+        str(tmp_path / "demos"),
+        "--tasks",
+        "push-v3",
+        "--episodes-per-task",
+        "2",
+        "--workers",
+        "1",
+        timeout=170,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Constant(s) may be too high" not in result.stderr + result.stdout
+    assert "Warning" not in result.stderr

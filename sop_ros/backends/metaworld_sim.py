@@ -27,6 +27,7 @@ import dataclasses
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Optional
 
@@ -48,6 +49,10 @@ from sop_ros.core.robot.backend import (  # noqa: E402
 from sop_ros.core.robot.tasks import TaskSpec  # noqa: E402
 
 log = logging.getLogger(__name__)
+
+# MetaWorld's scripted experts warn on every step whose proportional command exceeds [-1, 1], which the
+# environment clips by design: noise on every console, one line per step per worker, and nothing to act on.
+warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high", category=UserWarning)
 
 PRIVILEGED_STATE_DIM = 39  # MetaWorld v3 goal-observable observation
 _GOAL_SLICE = slice(36, 39)

@@ -22,6 +22,7 @@ from rich.live import Live
 from rich.table import Table
 
 from sop_ros.commands.errors import CliError
+from sop_ros.commands.plain_progress import PlainProgress, add_progress_argument
 from sop_ros.core.evaluation.fleet_metrics import window_stats
 from sop_ros.core.storage.checkpoint_store import MANIFEST_FILE, CheckpointManifest
 from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR, OFFLINE_DIR, TENSORBOARD_DIR
@@ -67,6 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help="with --train-base: time budget for training the base policy (default: sop pretrain's --max-minutes)",
     )
+    add_progress_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -120,6 +122,21 @@ def train_base_policy(data_dir: Path, args: argparse.Namespace, console: Console
 def _rate(values) -> str:
     values = [v for v in values if v is not None]
     return f"{sum(values) / len(values):.2f}" if values else "-"
+
+
+def progress_summary(data_dir: Path, started: float, duration_s: float) -> str:
+    """The live view in one line: fleet time, episodes, recent success and operator share, policy version."""
+    rows = read_index(data_dir / EPISODES_DIR)
+    recent = rows[-RECENT_EPISODES * 4 :]
+    steps = sum(r.num_steps for r in recent)
+    share = f"{sum(r.human_steps for r in recent) / steps:.2f}" if steps else "-"
+    success = _rate([None if r.success is None else float(r.success) for r in recent])
+    manifests = latest_manifests(data_dir / CHECKPOINTS_DIR)
+    version = f"v{manifests[-1].version}" if manifests else "-"
+    return (
+        f"demo {time.monotonic() - started:.0f}/{duration_s:.0f} s | {len(rows)} episodes | recent success {success} "
+        f"| operator share {share} | policy {version}"
+    )
 
 
 def progress_view(data_dir: Path, robot_ids: list[str], started: float, duration_s: float, log_path: Path) -> Group:
@@ -220,11 +237,13 @@ def run(args: argparse.Namespace) -> int:
         )
         runner.start()
         robot_ids = [r.id for r in fleet.robots]
+        plain = PlainProgress(console, args.progress_interval_s)  # no terminal: the live view draws nothing
         with Live(
             progress_view(data_dir, robot_ids, started, duration_s, log_path), console=console, refresh_per_second=1
         ) as live:
             while not stop.wait(2.0) and runner.is_alive() and time.monotonic() - started < duration_s:
                 live.update(progress_view(data_dir, robot_ids, started, duration_s, log_path))
+                plain.maybe_print(lambda: progress_summary(data_dir, started, duration_s))
         console.print("Stopping every process ...")
         launcher.request_stop()
         runner.join(timeout=120)

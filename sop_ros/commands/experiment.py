@@ -39,6 +39,7 @@ from pathlib import Path
 from sop_ros.commands.errors import CliError
 from sop_ros.commands.experiment_progress import ExperimentProgress
 from sop_ros.commands.options import EVAL_EPISODES_PER_TASK, add_workers_argument
+from sop_ros.commands.plain_progress import add_progress_argument
 from sop_ros.resources import node_defaults
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "run publishes gigabytes)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the planned runs and exit")
+    add_progress_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -319,7 +321,7 @@ def _run_planned(args: argparse.Namespace, runs, methods, specs, console) -> int
     extra = _run_info(args, specs, base, methods)
     started = time.monotonic()
     finished: dict = {}
-    progress = ExperimentProgress(console, len(runs), config.duration_s)
+    progress = ExperimentProgress(console, len(runs), config.duration_s, args.progress_interval_s)
     with progress.bar:
         for run_spec in runs:
             run_dir = config.run_dir(run_spec)

@@ -33,6 +33,7 @@ from sop_ros.commands.options import (
     add_training_arguments,
     add_workers_argument,
 )
+from sop_ros.commands.plain_progress import add_progress_argument
 from sop_ros.core.storage.data_layout import TENSORBOARD_DIR
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="demos per task to collect when --demos holds none (default %(default)s)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the run's summary (history, best, manifest) as JSON")
+    add_progress_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -295,7 +297,7 @@ def _train(args: argparse.Namespace, offline, checkpoints, model_config, specs, 
         actions_per_query=args.actions_per_query,
     )
     extra = _manifest_extra(args, demos)
-    progress = PretrainProgress(console, config.max_seconds)
+    progress = PretrainProgress(console, config.max_seconds, args.progress_interval_s)
     try:
         with progress.bar:
             return pretrain(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+from sop_ros.commands.plain_progress import DEFAULT_PROGRESS_INTERVAL_S, PlainProgress, progress_line
+
 
 class PretrainProgress:
     """A progress bar over the time budget, with the loss, the update rate and the evaluations so far."""
 
-    def __init__(self, console, max_seconds: float):
+    def __init__(self, console, max_seconds: float, plain_interval_s: float = DEFAULT_PROGRESS_INTERVAL_S):
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.bar = Progress(
@@ -20,6 +22,7 @@ class PretrainProgress:
         )
         self._budget = self.bar.add_task("train", total=max_seconds, status="")
         self._best = self._last = "-"
+        self._plain = PlainProgress(console, plain_interval_s)
 
     def on_update(self, updates: int, loss: float, elapsed: float) -> None:
         if updates % 10 == 0:
@@ -28,6 +31,7 @@ class PretrainProgress:
                 f"update {updates} | loss {loss:.4f} | {rate:.1f} upd/s | last eval {self._last} | best {self._best}"
             )
             self.bar.update(self._budget, completed=elapsed, status=status)
+            self._plain.maybe_print(lambda: progress_line(self.bar))
 
     def on_eval(self, point, is_best: bool) -> None:
         self._last = f"{point.mean_success:.2f}"
