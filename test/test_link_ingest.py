@@ -374,3 +374,40 @@ def test_fleet_status_pages_within_the_message_limit_and_registrations_are_bound
         assert seen == robots and pages >= 3
         small = link.fleet.GetFleetStatus(fleet_pb2.GetFleetStatusRequest(page_size=10), timeout=5)
         assert [r.robot_id for r in small.robots] == robots[:10] and small.next_page_token == "robot009"
+
+
+def test_a_lost_learner_is_logged_once_when_it_goes_and_once_when_it_is_back(tmp_path, caplog):
+    import logging
+
+    from conftest import free_port, wait_for
+
+    port = free_port()
+    config = dict(address=f"127.0.0.1:{port}", heartbeat_interval_ms=50)
+    attempts = []  # one per heartbeat attempt (the member asks for the status before each)
+
+    def status():
+        attempts.append(1)
+        return fleet_pb2.RobotStatus(episodes_spooled=7, spool_bytes=3 << 20)
+
+    learner = running_learner(tmp_path / "learner", **config)
+    learner.__enter__()
+    member = FleetMember(insecure_link(f"127.0.0.1:{port}"), _robot(), status_provider=status, retry=FAST_RETRY)
+    with caplog.at_level(logging.INFO, logger="sop_ros.link.membership"):
+        member.start()
+        try:
+            wait_for(lambda: len(attempts) >= 3, 10, "heartbeats to the first learner")
+            learner.__exit__(None, None, None)  # the learner goes away; the robot keeps retrying
+            wait_for(lambda: not member.learner_reachable, 20, "the member to notice the outage")
+            seen = len(attempts)
+            wait_for(lambda: len(attempts) >= seen + 5, 20, "five more failed heartbeats")
+            with running_learner(tmp_path / "learner2", **config):
+                wait_for(lambda: member.learner_reachable, 30, "the member to reach the new learner")
+                member.stop()  # before this learner goes too (that would be a second outage)
+        finally:
+            member.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "sop_ros.link.membership"]
+    down = [line for line in lines if "unreachable" in line]
+    back = [line for line in lines if "reachable again" in line]
+    assert len(down) == 1 and f"127.0.0.1:{port}" in down[0] and "7 episode(s), 3.0 MiB wait in the spool" in down[0]
+    assert len(back) == 1 and "backlog 7 episode(s)" in back[0]
+    assert member.last_error == ""

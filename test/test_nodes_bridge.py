@@ -233,14 +233,17 @@ def test_bridge_uploads_the_spool_announces_verified_checkpoints_and_restarts_fr
     try:
         again = wait_for(lambda: restarted_topics.records("policy_update"), 60, "the cached checkpoint", bridge.log)[0]
         assert again["version"] == 2 and file_sha256(again["local_path"]) == again["content_hash"]
-        # Its diagnostics say that the learner cannot be reached.
-        warned = wait_for(
-            lambda: [d for d in restarted_topics.records("diagnostics") if d["level"] == 1],
+        # Its diagnostics say, as an ERROR, that the learner cannot be reached (nothing leaves the robot); the log
+        # says it once.
+        failed = wait_for(
+            lambda: [d for d in restarted_topics.records("diagnostics") if d["level"] == 2],
             30,
-            "a WARN diagnostic",
+            "an ERROR diagnostic",
             bridge.log,
         )[-1]
-        assert "UNAVAILABLE" in warned["message"] and warned["values"]["checkpoint_published"] == "2"
+        assert failed["message"].startswith("learner unreachable for") and "UNAVAILABLE" in failed["message"]
+        assert failed["values"]["learner_reachable"] == "False" and failed["values"]["checkpoint_published"] == "2"
+        assert bridge.log().count("unreachable (UNAVAILABLE") == 1
     finally:
         bridge.stop()
         restarted_topics.stop()

@@ -79,10 +79,15 @@ class LinkClient:
     """One channel to the learner with its stubs, call metadata and deadlines. Thread-safe (gRPC channels are)."""
 
     def __init__(
-        self, channel: grpc.Channel, token: Optional[str] = None, deadlines: options.Deadlines = options.Deadlines()
+        self,
+        channel: grpc.Channel,
+        token: Optional[str] = None,
+        deadlines: options.Deadlines = options.Deadlines(),
+        address: str = "",
     ):
         self.channel = channel
         self.deadlines = deadlines
+        self.address = address  # for log lines ("" when unknown)
         self.metadata: tuple[tuple[str, str], ...] = ((options.AUTH_METADATA_KEY, f"Bearer {token}"),) if token else ()
         self.ingest = ingest_pb2_grpc.IngestStub(channel)
         self.policy = policy_pb2_grpc.PolicyStub(channel)
@@ -90,7 +95,7 @@ class LinkClient:
 
     @classmethod
     def connect(cls, config: LinkClientConfig) -> LinkClient:
-        return cls(config.open_channel(), config.bearer_token(), config.deadlines)
+        return cls(config.open_channel(), config.bearer_token(), config.deadlines, config.address)
 
     def close(self) -> None:
         self.channel.close()

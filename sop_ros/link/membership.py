@@ -16,6 +16,8 @@ from sop_ros.link.options import PROTOCOL_VERSION
 from sop_ros.link.protos import fleet_pb2
 
 _LOGGER = logging.getLogger(__name__)
+# Codes that mean "cannot reach the learner" (not a refusal): the link is down until a heartbeat gets through.
+_UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 class IncompatibleRobotError(RuntimeError):
@@ -68,7 +70,8 @@ class FleetMember:
         self._retry = retry
         self.heartbeat_interval_s = 1.0
         self.latest_policy_version = 0
-        self.last_error = ""
+        self.last_error = ""  # of the last failed call; cleared by the next heartbeat that gets through
+        self.unreachable_since: Optional[float] = None  # time.monotonic() when the learner became unreachable
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -121,6 +124,7 @@ class FleetMember:
                     self.register()
                     registered = True
                 self.heartbeat()
+                self._reached()
                 delays = self._retry.delays()
                 self._stop.wait(self.heartbeat_interval_s)
             except IncompatibleRobotError as exc:
@@ -129,6 +133,38 @@ class FleetMember:
                 return
             except grpc.RpcError as exc:
                 self.last_error = f"{exc.code().name}: {exc.details()}"
-                if not is_transient(exc):
+                if exc.code() in _UNREACHABLE:
+                    self._lost()
+                elif not is_transient(exc):
                     _LOGGER.error("heartbeat refused: %s", self.last_error)
                 self._stop.wait(next(delays))
+
+    @property
+    def learner_reachable(self) -> bool:
+        return self.unreachable_since is None
+
+    def _backlog(self) -> str:
+        try:
+            status = self._status_provider()
+        except Exception:  # a status provider must not break the link's logging
+            return "an unknown number of episodes"
+        return f"{status.episodes_spooled} episode(s), {status.spool_bytes / 2**20:.1f} MiB"
+
+    def _lost(self) -> None:
+        """One log line when the learner becomes unreachable (not one per retry)."""
+        if self.unreachable_since is None:
+            self.unreachable_since = time.monotonic()
+            _LOGGER.warning(
+                "learner %s unreachable (%s); %s wait in the spool, retrying",
+                self._link.address,
+                self.last_error,
+                self._backlog(),
+            )
+
+    def _reached(self) -> None:
+        self.last_error = ""
+        if self.unreachable_since is not None:
+            down_s, self.unreachable_since = time.monotonic() - self.unreachable_since, None
+            _LOGGER.info(
+                "learner %s reachable again after %.0f s; backlog %s", self._link.address, down_s, self._backlog()
+            )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -325,7 +326,13 @@ class BridgeNode(Node):
             if text
         ]
         level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
+        down_since = self.member.unreachable_since
+        if down_since is not None:  # nothing leaves the robot: an operator must see it
+            level = DiagnosticStatus.ERROR
+            problems.insert(0, f"learner unreachable for {time.monotonic() - down_since:.0f} s")
         values = {
+            "learner_reachable": down_since is None,
+            "learner_unreachable_s": 0.0 if down_since is None else round(time.monotonic() - down_since, 1),
             "upload_state": upload.state,
             "episodes_pending": upload.pending,
             "episodes_parked": upload.parked,
