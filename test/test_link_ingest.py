@@ -285,20 +285,20 @@ def test_staging_quotas_refuse_one_robots_excess_and_abandoned_uploads_expire(tm
 def test_garbage_requests_are_counted_and_logged_once_per_interval(tmp_path, caplog):
     import logging
 
-    from sop_ros.link.log_limits import limit_grpc_logs
+    from sop_ros.link.log_limits import UNDECODABLE_REQUEST, limit_grpc_logs
 
     with running_learner(tmp_path / "learner") as learner:
         channel = grpc.insecure_channel(learner.address)
         begin = channel.unary_unary("/sop.v1.Ingest/BeginEpisode")  # raw bytes in and out
         counts = limit_grpc_logs().counts
-        before = counts["Exception deserializing message!"]
+        before = counts[UNDECODABLE_REQUEST]
         with caplog.at_level(logging.DEBUG, logger="grpc"):
             for _ in range(40):
                 with pytest.raises(grpc.RpcError) as err:
                     begin(b"\xff\xff\xff garbage", timeout=5)
-                assert err.value.code() == grpc.StatusCode.INTERNAL
-        assert counts["Exception deserializing message!"] - before == 40
-        lines = [r for r in caplog.records if r.name == "grpc._common"]
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert counts[UNDECODABLE_REQUEST] - before == 40
+        lines = [r for r in caplog.records if r.name in ("grpc._common", "sop_ros.link.aio_handlers")]
         assert len(lines) <= 1 and all(r.exc_info is None for r in lines)  # no traceback each, nor one per request
         assert "Traceback" not in caplog.text
         channel.close()

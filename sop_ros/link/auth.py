@@ -221,6 +221,27 @@ class Authenticator:
             )
         return Identity(record.principal, record.role)
 
+    def admission_key(self, context, robot_id: str) -> Optional[str]:
+        """Whose share of the learner a call uses, without refusing anything (the handler authenticates):
+        the certificate's or the valid token's principal; unauthenticated callers share one key per
+        connection. Anonymous calls (no credentials at all) use the robot id they claim, and None (no
+        per-robot share, only the learner's total) when they claim none: robots in one process share
+        one connection, so the connection identifies no robot."""
+        common_name = _peer_common_name(context)
+        if self._tokens is None and common_name:
+            return f"robot {common_name}"
+        if self._tokens is not None:
+            header = dict(context.invocation_metadata()).get(AUTH_METADATA_KEY, "")
+            if isinstance(header, str) and header.startswith("Bearer "):
+                try:
+                    record = self._tokens.verify(header[len("Bearer ") :].strip())
+                    return f"{record.role.value} {record.principal}"
+                except PermissionError:
+                    pass
+        elif self._allow_anonymous:
+            return f"robot {robot_id[:128]}" if robot_id else None
+        return f"unauthenticated peer {context.peer()}"
+
     def require_robot(self, context: grpc.ServicerContext, robot_id: str) -> Identity:
         """Identify the caller and check it may act as `robot_id`."""
         identity = self.identify(context)

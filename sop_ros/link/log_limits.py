@@ -1,7 +1,9 @@
 """Log lines a hostile client can cause, at most once per kind per interval.
 
 grpc logs a full traceback for every request it cannot decode ("Exception deserializing
-message!", logger grpc._common) and for every exception a handler raises (grpc._server). A client
+message!", logger grpc._common) and for every exception a handler raises (grpc._server, and
+grpc._cython.cygrpc under grpc.aio); the learner's aio handlers log each undecodable request
+(UNDECODABLE_REQUEST, sop_ros.link.aio_handlers) they refuse. A client
 sending garbage in a loop would fill the learner's log and disk. RateLimitedRecords lets the first
 record of each kind through per interval (its traceback shortened to the exception's one line),
 counts the rest, and says how many it held back on the next one it lets through.
@@ -15,7 +17,8 @@ import threading
 import time
 from collections.abc import Callable
 
-GRPC_LOGGERS = ("grpc._common", "grpc._server")
+GRPC_LOGGERS = ("grpc._common", "grpc._server", "grpc._cython.cygrpc", "sop_ros.link.aio_handlers")
+UNDECODABLE_REQUEST = "undecodable request refused (INVALID_ARGUMENT)"
 DEFAULT_INTERVAL_S = 60.0
 
 

@@ -7,16 +7,19 @@ files are immutable, so a map never sees its file change.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import logging
 import mmap
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 
 from sop_ros.core.storage.checkpoint_store import CheckpointStore
 from sop_ros.link import validate
+from sop_ros.link.aio_handlers import LoopContext, Refusal
 from sop_ros.link.announcer import LatestSlot
 from sop_ros.link.auth import Authenticator
 from sop_ros.link.checkpoint_info import info_from_manifest
@@ -24,7 +27,7 @@ from sop_ros.link.options import CHUNK_BYTES
 from sop_ros.link.protos import policy_pb2, policy_pb2_grpc
 
 _LOGGER = logging.getLogger(__name__)
-WATCH_POLL_S = 1.0  # how often a watch stream re-checks that its client is still there
+WATCH_POLL_S = 1.0  # how often a watch stream re-checks its caller's credentials (revocation)
 _MAPPED_VERSIONS = 4  # checkpoint files kept mapped (streams still reading an evicted one keep it alive)
 
 
@@ -78,23 +81,49 @@ class PolicyServicer(policy_pb2_grpc.PolicyServicer):
         with self._maps_lock:
             self._maps.clear()
 
-    def WatchCheckpoints(
-        self, request: policy_pb2.WatchCheckpointsRequest, context: grpc.ServicerContext
-    ) -> Iterator[policy_pb2.CheckpointAnnouncement]:
+    async def WatchCheckpoints(
+        self, request: policy_pb2.WatchCheckpointsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[policy_pb2.CheckpointAnnouncement]:
+        """Served on the event loop: an idle watch holds no thread, only a listener on its fleet's slot."""
+        checks = LoopContext(context)
+        try:
+            self._check_watch(request, checks)
+        except Refusal as refusal:
+            await refusal.send(context)
+        slot = self._slots.get(request.fleet) or await asyncio.to_thread(self._slot, request.fleet)  # may read disk
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def on_publish() -> None:  # runs on the publishing (trainer) thread: only schedule the wake-up
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the server is gone
+                loop.call_soon_threadsafe(wake.set)
+
+        slot.add_listener(on_publish)
+        try:
+            seen = request.known_version
+            while not slot.closed:
+                wake.clear()
+                newest = slot.newer(seen)
+                if newest is not None:
+                    seen, info = newest
+                    yield policy_pb2.CheckpointAnnouncement(checkpoint=info)
+                    continue
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), WATCH_POLL_S)
+                try:
+                    self._auth.identify(checks)  # a robot revoked meanwhile loses its stream within WATCH_POLL_S
+                except Refusal as refusal:
+                    await refusal.send(context)
+        finally:
+            slot.remove_listener(on_publish)
+
+    def _check_watch(self, request: policy_pb2.WatchCheckpointsRequest, context: LoopContext) -> None:
         if request.robot_id:
             self._auth.require_robot(context, validate.name(context, request.robot_id, "robot_id"))
         else:
             self._auth.identify(context)
         if request.fleet:
             validate.name(context, request.fleet, "fleet")
-        slot = self._slot(request.fleet)
-        seen = request.known_version
-        while context.is_active() and not slot.closed:
-            self._auth.identify(context)  # a robot revoked meanwhile loses its stream within WATCH_POLL_S
-            newest = slot.wait_newer(seen, WATCH_POLL_S)
-            if newest is not None:
-                seen, info = newest
-                yield policy_pb2.CheckpointAnnouncement(checkpoint=info)
 
     def DownloadCheckpoint(
         self, request: policy_pb2.DownloadCheckpointRequest, context: grpc.ServicerContext

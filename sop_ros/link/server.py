@@ -4,6 +4,11 @@
     server, port = create_server(service)      # bound, not started: tests bind 127.0.0.1:0
     server.start(); ...; service.stop(server)   # drains in-flight calls for config.shutdown_grace_s
 
+The server is grpc.aio on an event loop thread of its own (sop_ros.link.aio_runner): checkpoint
+watches wait on the loop without a thread, the other calls run on a worker pool, and every call is
+admitted per robot first (sop_ros.link.admission), so a fleet larger than the pool, or one robot
+flooding it, leaves the other robots and the health check served.
+
 The trainer living in the same process hooks in with `service.on_episode_committed.append(fn)`
 and announces a new checkpoint with `service.publish_checkpoint(manifest)`; sop_ros.learner
 composes the whole learner process from these parts.
@@ -13,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
-from concurrent import futures
 from pathlib import Path
 from typing import Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from sop_ros.core.episodes.episode_limits import DEFAULT_EPISODE_LIMITS, EpisodeLimits
@@ -27,12 +31,15 @@ from sop_ros.core.storage.checkpoint_store import CheckpointStore
 from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR
 from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.link import options
+from sop_ros.link.admission import Admission, AdmissionLimits
+from sop_ros.link.aio_handlers import add_service
+from sop_ros.link.aio_runner import AioServer
 from sop_ros.link.auth import Authenticator
 from sop_ros.link.fleet_service import CompatibilityPolicy, FleetServicer
 from sop_ros.link.ingest_service import IngestServicer, StagingQuota
 from sop_ros.link.log_limits import limit_grpc_logs
 from sop_ros.link.policy_service import PolicyServicer, latest_checkpoint
-from sop_ros.link.protos import SERVICE_NAMES, fleet_pb2_grpc, ingest_pb2_grpc, policy_pb2_grpc
+from sop_ros.link.protos import SERVICE_NAMES, fleet_pb2, ingest_pb2, policy_pb2
 from sop_ros.link.revocation import REVOKED_CERTS_FILE
 
 _LOGGER = logging.getLogger(__name__)
@@ -59,6 +66,7 @@ class LearnerServerConfig:
     stale_staging_s: float = 24 * 3600.0  # uploads untouched this long are removed (start-up and periodically)
     heartbeat_interval_ms: int = 1000
     shutdown_grace_s: float = 10.0
+    admission: AdmissionLimits = AdmissionLimits()  # calls and watches one robot may hold at once
     compatibility: CompatibilityPolicy = CompatibilityPolicy()
 
     def __post_init__(self) -> None:
@@ -101,7 +109,7 @@ class LearnerService:
         self.config = config
         self.episode_store = episode_store
         self.checkpoint_store = checkpoint_store
-        auth = Authenticator(
+        self.auth = auth = Authenticator(
             config.tokens_file,
             allow_anonymous=config.insecure and not config.tokens_file,
             revoked_certs=config.revocation_list(),
@@ -112,8 +120,8 @@ class LearnerService:
         self.fleet = FleetServicer(
             auth, config.compatibility, config.heartbeat_interval_ms, episode_store.count, self._latest_version
         )
-        self.health = health.HealthServicer()
-        self._latest_lock = threading.Lock()
+        self.health = AsyncHealthServicer()  # answered on the event loop, never queued behind workers
+        self._server: Optional[AioServer] = None
 
     @property
     def on_episode_committed(self) -> list:
@@ -133,45 +141,51 @@ class LearnerService:
         return int(latest.version) if latest is not None else 0
 
     def set_serving(self, serving: bool) -> None:
+        """What the health service answers (needs the server create_server made)."""
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("",) + SERVICE_NAMES:
-            self.health.set(name, status)
 
-    def stop(self, server: grpc.Server, grace_s: Optional[float] = None) -> None:
+        async def apply() -> None:
+            for name in ("",) + SERVICE_NAMES:
+                await self.health.set(name, status)
+
+        if self._server is None:
+            raise RuntimeError("LearnerService.set_serving: no server yet (create_server makes it)")
+        self._server.call(apply())
+
+    def stop(self, server: AioServer, grace_s: Optional[float] = None) -> None:
         """Refuse new calls, end checkpoint watches, let in-flight uploads finish within the grace period."""
         self.set_serving(False)
         self.policy.close()
         server.stop(self.config.shutdown_grace_s if grace_s is None else grace_s).wait()
 
 
-def create_server(service: LearnerService) -> tuple[grpc.Server, int]:
+def create_server(service: LearnerService) -> tuple[AioServer, int]:
     """A bound (not started) server; returns it with the bound port (useful with port 0)."""
     config = service.config
     limit_grpc_logs()  # undecodable requests must not write one traceback each
-    workers = options.worker_threads(config.expected_robots)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sop-learner"),
-        options=options.server_options(),
-        maximum_concurrent_rpcs=workers,
-    )
-    ingest_pb2_grpc.add_IngestServicer_to_server(service.ingest, server)
-    policy_pb2_grpc.add_PolicyServicer_to_server(service.policy, server)
-    fleet_pb2_grpc.add_FleetServicer_to_server(service.fleet, server)
-    health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
-    reflection.enable_server_reflection(SERVICE_NAMES + (health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    credentials = config.server_credentials()
-    if credentials is None:
-        _LOGGER.warning(
-            "INSECURE learner on %s: plaintext gRPC%s. Use only on a trusted network or for tests.",
-            config.address,
-            "" if config.tokens_file else " and NO authentication",
+    server = AioServer(options.worker_threads(config.expected_robots), options.server_options())
+    try:
+        runtime = server.new_runtime(Admission(config.admission), service.auth.admission_key)
+        add_service(server.server, runtime, ingest_pb2, "Ingest", service.ingest)
+        add_service(server.server, runtime, policy_pb2, "Policy", service.policy)
+        add_service(server.server, runtime, fleet_pb2, "Fleet", service.fleet)
+        health_pb2_grpc.add_HealthServicer_to_server(service.health, server.server)
+        reflection.enable_server_reflection(
+            SERVICE_NAMES + (health.SERVICE_NAME, reflection.SERVICE_NAME), server.server
         )
-        port = server.add_insecure_port(config.address)
-    else:
-        port = server.add_secure_port(config.address, credentials)
-    if not port:
-        raise OSError(f"cannot listen on {config.address}")
-    service.set_serving(True)
+        credentials = config.server_credentials()
+        if credentials is None:
+            _LOGGER.warning(
+                "INSECURE learner on %s: plaintext gRPC%s. Use only on a trusted network or for tests.",
+                config.address,
+                "" if config.tokens_file else " and NO authentication",
+            )
+        port = server.add_port(config.address, credentials)
+        service._server = server
+        service.set_serving(True)
+    except BaseException:
+        server.stop(0)
+        raise
     return server, port
 
 
