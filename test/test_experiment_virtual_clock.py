@@ -174,6 +174,15 @@ def test_sop_experiment_builds_its_run_result_on_the_virtual_clock(base_dir, tmp
 
     report = markdown_report(summary([result], 0.9, 10.0, 1, 4.1, {}))
     assert "min of fleet time (simulated: virtual clock)" in report
+    # `sop experiment --quick`'s check: the same fleet again agrees bit for bit; a different one is caught.
+    from sop_ros.experiment.determinism import check_determinism
+
+    same = check_determinism(RunSpec("sop_hg_dagger", 0, 1, ("comparison",)), config)
+    assert same.identical and same.episodes == 3 and same.checkpoints_compared >= 2
+    shorter = check_determinism(
+        RunSpec("sop_hg_dagger", 0, 1, ("comparison",)), dataclasses.replace(config, duration_s=2.0)
+    )
+    assert not shorter.identical and "episodes differ" in shorter.difference
 
 
 def test_sop_experiment_takes_the_clock_and_the_learner_rate(capsys):

@@ -38,6 +38,8 @@ from pathlib import Path
 
 from sop_ros.commands.errors import CliError
 from sop_ros.commands.experiment_progress import ExperimentProgress
+from sop_ros.commands.experiment_quick import apply_quick, check_determinism_after
+from sop_ros.commands.experiment_settings import check_resume, settings_of
 from sop_ros.commands.options import EVAL_EPISODES_PER_TASK, add_workers_argument
 from sop_ros.commands.plain_progress import add_progress_argument
 from sop_ros.resources import node_defaults
@@ -45,7 +47,6 @@ from sop_ros.resources import node_defaults
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_DIR = Path.home() / ".sop" / "base_policy"
-SETTINGS_FILE = "experiment.json"
 
 
 # Long by design: one declaration per flag, the command's whole interface in one place.
@@ -153,6 +154,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "run publishes gigabytes)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the planned runs and exit")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few-minute check (CI): base and SOP HG-DAgger, 2 robots, 0.5 simulated min, 3 evaluation "
+        "episodes per task; then the same fleet run again, which must agree bit for bit (exit 1 if not)",
+    )
     add_progress_argument(parser)
     parser.set_defaults(func=run)
 
@@ -204,44 +211,6 @@ def ensure_base(base: Path | None, console) -> Path:
     return DEFAULT_BASE_DIR
 
 
-def _settings(args: argparse.Namespace, tasks: list[str], base: Path) -> dict:
-    """What makes runs comparable: a resumed experiment must use the same."""
-    from sop_ros.experiment.demo_baselines import CEILING_DEMOS_PER_TASK
-
-    return {
-        "duration_min": args.duration_min,
-        "clock": args.clock,
-        "learner_updates_per_s": args.learner_updates_per_s if args.clock == "virtual" else None,
-        "robot_hz": args.robot_hz,
-        "tasks": tasks,
-        "base": str(base.resolve()),
-        "eval_episodes": args.eval_episodes,
-        "eval_episodes_per_task": args.eval_episodes,
-        "curve_points": args.curve_points,
-        "curve_eval_episodes": args.curve_eval_episodes,
-        "publish_every_updates": args.publish_every_updates,
-        "offline_updates": args.offline_updates,
-        # The robots' node parameters (operator rule, mux, policy horizon, camera): runs made under others differ.
-        "robot_defaults": {s: node_defaults(s) for s in ("scripted_operator", "action_mux", "policy", "sim_robot")},
-        "ceiling_demos_per_task": CEILING_DEMOS_PER_TASK,
-    }
-
-
-def _check_resume(out: Path, settings: dict) -> None:
-    from sop_ros.experiment.results import write_text_atomic
-
-    path = out / SETTINGS_FILE
-    if path.is_file():
-        previous = json.loads(path.read_text())
-        if previous != settings:
-            changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-            raise CliError(
-                f"--out {out} holds an experiment with other settings ({', '.join(changed)}); use a fresh --out"
-            )
-    else:
-        write_text_atomic(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
-
-
 def write_outputs(out: Path, results, args: argparse.Namespace, extra: dict) -> dict:
     """CSV, plots, results.md and summary.json from the finished runs."""
     from sop_ros.experiment import plots
@@ -273,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
     from sop_ros.commands.collect import select_tasks
     from sop_ros.experiment.plan import PlanError, parse_methods, parse_robot_counts, plan_runs
 
+    if args.quick:
+        apply_quick(args)
     _check_args(args)
     # Evaluation workers load the sentence encoder once per checkpoint: no download-style bars for that.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -315,7 +286,7 @@ def _run_planned(args: argparse.Namespace, runs, methods, specs, console) -> int
     out = args.out or Path("runs") / f"experiment-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     base = ensure_base(args.base, console)
-    _check_resume(out, _settings(args, list(specs), base))
+    check_resume(out, settings_of(args, list(specs), base))
     config = _experiment_config(args, out, base, specs)
     evaluator = _evaluator(args, out, specs)
     extra = _run_info(args, specs, base, methods)
@@ -346,7 +317,7 @@ def _run_planned(args: argparse.Namespace, runs, methods, specs, console) -> int
     data = write_outputs(out, list(finished.values()), args, extra)
     console.print((out / "results.md").read_text(), markup=False, highlight=False)
     console.print(f"results in {out}: summary.json, results.md, *.csv, {', '.join(data['plots'])}")
-    return 0
+    return check_determinism_after(args, runs, config, console) if args.quick else 0
 
 
 def _experiment_config(args: argparse.Namespace, out: Path, base: Path, specs):
