@@ -8,6 +8,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sop_ros.bench.synthetic_episodes import synthetic_episode
 from sop_ros.core.episodes import episode_file as ef
@@ -128,3 +130,54 @@ def test_the_store_refuses_other_shapes_and_tasks_and_removes_the_staged_bytes(t
         with pytest.raises(EpisodeRejectedError, match="the upload declared 'push-v3'"):
             store.commit(episode_id, ef.file_sha256(other_shape), ep.robot_id, task_id="push-v3")
         assert store.staged_offset(episode_id) == 0 and store.count() == 0
+
+
+_SIZES = st.one_of(
+    st.integers(min_value=-3, max_value=70),
+    st.integers(min_value=1 << 10, max_value=1 << 40),
+    st.sampled_from([None, "12", 3.5, True, [4], {}]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    shapes=st.fixed_dictionaries(
+        {},
+        optional={
+            "state_dim": _SIZES,
+            "action_dim": _SIZES,
+            "chunk_len": _SIZES,
+            "image_hw": st.one_of(st.lists(_SIZES, max_size=3), _SIZES),
+        },
+    ),
+    num_steps=st.one_of(st.none(), _SIZES),
+)
+def test_fuzzed_metadata_is_refused_cleanly_within_bounded_memory(tmp_path, shapes, num_steps):
+    from unittest import mock
+
+    episode = synthetic_episode(5, 4, seed=5)
+    real = ef._episode_metadata
+
+    def lying(ep):
+        meta = real(ep)
+        declared = json.loads(meta["shapes"])
+        declared.update(shapes)
+        meta["shapes"] = json.dumps(declared)
+        if num_steps is not None:
+            meta["num_steps"] = json.dumps(num_steps)
+        return meta
+
+    path = tmp_path / "fuzz.mcap"
+    with mock.patch.object(ef, "_episode_metadata", lying):
+        write_episode(episode, path)
+    outcome = []
+
+    def read():
+        try:
+            outcome.append(read_episode(path))
+        except EpisodeFileError as exc:  # the only failure a hostile file may cause
+            outcome.append(exc)
+
+    assert _peak_bytes(read) < 32 << 20
+    if not isinstance(outcome[0], EpisodeFileError):  # accepted: then it declared exactly the truth
+        assert outcome[0].num_steps == 5 and outcome[0].states.shape == episode.states.shape
