@@ -16,6 +16,10 @@ robots are one process each; the upload and fleet robots are clients in the benc
   compares transport cost per byte delivered.
 - robots, heartbeat_p50_ms, heartbeat_p99_ms, errors: N simulated robots (threads, one channel
   each) registering, heartbeating and uploading against one learner. Target errors == 0.
+- idle_robots, idle_errors, learner_threads_peak, learner_rss_peak_mb: idle robots (each a checkpoint
+  watch and a heartbeat a second) held by one learner, target 1,000 with 0 errors; then one robot
+  floods it: flood_refused of its calls are refused, flood_others_errors and flood_health_failures
+  (target 0) say the others did not notice (transport_idle.py).
 The checkpoint fan-out lives in transport_fanout.py, the servers and random episodes in transport_servers.py.
 """
 
@@ -34,6 +38,7 @@ import numpy as np
 
 from sop_ros.bench.report import print_table
 from sop_ros.bench.transport_fanout import bench_fanout
+from sop_ros.bench.transport_idle import bench_idle
 from sop_ros.bench.transport_servers import RAW_SERVICE, ServerProcess, random_episode, raw_channel
 
 _LOGGER = logging.getLogger(__name__)
@@ -45,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-mb", type=float, help="checkpoint size in MB (default 100, quick 16)")
     parser.add_argument("--episodes", type=int, help="episodes uploaded for the throughput test (default 24, quick 6)")
     parser.add_argument("--fleet-seconds", type=float, help="duration of the fleet test (default 10, quick 3)")
+    parser.add_argument("--idle-robots", type=int, help="idle robots held by one learner (default 1000, quick 100)")
+    parser.add_argument("--idle-seconds", type=float, help="how long they are held (default 10, quick 3)")
 
 
 def _bench_upload(tmp: Path, episodes: int, steps: int, hw: int) -> dict[str, float]:
@@ -226,6 +233,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         figures.update(_bench_upload(tmp_path / "upload", episodes, steps=100, hw=128))
         figures.update(bench_fanout(tmp_path / "fanout", checkpoint_mb))
         figures.update(_bench_fleet(tmp_path / "fleet", robots, seconds))
+        idle_robots = args.idle_robots or (100 if quick else 1000)
+        idle_s = args.idle_seconds or (3.0 if quick else 10.0)
+        figures.update(bench_idle(tmp_path / "idle", idle_robots, idle_s, flood_s=2.0 if quick else 3.0))
+    for message in figures["idle_error_examples"]:
+        _LOGGER.error("idle robots: %s", message)
     return figures
 
 
@@ -280,6 +292,24 @@ def render(figures: dict[str, Any]) -> None:
             figures["errors"],
             "0",
             f"{figures['episodes_uploaded']} episodes uploaded",
+        ),
+    ]
+    rows += [
+        (
+            f"{figures['idle_robots']} idle robots held: errors",
+            figures["idle_errors"],
+            "0 (1,000 robots)",
+            f"{figures['idle_watches_live']} watches live, heartbeat p50 / p99 "
+            f"{figures['idle_heartbeat_p50_ms']:.1f} / {figures['idle_heartbeat_p99_ms']:.1f} ms; learner peak "
+            f"{figures['learner_threads_peak']} threads, {figures['learner_rss_peak_mb']:.0f} MB RSS",
+        ),
+        (
+            "one robot flooding: others' errors",
+            figures["flood_others_errors"],
+            "0",
+            f"{figures['flood_refused']} of its {figures['flood_calls']} calls refused; health failures "
+            f"{figures['flood_health_failures']}; others' heartbeat p99 "
+            f"{figures['flood_others_heartbeat_p99_ms']:.0f} ms",
         ),
     ]
     print_table("sop bench transport (loopback)", ["measure", "value", "target", "detail"], rows)

@@ -111,6 +111,10 @@ class ServerProcess:
             raise RuntimeError(f"benchmark {kind} server did not start")
         self.address = f"127.0.0.1:{receive.recv()}"
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def __enter__(self) -> str:
         return self.address
 
