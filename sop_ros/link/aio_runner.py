@@ -69,6 +69,10 @@ class AioServer:
     def start(self) -> None:
         self.call(self.server.start())
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
     def stop(self, grace: Optional[float]) -> threading.Event:
         """Refuse new calls, give in-flight ones `grace` seconds, then cancel them; returns a set Event
         (grpc.Server.stop's shape: callers `.wait()` on it). Idempotent."""

@@ -75,10 +75,12 @@ def server_options() -> list[tuple[str, int]]:
 
 
 def worker_threads(expected_robots: int) -> int:
-    """Each robot may hold a checkpoint watch, an upload and a download at once, plus unary calls.
+    """The learner's worker pool: each robot may run an upload and a download at once, plus unary calls.
 
-    LeRobot's learner (3 workers) starved as soon as one actor held a stream; size for
-    3 streams per robot plus headroom for heartbeats, operators, health and reflection.
+    LeRobot's learner (3 workers) starved as soon as one actor held a stream. Checkpoint watches,
+    health and reflection no longer take a worker (they wait on the server's event loop), and each
+    robot's calls are capped by admission (sop_ros.link.admission), so a fleet larger than
+    expected only queues for a worker; it is never refused for want of one.
     """
     if expected_robots < 1:
         raise ValueError(f"expected_robots must be >= 1, got {expected_robots}")

@@ -154,7 +154,8 @@ class LearnerService:
 
     def stop(self, server: AioServer, grace_s: Optional[float] = None) -> None:
         """Refuse new calls, end checkpoint watches, let in-flight uploads finish within the grace period."""
-        self.set_serving(False)
+        if not server.stopped:  # a second stop has nothing left to tell the health service
+            self.set_serving(False)
         self.policy.close()
         server.stop(self.config.shutdown_grace_s if grace_s is None else grace_s).wait()
 
