@@ -23,7 +23,6 @@ from typing import Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from sop_ros.core.episodes.episode_limits import DEFAULT_EPISODE_LIMITS, EpisodeLimits
@@ -120,7 +119,7 @@ class LearnerService:
         self.fleet = FleetServicer(
             auth, config.compatibility, config.heartbeat_interval_ms, episode_store.count, self._latest_version
         )
-        self.health = AsyncHealthServicer()  # answered on the event loop, never queued behind workers
+        self.health = health.aio.HealthServicer()  # answered on the event loop, never queued behind workers
         self._server: Optional[AioServer] = None
 
     @property
