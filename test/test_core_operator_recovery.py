@@ -123,7 +123,7 @@ def test_reset_starts_a_fresh_episode():
 
 
 def test_probe_the_expert_first_and_recover_only_if_it_makes_no_new_best_progress():
-    op = RecoveringOperator(dataclasses.replace(RULE, recovery_probe_steps=3))
+    op = RecoveringOperator(dataclasses.replace(RULE, recovery_probe_steps=3, recovery_probe_gain=0.01))
     moving = [_state(0.1 * i) for i in range(12)]
     # Policy best 0.6 then a stall; the expert gets progress back up but never above 0.6 (+ delta): after
     # 3 probe steps it recovers (a closed gripper led back over the object is still stuck).
@@ -145,6 +145,21 @@ def test_probe_the_expert_first_and_recover_only_if_it_makes_no_new_best_progres
         False,
         False,
     ] and op.recovery.recovery_cause == "stall"
+
+
+def test_the_probe_needs_recovery_probe_gain_above_the_best_not_any_new_best():
+    # Closed fingers pushing the object along creep (+0.011 in 8 steps on pick-place), an arm carrying it gains
+    # 0.04-0.16 (docs/RESULTS.md): only a gain of recovery_probe_gain within the probe skips the recovery.
+    rule = dataclasses.replace(RULE, recovery_probe_steps=3, recovery_probe_gain=0.04)
+    moving = [_state(0.1 * i) for i in range(8)]
+    op = RecoveringOperator(rule)
+    creeping = _run(op, [0.6, 0.5, 0.5, 0.61, 0.62, 0.63, 0.63, 0.63], moving)
+    assert _phases(creeping) == "pp" + "eee" + "rrr" and op.recovery.recovery_cause == "probe"
+    op.reset()
+    carrying = _run(op, [0.6, 0.5, 0.5, 0.62, 0.64, 0.66, 0.68, 0.70], moving)
+    assert _phases(carrying) == "pp" + "e" * 6 and op.recovery.recoveries == 0
+    # A gain below min_progress_delta is never a pass: the probe needs at least a new best.
+    assert RecoveryPhase(1, 1, 0.01, 0.01, probe_steps=3, probe_gain=0.0).probe_gain == 0.01
 
 
 def test_the_hand_back_limit_keeps_control_after_the_last_hand_back():

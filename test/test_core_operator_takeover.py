@@ -75,6 +75,19 @@ def test_the_default_probe_finds_the_closed_gripper_stuck_and_recovers(backend):
         assert success and operator.recovery.recoveries >= 1
 
 
+def test_the_default_probe_leaves_an_arm_carrying_the_object_to_the_expert(backend):
+    # After 40 steps the expert holds the puck (fingers 0.4-0.47 apart: closed on it; empty they close to 0.3); at
+    # the takeover it carries it on at once (progress gains more than recovery_probe_gain within the probe), so the
+    # operator does not recover (that would drop the puck).
+    for seed in (0, 1):
+        backend.reset("pick-place-v3", seed)
+        for _ in range(40):
+            assert not backend.step(backend.expert_action()).done
+        assert 0.35 < backend.privileged_state()[3] < 0.6
+        success, operator = _operator_finishes(backend, HOLDING)
+        assert success and operator.recovery.recoveries == 0
+
+
 def test_an_expert_moving_without_progress_is_not_mistaken_for_a_stuck_one(backend):
     # drawer-close: the expert pushes the drawer for ~50 steps without measurable progress (the path to the goal
     # hardly shortens) while the arm and the drawer move.

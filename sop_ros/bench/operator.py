@@ -61,6 +61,9 @@ def takeover_operators() -> dict[str, Any]:
         # The stall window cannot shrink (the expert crosses progress-free stretches on the move); a still arm can.
         "stuck 15": dataclasses.replace(base, stuck_steps=15),
         "stuck 15 + never hands back": dataclasses.replace(base, stuck_steps=15, max_handbacks=0),
+        # The probe as it was: any new best progress (min_progress_delta) skips the recovery.
+        "probe gain 0.01": dataclasses.replace(base, recovery_probe_gain=0.01),
+        "probe gain 0.01 + never hands back": dataclasses.replace(base, recovery_probe_gain=0.01, max_handbacks=0),
     }
 
 

@@ -63,6 +63,9 @@ class ScriptedOperatorNode(Node):
                 "at a takeover the expert acts first; recover only if no new best progress in this many steps (0 = "
                 "always)",
             ),
+            recovery_probe_gain=p(
+                "recovery_probe_gain", "progress above the episode's best within the probe that skips the recovery"
+            ),
         )
         self.operator = RecoveringOperator(rule)
         self._episode_id = ""
@@ -113,7 +116,7 @@ class ScriptedOperatorNode(Node):
             cfg = self.operator.config
             why = {
                 "takeover": "at the takeover",
-                "probe": f"the expert made no new progress in {cfg.recovery_probe_steps} steps",
+                "probe": f"the expert gained less than {cfg.recovery_probe_gain:g} in {cfg.recovery_probe_steps} steps",
                 "stall": f"the expert stalled (no progress, arm still for {cfg.expert_stall_steps} steps)",
             }[self.operator.recovery.recovery_cause]
             self.get_logger().info(

@@ -58,8 +58,11 @@ class OperatorRuleConfig:
     expert_stall_steps: int  # expert steps without progress or motion before recovering again (0 disables)
     stall_motion: float  # an arm-state value changing more than this is motion (MetaWorld: metres)
     # At a takeover the expert acts first; the operator recovers only if it has not raised progress above
-    # the episode's best by min_progress_delta within this many steps (0: recover at every takeover).
+    # the episode's best by recovery_probe_gain within this many steps (0: recover at every takeover).
     recovery_probe_steps: int
+    # Progress gain above the episode's best that passes the probe: an arm carrying the object gains fast, closed
+    # fingers pushing it along creep (docs/RESULTS.md).
+    recovery_probe_gain: float
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> OperatorRuleConfig:
@@ -101,7 +104,13 @@ class OperatorRuleConfig:
             raise ValueError(f"OperatorRuleConfig.max_handbacks: must be an integer >= -1, got {self.max_handbacks!r}")
         if self.handback_progress_steps == 0:
             raise ValueError("OperatorRuleConfig.handback_progress_steps: must be >= 1")
-        for name in ("min_progress_delta", "deviation_threshold", "subgoal_gain", "stall_motion"):
+        for name in (
+            "min_progress_delta",
+            "deviation_threshold",
+            "subgoal_gain",
+            "stall_motion",
+            "recovery_probe_gain",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"OperatorRuleConfig.{name}: must be a positive number, got {value!r}")
