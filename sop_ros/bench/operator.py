@@ -64,6 +64,10 @@ def takeover_operators() -> dict[str, Any]:
         # The probe as it was: any new best progress (min_progress_delta) skips the recovery.
         "probe gain 0.01": dataclasses.replace(base, recovery_probe_gain=0.01),
         "probe gain 0.01 + never hands back": dataclasses.replace(base, recovery_probe_gain=0.01, max_handbacks=0),
+        # A longer, stricter probe: closer to 0.01 on other tasks' slow experts (docs/RESULTS.md), not yet benched.
+        "probe 10 steps gain 0.05 + never hands back": dataclasses.replace(
+            base, recovery_probe_steps=10, recovery_probe_gain=0.05, max_handbacks=0
+        ),
     }
 
 
