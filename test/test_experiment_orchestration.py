@@ -522,3 +522,23 @@ def test_summary_records_the_learner_rate_only_for_the_virtual_clock(tmp_path):
     assert _run_info(args, {TASK: None}, tmp_path, ["base"])["learner_updates_per_s"] == 2.5
     args.clock = "wall"  # a real learner makes the updates it can: no configured rate to report
     assert _run_info(args, {TASK: None}, tmp_path, ["base"])["learner_updates_per_s"] is None
+
+
+def test_units_from_several_experiment_folders_aggregate_into_one_results_folder(tmp_path):
+    from sop_ros.commands.experiment_aggregate import main as aggregate
+
+    units = []
+    for folder, result in (
+        ("a", _run_result("base", 0, 0, ("comparison",), 0.4, curve=[(0, 0.4)])),
+        ("b", _run_result("offline_only", 0, 0, ("comparison",), 0.5, offline=300)),
+        ("c", _run_result("ceiling", 0, 0, ("comparison",), 0.9, offline=300, demo_steps=600)),
+    ):
+        units.append(tmp_path / folder / "runs" / result.name)
+        save_run_result(units[-1], result)
+    assert aggregate([str(tmp_path / "all"), *map(str, units), "--duration-min", "2"]) == 0
+    summary = json.loads((tmp_path / "all" / "summary.json").read_text())
+    assert summary["final_success"]["offline_only"] == 0.5 and summary["ceiling_success"] == 0.9
+    assert summary["command"].startswith("python -m sop_ros.commands.experiment_aggregate")
+    assert len(summary["aggregated_from"]) == 3 and (tmp_path / "all" / "ceiling-r0-s0.result.json").is_file()
+    with pytest.raises(SystemExit):
+        aggregate([str(tmp_path / "none"), str(tmp_path / "missing")])
