@@ -1,9 +1,11 @@
 """A hostile robot against a real learner process on loopback (issue 12): each attack class is refused with the
 right code, the learner's peak memory stays bounded, nothing is stored or left in staging, health stays SERVING.
 
-Classes covered elsewhere with their own real learners: another robot's upload and certificate revocation
-(test_link_security.py), staging quotas, log flooding and the fleet status size (test_link_ingest.py), one robot
-flooding watch streams (the aio server's tests), fuzzing over episode-file metadata (test_core_episode_limits.py).
+Here, against one learner process: memory from metadata (1), decompression bombs (2), another robot's upload (4),
+staging quotas (6), names (7), garbage requests (8), oversized registrations for the fleet status (9). Elsewhere,
+with their own real learners: one robot flooding streams and calls (3: test_link_admission.py), certificate
+revocation and its open streams (5: test_link_security.py); fuzzing over every RPC (test_link_fuzz.py) and over
+episode-file metadata (test_core_episode_limits.py), SOP_FUZZ_EXAMPLES for the long runs.
 """
 
 from __future__ import annotations
@@ -155,3 +157,39 @@ def test_staging_quota_refuses_the_flooding_robot_alone(learner):
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "robot robot7's" in err.value.details()
     begin("robot8", 4)  # another robot is not affected
     assert learner.serving()
+
+
+def test_another_robots_upload_garbage_and_oversized_registrations(learner, tmp_path):
+    from sop_ros.link.protos import fleet_pb2
+
+    before = _peak_rss(learner.proc.pid)
+    # 4. robot2 names robot1's upload in progress: refused, and robot1's staged bytes stay
+    path = write_episode(make_episode("robot1", seed=20, task_id=TASK), tmp_path / "mine.mcap")
+    episode_id, data = ef.read_episode_metadata(path)["episode_id"], path.read_bytes()
+    meta = ingest_pb2.EpisodeMetadata(
+        episode_id=episode_id, robot_id="robot1", task_id=TASK, size_bytes=len(data), sha256=file_sha256(path)
+    )
+    learner.link.ingest.BeginEpisode(ingest_pb2.BeginEpisodeRequest(metadata=meta), timeout=10)
+    chunk = ingest_pb2.EpisodeChunk(episode_id=episode_id, offset=0, data=data[: len(data) // 2])
+    learner.link.ingest.UploadChunks(iter([chunk]), timeout=10)
+    theirs = ingest_pb2.EpisodeMetadata()
+    theirs.CopyFrom(meta)
+    theirs.robot_id = "robot2"
+    with pytest.raises(grpc.RpcError) as err:
+        learner.link.ingest.BeginEpisode(ingest_pb2.BeginEpisodeRequest(metadata=theirs), timeout=10)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert learner.link.ingest.BeginEpisode(ingest_pb2.BeginEpisodeRequest(metadata=meta), timeout=10).committed_offset
+    # 8. undecodable requests: a clear INVALID_ARGUMENT each, no traceback in the learner's log
+    raw = learner.link.channel.unary_unary("/sop.v1.Ingest/BeginEpisode")
+    for _ in range(50):
+        with pytest.raises(grpc.RpcError) as err:
+            raw(b"\xff\xff garbage", timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # 9. a robot registering ~1 MB of task names is refused; the operator's view stays readable
+    config = fleet_pb2.RobotConfig(tasks=[f"t{i:05d}" + "x" * 120 for i in range(8000)], action_dim=4, state_dim=4)
+    register = fleet_pb2.RegisterRequest(robot_id="robot9", software_version="1.0", protocol_version=1, config=config)
+    with pytest.raises(grpc.RpcError) as err:
+        learner.link.fleet.Register(register, timeout=10)
+    assert err.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    learner.link.fleet.GetFleetStatus(fleet_pb2.GetFleetStatusRequest(), timeout=10)
+    assert _peak_rss(learner.proc.pid) - before < MEMORY_GROWTH_BYTES and learner.serving()
