@@ -172,7 +172,7 @@ def _parse_metadata(reader) -> dict[str, str]:
 
 def _read(path: Path, limits: EpisodeLimits) -> Episode:
     with open(path, "rb") as f:
-        _check_magic(f)
+        file_size = _check_magic(f)
         reader = make_reader(f, validate_crcs=True)
         header = reader.get_header()
         if header.profile != "ros2":
@@ -183,7 +183,7 @@ def _read(path: Path, limits: EpisodeLimits) -> Episode:
         meta = _parse_metadata(reader)
         shapes = StepShapes.parse(meta, limits)  # declared sizes bounded before anything is allocated
         topics = check_channels(summary, shapes.num_steps)
-        check_chunk_sizes(summary, shapes, limits)
+        check_chunk_sizes(summary, shapes, limits, file_size)
         steps = StepArrays(shapes)
         read_steps(reader, topics, steps)
     return _episode_from(meta, steps, limits)

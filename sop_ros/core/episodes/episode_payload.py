@@ -139,14 +139,21 @@ class StepArrays:
         target[t] = values.reshape(target.shape[1:])
 
 
-def check_chunk_sizes(summary, shapes: StepShapes, limits: EpisodeLimits) -> None:
-    """Refuse a file whose chunks would inflate past what its declared messages need (before inflating any)."""
+def check_chunk_sizes(summary, shapes: StepShapes, limits: EpisodeLimits, file_size: int) -> None:
+    """Refuse, before inflating or allocating anything, a file whose chunks would inflate past what its declared
+    messages need, or whose messages cannot hold the arrays its metadata declares (the arrays are allocated from
+    the declaration: a small file declaring huge frames must not get them)."""
+    sizes = [index.uncompressed_size for index in summary.chunk_indexes]
     try:
-        limits.check_uncompressed(
-            [index.uncompressed_size for index in summary.chunk_indexes], shapes.num_steps, shapes.decoded_bytes
-        )
+        limits.check_uncompressed(sizes, shapes.num_steps, shapes.decoded_bytes)
     except EpisodeLimitError as exc:
         raise FormatProblem(str(exc)) from None
+    held = sum(sizes) if sizes else file_size  # unchunked: the messages are in the file as they are
+    if shapes.decoded_bytes > held:
+        raise FormatProblem(
+            f"the declared shapes need {shapes.decoded_bytes} bytes of arrays but the file's messages hold at most "
+            f"{held} bytes"
+        )
 
 
 def check_channels(summary, num_steps: int) -> dict[int, str]:
