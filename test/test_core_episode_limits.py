@@ -21,20 +21,21 @@ from sop_ros.core.storage.episode_store import EpisodeRejectedError, EpisodeStor
 pytestmark = pytest.mark.timeout(60)
 
 
-def _write_with_shapes(monkeypatch, path, episode, **shapes):
-    """A file whose metadata declares `shapes` (a hostile robot's), over the episode's real messages."""
+def _write_lying(path, episode, num_steps=None, **shapes):
+    """A file whose metadata declares `shapes` (and `num_steps`), a hostile robot's, over real messages."""
+    from unittest import mock
+
     real = ef._episode_metadata
 
     def lying(ep):
         meta = real(ep)
-        declared = json.loads(meta["shapes"])
-        declared.update(shapes)
-        meta["shapes"] = json.dumps(declared)
+        meta["shapes"] = json.dumps({**json.loads(meta["shapes"]), **shapes})
+        if num_steps is not None:
+            meta["num_steps"] = json.dumps(num_steps)
         return meta
 
-    monkeypatch.setattr(ef, "_episode_metadata", lying)
-    write_episode(episode, path)
-    monkeypatch.setattr(ef, "_episode_metadata", real)
+    with mock.patch.object(ef, "_episode_metadata", lying):
+        write_episode(episode, path)
     return path
 
 
@@ -57,8 +58,8 @@ def _peak_bytes(fn) -> int:
         ({"chunk_len": 1024, "action_dim": 4096}, "decode to 1679396500 bytes, above the limit of 1073741824"),
     ],
 )
-def test_a_small_file_declaring_huge_arrays_is_refused_without_allocating(tmp_path, monkeypatch, shapes, message):
-    path = _write_with_shapes(monkeypatch, tmp_path / "ep.mcap", synthetic_episode(100, 8, seed=1), **shapes)
+def test_a_small_file_declaring_huge_arrays_is_refused_without_allocating(tmp_path, shapes, message):
+    path = _write_lying(tmp_path / "ep.mcap", synthetic_episode(100, 8, seed=1), **shapes)
     assert path.stat().st_size < 64 << 10
     errors = []
 
@@ -71,12 +72,12 @@ def test_a_small_file_declaring_huge_arrays_is_refused_without_allocating(tmp_pa
     assert message in errors[0] and str(path) in errors[0]
 
 
-def test_a_decompression_bomb_is_refused_before_inflating(tmp_path, monkeypatch):
+def test_a_decompression_bomb_is_refused_before_inflating(tmp_path):
     # 1 step of a 2048 x 2048 black image: 12 MiB that zstd packs into a few KiB. Declared as 1 x 1 pixels, the
     # messages could need a few hundred bytes, so the chunk's declared 12 MiB give it away.
     bomb = synthetic_episode(1, 2048, seed=2)
     bomb = dataclasses.replace(bomb, images=np.zeros_like(bomb.images))
-    path = _write_with_shapes(monkeypatch, tmp_path / "bomb.mcap", bomb, image_hw=[1, 1])
+    path = _write_lying(tmp_path / "bomb.mcap", bomb, image_hw=[1, 1])
     assert path.stat().st_size < 256 << 10
     errors = []
 
@@ -159,23 +160,8 @@ _SIZES = st.one_of(
     num_steps=st.one_of(st.none(), _SIZES),
 )
 def test_fuzzed_metadata_is_refused_cleanly_within_bounded_memory(tmp_path, shapes, num_steps):
-    from unittest import mock
-
     episode = synthetic_episode(5, 4, seed=5)
-    real = ef._episode_metadata
-
-    def lying(ep):
-        meta = real(ep)
-        declared = json.loads(meta["shapes"])
-        declared.update(shapes)
-        meta["shapes"] = json.dumps(declared)
-        if num_steps is not None:
-            meta["num_steps"] = json.dumps(num_steps)
-        return meta
-
-    path = tmp_path / "fuzz.mcap"
-    with mock.patch.object(ef, "_episode_metadata", lying):
-        write_episode(episode, path)
+    path = _write_lying(tmp_path / "fuzz.mcap", episode, num_steps, **shapes)
     outcome = []
 
     def read():

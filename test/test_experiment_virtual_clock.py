@@ -140,23 +140,22 @@ def test_the_fleet_shares_one_update_budget(first: Outcome, base_dir, tmp_path_f
     assert alone.episodes[0][:2] == first.episodes[0][:2]
 
 
+def _experiment_config(base_dir, tmp_path, task, **overrides):
+    """The tiny experiment of this module: one task, 4.1 simulated s at 2.5 updates per simulated s, 1 episode evals."""
+    from sop_ros.experiment.runner import ExperimentConfig
+
+    values = dict(duration_s=4.1, robot_hz=10.0, eval_episodes=1, curve_eval_episodes=1, learner_updates_per_s=2.5)
+    return ExperimentConfig(
+        out_dir=tmp_path / "out", base_dir=base_dir, tasks={task.task_id: task}, **values | overrides
+    )
+
+
 def test_sop_experiment_builds_its_run_result_on_the_virtual_clock(base_dir, tmp_path):
     from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator
     from sop_ros.experiment.plan import RunSpec
-    from sop_ros.experiment.runner import ExperimentConfig, execute_run
+    from sop_ros.experiment.runner import execute_run
 
-    config = ExperimentConfig(
-        out_dir=tmp_path / "out",
-        base_dir=base_dir,
-        tasks={TASK.task_id: TASK},
-        duration_s=4.1,
-        robot_hz=10.0,
-        eval_episodes=1,
-        curve_eval_episodes=1,
-        curve_points=2,
-        publish_every_updates=3,
-        learner_updates_per_s=2.5,
-    )
+    config = _experiment_config(base_dir, tmp_path, TASK, curve_points=2, publish_every_updates=3)
     assert config.clock == "virtual"  # the default
     evaluator = CheckpointEvaluator(config.tasks, tmp_path / "eval_cache.json")
     result = execute_run(RunSpec("sop_hg_dagger", 0, 1, ("comparison",)), config, evaluator, {})
@@ -243,19 +242,10 @@ def test_more_demos_spends_the_budget_runs_human_steps_on_fresh_expert_demos(bas
     from sop_ros.experiment.demo_baselines import add_expert_demos
     from sop_ros.experiment.plan import RunSpec
     from sop_ros.experiment.results import RunResult
-    from sop_ros.experiment.runner import ExperimentConfig, RunError, execute_run
+    from sop_ros.experiment.runner import RunError, execute_run
 
     task = TaskSpec(TASK.task_id, TASK.instruction, 100)  # room for the expert to succeed
-    config = ExperimentConfig(
-        out_dir=tmp_path / "out",
-        base_dir=base_dir,
-        tasks={task.task_id: task},
-        duration_s=4.1,
-        robot_hz=10.0,
-        eval_episodes=1,
-        curve_eval_episodes=1,
-        offline_updates=None,
-    )
+    config = _experiment_config(base_dir, tmp_path, task)
     evaluator = CheckpointEvaluator(config.tasks, tmp_path / "eval_cache.json")
     run = RunSpec("more_demos", 0, 0, ("comparison",), budget_robots=1)
     with pytest.raises(RunError, match="human-controlled steps of sop_hg_dagger-r1-s0"):

@@ -15,13 +15,13 @@ import json
 import signal
 import subprocess
 import sys
-from unittest import mock
 
 import grpc
 import numpy as np
 import pytest
 from conftest import REPO, free_port, wait_for
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from test_core_episode_limits import _write_lying
 from test_link_support import insecure_link, make_episode
 
 from sop_ros.core.episodes import episode_file as ef
@@ -68,19 +68,6 @@ def learner(tmp_path_factory):
     proc.wait(timeout=30)
 
 
-def _lying_file(path, episode, **shapes):
-    real = ef._episode_metadata
-
-    def lying(ep):
-        meta = real(ep)
-        meta["shapes"] = json.dumps({**json.loads(meta["shapes"]), **shapes})
-        return meta
-
-    with mock.patch.object(ef, "_episode_metadata", lying):
-        write_episode(episode, path)
-    return path
-
-
 def _upload(link, path, robot_id="robot1", task_id=TASK):
     """Begin, upload and commit a file as `robot_id`; returns the status code of the commit (OK when stored)."""
     episode_id = ef.read_episode_metadata(path)["episode_id"]
@@ -112,7 +99,7 @@ def test_hostile_files_and_names_are_refused_with_bounded_memory(learner, tmp_pa
         return write_episode(make_episode("robot1", seed=seed, task_id=task_id), tmp_path / name)
 
     def lying(name, seed, **shapes):
-        return _lying_file(tmp_path / name, make_episode("robot1", seed=seed, task_id=TASK), **shapes)
+        return _write_lying(tmp_path / name, make_episode("robot1", seed=seed, task_id=TASK), **shapes)
 
     invalid = grpc.StatusCode.INVALID_ARGUMENT
     attacks = {
@@ -127,7 +114,7 @@ def test_hostile_files_and_names_are_refused_with_bounded_memory(learner, tmp_pa
     # 2. a decompression bomb: 3 black 4096 x 4096 frames (144 MiB) in a few hundred KiB, declared as 1 x 1 pixels
     bomb = make_episode("robot1", steps=3, hw=8, seed=5, task_id=TASK)
     bomb = dataclasses.replace(bomb, images=np.zeros((3, 4096, 4096, 3), np.uint8))
-    bomb_path = _lying_file(tmp_path / "bomb.mcap", bomb, image_hw=[1, 1])
+    bomb_path = _write_lying(tmp_path / "bomb.mcap", bomb, image_hw=[1, 1])
     assert bomb_path.stat().st_size < 4 << 20
     attacks["decompression bomb"] = (bomb_path, TASK, grpc.StatusCode.INVALID_ARGUMENT, "uncompressed bytes")
     for name, (path, task_id, code, message) in attacks.items():
