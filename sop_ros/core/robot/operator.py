@@ -126,6 +126,14 @@ class OperatorDecision:
     trigger: str = ""  # on a takeover, the rule that fired: "stall", "stuck" or "deviation"
 
 
+def arm_moved(anchor: Optional[np.ndarray], state: np.ndarray, stall_motion: float) -> bool:
+    """Whether the arm moved since `anchor` (any value by more than stall_motion); no comparable anchor counts
+    as moved, so the caller starts counting afresh from `state`."""
+    if anchor is None or anchor.shape != state.shape:
+        return True
+    return float(np.max(np.abs(state - anchor), initial=0.0)) > stall_motion
+
+
 class ScriptedOperator:
     """Stateful per episode; call `reset()` at every episode start, then `decide()` once per step."""
 
@@ -172,13 +180,7 @@ class ScriptedOperator:
             self._still, self._still_anchor = 0, None
             return
         state = np.asarray(arm_state, dtype=np.float64).ravel()
-        anchor = self._still_anchor
-        moved = (
-            anchor is None
-            or anchor.shape != state.shape
-            or float(np.max(np.abs(state - anchor), initial=0.0)) > self.config.stall_motion
-        )
-        if moved or improved:
+        if arm_moved(self._still_anchor, state, self.config.stall_motion) or improved:
             self._still, self._still_anchor = 0, state.copy()
         else:
             self._still += 1

@@ -38,7 +38,7 @@ from typing import Optional
 
 import numpy as np
 
-from sop_ros.core.robot.operator import OperatorDecision, OperatorRuleConfig, ScriptedOperator
+from sop_ros.core.robot.operator import OperatorDecision, OperatorRuleConfig, ScriptedOperator, arm_moved
 
 
 class OperatorPhase(str, enum.Enum):
@@ -137,12 +137,10 @@ class RecoveryPhase:
         self._expert_stalled = 0
 
     def _expert_stalled_on(self, progress: float, state: np.ndarray) -> bool:
-        assert self._anchor_state is not None
-        if state.shape != self._anchor_state.shape:  # the first arm state arrived (the node): count afresh from here
-            self._set_anchor(progress, state)
-            return False
-        moved = float(np.max(np.abs(state - self._anchor_state), initial=0.0)) > self.stall_motion
-        if moved or progress >= self._anchor_progress + self.min_progress_delta:
+        # A first arm state (the node) has no comparable anchor: arm_moved says so, and counting starts afresh.
+        if arm_moved(self._anchor_state, state, self.stall_motion) or (
+            progress >= self._anchor_progress + self.min_progress_delta
+        ):
             self._set_anchor(progress, state)
             return False
         self._expert_stalled += 1
