@@ -1,32 +1,33 @@
 """A hostile robot against a real learner process on loopback (issue 12): each attack class is refused with the
 right code, the learner's peak memory stays bounded, nothing is stored or left in staging, health stays SERVING.
 
-Here, against one learner process: memory from metadata (1), decompression bombs (2), another robot's upload (4),
-staging quotas (6), names (7), garbage requests (8), oversized registrations for the fleet status (9). Elsewhere,
-with their own real learners: one robot flooding streams and calls (3: test_link_admission.py), certificate
-revocation and its open streams (5: test_link_security.py); fuzzing over every RPC (test_link_fuzz.py) and over
-episode-file metadata (test_core_episode_limits.py), SOP_FUZZ_EXAMPLES for the long runs.
+Every class of the issue, against `sop learner` processes: memory from metadata (1), decompression bombs (2), one
+robot flooding streams (3), another robot's upload (4), revocation of a certificate-only robot and its open stream
+(5), staging quotas (6), names (7), garbage requests (8), oversized registrations for the fleet status (9). More
+detail per class, on in-process learners: test_link_admission.py (3), test_link_security.py (5); fuzzing over
+every RPC (test_link_fuzz.py, a learner process under a memory cap) and over episode-file metadata
+(test_core_episode_limits.py), SOP_FUZZ_EXAMPLES for the long runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import signal
-import subprocess
-import sys
+import time
 
 import grpc
 import numpy as np
 import pytest
-from conftest import REPO, free_port, wait_for
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from conftest import wait_for
 from test_core_episode_limits import _write_lying
-from test_link_support import insecure_link, make_episode
+from test_link_support import learner_process, make_episode
 
+from sop_ros.cli import main as sop_main
 from sop_ros.core.episodes import episode_file as ef
 from sop_ros.core.episodes.episode_file import file_sha256, write_episode
-from sop_ros.link.protos import ingest_pb2
+from sop_ros.link.admission import AdmissionLimits
+from sop_ros.link.certs import init_credentials
+from sop_ros.link.channel import LinkClient, LinkClientConfig
+from sop_ros.link.protos import fleet_pb2, ingest_pb2, policy_pb2
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -34,38 +35,11 @@ TASK = "push-v3"  # one of the learner's tasks (the package's task file)
 MEMORY_GROWTH_BYTES = 96 << 20  # the unbounded learner took >= 128 MB for the bomb and GBs for the metadata
 
 
-def _peak_rss(pid: int) -> int:
-    """The kernel's high-water mark of the process's resident memory (VmHWM)."""
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
 @pytest.fixture(scope="module")
 def learner(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("hostile")
-    config = tmp / "learner.yaml"
-    config.write_text(json.dumps({"staging_quota_robot_bytes": 8 << 20, "max_episode_bytes": 4 << 20}))
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sop_ros.cli", "learner", "--data-dir", str(tmp / "data"), "--insecure",
-         "--address", f"127.0.0.1:{port}", "--no-train", "--config", str(config)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
-    link = insecure_link(f"127.0.0.1:{port}")
-    health = health_pb2_grpc.HealthStub(link.channel)
-
-    def serving():
-        try:
-            return health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1
-        except grpc.RpcError:
-            return False
-
-    wait_for(serving, 60, "the learner to serve")
-    yield dataclasses.make_dataclass("L", ["proc", "link", "data", "serving"])(proc, link, tmp / "data", serving)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=30)
+    config = {"staging_quota_robot_bytes": 8 << 20, "max_episode_bytes": 4 << 20}
+    with learner_process(tmp_path_factory.mktemp("hostile"), config=config) as learner:
+        yield learner
 
 
 def _upload(link, path, robot_id="robot1", task_id=TASK):
@@ -88,12 +62,8 @@ def _upload(link, path, robot_id="robot1", task_id=TASK):
     return grpc.StatusCode.OK, ""
 
 
-def _staging(data):
-    return sorted(p.name for p in (data / "episodes" / "staging").iterdir())
-
-
 def test_hostile_files_and_names_are_refused_with_bounded_memory(learner, tmp_path):
-    before = _peak_rss(learner.proc.pid)
+    before = learner.memory()
 
     def honest(name, seed, task_id):
         return write_episode(make_episode("robot1", seed=seed, task_id=task_id), tmp_path / name)
@@ -120,9 +90,9 @@ def test_hostile_files_and_names_are_refused_with_bounded_memory(learner, tmp_pa
     for name, (path, task_id, code, message) in attacks.items():
         got, details = _upload(learner.link, path, task_id=task_id)
         assert got == code and message in details, (name, got, details)
-    growth = _peak_rss(learner.proc.pid) - before
+    growth = learner.memory() - before
     assert growth < MEMORY_GROWTH_BYTES, f"peak RSS grew by {growth / 2**20:.0f} MiB"
-    assert _staging(learner.data) == [] and learner.serving()
+    assert learner.staging() == [] and learner.stored() == [] and learner.serving()
     # A well-formed episode still goes through.
     good = write_episode(make_episode("robot1", seed=6, task_id=TASK), tmp_path / "good.mcap")
     assert _upload(learner.link, good) == (grpc.StatusCode.OK, "")
@@ -147,9 +117,7 @@ def test_staging_quota_refuses_the_flooding_robot_alone(learner):
 
 
 def test_another_robots_upload_garbage_and_oversized_registrations(learner, tmp_path):
-    from sop_ros.link.protos import fleet_pb2
-
-    before = _peak_rss(learner.proc.pid)
+    before = learner.memory()
     # 4. robot2 names robot1's upload in progress: refused, and robot1's staged bytes stay
     path = write_episode(make_episode("robot1", seed=20, task_id=TASK), tmp_path / "mine.mcap")
     episode_id, data = ef.read_episode_metadata(path)["episode_id"], path.read_bytes()
@@ -179,4 +147,64 @@ def test_another_robots_upload_garbage_and_oversized_registrations(learner, tmp_
         learner.link.fleet.Register(register, timeout=10)
     assert err.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
     learner.link.fleet.GetFleetStatus(fleet_pb2.GetFleetStatusRequest(), timeout=10)
-    assert _peak_rss(learner.proc.pid) - before < MEMORY_GROWTH_BYTES and learner.serving()
+    assert learner.memory() - before < MEMORY_GROWTH_BYTES and learner.serving()
+
+
+def test_one_robot_flooding_watches_is_refused_alone(learner):
+    # 3. one robot opens far more checkpoint watches than its share (the synchronous server's whole worker pool)
+    before, limit = learner.memory(), AdmissionLimits().watches_per_robot
+    watch = policy_pb2.WatchCheckpointsRequest(robot_id="flood")
+    flood = [learner.link.policy.WatchCheckpoints(watch, timeout=60) for _ in range(40)]
+    wait_for(lambda: sum(call.done() for call in flood) >= len(flood) - limit, 30, "the excess watches to be refused")
+    held, refused = [c for c in flood if not c.done()], [c for c in flood if c.done()]
+    assert len(held) == limit  # its admitted watches stay open
+    assert {c.code() for c in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED} and "flood" in refused[0].details()
+    # Every other robot, and the health check, are served meanwhile.
+    register = fleet_pb2.RegisterRequest(robot_id="calm", protocol_version=1)
+    assert learner.link.fleet.Register(register, timeout=10).accepted and learner.serving()
+    calm = learner.link.policy.WatchCheckpoints(policy_pb2.WatchCheckpointsRequest(robot_id="calm"), timeout=60)
+    assert not calm.done()
+    for call in held + [calm]:
+        call.cancel()
+    assert learner.memory() - before < MEMORY_GROWTH_BYTES
+
+
+def test_revoked_certificate_only_robot_is_refused_and_its_stream_ends(tmp_path):
+    # 5. mutual TLS and no tokens file: the certificate is the robot's only credential
+    creds = init_credentials(tmp_path / "creds", ["robot1", "robot2"])
+
+    def link_of(robot):
+        def connect(address):
+            cert_dir = creds.robot_dir(robot)
+            return LinkClient.connect(LinkClientConfig(
+                address=address.replace("127.0.0.1", "localhost"), ca_cert=creds.ca_cert,
+                client_cert=cert_dir / "client.crt", client_key=cert_dir / "client.key"))  # fmt: skip
+
+        return connect
+
+    tls = (
+        "--tls-cert",
+        str(creds.learner_cert),
+        "--tls-key",
+        str(creds.learner_key),
+        "--client-ca",
+        str(creds.ca_cert),
+    )
+    with learner_process(tmp_path, *tls, link=link_of("robot1")) as learner:
+        register = fleet_pb2.RegisterRequest(robot_id="robot1", protocol_version=1)
+        assert learner.link.fleet.Register(register, timeout=10).accepted
+        watch = learner.link.policy.WatchCheckpoints(policy_pb2.WatchCheckpointsRequest(robot_id="robot1"), timeout=60)
+        assert sop_main(["certs", "revoke", "robot1", "--dir", str(creds.root)]) == 0
+        revoked_at = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:  # the next call
+            learner.link.fleet.Register(register, timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and "revoked" in err.value.details()
+        with pytest.raises(grpc.RpcError) as err:
+            next(watch)  # no checkpoint to announce: the stream ends only because the robot was revoked
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and time.monotonic() - revoked_at < 10
+        other = link_of("robot2")(learner.address)
+        assert other.fleet.Register(
+            fleet_pb2.RegisterRequest(robot_id="robot2", protocol_version=1), timeout=10
+        ).accepted
+        other.close()
+        assert learner.serving() and learner.stored() == [] and learner.staging() == []
