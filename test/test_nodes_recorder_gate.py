@@ -10,6 +10,7 @@ from sensor_msgs.msg import Image, JointState
 
 from sop_ros.msg import ActionChunk, EpisodeStatus, ExecutedStep
 from sop_ros.nodes import _qos
+from sop_ros.nodes._runtime import bring_up
 from sop_ros.nodes.episode_manager import EpisodeManagerNode
 from sop_ros.nodes.episode_recorder import EpisodeRecorderNode
 
@@ -39,6 +40,7 @@ def test_the_first_episode_starts_only_once_the_recorder_matched_every_per_step_
     executor = SingleThreadedExecutor(context=context)
     for node in (manager, recorder, robot):
         executor.add_node(node)
+    assert bring_up([recorder, manager])
     try:
         # With no per-step publisher the recorder is not ready, and the manager holds the first episode.
         assert not spin_until(executor, lambda: manager.episodes_started > 0, timeout_s=3.0)
@@ -68,8 +70,9 @@ def test_without_a_recorder_the_first_episode_starts_after_the_wait(context):
     )
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(manager)
+    started = time.monotonic()
+    assert bring_up([manager])
     try:
-        started = time.monotonic()
         assert spin_until(executor, lambda: manager.episodes_started == 1)
         assert time.monotonic() - started >= 1.0
     finally:

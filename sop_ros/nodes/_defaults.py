@@ -18,13 +18,55 @@ Where each piece lives, and why:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterValueException
 from rclpy.node import Node
 
-from sop_ros.nodes._runtime import ValueRange, declare
 from sop_ros.resources import node_defaults
+
+# (low, high) of a numeric parameter, both inclusive (as ROS checks them); high None = no upper bound.
+ValueRange = tuple[Union[int, float], Optional[Union[int, float]]]
+_INT64_MAX = 2**63 - 1
+
+
+def declare(
+    node: Node,
+    name: str,
+    default,
+    description: str,
+    *,
+    value_range: Optional[ValueRange] = None,
+    read_only: bool = False,
+):
+    """Declare a parameter with its descriptor and return its value.
+
+    value_range becomes the descriptor's IntegerRange (int default) or FloatingPointRange (float default), so
+    ROS refuses an out-of-range value both as a start-up override and from `ros2 param set`; read_only
+    parameters cannot be set after the node started. A bad start-up value raises ValueError naming it.
+    """
+    descriptor = ParameterDescriptor(description=description, read_only=read_only)
+    if value_range is not None:
+        low, high = value_range
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            raise TypeError(f"parameter '{name}': a range needs a numeric default, got {default!r}")
+        if isinstance(default, int) and isinstance(low, float):
+            # The default's type is the parameter's type: 10 would make a rate an integer parameter.
+            raise ValueError(f"parameter '{name}': write its default {default!r} as a float ({default}.0)")
+        if isinstance(default, int):
+            top = _INT64_MAX if high is None else int(high)
+            descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=top)]
+        else:
+            top = math.inf if high is None else float(high)
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=top)]
+    try:
+        return node.declare_parameter(name, default, descriptor).value
+    except InvalidParameterValueException as exc:
+        raise ValueError(f"parameter '{name}': {exc}") from None
+
 
 # Shared ranges (inclusive). Rates as the fleet description bounds control_rate_hz (<= 1000 Hz).
 RATE_HZ: ValueRange = (0.1, 1000.0)

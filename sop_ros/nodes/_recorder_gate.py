@@ -25,7 +25,9 @@ class RecorderGate:
         self._wait_s = wait_s
         self._deadline = time.monotonic() + wait_s
         self._open = False
-        node.create_subscription(Bool, READY_TOPIC, self._on_ready, _qos.LATCHED)
+        # A managed node's subscription goes with its cleanup (a new gate comes with the next configure).
+        subscribe = getattr(node, "managed_subscription", node.create_subscription)
+        subscribe(Bool, READY_TOPIC, self._on_ready, _qos.LATCHED)
 
     def _on_ready(self, msg: Bool) -> None:
         self._open = self._open or msg.data

@@ -12,112 +12,84 @@ frame-to-action 409 ms, 8.8 Hz of 10; single-threaded: 9 ms, 9.8 Hz, and half th
 
 from __future__ import annotations
 
-import math
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Optional, Union
 
 import rclpy
 import rclpy.logging
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy._rclpy_pybind11 import RCLError
-from rclpy.exceptions import InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+
+from sop_ros.nodes._lifecycle import ManagedNode
 
 _STOP_CHECK_S = 0.25  # longest a stop request waits for the executor (idle robot: 4 wake-ups a second)
 
 
 def run_nodes(factories: Sequence[Callable[[], Node]], args: Sequence[str] | None = None) -> int:
-    """Init rclpy, spin the nodes until SIGINT/SIGTERM, shut down without a traceback."""
+    """Init rclpy, bring the nodes up, spin until SIGINT/SIGTERM, take them down; 2 if a node cannot start.
+
+    The in-process lifecycle manager: managed nodes with `autostart` are configured, then activated in
+    the order given (dependencies first), and on a stop every managed node is shut down (deactivated,
+    its workers joined, cleaned up) in reverse order before the context goes, so no thread of a node
+    publishes after its node stopped. Nodes without autostart wait for a lifecycle_manager node.
+    """
     # SIGINT/SIGTERM only set a flag (Python's own C handler, no rclpy handler): the executor spins in
-    # slices of _STOP_CHECK_S and stops between callbacks, then the nodes are closed and the context
-    # shut down, in that order. rclpy's handler shut the context down from its signal thread while
-    # callbacks ran (their publishes then failed on the invalid context), and under heavy load a node
-    # (joystick, policy) was seen to stay in rcl_wait after SIGINT until SIGKILLed. Python's default
-    # handler would raise KeyboardInterrupt at any bytecode; landing inside an rclpy Task's constructor
-    # it left a half-built Future whose __del__ printed an AttributeError.
+    # slices of _STOP_CHECK_S and the take-down runs between callbacks, on this thread. rclpy's handler
+    # shut the context down from its signal thread while callbacks ran, and under heavy load a node was
+    # seen to stay in rcl_wait after SIGINT until SIGKILLed. Python's default handler would raise
+    # KeyboardInterrupt at any bytecode (inside an rclpy Task's constructor it left a half-built Future).
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     rclpy.init(args=list(sys.argv if args is None else args), signal_handler_options=SignalHandlerOptions.NO)
     nodes: list[Node] = []
     executor = SingleThreadedExecutor()
-    exit_code = 0
     try:
         for factory in factories:
             try:
                 nodes.append(factory())
             except (ValueError, OSError) as exc:
                 # Bad parameters or a missing file: one clear line, not a traceback.
-                rclpy.logging.get_logger("sop_ros").fatal(
-                    f"cannot start {getattr(factory, '__name__', factory)}: {exc}"
-                )
-                exit_code = 2
-                return exit_code
+                _fatal(f"cannot start {getattr(factory, '__name__', factory)}: {exc}")
+                return 2
             executor.add_node(nodes[-1])
-        while not stop.is_set() and rclpy.ok():
+        if not bring_up([n for n in nodes if getattr(n, "autostart", False)]):
+            return 2
+        exit_codes: list[int] = []
+        while not stop.is_set() and not exit_codes:
             executor.spin_once(timeout_sec=_STOP_CHECK_S)
-    except ExternalShutdownException:
-        pass  # the context was shut down from elsewhere
-    except RCLError as exc:
-        if not is_shutdown_error(exc):
-            raise
+            exit_codes = [n.exit_code for n in nodes if getattr(n, "exit_code", None) is not None]
+        return exit_codes[0] if exit_codes else 0
     finally:
+        take_down(nodes)
         for node in nodes:
-            close = getattr(node, "close", None)
-            if close is not None:
-                close()
             node.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return exit_code
 
 
-def is_shutdown_error(exc: BaseException, context=None) -> bool:
-    """An rcl call failed because SIGINT/SIGTERM shut the context down meanwhile (not a fault)."""
-    return isinstance(exc, RCLError) and not (context.ok() if context is not None else rclpy.ok())
+def bring_up(nodes: Sequence[ManagedNode]) -> bool:
+    """Configure every node, then activate them in order; False (logged) at the first that refuses."""
+    for transition in ("configure", "activate"):
+        for node in nodes:
+            if getattr(node, f"trigger_{transition}")() != TransitionCallbackReturn.SUCCESS:
+                # The node logged why; this line says what follows from it.
+                _fatal(f"{node.get_fully_qualified_name()} did not {transition}; stopping")
+                return False
+    return True
 
 
-# (low, high) of a numeric parameter, both inclusive (as ROS checks them); high None = no upper bound.
-ValueRange = tuple[Union[int, float], Optional[Union[int, float]]]
-_INT64_MAX = 2**63 - 1
+def take_down(nodes: Sequence[Node]) -> None:
+    """Shut every lifecycle node down, last first, from whatever state it is in."""
+    for node in reversed(nodes):
+        if isinstance(node, ManagedNode) and node.lifecycle_state != "finalized":
+            node.trigger_shutdown()
 
 
-def declare(
-    node: Node,
-    name: str,
-    default,
-    description: str,
-    *,
-    value_range: Optional[ValueRange] = None,
-    read_only: bool = False,
-):
-    """Declare a parameter with its descriptor and return its value.
-
-    value_range becomes the descriptor's IntegerRange (int default) or FloatingPointRange (float default), so
-    ROS refuses an out-of-range value both as a start-up override and from `ros2 param set`; read_only
-    parameters cannot be set after the node started. A bad start-up value raises ValueError naming it.
-    """
-    descriptor = ParameterDescriptor(description=description, read_only=read_only)
-    if value_range is not None:
-        low, high = value_range
-        if isinstance(default, bool) or not isinstance(default, (int, float)):
-            raise TypeError(f"parameter '{name}': a range needs a numeric default, got {default!r}")
-        if isinstance(default, int) and isinstance(low, float):
-            # The default's type is the parameter's type: 10 would make a rate an integer parameter.
-            raise ValueError(f"parameter '{name}': write its default {default!r} as a float ({default}.0)")
-        if isinstance(default, int):
-            top = _INT64_MAX if high is None else int(high)
-            descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=top)]
-        else:
-            top = math.inf if high is None else float(high)
-            descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=top)]
-    try:
-        return node.declare_parameter(name, default, descriptor).value
-    except InvalidParameterValueException as exc:
-        raise ValueError(f"parameter '{name}': {exc}") from None
+def _fatal(text: str) -> None:
+    rclpy.logging.get_logger("sop_ros").fatal(text)

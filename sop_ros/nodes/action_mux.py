@@ -5,7 +5,8 @@ Per control tick (a policy ActionChunk, stamped with its observation) it decides
 goal (the same goal a ros2_control joint_trajectory_controller takes), publishes ExecutedStep
 for the recorder and, on every change of who acts, InterventionState. It executes only while an
 episode runs (`episode_event`): the arm stops at the end event even if the policy, which hears of
-the end on its own, still proposes.
+the end on its own, still proposes. A managed node (sop_ros/nodes/_lifecycle.py): it commands the
+arm only while active, so a lifecycle manager activates it after the policy and deactivates it first.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import time
 from typing import Optional
 
 import numpy as np
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
@@ -27,33 +27,45 @@ from sop_ros.msg import ActionChunk, EpisodeStatus, ExecutedStep, HumanCommand, 
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import stamp_ns, time_msg
 from sop_ros.nodes._defaults import PERIOD_S, POSITION_SCALE_M, RATE_HZ, Params
+from sop_ros.nodes._lifecycle import ManagedNode
 from sop_ros.nodes._runtime import run_nodes
 
 
-class ActionMuxNode(Node):
+class ActionMuxNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("action_mux", **kwargs)
         p = Params(self, "action_mux")
-        rate = p("control_rate_hz", "control rate in Hz", value_range=RATE_HZ)
-        timeout = p("human_timeout_s", "human control lapses this long after its last command", value_range=PERIOD_S)
-        scale = p("position_scale", "metres of end-effector motion per unit action", value_range=POSITION_SCALE_M)
-        trajectory_topic = p("trajectory_topic", "joint_trajectory_controller command topic")
-        self.mux = ActionMux(MuxConfig(human_timeout_s=timeout))
-        self.arm = Ros2ControlArm(ArmCommandCodec(SIM_ARM_JOINT_NAMES, scale, 1.0 / rate))
+        self.rate_hz = p("control_rate_hz", "control rate in Hz", value_range=RATE_HZ)
+        self.human_timeout_s = p(
+            "human_timeout_s", "human control lapses this long after its last command", value_range=PERIOD_S
+        )
+        self.position_scale = p(
+            "position_scale", "metres of end-effector motion per unit action", value_range=POSITION_SCALE_M
+        )
+        self.trajectory_topic = p("trajectory_topic", "joint_trajectory_controller command topic")
+
+    def configure(self) -> None:
+        self.mux = ActionMux(MuxConfig(human_timeout_s=self.human_timeout_s))
+        self.arm = Ros2ControlArm(ArmCommandCodec(SIM_ARM_JOINT_NAMES, self.position_scale, 1.0 / self.rate_hz))
         self._state: Optional[np.ndarray] = None
         self._episode_id = ""
         self._episode_step = 0
         self._segments = 0
         self._policy_version = 0
 
-        self.goal_pub = self.create_publisher(JointTrajectory, trajectory_topic, _qos.CONTROL)
-        self.executed_pub = self.create_publisher(ExecutedStep, "executed_step", _qos.CONTROL)
-        self.intervention_pub = self.create_publisher(InterventionState, "intervention_state", _qos.EVENTS)
-        self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, _qos.CONTROL)
-        self.create_subscription(HumanCommand, "intervention/command", self._on_human, _qos.CONTROL)
-        self.create_subscription(JointState, "joint_states", self._on_joint_state, _qos.SENSOR)
-        self.create_subscription(EpisodeStatus, "episode_event", self._on_episode_event, _qos.EVENTS)
-        self.create_timer(min(timeout / 5.0, 0.5 / rate), self._poll)
+        self.goal_pub = self.managed_publisher(JointTrajectory, self.trajectory_topic, _qos.CONTROL)
+        self.executed_pub = self.managed_publisher(ExecutedStep, "executed_step", _qos.CONTROL)
+        self.intervention_pub = self.managed_publisher(InterventionState, "intervention_state", _qos.EVENTS)
+        self.managed_subscription(ActionChunk, "action_chunk", self._on_chunk, _qos.CONTROL)
+        self.managed_subscription(HumanCommand, "intervention/command", self._on_human, _qos.CONTROL)
+        self.managed_subscription(JointState, "joint_states", self._on_joint_state, _qos.SENSOR)
+        self.managed_subscription(EpisodeStatus, "episode_event", self._on_episode_event, _qos.EVENTS)
+        self.managed_timer(min(self.human_timeout_s / 5.0, 0.5 / self.rate_hz), self._poll)
+
+    def deactivate(self) -> None:
+        # No command after this: the episode running now gets no more steps from this node.
+        if self.mux.episode_running:
+            self.mux.end_episode()
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:

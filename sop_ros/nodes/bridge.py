@@ -13,6 +13,9 @@
 - Publishes its state (upload, download, membership) on `diagnostics` every `status_period_s`.
 Credentials come from parameters (CA, client certificate + key, token file); plaintext only
 with `insecure: true`, which the launchers set only when the fleet's learner is insecure.
+A managed node (sop_ros/nodes/_lifecycle.py): configure connects (a channel, no call yet), activate
+starts the uploader, follower and heartbeat threads, deactivate stops and joins them (an upload in
+flight resumes from the learner's offset next time), cleanup closes the channel.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from pathlib import Path
 from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy._rclpy_pybind11 import RCLError
 from rclpy.node import Node
 
 from sop_ros import __version__
@@ -44,7 +46,8 @@ from sop_ros.link.protos import fleet_pb2
 from sop_ros.msg import EpisodeStatus, PolicyUpdate
 from sop_ros.nodes import _qos
 from sop_ros.nodes._defaults import AT_LEAST_ONE, PERIOD_S, RATE_HZ, Params
-from sop_ros.nodes._runtime import is_shutdown_error, run_nodes
+from sop_ros.nodes._lifecycle import ManagedNode
+from sop_ros.nodes._runtime import run_nodes
 
 _KNOWN_EPISODES = 1000  # SPOOLED statuses remembered for the ACKED re-publication
 _STOP_TIMEOUT_S = 5.0
@@ -138,46 +141,54 @@ def _declare_description(p: Params, robot_id: str) -> RobotDescription:
     )
 
 
-class BridgeNode(Node):
+class BridgeNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("bridge", **kwargs)
         p = Params(self, "bridge")
         self.robot_id = p("robot_id", "robot id from the fleet description (the identity it uploads as)")
-        config = _declare_link_config(p)
-        spool_dir = p("spool_dir", "on-robot episode spool directory (the recorder writes, the bridge uploads)")
-        spool_max_bytes = p("spool_max_bytes", "spool size above which writes warn", value_range=AT_LEAST_ONE)
-        cache_dir = p("cache_dir", "local cache of verified checkpoints")
-        fleet = p("fleet", "fleet whose checkpoints to follow ('' = the learner's newest)")
-        description = _declare_description(p, self.robot_id)
-        status_period_s = p(
+        self.link_config = _declare_link_config(p)
+        self.spool_dir = p("spool_dir", "on-robot episode spool directory (the recorder writes, the bridge uploads)")
+        self.spool_max_bytes = p("spool_max_bytes", "spool size above which writes warn", value_range=AT_LEAST_ONE)
+        self.cache_dir = p("cache_dir", "local cache of verified checkpoints")
+        self.fleet = p("fleet", "fleet whose checkpoints to follow ('' = the learner's newest)")
+        self.description = _declare_description(p, self.robot_id)
+        self.status_period_s = p(
             "status_period_s", "seconds between diagnostics of the bridge's state", value_range=PERIOD_S
         )
+        self._lock = threading.Lock()
+        self.link: Optional[LinkClient] = None
+        self._log_handler: Optional[_RosLogHandler] = None
 
+    def configure(self) -> None:
         self._log_handler = _RosLogHandler(self)
         link_logger = logging.getLogger(_LINK_LOGGER)
         link_logger.addHandler(self._log_handler)
         if link_logger.getEffectiveLevel() > logging.INFO:
             link_logger.setLevel(logging.INFO)
-        self.spool = Spool(spool_dir, spool_max_bytes)
-        self._lock = threading.Lock()
+        self.spool = Spool(self.spool_dir, self.spool_max_bytes)
         self._spooled: collections.OrderedDict[str, EpisodeStatus] = collections.OrderedDict()
         self._episodes_recorded = 0
         self._announced_version = 0
         self._remember_pending_episodes()
 
-        self.link = LinkClient.connect(config)
+        self.link = LinkClient.connect(self.link_config)
         self.uploader = EpisodeUploader(self.link, self.spool, self.robot_id)
-        self.follower = CheckpointFollower(self.link, Path(cache_dir), robot_id=self.robot_id, fleet=fleet)
-        self.member = FleetMember(self.link, description, self._robot_status)
+        self.follower = CheckpointFollower(self.link, Path(self.cache_dir), robot_id=self.robot_id, fleet=self.fleet)
+        self.member = FleetMember(self.link, self.description, self._robot_status)
         self.uploader.on_uploaded.append(self._on_uploaded)
         self.follower.on_checkpoint.append(self._announce)
 
-        self.policy_pub = self.create_publisher(PolicyUpdate, "policy_update", _qos.LATCHED)
-        self.status_pub = self.create_publisher(EpisodeStatus, "episode_status", _qos.EVENTS)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", 10)
-        self.create_subscription(EpisodeStatus, "episode_status", self._on_episode_status, _qos.EVENTS)
-        self.create_timer(status_period_s, self._publish_diagnostics)
+        self.policy_pub = self.managed_publisher(PolicyUpdate, "policy_update", _qos.LATCHED)
+        self.status_pub = self.managed_publisher(EpisodeStatus, "episode_status", _qos.EVENTS)
+        self.diag_pub = self.managed_publisher(DiagnosticArray, "diagnostics", 10)
+        self.managed_subscription(EpisodeStatus, "episode_status", self._on_episode_status, _qos.EVENTS)
+        self.managed_timer(self.status_period_s, self._publish_diagnostics)
+        self.get_logger().info(
+            f"bridge to {self.link_config.address} ({'INSECURE plaintext' if self.link_config.insecure else 'TLS'}): "
+            f"spool {self.spool_dir}, {len(self.spool)} pending; checkpoint cache {self.cache_dir}"
+        )
 
+    def activate(self) -> None:
         cached = self.follower.latest()
         if cached is not None:
             self.get_logger().info(
@@ -187,10 +198,20 @@ class BridgeNode(Node):
         self.uploader.start()
         self.follower.start()
         self.member.start()
-        self.get_logger().info(
-            f"bridge to {config.address} ({'INSECURE plaintext' if config.insecure else 'TLS'}): "
-            f"spool {spool_dir}, {len(self.spool)} pending; checkpoint cache {cache_dir}"
-        )
+
+    def deactivate(self) -> None:
+        """Stop and join the link threads (an upload in flight resumes from the learner's offset next time)."""
+        self.member.stop(_STOP_TIMEOUT_S)
+        self.follower.stop(_STOP_TIMEOUT_S)
+        self.uploader.stop(_STOP_TIMEOUT_S)
+
+    def cleanup(self) -> None:
+        if self.link is not None:
+            self.link.close()
+            self.link = None
+        if self._log_handler is not None:
+            logging.getLogger(_LINK_LOGGER).removeHandler(self._log_handler)
+            self._log_handler = None
 
     # --- episodes --------------------------------------------------------------------------
     def _remember_pending_episodes(self) -> None:
@@ -255,23 +276,8 @@ class BridgeNode(Node):
         pending = self.spool.pending()
         msg.spooled_episodes, msg.spooled_bytes = len(pending), sum(e.size_bytes for e in pending)
         msg.header.stamp = self.get_clock().now().to_msg()
-        if self._publish_from_link_thread(self.status_pub, msg):
-            self.get_logger().info(
-                f"episode {episode_id} acknowledged by the learner; {len(pending)} left in the spool"
-            )
-
-    def _publish_from_link_thread(self, publisher, msg) -> bool:
-        """Publish from an uploader/follower thread; False once ROS is shutting down (SIGINT may
-        invalidate the context while the thread is between the check and the publish)."""
-        if not self.context.ok():
-            return False
-        try:
-            publisher.publish(msg)
-        except RCLError as exc:
-            if not is_shutdown_error(exc, self.context):
-                raise
-            return False
-        return True
+        self.status_pub.publish(msg)  # a lifecycle publisher: dropped once the node deactivated
+        self.get_logger().info(f"episode {episode_id} acknowledged by the learner; {len(pending)} left in the spool")
 
     # --- checkpoints -----------------------------------------------------------------------
     def _announce(self, checkpoint: DownloadedCheckpoint) -> None:
@@ -292,8 +298,7 @@ class BridgeNode(Node):
             metrics=[KeyValue(key=str(k), value=f"{v:.6g}") for k, v in sorted(ref.metrics.items())],
         )
         msg.header.stamp = self.get_clock().now().to_msg()
-        if not self._publish_from_link_thread(self.policy_pub, msg):
-            return
+        self.policy_pub.publish(msg)
         self.get_logger().info(
             f"announced checkpoint v{ref.version} ({ref.algorithm}, step {ref.training_step}, "
             f"sha256 {ref.content_hash[:12]})"
@@ -361,14 +366,6 @@ class BridgeNode(Node):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(msg)
-
-    def close(self) -> None:
-        """Stop the link threads (an upload in flight resumes from the learner's offset next time)."""
-        self.member.stop(_STOP_TIMEOUT_S)
-        self.follower.stop(_STOP_TIMEOUT_S)
-        self.uploader.stop(_STOP_TIMEOUT_S)
-        self.link.close()
-        logging.getLogger(_LINK_LOGGER).removeHandler(self._log_handler)
 
 
 def main(args=None) -> int:

@@ -7,7 +7,8 @@ operator ends the episode and says whether the task succeeded in one action; the
 forwarded to the recorder's `label_episode`) or after `max_duration_s` (outcome UNLABELED: the
 operator labels it later with the recorder's `label_episode`). The next episode starts
 `reset_pause_s` later, giving the operator time to reset the scene; `set_task` (SetTask)
-chooses its task, otherwise the tasks cycle in order.
+chooses its task, otherwise the tasks cycle in order. A managed node (sop_ros/nodes/_lifecycle.py):
+episodes start only while it is active; one running at deactivation is abandoned, never labelled.
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ import time
 import uuid
 from typing import Optional
 
-from rclpy.node import Node
-
 from sop_ros.core.robot.tasks import TaskSpec, load_task_specs
 from sop_ros.msg import EpisodeStatus, ExecutedStep
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import time_msg
 from sop_ros.nodes._defaults import PAUSE_S, Params, assign
+from sop_ros.nodes._lifecycle import ManagedNode
 from sop_ros.nodes._recorder_gate import RecorderGate
 from sop_ros.nodes._runtime import run_nodes
 from sop_ros.resources import default_tasks_path
@@ -32,7 +32,7 @@ _FORWARD_RETRY_S = 0.25  # the recorder holds the episode for a label only after
 _FORWARD_TIMEOUT_S = 10.0
 
 
-class EpisodeManagerNode(Node):
+class EpisodeManagerNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("episode_manager", **kwargs)
         p = Params(self, "episode_manager")
@@ -46,7 +46,7 @@ class EpisodeManagerNode(Node):
             value_range=(0.1, 86400.0),
             on_change=assign(self, "max_duration_s"),
         )
-        wait_for_recorder_s = p(
+        self.wait_for_recorder_s = p(
             "wait_for_recorder_s",
             "hold the first episode until the episode recorder reports ready, at most this long (0 = do not wait)",
             value_range=PAUSE_S,
@@ -65,26 +65,33 @@ class EpisodeManagerNode(Node):
             )
         self.tasks: dict[str, TaskSpec] = {t: specs[t] for t in task_ids}
         self._order = list(task_ids)
-        self._next_task: Optional[tuple[str, str]] = None  # chosen with set_task: (task id, instruction)
         self.episodes_started = 0
         self._episode: Optional[EpisodeStatus] = None  # the running episode's start event
+        self.label_client = self.create_client(LabelEpisode, "label_episode")
+
+    def configure(self) -> None:
+        self._next_task: Optional[tuple[str, str]] = None  # chosen with set_task: (task id, instruction)
+        self._episode = None
         self._started_at = 0.0
         self._steps = 0
         self._next_start_at = time.monotonic() + self.reset_pause_s
-        self._recorder_gate = RecorderGate(self, wait_for_recorder_s)
+        self._recorder_gate = RecorderGate(self, self.wait_for_recorder_s)
         self._forward: Optional[tuple[LabelEpisode.Request, float]] = None
         self._forward_call = None
         self._retry_at = 0.0
-
-        self.event_pub = self.create_publisher(EpisodeStatus, "episode_event", _qos.EVENTS)
-        self.create_subscription(ExecutedStep, "executed_step", self._on_executed, _qos.CONTROL)
-        self.create_service(LabelEpisode, "end_episode", self._on_end_episode)
-        self.create_service(SetTask, "set_task", self._on_set_task)
-        self.label_client = self.create_client(LabelEpisode, "label_episode")
-        self.create_timer(0.05, self._tick)
+        self.event_pub = self.managed_publisher(EpisodeStatus, "episode_event", _qos.EVENTS)
+        self.managed_subscription(ExecutedStep, "executed_step", self._on_executed, _qos.CONTROL)
+        self.managed_service(LabelEpisode, "end_episode", self._on_end_episode)
+        self.managed_service(SetTask, "set_task", self._on_set_task)
+        self.managed_timer(0.05, self._tick)
         self.get_logger().info(
-            f"hardware episodes for {self.robot_id}: tasks {task_ids}, at most {self.max_duration_s:g} s each"
+            f"hardware episodes for {self.robot_id}: tasks {self._order}, at most {self.max_duration_s:g} s each"
         )
+
+    def deactivate(self) -> None:
+        if self._episode is not None:
+            self.get_logger().info(f"episode {self._episode.episode_id} abandoned: the robot is stopping")
+            self._episode = None
 
     # --- operator ---------------------------------------------------------------------------
     def _on_set_task(self, request: SetTask.Request, response: SetTask.Response) -> SetTask.Response:

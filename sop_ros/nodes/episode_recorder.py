@@ -8,7 +8,9 @@ from the LabelEpisode service; an episode nobody labels within `label_timeout_s`
 unlabelled. Publishes EpisodeStatus on `episode_status`, and `recorder_ready` (latched Bool) once
 every stream it joins per step has a matched publisher: the sim robot holds its first episode until
 then, because a reliable stream's messages sent before discovery matched the recorder are lost to it
-(the first steps would be recorded without their proposed chunks).
+(the first steps would be recorded without their proposed chunks). A managed node
+(sop_ros/nodes/_lifecycle.py): configure opens the spool; deactivate spools what already ended
+(an episode in its end grace, one waiting for its label: unlabelled) and drops the running one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import time
 from typing import Optional
 
 import numpy as np
-from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
@@ -31,6 +32,7 @@ from sop_ros.msg import ActionChunk, EpisodeStatus, ExecutedStep, InterventionSt
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import image_array, stamp_ns, time_msg
 from sop_ros.nodes._defaults import AT_LEAST_ONE, PERIOD_S, Params, assign
+from sop_ros.nodes._lifecycle import ManagedNode
 from sop_ros.nodes._recorder_gate import READY_TOPIC
 from sop_ros.nodes._runtime import run_nodes
 from sop_ros.srv import LabelEpisode
@@ -40,15 +42,19 @@ _RECORDING_SENSOR = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFF
 _END_GRACE_S = 1.0  # wait this long after an end event for the episode's last messages
 
 
-class EpisodeRecorderNode(Node):
+class EpisodeRecorderNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("episode_recorder", **kwargs)
         p = Params(self, "episode_recorder")
         self.robot_id = p("robot_id", "robot id from the fleet description")
-        spool_dir = p("spool_dir", "on-robot episode spool directory")
-        max_bytes = p("spool_max_bytes", "spool size above which every write warns", value_range=AT_LEAST_ONE)
-        chunk_size = p("chunk_size", "K of the recorded proposed chunks", value_range=AT_LEAST_ONE)
-        action_dim = p("action_dim", "dimension of one action", value_range=AT_LEAST_ONE)
+        self.spool_dir = p("spool_dir", "on-robot episode spool directory")
+        self.spool_max_bytes = p(
+            "spool_max_bytes", "spool size above which every write warns", value_range=AT_LEAST_ONE
+        )
+        self.chunk_shape = (
+            p("chunk_size", "K of the recorded proposed chunks", value_range=AT_LEAST_ONE),
+            p("action_dim", "dimension of one action", value_range=AT_LEAST_ONE),
+        )
         source = p("label_source", "environment (sim success signal) or operator (LabelEpisode service)")
         # Read when an episode starts waiting for its label.
         self.label_timeout_s = p(
@@ -60,28 +66,41 @@ class EpisodeRecorderNode(Node):
         self.label_source = LabelSource(source)
         if self.label_source not in (LabelSource.ENVIRONMENT, LabelSource.OPERATOR):
             raise ValueError(f"parameter 'label_source': {source!r} must be 'environment' or 'operator'")
-        self.spool = Spool(spool_dir, max_bytes)
-        self.assembler = EpisodeAssembler(self.robot_id, (chunk_size, action_dim))
         self.joint_names = SIM_ARM_JOINT_NAMES
+
+    def configure(self) -> None:
+        self.spool = Spool(self.spool_dir, self.spool_max_bytes)
+        self.assembler = EpisodeAssembler(self.robot_id, self.chunk_shape)
         self._start_msg: Optional[EpisodeStatus] = None
         self._ending: Optional[tuple[EpisodeStatus, float]] = None  # end event, deadline
         self._unlabelled: Optional[tuple[Episode, float]] = None  # waiting for LabelEpisode
-        self._last_status: Optional[EpisodeStatus] = None
-
-        self.status_pub = self.create_publisher(EpisodeStatus, "episode_status", _qos.EVENTS)
-        self.ready_pub = self.create_publisher(Bool, READY_TOPIC, _qos.LATCHED)
+        self.status_pub = self.managed_publisher(EpisodeStatus, "episode_status", _qos.EVENTS)
+        self.ready_pub = self.managed_publisher(Bool, READY_TOPIC, _qos.LATCHED)
         self._ready = False
         self._streams = [
-            self.create_subscription(Image, "camera/image_raw", self._on_image, _RECORDING_SENSOR),
-            self.create_subscription(JointState, "joint_states", self._on_joint_state, _RECORDING_SENSOR),
-            self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, _qos.CONTROL),
-            self.create_subscription(ExecutedStep, "executed_step", self._on_executed, _qos.CONTROL),
-            self.create_subscription(EpisodeStatus, "episode_event", self._on_episode_event, _qos.EVENTS),
+            self.managed_subscription(Image, "camera/image_raw", self._on_image, _RECORDING_SENSOR),
+            self.managed_subscription(JointState, "joint_states", self._on_joint_state, _RECORDING_SENSOR),
+            self.managed_subscription(ActionChunk, "action_chunk", self._on_chunk, _qos.CONTROL),
+            self.managed_subscription(ExecutedStep, "executed_step", self._on_executed, _qos.CONTROL),
+            self.managed_subscription(EpisodeStatus, "episode_event", self._on_episode_event, _qos.EVENTS),
         ]
         # Not a readiness condition: intervention changes are published only when control changes.
-        self.create_subscription(InterventionState, "intervention_state", self._on_intervention, _qos.EVENTS)
-        self.create_service(LabelEpisode, "label_episode", self._on_label)
-        self.create_timer(0.1, self._check_pending)
+        self.managed_subscription(InterventionState, "intervention_state", self._on_intervention, _qos.EVENTS)
+        self.managed_service(LabelEpisode, "label_episode", self._on_label)
+        self.managed_timer(0.1, self._check_pending)
+
+    def deactivate(self) -> None:
+        # What already ended is kept; the running episode cannot end any more and is dropped.
+        if self._ending is not None:
+            self._finish()
+        if self._unlabelled is not None:
+            episode, self._unlabelled = self._unlabelled[0], None
+            self.get_logger().warning(f"episode {episode.episode_id}: stopping before a label; spooled unlabelled")
+            self._spool(episode)
+        if self._start_msg is not None:
+            self.get_logger().info(f"episode {self._start_msg.episode_id} not recorded: it had not ended")
+            self._start_msg = None
+        self._ready = False
 
     # --- streams ----------------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:

@@ -5,7 +5,8 @@ cannot tell them apart: axes in [-1, 1] with joy_node's sign (SDL's value negate
 left = +1), then two axes per hat (x, y), and buttons as 0/1, at `rate_hz` (joy_node's
 autorepeat). No window is opened (SDL's dummy video driver). Without a device it logs a clear
 "waiting" message, keeps checking once a second (hot-plug) and publishes nothing, so the teleop
-node sees silence and never gives a human control from a stale reading.
+node sees silence and never gives a human control from a stale reading. A managed node
+(sop_ros/nodes/_lifecycle.py): the SDL thread runs from activate until deactivate joins it.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import threading
 from collections.abc import Sequence
 from typing import Optional
 
-from rclpy.node import Node
 from sensor_msgs.msg import Joy
 
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import time_msg
 from sop_ros.nodes._defaults import NON_NEGATIVE, RATE_HZ, Params
+from sop_ros.nodes._lifecycle import ManagedNode
 from sop_ros.nodes._runtime import run_nodes
 
 _WAIT_S = 1.0
@@ -41,7 +42,7 @@ def joy_message(
     return msg
 
 
-class JoystickNode(Node):
+class JoystickNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("joystick", **kwargs)
         p = Params(self, "joystick", "teleop.yaml")
@@ -49,14 +50,14 @@ class JoystickNode(Node):
         rate = p("rate_hz", "Joy messages per second while a device is connected", value_range=RATE_HZ)
         self.frame_id = p("frame_id", "frame_id of the Joy messages")
         self.period_s = 1.0 / rate
-        self.joy_pub = self.create_publisher(Joy, "joy", _qos.SENSOR)
         self.messages_published = 0
-        self._stop = threading.Event()
-        # SDL wants its event pump on the thread that initialised it: one thread owns pygame.
-        self._thread = threading.Thread(target=self._run, name="sdl_joystick", daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
+    def configure(self) -> None:
+        self.joy_pub = self.managed_publisher(Joy, "joy", _qos.SENSOR)
+        # SDL wants its event pump on the thread that initialised it: one thread owns pygame.
+        self.sdl = self.managed_worker("sdl_joystick", self._run)
+
+    def _run(self, stop: threading.Event) -> None:
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # never open a window
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
         import pygame  # imported here: its import prints and initialises SDL state
@@ -70,7 +71,7 @@ class JoystickNode(Node):
         joystick: Optional[pygame.joystick.JoystickType] = None
         waiting_logged = False
         try:
-            while not self._stop.is_set():
+            while not stop.is_set():
                 pygame.event.pump()  # refreshes device state and hot-plug
                 if joystick is None:
                     count = pygame.joystick.get_count()
@@ -81,7 +82,7 @@ class JoystickNode(Node):
                                 "waiting for one to be connected; publishing nothing until then"
                             )
                             waiting_logged = True
-                        self._stop.wait(_WAIT_S)
+                        stop.wait(_WAIT_S)
                         continue
                     joystick = pygame.joystick.Joystick(self.device_index)
                     joystick.init()
@@ -102,14 +103,10 @@ class JoystickNode(Node):
                     continue
                 self.joy_pub.publish(joy_message(*reading, self.get_clock().now().nanoseconds, self.frame_id))
                 self.messages_published += 1
-                self._stop.wait(self.period_s)
+                stop.wait(self.period_s)
         finally:
             pygame.joystick.quit()
             pygame.display.quit()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5.0)
 
 
 def main(args=None) -> int:

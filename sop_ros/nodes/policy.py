@@ -7,6 +7,8 @@ first action. Checkpoints are announced on `policy_update` (PolicyUpdate, reliab
 transient-local): each is re-verified against its sha256 and loaded in a background thread, and
 replaces the running policy only at an episode boundary (`episode_event`). A checkpoint that
 fails verification or loading is refused with the reason logged; the old policy keeps running.
+A managed node (sop_ros/nodes/_lifecycle.py): the loader thread runs while it is active, and it
+proposes actions only then; cleanup forgets the loaded policy.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from typing import Optional
 import numpy as np
 import torch
 from builtin_interfaces.msg import Duration
-from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
 from sop_ros.core.robot.backend import SIM_ARM_JOINT_NAMES
@@ -27,10 +28,11 @@ from sop_ros.msg import ActionChunk, EpisodeStatus, PolicyUpdate
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import image_array, stamp_ns
 from sop_ros.nodes._defaults import AT_LEAST_ONE, NON_NEGATIVE, RATE_HZ, Params
+from sop_ros.nodes._lifecycle import ManagedNode
 from sop_ros.nodes._runtime import run_nodes
 
 
-class PolicyNode(Node):
+class PolicyNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("policy", **kwargs)
         p = Params(self, "policy")
@@ -41,10 +43,11 @@ class PolicyNode(Node):
         start_version = p(
             "checkpoint_version", "version stamped on steps of the start checkpoint", value_range=NON_NEGATIVE
         )
-        horizon = p(
+        self._start_checkpoint = (start_path, start_sha, start_version)
+        self._horizon = p(
             "execute_horizon", "actions executed from each chunk before the next forward pass", value_range=AT_LEAST_ONE
         )
-        indicator = p("indicator", "RECAP advantage indicator at inference: '', positive or negative")
+        self._indicator = p("indicator", "RECAP advantage indicator at inference: '', positive or negative")
         torch.set_num_threads(p("torch_threads", "CPU threads for inference", value_range=AT_LEAST_ONE))
         # Read at each pairing of an image with a joint state.
         max_state_age_s = p(
@@ -57,27 +60,34 @@ class PolicyNode(Node):
         self.joint_names = SIM_ARM_JOINT_NAMES
         self.period_ns = int(1e9 / rate)
 
-        self.slot = PolicySlot()
-        self.executor_ = ChunkExecutor(horizon, indicator or None)
-        # A daemon thread: a load still running at shutdown (seconds on a busy robot) must not hold the
-        # process past SIGINT, and abandoning it loses nothing (the cache keeps the verified file).
         self._load_requests: queue.Queue = queue.Queue()
-        self._loader = threading.Thread(target=self._load_loop, name="checkpoint_loader", daemon=True)
-        self._loader.start()
+
+    def configure(self) -> None:
+        self.slot = PolicySlot()
+        self.executor_ = ChunkExecutor(self._horizon, self._indicator or None)
         self._requested_version = 0
         self._episode: Optional[EpisodeStatus] = None
         self._image: Optional[Image] = None
         self._state: Optional[tuple[int, np.ndarray]] = None
         self._last_stamp = -1
         self._last_chunk: Optional[ActionChunk] = None
+        self.chunk_pub = self.managed_publisher(ActionChunk, "action_chunk", _qos.CONTROL)
+        self.managed_subscription(Image, "camera/image_raw", self._on_image, _qos.SENSOR)
+        self.managed_subscription(JointState, "joint_states", self._on_joint_state, _qos.SENSOR)
+        self.managed_subscription(EpisodeStatus, "episode_event", self._on_episode_event, _qos.EVENTS)
+        self.managed_subscription(PolicyUpdate, "policy_update", self._on_policy_update, _qos.LATCHED)
+        # Loads run on this thread (seconds on a busy robot); deactivate joins it after the load in hand.
+        self.loader = self.managed_worker("checkpoint_loader", self._load_loop)
+        self._load_requests = queue.Queue()
+        path, sha256, version = self._start_checkpoint
+        if path:
+            self._request(path, sha256, version, "start checkpoint")
 
-        self.chunk_pub = self.create_publisher(ActionChunk, "action_chunk", _qos.CONTROL)
-        self.create_subscription(Image, "camera/image_raw", self._on_image, _qos.SENSOR)
-        self.create_subscription(JointState, "joint_states", self._on_joint_state, _qos.SENSOR)
-        self.create_subscription(EpisodeStatus, "episode_event", self._on_episode_event, _qos.EVENTS)
-        self.create_subscription(PolicyUpdate, "policy_update", self._on_policy_update, _qos.LATCHED)
-        if start_path:
-            self._request(start_path, start_sha, start_version, "start checkpoint")
+    def deactivate(self) -> None:
+        self._load_requests.put(None)  # the loader's stop: after the load in hand
+
+    def cleanup(self) -> None:
+        self.slot = PolicySlot()
 
     # --- checkpoints ------------------------------------------------------------------------
     def _on_policy_update(self, msg: PolicyUpdate) -> None:
@@ -97,7 +107,7 @@ class PolicyNode(Node):
         self.get_logger().info(f"{what} v{version}: verifying and loading {path} in the background")
         self._load_requests.put((path, sha256, version, what))
 
-    def _load_loop(self) -> None:
+    def _load_loop(self, _stop: threading.Event) -> None:
         while (request := self._load_requests.get()) is not None:
             self._load(*request)
 
@@ -183,9 +193,6 @@ class PolicyNode(Node):
         msg.header.frame_id = "base_link"
         self._last_chunk = msg
         self.chunk_pub.publish(msg)
-
-    def close(self) -> None:
-        self._load_requests.put(None)
 
 
 def main(args=None) -> int:

@@ -5,7 +5,8 @@ On every observation's privileged state (sim/privileged_state) it applies the co
 proposal from the expert) and, while intervening, sends a HumanCommand stamped with the observation it
 answers: the simulator expert's action, and a few recovery steps (hand up, gripper open) where the
 expert makes no progress (sop_ros.core.robot.operator_recovery; the arm's joint_states tell whether it
-moves); it hands back by falling silent.
+moves); it hands back by falling silent. A managed node (sop_ros/nodes/_lifecycle.py): it watches
+and commands only while active.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
 from sop_ros.core.robot.operator import OperatorRuleConfig
@@ -22,10 +22,11 @@ from sop_ros.msg import ActionChunk, EpisodeStatus, HumanCommand, PrivilegedStat
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import stamp_ns
 from sop_ros.nodes._defaults import Params
+from sop_ros.nodes._lifecycle import ManagedNode
 from sop_ros.nodes._runtime import run_nodes
 
 
-class ScriptedOperatorNode(Node):
+class ScriptedOperatorNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("scripted_operator", **kwargs)
         p = Params(self, "scripted_operator")
@@ -68,17 +69,20 @@ class ScriptedOperatorNode(Node):
             ),
         )
         self.operator = RecoveringOperator(rule)
+
+    def configure(self) -> None:
+        self.operator.reset()
         self._episode_id = ""
         self._last_stamp = -1
         self._policy_action: Optional[np.ndarray] = None
         # Latest joint positions: is the arm moving (the stuck rule, the recovery's stall test).
         self._arm_state: Optional[np.ndarray] = None
         self._reason = ""
-        self.command_pub = self.create_publisher(HumanCommand, "intervention/command", _qos.CONTROL)
-        self.create_subscription(PrivilegedState, "sim/privileged_state", self._on_state, _qos.CONTROL)
-        self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, _qos.CONTROL)
-        self.create_subscription(JointState, "joint_states", self._on_joint_state, _qos.SENSOR)
-        self.create_subscription(EpisodeStatus, "episode_event", self._on_episode_event, _qos.EVENTS)
+        self.command_pub = self.managed_publisher(HumanCommand, "intervention/command", _qos.CONTROL)
+        self.managed_subscription(PrivilegedState, "sim/privileged_state", self._on_state, _qos.CONTROL)
+        self.managed_subscription(ActionChunk, "action_chunk", self._on_chunk, _qos.CONTROL)
+        self.managed_subscription(JointState, "joint_states", self._on_joint_state, _qos.SENSOR)
+        self.managed_subscription(EpisodeStatus, "episode_event", self._on_episode_event, _qos.EVENTS)
 
     def _on_episode_event(self, msg: EpisodeStatus) -> None:
         if msg.outcome == EpisodeStatus.OUTCOME_RUNNING and msg.episode_id != self._episode_id:

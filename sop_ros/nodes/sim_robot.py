@@ -11,6 +11,10 @@ the scripted operator may read (full simulator state, progress, the expert's act
 Pacing: after publishing an observation the arm steps as soon as a new goal for it arrived (at
 the next period). Without a new goal for `resend_after_s` it keeps tracking its last goal, as a
 position-controlled arm does; before the first goal of an episode it re-sends the observation.
+
+A managed node (sop_ros/nodes/_lifecycle.py): configure builds the environment, activate starts
+the control timer, deactivate stops it (an episode it interrupts is abandoned, never labelled),
+cleanup closes the environment.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import uuid
 from typing import Optional
 
 import numpy as np
-from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory
@@ -44,35 +47,53 @@ from sop_ros.nodes._defaults import (
     Params,
     assign,
 )
+from sop_ros.nodes._lifecycle import ManagedNode
 from sop_ros.nodes._recorder_gate import RecorderGate
 from sop_ros.nodes._runtime import run_nodes
 from sop_ros.resources import default_tasks_path
 
 
-class SimRobotNode(Node):
+class SimRobotNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("sim_robot", **kwargs)
-        task_ids, tasks_file, max_steps, rate, cam, seed = self._declare_parameters()
+        task_ids, tasks_file, max_steps, self.rate_hz, self.camera_config, seed = self._declare_parameters()
         self.tasks = self._load_tasks(task_ids, tasks_file, max_steps)
-        # MuJoCo's EGL context is bound to the thread that made it current, and executor callbacks
-        # run on any thread: every backend call goes through this one thread.
-        self._sim_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mujoco")
-        self.backend = self._sim(MetaWorldSimBackend, MetaWorldSimConfig(tasks=self.tasks, camera=cam))
-        self.codec = ArmCommandCodec(self.backend.joint_names, self.position_scale, 1.0 / rate)
         self._seed = None if seed < 0 else seed
         self._task_order = list(task_ids)
         self.episodes_started = 0
-        self._create_topics()
-
+        self.backend: Optional[MetaWorldSimBackend] = None
+        self._sim_thread: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._episode: Optional[dict] = None
+
+    def configure(self) -> None:
+        # MuJoCo's EGL context is bound to the thread that made it current, and executor callbacks
+        # run on any thread: every backend call goes through this one thread.
+        self._sim_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mujoco")
+        self.backend = self._sim(MetaWorldSimBackend, MetaWorldSimConfig(tasks=self.tasks, camera=self.camera_config))
+        self.codec = ArmCommandCodec(self.backend.joint_names, self.position_scale, 1.0 / self.rate_hz)
+        self._create_topics()
+        self._episode = None
         self._obs: Optional[Observation] = None
         self._obs_sent_at = 0.0
         self._goal: Optional[np.ndarray] = None
         self._goal_is_new = False
         self._next_reset_at = time.monotonic()
         self._recorder_gate = RecorderGate(self, self.wait_for_recorder_s)
-        self.create_timer(1.0 / rate, self._tick)
-        self.get_logger().info(f"sim robot {self.robot_id}: tasks {task_ids} at {rate:g} Hz")
+        self.managed_timer(1.0 / self.rate_hz, self._tick)
+        self.get_logger().info(f"sim robot {self.robot_id}: tasks {self._task_order} at {self.rate_hz:g} Hz")
+
+    def deactivate(self) -> None:
+        if self._episode is not None:
+            self.get_logger().info(f"episode {self._episode['id']} abandoned: the robot is stopping")
+            self._episode = None
+
+    def cleanup(self) -> None:
+        if self.backend is not None:
+            self._sim(self.backend.close)
+            self.backend = None
+        if self._sim_thread is not None:
+            self._sim_thread.shutdown()
+            self._sim_thread = None
 
     def _declare_parameters(self) -> tuple[list[str], str, int, float, SimCameraConfig, int]:
         """Declare the parameters; keep the node's own, return (task ids, task file, max steps, rate, camera, seed)."""
@@ -128,12 +149,12 @@ class SimRobotNode(Node):
 
     def _create_topics(self) -> None:
         """The camera, arm and episode publishers, and the arm's goal subscription."""
-        self.image_pub = self.create_publisher(Image, "camera/image_raw", _qos.SENSOR)
-        self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", _qos.SENSOR)
-        self.joint_pub = self.create_publisher(JointState, "joint_states", _qos.SENSOR)
-        self.privileged_pub = self.create_publisher(PrivilegedState, "sim/privileged_state", _qos.CONTROL)
-        self.event_pub = self.create_publisher(EpisodeStatus, "episode_event", _qos.EVENTS)
-        self.create_subscription(JointTrajectory, "arm_controller/joint_trajectory", self._on_goal, _qos.CONTROL)
+        self.image_pub = self.managed_publisher(Image, "camera/image_raw", _qos.SENSOR)
+        self.info_pub = self.managed_publisher(CameraInfo, "camera/camera_info", _qos.SENSOR)
+        self.joint_pub = self.managed_publisher(JointState, "joint_states", _qos.SENSOR)
+        self.privileged_pub = self.managed_publisher(PrivilegedState, "sim/privileged_state", _qos.CONTROL)
+        self.event_pub = self.managed_publisher(EpisodeStatus, "episode_event", _qos.EVENTS)
+        self.managed_subscription(JointTrajectory, "arm_controller/joint_trajectory", self._on_goal, _qos.CONTROL)
 
     # --- commands ---------------------------------------------------------------------------
     def _on_goal(self, msg: JointTrajectory) -> None:
@@ -237,10 +258,6 @@ class SimRobotNode(Node):
 
     def _sim(self, fn, *args):
         return self._sim_thread.submit(fn, *args).result()
-
-    def close(self) -> None:
-        self._sim(self.backend.close)
-        self._sim_thread.shutdown()
 
 
 def main(args=None) -> int:

@@ -4,13 +4,13 @@ Once per control tick, while the deadman button is held and the joystick has spo
 `joy_timeout_s`, it sends the action mapped from the latest Joy reading (axis/button mapping in
 config/teleop.yaml) as a HumanCommand; each reading is sent at most once. On deadman release or
 joystick silence it stops sending, and the action mux hands control back to the policy.
+A managed node (sop_ros/nodes/_lifecycle.py): it reads and commands only while active.
 """
 
 from __future__ import annotations
 
 import time
 
-from rclpy.node import Node
 from sensor_msgs.msg import Joy
 
 from sop_ros.core.robot.teleop import JoyMapping, TeleopState
@@ -18,14 +18,15 @@ from sop_ros.msg import HumanCommand
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import stamp_ns, time_msg
 from sop_ros.nodes._defaults import NON_NEGATIVE, PERIOD_S, RATE_HZ, Params
+from sop_ros.nodes._lifecycle import ManagedNode
 from sop_ros.nodes._runtime import run_nodes
 
 
-class TeleopNode(Node):
+class TeleopNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("teleop", **kwargs)
         p = Params(self, "teleop", "teleop.yaml")
-        rate = p("control_rate_hz", "commands per second at most (the control rate)", value_range=RATE_HZ)
+        self.rate_hz = p("control_rate_hz", "commands per second at most (the control rate)", value_range=RATE_HZ)
         mapping = JoyMapping(
             deadman_button=p(
                 "deadman_button", "button index that must be held for the human to command", value_range=NON_NEGATIVE
@@ -40,25 +41,28 @@ class TeleopNode(Node):
             ),
         )
         joy_timeout_s = p("joy_timeout_s", "joystick silence after which control is handed back", value_range=PERIOD_S)
-        self.state = TeleopState(mapping, joy_timeout_s)
-        self._active = False
-        self.command_pub = self.create_publisher(HumanCommand, "intervention/command", _qos.CONTROL)
-        self.create_subscription(Joy, "joy", self._on_joy, _qos.SENSOR)
-        self.create_timer(1.0 / rate, self._tick)
+        self._mapping, self._joy_timeout_s = mapping, joy_timeout_s
+
+    def configure(self) -> None:
+        self.state = TeleopState(self._mapping, self._joy_timeout_s)
+        self._human_active = False
+        self.command_pub = self.managed_publisher(HumanCommand, "intervention/command", _qos.CONTROL)
+        self.managed_subscription(Joy, "joy", self._on_joy, _qos.SENSOR)
+        self.managed_timer(1.0 / self.rate_hz, self._tick)
 
     def _on_joy(self, msg: Joy) -> None:
         stamp = stamp_ns(msg.header.stamp) or time.time_ns()
         self.state.on_joy(list(msg.axes), list(msg.buttons), stamp, time.monotonic_ns())
-        if not self._active and self.state.deadman_held:
+        if not self._human_active and self.state.deadman_held:
             # The press is sent at once, not at the next timer tick: the human takes over a tick sooner.
             self._tick()
 
     def _tick(self) -> None:
         command = self.state.command(time.monotonic_ns())
-        if self.state.active != self._active:
-            self._active = self.state.active
+        if self.state.active != self._human_active:
+            self._human_active = self.state.active
             self.get_logger().info(
-                f"{'human commands' if self._active else 'handing back'}: {self.state.last_change_reason}"
+                f"{'human commands' if self._human_active else 'handing back'}: {self.state.last_change_reason}"
             )
         if command is None:
             return

@@ -1,0 +1,169 @@
+"""Managed nodes through the standard lifecycle services (lifecycle_msgs GetState / ChangeState).
+
+The camera driver (a real video file) is walked through configure / activate / deactivate / cleanup
+twice: in another process, read and driven only through its services, and in this process behind a
+separate client node, where its capture thread can be looked at. It publishes only while active, and
+its thread is joined by the time deactivate has answered.
+"""
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+from conftest import REPO, ros_env
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+
+from sop_ros.nodes import _qos
+from sop_ros.nodes.camera_driver import CameraDriverNode
+
+pytestmark = pytest.mark.timeout(120)
+QUIET_S = 1.5  # a window in which an inactive camera at 20 Hz would have published ~30 frames
+
+
+@pytest.fixture
+def video_file(tmp_path):
+    path = tmp_path / "scene.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for i in range(10):
+        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    writer.release()
+    return path
+
+
+class LifecycleClient:
+    """A node of its own that talks to `target` only through the standard lifecycle services, spun
+    with the nodes under test on one executor in a background thread."""
+
+    def __init__(self, context, target: str, executor: SingleThreadedExecutor):
+        self.node = rclpy.create_node("lifecycle_test_client", context=context)
+        self.get_state = self.node.create_client(GetState, f"{target}/get_state")
+        self.change_state = self.node.create_client(ChangeState, f"{target}/change_state")
+        self.images: list[tuple[float, Image]] = []  # (arrival, message)
+        self.node.create_subscription(
+            Image, "/robot1/camera/image_raw", lambda m: self.images.append((time.monotonic(), m)), _qos.SENSOR
+        )
+        executor.add_node(self.node)
+
+    def _call(self, client, request, timeout_s: float = 30.0):
+        assert client.wait_for_service(timeout_sec=timeout_s), f"no service {client.srv_name}"
+        done = threading.Event()
+        future = client.call_async(request)
+        future.add_done_callback(lambda _: done.set())
+        assert done.wait(timeout_s), f"{client.srv_name}: no answer within {timeout_s} s"
+        return future.result()
+
+    def state(self) -> str:
+        return self._call(self.get_state, GetState.Request()).current_state.label
+
+    def transition(self, transition_id: int) -> bool:
+        return self._call(self.change_state, ChangeState.Request(transition=Transition(id=transition_id))).success
+
+    def images_after(self, t: float) -> int:
+        return sum(1 for arrival, _ in self.images if arrival > t)
+
+    def wait_for_images(self, after: float, count: int, timeout_s: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self.images_after(after) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.images_after(after) >= count
+
+
+@pytest.fixture
+def ros_domain(monkeypatch):
+    """(env for a node process, a context of this process on the same domain, an executor spun in a thread)."""
+    env = ros_env()
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    executor = SingleThreadedExecutor(context=context)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    yield env, context, executor, thread
+    executor.shutdown()
+    thread.join(timeout=10)
+    rclpy.try_shutdown(context=context)
+
+
+def walk(client: LifecycleClient, capture_alive=lambda: None) -> None:
+    """configure -> activate -> deactivate -> cleanup, checking the state and the images at each step."""
+    assert client.state() == "unconfigured"
+    assert client.transition(Transition.TRANSITION_CONFIGURE)
+    assert client.state() == "inactive"
+    configured_at = time.monotonic()
+    time.sleep(QUIET_S)  # a window for frames that must not come, not a synchronisation
+    assert client.images_after(configured_at - 60) == 0, "published while inactive"
+    assert capture_alive() in (None, False)
+
+    activated_at = time.monotonic()
+    assert client.transition(Transition.TRANSITION_ACTIVATE)
+    assert client.state() == "active"
+    assert client.wait_for_images(activated_at, 5), "no images while active"
+    assert capture_alive() in (None, True)
+
+    assert client.transition(Transition.TRANSITION_DEACTIVATE)
+    deactivated_at = time.monotonic()
+    assert capture_alive() in (None, False), "capture thread alive after deactivate answered"
+    assert client.state() == "inactive"
+    time.sleep(QUIET_S)
+    # Best effort: a frame already on the wire may land just after the answer, none later.
+    assert client.images_after(deactivated_at + 0.5) == 0, "published after deactivate"
+
+    assert client.transition(Transition.TRANSITION_CLEANUP)
+    assert client.state() == "unconfigured"
+    assert not client.transition(Transition.TRANSITION_ACTIVATE), "activated without configure"
+
+
+def test_a_node_in_another_process_is_walked_through_its_states_by_the_standard_services(video_file, ros_domain):
+    env, context, executor, thread = ros_domain
+    camera = subprocess.Popen(
+        [sys.executable, "-m", "sop_ros.nodes", "camera_driver", "--ros-args", "-r", "__ns:=/robot1"]
+        + ["-p", f"source:={video_file}", "-p", "loop:=true", "-p", "rate_hz:=20.0", "-p", "autostart:=false"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        client = LifecycleClient(context, "/robot1/camera_driver", executor)
+        thread.start()
+        walk(client)
+        assert client.transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+        assert client.state() == "finalized"
+    finally:
+        if camera.poll() is None:
+            camera.send_signal(signal.SIGINT)
+        log = camera.communicate(timeout=30)[0]
+    assert camera.returncode == 0 and "Traceback" not in log, log
+
+
+def test_deactivate_joins_the_worker_thread_of_a_node_in_this_process(video_file, ros_domain):
+    _, context, executor, thread = ros_domain
+    camera = CameraDriverNode(
+        context=context,
+        namespace="/robot1",
+        parameter_overrides=[
+            Parameter("source", value=str(video_file)),
+            Parameter("loop", value=True),
+            Parameter("rate_hz", value=20.0),
+        ],
+    )
+    executor.add_node(camera)
+    client = LifecycleClient(context, "/robot1/camera_driver", executor)
+    thread.start()
+    try:
+        walk(client, capture_alive=lambda: getattr(camera, "capture", None) is not None and camera.capture.alive)
+        assert not [t for t in threading.enumerate() if t.name == "camera_capture"]
+    finally:
+        executor.remove_node(camera)
+        camera.destroy_node()
