@@ -30,7 +30,7 @@ from sop_ros.core.storage.episode_index import read_index
 from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.core.storage.spool import Spool
 from sop_ros.fleet.description import parse_fleet
-from sop_ros.fleet.specs import NodeSpec, ProcessSpec, node_specs
+from sop_ros.fleet.specs import NodeSpec, ProcessSpec, node_specs, select_nodes
 from sop_ros.msg import EpisodeStatus
 
 pytestmark = pytest.mark.timeout(600)
@@ -104,6 +104,7 @@ def test_two_robots_and_the_learner_close_the_loop(tmp_path):
         for s in specs
         if isinstance(s, NodeSpec) and s.name != "monitor"
     ]
+    group = lambda keep: select_nodes(nodes, keep)  # noqa: E731 - each group's managers manage its own nodes
     assert {s.name for s in nodes if s.robot_id == "robot1"} >= {
         "sim_robot",
         "policy",
@@ -113,8 +114,8 @@ def test_two_robots_and_the_learner_close_the_loop(tmp_path):
         "bridge",
     }
     # Two groups so the robots can stop producing episodes while the link (learner + bridges) drains the spools.
-    link_specs = [learner] + [s for s in nodes if s.name == "bridge"]
-    robot_specs = [s for s in nodes if s.name != "bridge"]
+    link_specs = [learner] + group(lambda s: s.name == "bridge")
+    robot_specs = group(lambda s: s.name != "bridge")
 
     env = ros_env()
     topics_path = tmp_path / "topics.jsonl"

@@ -24,7 +24,7 @@ from test_link_support import make_episode, running_learner
 from sop_ros.core.episodes.hashing import file_sha256
 from sop_ros.core.storage.spool import Spool
 from sop_ros.fleet.description import parse_fleet
-from sop_ros.fleet.specs import NodeSpec, node_specs
+from sop_ros.fleet.specs import NodeSpec, node_specs, select_nodes
 from sop_ros.link.certs import init_credentials
 from sop_ros.link.channel import LinkClient, LinkClientConfig
 from sop_ros.link.protos import fleet_pb2
@@ -38,7 +38,7 @@ class BridgeProcess(LaunchedGroup):
     """The fleet's bridge spec for one robot, run by FleetLauncher in a thread."""
 
     def __init__(self, tmp: Path, fleet, topics: Path, env: dict):
-        (spec,) = [s for s in node_specs(fleet, with_learner=False) if isinstance(s, NodeSpec) and s.name == "bridge"]
+        (spec,) = select_nodes(node_specs(fleet, with_learner=False), lambda s: s.name == "bridge")
         self.spec = dataclasses.replace(spec, parameters={**spec.parameters, "status_period_s": 0.5})
         super().__init__([self.spec], tmp / f"bridge-{time.monotonic_ns()}.log", env)
 

@@ -18,7 +18,7 @@ from sop_ros.core.episodes.hashing import file_sha256
 from sop_ros.core.robot.backend import SIM_ARM_JOINT_NAMES
 from sop_ros.fleet.description import parse_fleet
 from sop_ros.fleet.launcher import FleetLauncher
-from sop_ros.fleet.specs import NodeSpec, node_specs
+from sop_ros.fleet.specs import node_specs, select_nodes
 from sop_ros.msg import EpisodeStatus
 from sop_ros.nodes.joystick import joy_message
 
@@ -151,10 +151,18 @@ def test_episode_manager_drives_a_ros2_control_arm_with_timeouts_and_an_operator
     }
     specs = [
         dataclasses.replace(s, parameters={**s.parameters, **overrides.get(s.name, {})})
-        for s in node_specs(fleet, with_learner=False)
-        if isinstance(s, NodeSpec) and s.name in ("camera_driver", "episode_manager", "policy", "action_mux")
+        for s in select_nodes(
+            node_specs(fleet, with_learner=False),
+            lambda s: s.name in ("camera_driver", "episode_manager", "policy", "action_mux", "lifecycle_manager"),
+        )
     ]
-    assert sorted(s.name for s in specs) == ["action_mux", "camera_driver", "episode_manager", "policy"]
+    assert sorted(s.name for s in specs) == [
+        "action_mux",
+        "camera_driver",
+        "episode_manager",
+        "lifecycle_manager",
+        "policy",
+    ]
     env = ros_env()
     out = tmp_path / "arm.jsonl"
     controller = start_peer("fake_arm_controller.py", "/robot1", str(out), "100", env=env)

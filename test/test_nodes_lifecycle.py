@@ -3,7 +3,8 @@
 The camera driver (a real video file) is walked through configure / activate / deactivate / cleanup
 twice: in another process, read and driven only through its services, and in this process behind a
 separate client node, where its capture thread can be looked at. It publishes only while active, and
-its thread is joined by the time deactivate has answered.
+its thread is joined by the time deactivate has answered. The lifecycle_manager node brings nodes of
+other processes up in its order and down in reverse, seen on their transition_event topics.
 """
 
 import signal
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 import rclpy
 from conftest import REPO, ros_env
-from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.msg import Transition, TransitionEvent
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
@@ -167,3 +168,76 @@ def test_deactivate_joins_the_worker_thread_of_a_node_in_this_process(video_file
     finally:
         executor.remove_node(camera)
         camera.destroy_node()
+
+
+def test_the_lifecycle_manager_brings_nodes_up_in_order_and_down_in_reverse(video_file, ros_domain):
+    """Three processes: teleop and the camera driver wait (autostart off) for a lifecycle_manager."""
+    env, context, executor, thread = ros_domain
+    events: list[tuple[int, str, str]] = []  # (publisher's timestamp, node, state reached or entered)
+    watcher = rclpy.create_node("transition_watcher", context=context)
+
+    def recorder(name: str):
+        # Ordered by the publishers' send times: arrival order across two publishers is not guaranteed.
+        return lambda msg, info: events.append((info["source_timestamp"], name, msg.goal_state.label))
+
+    topics = [f"/robot1/{name}/transition_event" for name in ("teleop", "camera_driver")]
+    for name, topic in zip(("teleop", "camera_driver"), topics):
+        watcher.create_subscription(TransitionEvent, topic, recorder(name), 10)
+    executor.add_node(watcher)
+    thread.start()
+
+    def node(executable, *params):
+        args = [sys.executable, "-m", "sop_ros.nodes", executable, "--ros-args", "-r", "__ns:=/robot1"]
+        for p in params:
+            args += ["-p", p]
+        return subprocess.Popen(
+            args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+
+    def states(*wanted: str) -> list[tuple[str, str]]:
+        return [(name, label) for _, name, label in sorted(events) if label in wanted]
+
+    processes = [
+        node("teleop", "autostart:=false"),
+        node("camera_driver", f"source:={video_file}", "loop:=true", "autostart:=false"),
+    ]
+    manager = None
+    try:
+        # Transition events are volatile: the manager starts once this watcher hears both nodes.
+        deadline = time.monotonic() + 60
+        while not all(watcher.count_publishers(t) for t in topics) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        manager = node("lifecycle_manager", "managed_nodes:=[teleop, camera_driver]")
+        up = [("teleop", "inactive"), ("camera_driver", "inactive"), ("teleop", "active"), ("camera_driver", "active")]
+        deadline = time.monotonic() + 90
+        while states("inactive", "active") != up and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert states("inactive", "active") == up, events
+        manager.send_signal(signal.SIGINT)
+        manager_log = manager.communicate(timeout=60)[0]
+        assert states("deactivating") == [("camera_driver", "deactivating"), ("teleop", "deactivating")], events
+        assert manager.returncode == 0 and "robot up" in manager_log and "Traceback" not in manager_log, manager_log
+    finally:
+        for proc in [*processes, manager]:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        logs = [proc.communicate(timeout=30)[0] for proc in processes]
+    assert all(p.returncode == 0 for p in processes) and not any("Traceback" in log for log in logs), logs
+
+
+def test_the_launchers_manage_exactly_the_managed_nodes():
+    import importlib
+    import pkgutil
+
+    import sop_ros.nodes
+    from sop_ros.fleet.specs import BRING_UP_ORDER, MANAGER
+    from sop_ros.nodes._lifecycle import ManagedNode
+
+    managed = set()
+    for module in pkgutil.iter_modules(sop_ros.nodes.__path__):
+        if not module.name.startswith("_") and module.name != MANAGER:
+            classes = vars(importlib.import_module(f"sop_ros.nodes.{module.name}")).values()
+            if any(isinstance(c, type) and issubclass(c, ManagedNode) and c is not ManagedNode for c in classes):
+                managed.add(module.name)
+    # The joystick publisher is started by hand next to a fleet (it publishes the global /joy): it manages itself.
+    assert managed == set(BRING_UP_ORDER) | {"joystick"}

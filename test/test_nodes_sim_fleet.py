@@ -23,7 +23,7 @@ from sop_ros.core.episodes.episode_file import read_episode
 from sop_ros.core.episodes.hashing import file_sha256
 from sop_ros.fleet.description import parse_fleet
 from sop_ros.fleet.launcher import FleetLauncher
-from sop_ros.fleet.specs import NodeSpec, node_specs
+from sop_ros.fleet.specs import node_specs, select_nodes
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -62,8 +62,7 @@ class Fleet:
         )
         specs = [
             dataclasses.replace(s, parameters={**s.parameters, **overrides.get(s.name, {})})
-            for s in node_specs(self.fleet, with_learner=False)
-            if isinstance(s, NodeSpec) and s.name not in ("bridge",)
+            for s in select_nodes(node_specs(self.fleet, with_learner=False), lambda s: s.name != "bridge")
         ]
         self.env = ros_env()
         self.log_path = tmp_path / "launch.log"

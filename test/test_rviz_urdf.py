@@ -21,7 +21,7 @@ from sop_ros.core.robot.arm_model import ArmModel, UrdfError, rotate
 from sop_ros.core.robot.backend import SIM_ARM_JOINT_NAMES
 from sop_ros.fleet.description import parse_fleet
 from sop_ros.fleet.launcher import FleetLauncher
-from sop_ros.fleet.specs import NodeSpec, node_specs
+from sop_ros.fleet.specs import NodeSpec, node_specs, select_nodes
 from sop_ros.nodes.monitor import tf_message_type
 from sop_ros.resources import default_urdf_path
 
@@ -140,11 +140,7 @@ def one_robot_fleet(tmp_path):
             "robots": [{"id": "robot1", "backend": "sim", "tasks": ["push-v3"], "control_rate_hz": 10.0}],
         }
     )
-    specs = [
-        s
-        for s in node_specs(fleet, with_learner=False)
-        if isinstance(s, NodeSpec) and s.name in ("sim_robot", "monitor")
-    ]
+    specs = select_nodes(node_specs(fleet, with_learner=False), lambda s: s.name in ("sim_robot", "monitor"))
     specs = [
         # No recorder here: the first episode need not wait for one.
         dataclasses.replace(s, parameters={**s.parameters, "max_steps": 20, "wait_for_recorder_s": 0.0})

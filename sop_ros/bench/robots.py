@@ -153,7 +153,7 @@ def _run_fleet(
 def _loop_specs(robot_ids: list[str], rate: float, checkpoint: tuple[str, str], state_dir: Path) -> list:
     """The control-loop nodes (LOOP_NODES) of a sim fleet of `robot_ids`, the policy on the bench checkpoint."""
     from sop_ros.fleet.description import parse_fleet
-    from sop_ros.fleet.specs import NodeSpec, node_specs
+    from sop_ros.fleet.specs import node_specs, select_nodes
 
     fleet = parse_fleet(
         {
@@ -177,8 +177,7 @@ def _loop_specs(robot_ids: list[str], rate: float, checkpoint: tuple[str, str], 
     }
     return [
         dataclasses.replace(s, parameters={**s.parameters, **overrides.get(s.name, {})})
-        for s in node_specs(fleet, with_learner=False)
-        if isinstance(s, NodeSpec) and s.name in LOOP_NODES
+        for s in select_nodes(node_specs(fleet, with_learner=False), lambda s: s.name in LOOP_NODES)
     ]
 
 

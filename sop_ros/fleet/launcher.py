@@ -4,7 +4,9 @@ What `ros2 launch` does for a full ROS 2 install, for installs without launch_ro
 - each node runs as `python -m sop_ros.nodes <exe> --ros-args ...` with the same
   name, namespace, parameters (a params file, as launch_ros writes) and remappings;
 - every output line is prefixed with the process name;
-- Ctrl-C / SIGTERM shuts everything down (SIGINT, then SIGTERM, then SIGKILL);
+- Ctrl-C / SIGTERM shuts everything down (SIGINT, then SIGTERM, then SIGKILL); the specs that stop
+  first (each robot's lifecycle manager, which deactivates the robot's nodes last first) get SIGINT
+  and are waited for before the rest;
 - a process that dies is restarted when its spec says respawn, otherwise the launcher
   says which one died with which exit code, stops the rest and exits non-zero.
 Each child runs in its own process group so a terminal's Ctrl-C reaches it once,
@@ -177,7 +179,16 @@ class FleetLauncher:
                 return
 
     def _shutdown(self) -> None:
-        live = [c for c in self._children if c.proc is not None and c.proc.poll() is None]
+        first = [c for c in self._live() if getattr(c.spec, "stops_first", False)]
+        for child in first:
+            try:
+                os.kill(child.proc.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        while any(c.proc.poll() is None for c in first) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        live = self._live()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
             if not live:
                 break
@@ -207,3 +218,6 @@ class FleetLauncher:
                 except (ProcessLookupError, PermissionError):
                     pass
         self._emit("launch", "all processes stopped")
+
+    def _live(self) -> list[_Child]:
+        return [c for c in self._children if c.proc is not None and c.proc.poll() is None]

@@ -10,11 +10,27 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 from sop_ros.fleet.description import FleetDescription, RobotConfig
 
 PACKAGE = "sop_ros"
+# The managed (lifecycle) nodes, in the order a robot's lifecycle_manager brings them up: the link and
+# the recorder first, then the policy and the operator, the action mux (the arm moves only once the
+# policy is active), and the drivers that start episodes last. They go down in reverse.
+BRING_UP_ORDER = (
+    "bridge",
+    "episode_recorder",
+    "policy",
+    "scripted_operator",
+    "teleop",
+    "action_mux",
+    "camera_driver",
+    "episode_manager",
+    "sim_robot",
+)
+MANAGER = "lifecycle_manager"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +46,7 @@ class NodeSpec:
     respawn_delay_s: float = 0.0
     robot_id: Optional[str] = None
     package: str = PACKAGE
+    stops_first: bool = False  # the pip-only launcher stops it, and waits, before the rest (a lifecycle manager)
 
     @property
     def module(self) -> str:
@@ -69,7 +86,19 @@ def _robot_nodes(fleet: FleetDescription, robot: RobotConfig) -> list[NodeSpec]:
         _operator_node(robot, rate, common),
         _recorder_node(fleet, robot, common),
     ]
-    return specs + _installed_extra_nodes(fleet, robot, common)
+    return _managed(specs + _installed_extra_nodes(fleet, robot, common), common)
+
+
+def _managed(specs: list[NodeSpec], common: dict[str, Any]) -> list[NodeSpec]:
+    """The robot's managed nodes wait for its lifecycle manager (autostart off), which comes last."""
+    managed = sorted((s for s in specs if s.name in BRING_UP_ORDER), key=lambda s: BRING_UP_ORDER.index(s.name))
+    out = [
+        dataclasses.replace(s, parameters={**s.parameters, "autostart": False}) if s in managed else s for s in specs
+    ]
+    manager = NodeSpec(
+        MANAGER, MANAGER, parameters={"managed_nodes": [s.name for s in managed]}, stops_first=True, **common
+    )
+    return out + [manager]
 
 
 def _robot_status_node(robot: RobotConfig, rate: float, common: dict[str, Any]) -> NodeSpec:
@@ -170,6 +199,28 @@ def _bridge_parameters(fleet: FleetDescription, robot: RobotConfig) -> dict[str,
         "backend": robot.backend,
         "control_rate_hz": float(robot.control_rate_hz),
     }
+
+
+def select_nodes(specs: Sequence[NodeSpec | ProcessSpec], keep: Callable[[NodeSpec], bool]) -> list[NodeSpec]:
+    """The node specs `keep` accepts, for a caller that runs part of a robot (a benchmark, a test).
+
+    A robot's managed nodes wait for its lifecycle manager only when the manager is kept too, and it
+    then manages exactly the kept ones; without it they bring themselves up (autostart)."""
+    kept = [s for s in specs if isinstance(s, NodeSpec) and keep(s)]
+    present = {(s.robot_id, s.name) for s in kept}
+    managed_by = {s.robot_id for s in kept if s.name == MANAGER}
+    selected = []
+    for spec in kept:
+        if spec.name == MANAGER:
+            names = [n for n in spec.parameters["managed_nodes"] if (spec.robot_id, n) in present]
+            if not names:
+                continue
+            spec = dataclasses.replace(spec, parameters={**spec.parameters, "managed_nodes": names})
+        elif spec.name in BRING_UP_ORDER and spec.robot_id not in managed_by:
+            parameters = {k: v for k, v in spec.parameters.items() if k != "autostart"}  # back to the default
+            spec = dataclasses.replace(spec, parameters=parameters)
+        selected.append(spec)
+    return selected
 
 
 def _learner_process(fleet: FleetDescription) -> Optional[ProcessSpec]:
