@@ -3,7 +3,10 @@
 Starts the fleet described by a fleet description (default: the package's
 config/fleet.yaml) for users with a full ROS 2 install. The node list comes from
 sop_ros.fleet.specs.node_specs(), the same function `sop launch` uses, so the two
-launchers cannot drift.
+launchers cannot drift. That includes each robot's lifecycle_manager node, which brings the
+robot's managed nodes up in dependency order through their change_state services. On Ctrl-C
+launch signals every process at once (`sop launch` stops the managers first): each managed node
+then deactivates itself (its threads joined) before it exits, in no particular order across nodes.
 """
 
 import os

@@ -24,7 +24,7 @@ from sop_ros.nodes._defaults import PERIOD_S, Params
 from sop_ros.nodes._lifecycle import ManagedNode
 from sop_ros.nodes._runtime import run_nodes
 
-_TAKE_DOWN_WAIT_S = 1.0  # a node whose services do not answer by then has gone already
+_TAKE_DOWN_WAIT_S = 0.5  # a node whose services do not answer by then is gone or stopping by itself
 _SLICE_S = 0.1  # a call in progress notices a stop request this quickly
 
 
