@@ -21,6 +21,7 @@ from conftest import REPO, ros_env
 from lifecycle_msgs.msg import Transition, TransitionEvent
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
@@ -241,3 +242,47 @@ def test_the_launchers_manage_exactly_the_managed_nodes():
                 managed.add(module.name)
     # The joystick publisher is started by hand next to a fleet (it publishes the global /joy): it manages itself.
     assert managed == set(BRING_UP_ORDER) | {"joystick"}
+
+
+def _threads() -> set[threading.Thread]:
+    return set(threading.enumerate())
+
+
+@pytest.mark.parametrize(
+    "node_class, parameters, thread_names",
+    [
+        ("sop_ros.nodes.policy:PolicyNode", {}, {"checkpoint_loader"}),
+        ("sop_ros.nodes.joystick:JoystickNode", {"device_index": 0}, {"sdl_joystick"}),
+        (
+            "sop_ros.nodes.bridge:BridgeNode",
+            {"address": "127.0.0.1:9", "insecure": True},  # nothing listens: the link threads retry
+            {"sop-uploader-robot1", "sop-ckpt-watch", "sop-ckpt-download", "sop-heartbeat-robot1"},
+        ),
+    ],
+)
+def test_every_worker_thread_runs_from_activate_until_deactivate(
+    node_class, parameters, thread_names, rclpy_context, tmp_path, monkeypatch
+):
+    """The in-process manager's path (run_nodes triggers the transitions directly) for the nodes with threads."""
+    import importlib
+
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    monkeypatch.setenv("SDL_AUDIODRIVER", "dummy")
+    module, name = node_class.split(":")
+    paths = {"spool_dir": str(tmp_path / "spool"), "cache_dir": str(tmp_path / "cache")}
+    overrides = {**(paths if "bridge" in module else {}), **parameters}
+    node = getattr(importlib.import_module(module), name)(
+        context=rclpy_context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()]
+    )
+    before = _threads()
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.lifecycle_state == "inactive"
+        assert _threads() == before, "a thread started before activate"
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS and node.is_active
+        assert thread_names <= {t.name for t in _threads() - before}
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS and node.lifecycle_state == "inactive"
+        assert not [t.name for t in _threads() - before if t.is_alive()], "a worker outlived deactivate"
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS and node.lifecycle_state == "unconfigured"
+    finally:
+        node.trigger_shutdown()
+        node.destroy_node()
