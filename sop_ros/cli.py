@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "sop_ros.commands.collect",
     "sop_ros.commands.eval",
     "sop_ros.commands.pretrain",
+    "sop_ros.commands.dataset",
     "sop_ros.commands.experiment",
     "sop_ros.commands.demo",
 )
