@@ -82,7 +82,10 @@ class _DatasetWriter:
         shape = EpisodeShape.of(episode)
         if self.shape is None:
             self.shape = shape
-            self.fps = self.fps or estimate_fps(episode)
+            try:
+                self.fps = self.fps or estimate_fps(episode)
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
         elif shape != self.shape:
             raise ValueError(f"{path}: episode shape {shape} differs from the dataset's {self.shape} (first episode)")
 
