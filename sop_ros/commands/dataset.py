@@ -23,6 +23,7 @@ from sop_ros.core.training.demo_recording import recorded_chunk_size
 from sop_ros.datasets import lerobot_format as fmt
 from sop_ros.datasets.import_mapping import ImportMapping, TaskTarget, load_mapping
 from sop_ros.datasets.video import VideoSettings
+from sop_ros.resources import node_defaults
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +37,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     export = actions.add_parser("export", help="stored episodes -> a LeRobot v3.0 dataset directory")
     export.add_argument("source", type=Path, help="an episode store, offline buffer (demo directory) or spool")
     export.add_argument("out", type=Path, help="dataset directory to create (must not exist or be empty)")
-    export.add_argument("--fps", type=int, help="frame rate (default: from the episodes' step timestamps)")
+    export.add_argument(
+        "--fps",
+        type=int,
+        default=round(node_defaults("policy")["control_rate_hz"]),
+        help="frames per second: the rate the policy acted at (default: config/robot.yaml's control rate, "
+        "%(default)s; demo timestamps are simulator time, not the control rate)",
+    )
     export.add_argument("--camera-key", default=fmt.DEFAULT_CAMERA_KEY, help="video feature name (%(default)s)")
     defaults = VideoSettings()
     export.add_argument("--codec", default=defaults.codec, choices=["h264", "hevc", "libsvtav1"], help="%(default)s")
@@ -63,7 +70,7 @@ def _export(args: argparse.Namespace) -> int:
     from sop_ros.datasets.episode_sources import episode_files
     from sop_ros.datasets.lerobot_export import ExportSettings, export_dataset
 
-    if args.fps is not None and args.fps <= 0 or args.frames_per_file <= 0:
+    if args.fps <= 0 or args.frames_per_file <= 0:
         raise CliError("--fps and --frames-per-file must be positive")
     video = VideoSettings(codec=args.codec, pix_fmt=args.pix_fmt, crf=args.crf)
     settings = ExportSettings(args.fps, args.camera_key, video, args.frames_per_file)
