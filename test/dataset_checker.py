@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import av
+import numpy as np
 import pyarrow.parquet as pq
 
 REQUIRED_INFO = (
@@ -103,4 +104,11 @@ def check_dataset(root: Path) -> dict:
         if feature["dtype"] == "string":
             continue
         assert {"min", "max", "mean", "std", "count"} <= set(stats[name]), name
+    for name in ("observation.state", "action"):  # dataset stats agree with the frames themselves
+        values = np.array([v for t in rows_by_file.values() for v in t[name]], dtype=np.float64)
+        np.testing.assert_allclose(stats[name]["mean"], values.mean(axis=0), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(stats[name]["std"], values.std(axis=0), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(stats[name]["min"], values.min(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(stats[name]["max"], values.max(axis=0), rtol=1e-6)
+        assert stats[name]["count"] == [len(values)]
     return info

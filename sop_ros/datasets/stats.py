@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-STAT_NAMES = ("min", "max", "mean", "std", "count")
-_MAX_IMAGE_FRAMES = 100  # image stats from an evenly spaced sample: a 640x480 episode stays cheap
+QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}  # LeRobot's quantile normalisation
+STAT_NAMES = ("min", "max", "mean", "std", "count", *QUANTILES)
+# Image stats from an evenly spaced sample of frames and pixels: a 640x480 episode stays cheap (quantiles sort).
+_MAX_IMAGE_FRAMES = 100
+_MAX_IMAGE_PIXELS = 1 << 20
 
 
 def feature_stats(values: np.ndarray) -> dict[str, np.ndarray]:
@@ -23,6 +26,7 @@ def feature_stats(values: np.ndarray) -> dict[str, np.ndarray]:
         "mean": x.mean(axis=0),
         "std": x.std(axis=0),
         "count": np.array([x.shape[0]], dtype=np.int64),
+        **{name: np.quantile(x, q, axis=0) for name, q in QUANTILES.items()},
     }
 
 
@@ -31,6 +35,7 @@ def image_stats(images: np.ndarray) -> dict[str, np.ndarray]:
     step = max(1, len(images) // _MAX_IMAGE_FRAMES)
     sample = images[::step].astype(np.float32) / 255.0
     per_channel = sample.reshape(-1, sample.shape[-1]).astype(np.float64)
+    per_channel = per_channel[:: max(1, len(per_channel) // _MAX_IMAGE_PIXELS)]
     stats = feature_stats(per_channel)
     stats = {k: v.reshape(-1, 1, 1) for k, v in stats.items() if k != "count"}
     stats["count"] = np.array([len(sample)], dtype=np.int64)
@@ -38,7 +43,11 @@ def image_stats(images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def aggregate_stats(per_episode: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Dataset stats from episode stats (count-weighted mean; variance by the law of total variance)."""
+    """Dataset stats from episode stats (count-weighted mean; variance by the law of total variance).
+
+    Quantiles are the count-weighted mean of the episodes' quantiles: an approximation (exact ones would need
+    every frame at once), as LeRobot aggregates them too.
+    """
     counts = np.array([float(s["count"][0]) for s in per_episode])
     weights = counts / counts.sum()
     means = np.stack([s["mean"] for s in per_episode])
@@ -52,6 +61,7 @@ def aggregate_stats(per_episode: list[dict[str, np.ndarray]]) -> dict[str, np.nd
         "mean": mean,
         "std": np.sqrt(variance),
         "count": np.array([int(counts.sum())], dtype=np.int64),
+        **{name: (w * np.stack([s[name] for s in per_episode])).sum(axis=0) for name in QUANTILES},
     }
 
 
