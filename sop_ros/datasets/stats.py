@@ -12,7 +12,7 @@ QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}  #
 STAT_NAMES = ("min", "max", "mean", "std", "count", *QUANTILES)
 # Image stats from an evenly spaced sample of frames and pixels: a 640x480 episode stays cheap (quantiles sort).
 _MAX_IMAGE_FRAMES = 100
-_MAX_IMAGE_PIXELS = 1 << 20
+_MAX_IMAGE_PIXELS = 1 << 18
 
 
 def feature_stats(values: np.ndarray) -> dict[str, np.ndarray]:
@@ -33,9 +33,9 @@ def feature_stats(values: np.ndarray) -> dict[str, np.ndarray]:
 def image_stats(images: np.ndarray) -> dict[str, np.ndarray]:
     """Per-channel stats of uint8 [T, H, W, 3] images in [0, 1]; count is the number of frames sampled."""
     step = max(1, len(images) // _MAX_IMAGE_FRAMES)
-    sample = images[::step].astype(np.float32) / 255.0
-    per_channel = sample.reshape(-1, sample.shape[-1]).astype(np.float64)
-    per_channel = per_channel[:: max(1, len(per_channel) // _MAX_IMAGE_PIXELS)]
+    sample = images[::step]
+    pixels = sample.reshape(-1, sample.shape[-1])  # sampled while still uint8: the float copy stays small
+    per_channel = pixels[:: max(1, len(pixels) // _MAX_IMAGE_PIXELS)].astype(np.float64) / 255.0
     stats = feature_stats(per_channel)
     stats = {k: v.reshape(-1, 1, 1) for k, v in stats.items() if k != "count"}
     stats["count"] = np.array([len(sample)], dtype=np.int64)
