@@ -20,7 +20,7 @@ from sop_ros.datasets.lerobot_format import DatasetFormatError
 @dataclasses.dataclass(frozen=True)
 class VideoSettings:
     codec: str = "h264"  # one of LeRobot's accepted codecs (h264, hevc, libsvtav1)
-    pix_fmt: str = "yuv444p"  # full-resolution colour: at 64x64, yuv420p costs 4.5 dB PSNR (32.6 vs 28.1 dB)
+    pix_fmt: str = "yuv444p"  # full-resolution colour: at 64x64 yuv420p costs 9 dB PSNR (docs/RESULTS.md)
     crf: int = 18
     gop: int = 2  # a keyframe every 2 frames, as LeRobot records: cheap random access for training
 
