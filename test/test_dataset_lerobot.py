@@ -6,6 +6,7 @@ import json
 import re
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -167,3 +168,22 @@ def test_import_of_a_plain_lerobot_dataset_with_a_mapping_feeds_the_offline_stor
         assert episode.task_id == tasks[episode.instruction] and episode.robot_id == "lerobot-import"
     with EpisodeStore(data_dir / "offline", cache_in_background=False) as store:
         assert store.count() == 4 and sorted(store.tasks()) == sorted(set(tasks.values()))
+
+
+def test_the_checker_itself_rejects_an_inconsistent_dataset(source, tmp_path):
+    """The independent check is not vacuous: a wrong total or a shifted episode range fails it."""
+    dataset = tmp_path / "dataset"
+    _export(source, dataset)
+    info_path = dataset / "meta/info.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps(dict(info, total_frames=info["total_frames"] + 1)))
+    with pytest.raises(AssertionError):
+        check_dataset(dataset)
+    info_path.write_text(json.dumps(info))
+    episodes_path = dataset / "meta/episodes/chunk-000/file-000.parquet"
+    table = pq.read_table(episodes_path)
+    shifted = [v + 1 for v in table.column("dataset_from_index").to_pylist()]
+    column = table.schema.get_field_index("dataset_from_index")
+    pq.write_table(table.set_column(column, "dataset_from_index", pa.array(shifted, pa.int64())), episodes_path)
+    with pytest.raises(AssertionError):
+        check_dataset(dataset)
