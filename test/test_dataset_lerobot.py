@@ -20,6 +20,7 @@ from sop_ros.core.episodes.hashing import file_sha256
 from sop_ros.core.storage.episode_store import EpisodeStore
 from sop_ros.core.storage.spool import Spool
 from sop_ros.datasets.episode_sources import episode_files
+from sop_ros.datasets.lerobot_format import EPISODE_EXTRA_COLUMNS
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -123,21 +124,7 @@ def _strip_to_plain_lerobot(dataset):
         pq.write_table(table.drop_columns(["actor", "policy_version", "stamp_ns", "intervention"]), path)
     path = dataset / "meta/episodes/chunk-000/file-000.parquet"
     table = pq.read_table(path)
-    keep = [
-        c
-        for c in table.column_names
-        if c.split("/")[0]
-        not in (
-            "success",
-            "label_source",
-            "episode_uuid",
-            "robot_id",
-            "task_id",
-            "start_ns",
-            "end_ns",
-            "intervention_reasons",
-        )
-    ]
+    keep = [c for c in table.column_names if c not in EPISODE_EXTRA_COLUMNS]
     table = table.select(keep)
     pq.write_table(
         table.rename_columns(
