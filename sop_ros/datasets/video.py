@@ -29,7 +29,7 @@ class VideoSettings:
         return {
             "video.height": height,
             "video.width": width,
-            "video.codec": self.codec,
+            "video.codec": av.codec.Codec(self.codec, "w").canonical_name,  # the stream's codec: av1, not libsvtav1
             "video.pix_fmt": self.pix_fmt,
             "video.is_depth_map": False,
             "video.fps": fps,
