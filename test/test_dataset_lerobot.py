@@ -184,7 +184,7 @@ def test_av1_videos_as_lerobot_records_them_import_too(source, tmp_path, capsys)
         json.loads((dataset / "meta/info.json").read_text())["features"]["observation.images.camera"]["info"][
             "video.codec"
         ]
-        == "libsvtav1"
+        == "av1"
     )
     args = ["dataset", "import", str(dataset), str(tmp_path / "imported"), "--reference", str(source)]
     assert main(args) == 0
