@@ -149,3 +149,38 @@ def test_export_of_episodes_with_different_shapes_leaves_nothing(tmp_path, capsy
     assert main(["dataset", "export", str(tmp_path / "source"), str(tmp_path / "out"), "--fps", "10"]) == 2
     assert "differs from the dataset's" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["source"]
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        ("camera: x\nfps: 3\n", "unknown field(s) ['fps']"),
+        ("tasks:\n  push it: 7\n", "field 'tasks.push it'"),
+        ("success: maybe\n", "field 'success'"),
+        ("- a list\n", "must be a YAML mapping"),
+    ],
+)
+def test_a_bad_mapping_file_is_named_with_its_field(dataset, tmp_path, capsys, content, named):
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(content)
+    assert main(["dataset", "import", str(dataset), str(tmp_path / "out"), "--mapping", str(mapping)]) == 2
+    err = capsys.readouterr().err
+    assert str(mapping) in err and named in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_task_flags_map_dataset_tasks_to_sop_tasks(dataset, tmp_path):
+    import pyarrow.parquet as pq
+
+    from sop_ros.core.episodes.episode_file import read_episode
+
+    path = dataset / "meta/episodes/chunk-000/file-000.parquet"
+    pq.write_table(pq.read_table(path).drop_columns(["task_id"]), path)
+    out = tmp_path / "out"
+    args = ["dataset", "import", str(dataset), str(out), "--task", "push it=push-v3", "--task", "reach it=reach-v3"]
+    assert main(args) == 0
+    assert sorted((e.instruction, e.task_id) for e in map(read_episode, out.glob("*.mcap"))) == [
+        ("push it", "push-v3"),
+        ("reach it", "reach-v3"),
+    ]
+    assert main(["dataset", "import", str(dataset), str(tmp_path / "o2"), "--task", "no-equals-sign"]) == 2
