@@ -33,6 +33,8 @@ def test_every_command_path_answers_help(capsys):
         ("certs", "revoke"),
         ("collect",),
         ("pretrain",),
+        ("dataset", "export"),
+        ("dataset", "import"),
         ("eval",),
         ("experiment",),
         ("bench", "transport"),
