@@ -184,3 +184,12 @@ def test_task_flags_map_dataset_tasks_to_sop_tasks(dataset, tmp_path):
         ("reach it", "reach-v3"),
     ]
     assert main(["dataset", "import", str(dataset), str(tmp_path / "o2"), "--task", "no-equals-sign"]) == 2
+
+
+def test_export_of_a_learner_data_dir_names_its_stores(tmp_path, capsys):
+    from sop_ros.core.storage.episode_store import EpisodeStore
+
+    with EpisodeStore(tmp_path / "learner/episodes"), EpisodeStore(tmp_path / "learner/offline"):
+        pass
+    assert main(["dataset", "export", str(tmp_path / "learner"), str(tmp_path / "out")]) == 2
+    assert "export one of its stores: ['episodes', 'offline']" in capsys.readouterr().err
