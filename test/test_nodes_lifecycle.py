@@ -286,3 +286,85 @@ def test_every_worker_thread_runs_from_activate_until_deactivate(
     finally:
         node.trigger_shutdown()
         node.destroy_node()
+
+
+class SlowToAnswerLifecycleNode:
+    """Serves <name>/get_state and <name>/change_state like a lifecycle node, but holds its first
+    get_state answer until a second request arrives (a request lost while discovery settles, or a node
+    too busy to answer in time). Its own multi-threaded executor, so a held answer blocks nothing else."""
+
+    def __init__(self, context, name: str):
+        from rclpy.callback_groups import ReentrantCallbackGroup
+        from rclpy.executors import MultiThreadedExecutor
+
+        self.node = rclpy.create_node(name, namespace="/robot1", context=context)
+        self.label, self.calls = "unconfigured", []
+        self._second_request = threading.Event()
+        group = ReentrantCallbackGroup()
+        self.node.create_service(GetState, f"{name}/get_state", self._get_state, callback_group=group)
+        self.node.create_service(ChangeState, f"{name}/change_state", self._change_state, callback_group=group)
+        self.executor = MultiThreadedExecutor(num_threads=3, context=context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+
+    def _get_state(self, request, response):
+        self.calls.append("get_state")
+        if len(self.calls) == 1:
+            self._second_request.wait(60)
+        else:
+            self._second_request.set()
+        response.current_state.label = self.label
+        return response
+
+    def _change_state(self, request, response):
+        self.calls.append(f"change_state {request.transition.id}")
+        self._second_request.set()
+        moves = {
+            Transition.TRANSITION_CONFIGURE: ("unconfigured", "inactive"),
+            Transition.TRANSITION_ACTIVATE: ("inactive", "active"),
+            Transition.TRANSITION_DEACTIVATE: ("active", "inactive"),
+        }
+        before, after = moves.get(request.transition.id, (None, None))
+        response.success = self.label == before
+        self.label = after if response.success else self.label
+        return response
+
+
+def test_the_manager_asks_again_when_a_node_does_not_answer(ros_domain):
+    """One unanswered get_state must not stall the robot for the whole transition timeout (a CI run saw
+    a policy left unconfigured for 120 s while its robot's twin ran); the manager asks again."""
+    from sop_ros.nodes.lifecycle_manager import LifecycleManagerNode
+
+    _, context, executor, thread = ros_domain
+    slow = SlowToAnswerLifecycleNode(context, "slow")
+    slow.thread.start()
+    manager = LifecycleManagerNode(
+        context=context,
+        namespace="/robot1",
+        parameter_overrides=[
+            Parameter("managed_nodes", value=["slow"]),
+            Parameter("transition_timeout_s", value=60.0),
+        ],
+    )
+    executor.add_node(manager)
+    thread.start()
+    try:
+        started = time.monotonic()
+        assert manager.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert manager.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert manager.robot_up.wait(60), slow.calls
+        assert time.monotonic() - started < 30, "waited out the timeout on the unanswered request"
+        assert slow.label == "active" and manager.exit_code is None
+        # Asked again after the held request; each transition sent once.
+        assert slow.calls.count("get_state") >= 2, slow.calls
+        assert [c for c in slow.calls if c.startswith("change_state")] == [
+            f"change_state {Transition.TRANSITION_CONFIGURE}",
+            f"change_state {Transition.TRANSITION_ACTIVATE}",
+        ], slow.calls
+        manager.trigger_deactivate()
+        assert slow.label == "inactive"
+    finally:
+        executor.remove_node(manager)
+        manager.destroy_node()
+        slow.executor.shutdown()
+        slow.thread.join(10)

@@ -26,6 +26,10 @@ from sop_ros.nodes._runtime import run_nodes
 
 _TAKE_DOWN_WAIT_S = 0.5  # a node whose services do not answer by then is gone or stopping by itself
 _SLICE_S = 0.1  # a call in progress notices a stop request this quickly
+_ATTEMPT_S = 5.0  # one service call's wait during bring-up; then it is asked again
+_WARN_AFTER_S = 30.0  # a node not up by then is reported once (bring-up goes on until the timeout)
+# Labels a node reports while a transition runs (the answer comes once it has finished).
+_TRANSITION_STATES = ("configuring", "activating", "deactivating", "cleaningup", "shuttingdown", "errorprocessing")
 
 
 class LifecycleManagerNode(ManagedNode):
@@ -94,21 +98,51 @@ class LifecycleManagerNode(ManagedNode):
     def _bring_up(self, stop: threading.Event, names: list[str] | None = None) -> bool:
         """Configure every node, then activate them in order; on a refusal stop this process (exit 1)."""
         names = self.managed_nodes if names is None else names
-        for transition, from_state in (
-            (Transition.TRANSITION_CONFIGURE, "unconfigured"),
-            (Transition.TRANSITION_ACTIVATE, "inactive"),
+        for transition, from_state, to_state in (
+            (Transition.TRANSITION_CONFIGURE, "unconfigured", "inactive"),
+            (Transition.TRANSITION_ACTIVATE, "inactive", "active"),
         ):
             for name in names:
-                state = self._state(name, self.timeout_s, stop)
+                reached, state = self._reach(name, transition, from_state, to_state, stop)
                 if stop.is_set():
                     return False
-                if state == from_state and self._transition(name, transition, stop):
-                    continue
-                if state not in (from_state, "inactive", "active"):
+                if not reached:
                     self.get_logger().error(f"{name} did not come up (state {state}); stopping the robot's manager")
                     self.exit_code = 1
                     return False
         return True
+
+    def _reach(self, name: str, transition: int, from_state: str, to_state: str, stop: threading.Event):
+        """Take one node from from_state to to_state (or beyond): (reached, last state seen).
+
+        Calls are retried in short attempts until transition_timeout_s: a request can be lost while
+        discovery settles, and a busy node answers late; waiting the whole timeout on one request would
+        stall the robot on a single lost message. A transition is re-sent only while the node still
+        reports from_state, so a late answer never runs a transition twice.
+        """
+        past = ("inactive", "active") if to_state == "inactive" else ("active",)
+        start = time.monotonic()
+        deadline = start + self.timeout_s
+        state, warned = "unreachable", False
+        while not stop.is_set() and time.monotonic() < deadline:
+            attempt_s = min(_ATTEMPT_S, max(deadline - time.monotonic(), _SLICE_S))
+            state = self._state(name, attempt_s, stop)
+            if state in past:
+                return True, state
+            if state == from_state:
+                answered, success = self._transition(name, transition, stop, attempt_s)
+                if answered and not success and self._state(name, attempt_s, stop) == from_state:
+                    return False, f"{from_state}: refused the transition"
+            elif state in _TRANSITION_STATES:
+                stop.wait(_SLICE_S)  # answered mid-transition (a multi-threaded node): ask again shortly
+            elif state != "unreachable":
+                return False, state  # finalized: the node cannot come up any more
+            if not warned and time.monotonic() - start > _WARN_AFTER_S:
+                self.get_logger().warning(
+                    f"{name} not {to_state} after {_WARN_AFTER_S:g} s (state {state}); still trying"
+                )
+                warned = True
+        return False, state
 
     # --- service calls -------------------------------------------------------------------------
     def _state(self, name: str, wait_s: float, stop: threading.Event | None = None) -> str:
@@ -116,10 +150,13 @@ class LifecycleManagerNode(ManagedNode):
         response = self._call(self._service_clients[name][0], GetState.Request(), wait_s, stop)
         return response.current_state.label if response is not None else "unreachable"
 
-    def _transition(self, name: str, transition_id: int, stop: threading.Event | None = None) -> bool:
+    def _transition(
+        self, name: str, transition_id: int, stop: threading.Event | None = None, wait_s: float | None = None
+    ) -> tuple[bool, bool]:
+        """(answered, success) of one change_state call."""
         request = ChangeState.Request(transition=Transition(id=transition_id))
-        response = self._call(self._service_clients[name][1], request, self.timeout_s, stop)
-        return response is not None and response.success
+        response = self._call(self._service_clients[name][1], request, wait_s or self.timeout_s, stop)
+        return response is not None, response is not None and response.success
 
     def _call(self, client, request, wait_s: float, stop: threading.Event | None):
         """One service call; None when it does not answer within wait_s or `stop` is set meanwhile."""
