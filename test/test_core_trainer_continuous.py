@@ -390,3 +390,40 @@ def test_recap_from_a_bc_base_adds_a_value_network_on_the_presets_value_tower():
     )
     assert _model_config_for("recap", recap, "tiny") == recap  # a RECAP checkpoint is resumed as it is
     assert _model_config_for("hg_dagger", older_base, "tiny") == older_base
+
+
+def test_with_ema_decay_the_published_weights_are_the_average_and_training_resumes_from_the_raw_ones(store):
+    decay = 0.9
+    ckpts = MemoryCheckpoints()
+    trainer, _ = make_trainer(store, ckpts, offline=store.offline, ema_decay=decay, publish_every_updates=1000)
+    trainer.poll()
+    expected = None
+    for _ in range(4):
+        trainer.step()
+        raw = {k: v.clone() for k, v in trainer.policy.tensors().items()}  # tensors() shares the live storage on CPU
+        expected = raw if expected is None else {k: decay * expected[k] + (1 - decay) * raw[k] for k in raw}
+    manifest = trainer.publish()
+    published = ckpts.load_tensors(manifest.version)
+    floats = [k for k, v in raw.items() if v.is_floating_point()]
+    for key in floats:
+        torch.testing.assert_close(published[key], expected[key])
+    assert any(not torch.equal(published[k], raw[k]) for k in floats), "published the raw weights"
+
+    # A fresh process resumes the raw weights for training and the average for publishing; it then goes on
+    # exactly as the trainer that never stopped.
+    again, _ = make_trainer(store, ckpts, offline=store.offline, ema_decay=decay, publish_every_updates=1000)
+    assert again.resume() and again.updates == 4
+    for key, value in raw.items():
+        torch.testing.assert_close(again.policy.tensors()[key], value)
+    for trained in (trainer, again):  # one process: each run starts from the saved global torch RNG
+        torch.set_rng_state(ckpts.load_train_state(manifest.version)[0]["rng/torch"].to(torch.uint8))
+        trained.run(max_updates=3)
+    first, second = trainer.publish(), again.publish()
+    for key in floats:
+        torch.testing.assert_close(ckpts.load_tensors(second.version)[key], ckpts.load_tensors(first.version)[key])
+
+
+def test_ema_decay_out_of_range_is_refused():
+    for bad in (-0.1, 1.0, 1.5):
+        with pytest.raises(ValueError, match="ema_decay"):
+            TrainerConfig(ema_decay=bad)

@@ -182,10 +182,11 @@ def test_generated_fleet_yaml_loads_and_specs_carry_the_run_settings(tmp_path):
     ]
     assert len({online_seed(s, r) for s in range(3) for r in range(4)}) == 12
 
-    training = dataclasses.replace(config, learner_trains=True, algorithm="recap")
+    training = dataclasses.replace(config, learner_trains=True, algorithm="recap", ema_decay=0.95)
     _, fleet = write_fleet_yaml(training, tmp_path, port=45679)
     args = list(next(s for s in run_specs(fleet, training) if isinstance(s, ProcessSpec)).args)
     assert "--no-train" not in args and args[args.index("--algorithm") + 1] == "recap"
+    assert args[args.index("--ema-decay") + 1] == "0.95"  # the wall-clock learner averages as the virtual one
 
 
 def test_fleet_run_config_refuses_bad_values():

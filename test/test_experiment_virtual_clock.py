@@ -195,6 +195,17 @@ def test_sop_experiment_takes_the_clock_and_the_learner_rate(capsys):
     with pytest.raises(SystemExit):  # argparse's choices
         sop_main(["experiment", "--dry-run", "--clock", "lunar"])
     assert sop_main(["experiment", "--dry-run", "--learner-updates-per-s", "0"]) == 2
+    assert sop_main(["experiment", "--dry-run", "--ema-decay", "1"]) == 2
+
+
+def test_the_virtual_learner_averages_weights_as_sop_learner_does(tmp_path):
+    from sop_ros.core.robot.tasks import load_task_specs
+    from sop_ros.experiment.virtual_clock import VirtualFleetConfig
+    from sop_ros.resources import default_tasks_path
+
+    tasks = tuple(load_task_specs(default_tasks_path()).values())[:1]
+    config = VirtualFleetConfig(robots=1, tasks=tasks, duration_s=1.0, ema_decay=0.99)
+    assert config.learner_settings(tmp_path).trainer_config().ema_decay == 0.99
 
 
 def test_a_virtual_robot_hands_control_back_as_the_mux_does(base_dir, tmp_path):

@@ -253,8 +253,20 @@ def test_sop_learner_flags_become_settings_with_the_dataclass_defaults(tmp_path,
         return learner_command.settings_from_args(parser.parse_args(["--data-dir", str(tmp_path), *flags]))
 
     assert settings("--insecure") == LearnerSettings(data_dir=tmp_path, server=LearnerServerConfig(insecure=True))
-    tuned = settings("--insecure", "--lr", "1e-3", "--batch-size", "8", "--address", "127.0.0.1:6000", "--no-train")
+    tuned = settings(
+        "--insecure",
+        "--lr",
+        "1e-3",
+        "--batch-size",
+        "8",
+        "--address",
+        "127.0.0.1:6000",
+        "--no-train",
+        "--ema-decay",
+        "0.9",
+    )
     assert (tuned.learning_rate, tuned.batch_size, tuned.train) == (1e-3, 8, False)
+    assert tuned.trainer_config().ema_decay == 0.9
     assert tuned.server.address == "127.0.0.1:6000"
     with pytest.raises(SystemExit):  # one spelling: --lr, as `sop pretrain`
         parser.parse_args(["--data-dir", str(tmp_path), "--learning-rate", "1e-3"])

@@ -83,6 +83,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="--clock virtual: learner updates per simulated second, shared by the fleet (default %(default)s, "
         "what the wall-clock learner made on the 2-core machine)",
     )
+    parser.add_argument(
+        "--ema-decay",
+        type=float,
+        default=defaults["ema_decay"],
+        help="the learner publishes a moving average of its weights with this decay per update, online and "
+        "offline baselines alike (0: the raw weights; default %(default)s, as `sop learner`)",
+    )
     parser.add_argument("--seeds", type=int, default=2, help="runs per configuration (default 2)")
     parser.add_argument("--robots", type=int, default=4, help="robots in the method comparison (default 4)")
     parser.add_argument("--robots-scaling", default="1,2,4", help="fleet sizes of the scaling study (default 1,2,4)")
@@ -180,6 +187,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise CliError(f"{flag} must be positive, got {value}")
     if args.curve_eval_episodes is not None and args.curve_eval_episodes <= 0:
         raise CliError(f"--curve-eval-episodes must be positive, got {args.curve_eval_episodes}")
+    if not 0.0 <= args.ema_decay < 1.0:
+        raise CliError(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
     if not 0.0 < args.threshold <= 1.0:
         raise CliError(f"--threshold must be in (0, 1], got {args.threshold}")
     if args.offline_updates is not None and args.offline_updates < 0:
@@ -339,6 +348,7 @@ def _experiment_config(args: argparse.Namespace, out: Path, base: Path, specs):
         keep_checkpoints=args.keep_all_checkpoints,
         clock=args.clock,
         learner_updates_per_s=args.learner_updates_per_s,
+        ema_decay=args.ema_decay,
     )
 
 
@@ -362,6 +372,7 @@ def _run_info(args: argparse.Namespace, specs, base: Path, methods) -> dict:
         "curve_points": args.curve_points,
         # The learner's compute on simulated time (the virtual clock's); a wall-clock learner makes what it can.
         "learner_updates_per_s": args.learner_updates_per_s if args.clock == "virtual" else None,
+        "ema_decay": args.ema_decay,
         "tasks": list(specs),
         "base": str(base.resolve()),
         "methods_run": methods,

@@ -28,6 +28,7 @@ def settings_of(args: argparse.Namespace, tasks: list[str], base: Path) -> dict:
         "curve_points": args.curve_points,
         "curve_eval_episodes": args.curve_eval_episodes,
         "publish_every_updates": args.publish_every_updates,
+        "ema_decay": args.ema_decay,
         "offline_updates": args.offline_updates,
         # The robots' node parameters (operator rule, mux, policy horizon, camera): runs made under others differ.
         "robot_defaults": {s: node_defaults(s) for s in ("scripted_operator", "action_mux", "policy", "sim_robot")},

@@ -117,6 +117,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="learning rate (default %(default)s)",
     )
     train.add_argument(
+        "--ema-decay",
+        type=float,
+        default=default("ema_decay"),
+        help="publish an exponential moving average of the weights with this decay per update (0: the raw "
+        "weights; default %(default)s)",
+    )
+    train.add_argument(
         "--seed", type=int, default=default("seed"), help="seed of the sampler and torch (default %(default)s)"
     )
     train.add_argument(

@@ -49,6 +49,7 @@ def _fleet_config(run: RunSpec, config: ExperimentConfig) -> FleetRunConfig:
         seed=run.seed,
         publish_every_updates=config.publish_every_updates,
         learner_threads=config.learner_threads,
+        ema_decay=config.ema_decay,
     )
 
 
@@ -93,6 +94,7 @@ def virtual_fleet(
         publish_every_updates=config.publish_every_updates,
         control_rate_hz=config.robot_hz,
         torch_threads=config.learner_threads,
+        ema_decay=config.ema_decay,
     )
     record = run_virtual_fleet(virtual, run_dir, on_tick=on_tick, should_stop=should_stop)
     if should_stop():

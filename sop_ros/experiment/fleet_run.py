@@ -67,6 +67,7 @@ class FleetRunConfig:
     seed: int = 0
     publish_every_updates: int = TrainerConfig().publish_every_updates
     learner_threads: int = 1
+    ema_decay: float = TrainerConfig().ema_decay
 
     def __post_init__(self) -> None:
         if self.robots <= 0:
@@ -201,6 +202,8 @@ def run_specs(fleet: FleetDescription, config: FleetRunConfig) -> list[NodeSpec 
                 str(config.seed),
                 "--keep-checkpoints",
                 "0",
+                "--ema-decay",
+                str(config.ema_decay),
             ]
             if not config.learner_trains:
                 extra.append("--no-train")

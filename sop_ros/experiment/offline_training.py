@@ -33,6 +33,7 @@ def train_offline(
     seed: int = _TRAINER_DEFAULTS.seed,
     batch_size: int = _TRAINER_DEFAULTS.batch_size,
     learning_rate: float = _TRAINER_DEFAULTS.learning_rate,
+    ema_decay: float = _TRAINER_DEFAULTS.ema_decay,
     on_update: Optional[Callable[[int], None]] = None,
     algorithm_config: Optional[Mapping[str, Any]] = None,
 ) -> CheckpointManifest:
@@ -56,6 +57,7 @@ def train_offline(
         trainer=TrainerConfig(
             batch_size=batch_size,
             learning_rate=learning_rate,
+            ema_decay=ema_decay,
             seed=seed,
             publish_every_updates=updates,
             publish_every_s=1e12,

@@ -22,6 +22,7 @@ from sop_ros.core.robot.tasks import TaskSpec
 from sop_ros.core.storage.checkpoint_store import CheckpointManifest, CheckpointStore
 from sop_ros.core.storage.data_layout import CHECKPOINTS_DIR, EPISODES_DIR
 from sop_ros.core.storage.episode_store import EpisodeStore
+from sop_ros.core.training.trainer import TrainerConfig
 from sop_ros.experiment.checkpoint_eval import CheckpointEvaluator, checkpoints_at
 from sop_ros.experiment.demo_baselines import CEILING_DEMOS_PER_TASK, ExtraDemos, add_expert_demos
 from sop_ros.experiment.fleet_phase import FleetPhase, virtual_fleet, wall_fleet
@@ -60,6 +61,7 @@ class ExperimentConfig:
     # learner makes learner_updates_per_s updates per simulated second; wall: real processes on the wall clock.
     clock: str = "virtual"
     learner_updates_per_s: float = DEFAULT_LEARNER_UPDATES_PER_S
+    ema_decay: float = TrainerConfig().ema_decay  # the learner's, online and offline alike
 
     def __post_init__(self) -> None:
         for name in (
@@ -157,6 +159,7 @@ def _offline_phase(
         algorithm=run.spec.algorithm,
         threads=config.offline_threads,
         seed=run.seed,
+        ema_decay=config.ema_decay,
         on_update=lambda done: hooks.offline_update(done, updates),
     )
     return manifest, updates, time.monotonic() - t0

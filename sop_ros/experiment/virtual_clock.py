@@ -73,6 +73,7 @@ class VirtualFleetConfig:
     publish_every_updates: int = TrainerConfig().publish_every_updates
     publish_every_s: float = TrainerConfig().publish_every_s  # simulated seconds: the trainer's clock is simulated
     batch_size: int = TrainerConfig().batch_size
+    ema_decay: float = TrainerConfig().ema_decay
     checkpoint_delay_s: float = DEFAULT_CHECKPOINT_DELAY_S
     # The robots' timing is config/robot.yaml's (sim_robot section), as the nodes read it.
     control_rate_hz: float = dataclasses.field(default_factory=_robot_yaml("sim_robot", "control_rate_hz"))
@@ -132,6 +133,7 @@ class VirtualFleetConfig:
             publish_every_updates=self.publish_every_updates,
             publish_every_s=self.publish_every_s,
             batch_size=self.batch_size,
+            ema_decay=self.ema_decay,
             seed=self.seed,
             torch_threads=self.torch_threads,
         )

@@ -28,6 +28,7 @@ class LearnerSettings:
     algorithm: str = "hg_dagger"
     batch_size: int = _TRAINER_DEFAULTS.batch_size
     learning_rate: float = _TRAINER_DEFAULTS.learning_rate
+    ema_decay: float = _TRAINER_DEFAULTS.ema_decay  # > 0: the fleet gets the weights' moving average
     publish_every_updates: int = _TRAINER_DEFAULTS.publish_every_updates
     publish_every_s: float = _TRAINER_DEFAULTS.publish_every_s
     # A checkpoint every few seconds is gigabytes an hour: after each publish keep the newest N
@@ -54,6 +55,7 @@ class LearnerSettings:
         return TrainerConfig(
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
+            ema_decay=self.ema_decay,
             seed=self.seed,
             publish_every_updates=self.publish_every_updates,
             publish_every_s=self.publish_every_s,

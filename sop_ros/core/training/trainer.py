@@ -41,6 +41,7 @@ from sop_ros.core.training.protocols import (
 )
 from sop_ros.core.training.sampler import TaskAwareSampler
 from sop_ros.core.training.train_state import optimizer_from_tensors, optimizer_to_tensors
+from sop_ros.core.training.weight_average import WeightAverage, raw_weights_from_state, raw_weights_state
 
 _LOG = logging.getLogger(__name__)
 _IDLE_CHECK_S = 0.5  # longest idle wait between checks of should_stop() and the run's limits
@@ -59,8 +60,12 @@ class TrainerConfig:
     log_every_updates: int = 10
     outcome_window: int = 20  # incoming episodes per task for success / intervention rates
     seed: int = 0
+    # > 0: publish an exponential moving average of the weights (core/training/weight_average.py); 0: the raw weights.
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.batch_size <= 0 or self.publish_every_updates <= 0:
             raise ValueError("batch_size and publish_every_updates must be positive")
         if self.learning_rate <= 0 or self.publish_every_s <= 0 or self.poll_interval_s < 0:
@@ -127,6 +132,7 @@ class ContinuousTrainer:
             lr=config.learning_rate,
             weight_decay=config.weight_decay,
         )
+        self.weight_average = WeightAverage(config.ema_decay) if config.ema_decay > 0 else None
         self.updates = 0
         self.version: Optional[int] = None
         self._since_publish = 0
@@ -195,6 +201,8 @@ class ContinuousTrainer:
         if self.config.grad_clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.grad_clip_norm)
         self.optimizer.step()
+        if self.weight_average is not None:
+            self.weight_average.update(self.policy)
         per_sample = metrics.pop(PER_SAMPLE_LOSS).float().cpu().numpy()
         self.sampler.record_losses(refs, per_sample)
         self.updates += 1
@@ -254,6 +262,10 @@ class ContinuousTrainer:
             return None
         opt_tensors, opt_meta = optimizer_to_tensors(self.optimizer)
         train_state = {**opt_tensors, "rng/torch": torch.get_rng_state()}
+        published = self.policy
+        if self.weight_average is not None:
+            published = self.weight_average.published(self.policy)
+            train_state.update(raw_weights_state(self.policy))  # training resumes from these, not the average
         meta = {
             "updates": self.updates,
             "optimizer": opt_meta,
@@ -262,7 +274,7 @@ class ContinuousTrainer:
         }
         metrics = {k: v for k, v in self._recent_metrics().items()}
         manifest = self._checkpoints.publish(
-            self.policy.checkpoint_tensors(),
+            published.checkpoint_tensors(),
             algorithm=self.algorithm.name,
             training_step=self.updates,
             metrics=metrics,
@@ -295,6 +307,11 @@ class ContinuousTrainer:
             )
             return True
         state, meta = saved
+        raw = raw_weights_from_state(state)
+        if raw:  # the checkpoint's weights are the average
+            self.policy.load_tensors(raw)
+            if self.weight_average is not None:
+                self.weight_average.start_from(self.policy, tensors)
         optimizer_from_tensors(self.optimizer, state, meta["optimizer"])
         if "rng/torch" in state:
             torch.set_rng_state(state["rng/torch"].to(torch.uint8))
