@@ -519,8 +519,17 @@ def test_label_ablation_trains_each_variant_on_the_same_fleet_data_and_resumes(b
 def test_summary_records_the_learner_rate_only_for_the_virtual_clock(tmp_path):
     from sop_ros.commands.experiment import _run_info
 
-    args = argparse.Namespace(eval_episodes=5, curve_points=1, learner_updates_per_s=2.5, clock="virtual")
-    assert _run_info(args, {TASK: None}, tmp_path, ["base"])["learner_updates_per_s"] == 2.5
+    from sop_ros.commands.experiment import add_parser
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    # Parsed by the real CLI, so every field _run_info reads exists as it does for `sop experiment`.
+    args = parser.parse_args(
+        ["experiment", "--learner-updates-per-s", "2.5", "--clock", "virtual", "--ema-decay", "0.5"]
+    )
+    info = _run_info(args, {TASK: None}, tmp_path, ["base"])
+    assert info["learner_updates_per_s"] == 2.5
+    assert info["ema_decay"] == 0.5
     args.clock = "wall"  # a real learner makes the updates it can: no configured rate to report
     assert _run_info(args, {TASK: None}, tmp_path, ["base"])["learner_updates_per_s"] is None
 
