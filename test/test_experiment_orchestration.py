@@ -517,9 +517,7 @@ def test_label_ablation_trains_each_variant_on_the_same_fleet_data_and_resumes(b
 
 
 def test_summary_records_the_learner_rate_only_for_the_virtual_clock(tmp_path):
-    from sop_ros.commands.experiment import _run_info
-
-    from sop_ros.commands.experiment import add_parser
+    from sop_ros.commands.experiment import _run_info, add_parser
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
