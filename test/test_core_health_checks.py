@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sop_ros.core.robot.health_checks import ERROR, OK, WARN, HealthThresholds, RobotHealth
+from sop_ros.core.robot.health_checks import ERROR, OK, WARN, HealthThresholds, RobotHealth, link_check, spool_check
 from sop_ros.resources import node_defaults
 
 THRESHOLDS = HealthThresholds(
@@ -71,3 +71,24 @@ def test_thresholds_come_from_the_robot_yaml_and_are_checked():
     assert HealthThresholds.from_mapping(node_defaults("robot_status")) == THRESHOLDS
     with pytest.raises(ValueError):
         HealthThresholds(5.0, 0.4, 0.5, 80.0, 150.0, 0.5)  # error ratio above the warn ratio
+
+
+def test_link_is_an_error_while_the_learner_is_unreachable_and_warns_when_it_stops_answering():
+
+    down = link_check(unreachable_s=12.4, last_reply_age_s=13.0, reply_warn_s=10.0)
+    assert (down.name, down.level, down.message) == ("link", ERROR, "learner unreachable for 12 s")
+    assert down.values["connected"] == "False" and down.values["unreachable_s"] == "12.4"
+    assert link_check(None, None, 10.0).level == WARN  # not answered yet
+    assert link_check(None, 10.5, 10.0).level == WARN  # answering nothing for another reason
+    up = link_check(None, 0.4, 10.0)
+    assert (up.level, up.values["connected"], up.values["last_reply_age_s"]) == (OK, "True", "0.4")
+
+
+def test_spool_warns_on_a_backlog_or_parked_episodes_and_is_an_error_above_its_size_limit():
+
+    assert spool_check(3, 3 << 20, 0, warn_episodes=20, error_bytes=100 << 20).level == OK
+    backlog = spool_check(21, 21 << 20, 0, warn_episodes=20, error_bytes=100 << 20)
+    assert (backlog.level, backlog.values["episodes"], backlog.values["bytes"]) == (WARN, "21", str(21 << 20))
+    assert spool_check(1, 1, 1, warn_episodes=20, error_bytes=100).level == WARN
+    full = spool_check(5, 101, 0, warn_episodes=20, error_bytes=100)
+    assert full.level == ERROR and "above the spool limit" in full.message

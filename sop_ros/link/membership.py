@@ -72,6 +72,7 @@ class FleetMember:
         self.latest_policy_version = 0
         self.last_error = ""  # of the last failed call; cleared by the next heartbeat that gets through
         self.unreachable_since: Optional[float] = None  # time.monotonic() when the learner became unreachable
+        self.last_reply_at: Optional[float] = None  # time.monotonic() of the learner's last heartbeat answer
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -163,6 +164,7 @@ class FleetMember:
 
     def _reached(self) -> None:
         self.last_error = ""
+        self.last_reply_at = time.monotonic()
         if self.unreachable_since is not None:
             down_s, self.unreachable_since = time.monotonic() - self.unreachable_since, None
             _LOGGER.info(

@@ -10,7 +10,8 @@
   episode boundary. A checkpoint already in the cache is announced at startup, so a robot
   restarted without a learner runs its last policy.
 - Registers with the learner (robot config, software version) and heartbeats (FleetMember).
-- Publishes its state (upload, download, membership) on `diagnostics` every `status_period_s`.
+- Publishes on `diagnostics` every `status_period_s`: `bridge` (upload, download, membership), `link`
+  and `spool` (core.robot.health_checks: thresholds from config).
 Credentials come from parameters (CA, client certificate + key, token file); plaintext only
 with `insecure: true`, which the launchers set only when the fleet's learner is insecure.
 A managed node (sop_ros/nodes/_lifecycle.py): configure connects (a channel, no call yet), activate
@@ -32,6 +33,7 @@ from rclpy.node import Node
 
 from sop_ros import __version__
 from sop_ros.core.episodes.episode_file import EpisodeFileError, read_episode_metadata
+from sop_ros.core.robot.health_checks import link_check, spool_check
 from sop_ros.core.storage.spool import Spool
 from sop_ros.link.client import (
     CheckpointFollower,
@@ -46,6 +48,7 @@ from sop_ros.link.protos import fleet_pb2
 from sop_ros.msg import EpisodeStatus, PolicyUpdate
 from sop_ros.nodes import _qos
 from sop_ros.nodes._defaults import AT_LEAST_ONE, PERIOD_S, RATE_HZ, Params
+from sop_ros.nodes._diagnostics import check_status
 from sop_ros.nodes._lifecycle import ManagedNode
 from sop_ros.nodes._runtime import run_nodes
 
@@ -155,6 +158,8 @@ class BridgeNode(ManagedNode):
         self.status_period_s = p(
             "status_period_s", "seconds between diagnostics of the bridge's state", value_range=PERIOD_S
         )
+        self.link_reply_warn_s = p("link_reply_warn_s", "no learner answer this long: WARN", value_range=PERIOD_S)
+        self.spool_warn_episodes = p("spool_warn_episodes", "more episodes waiting: WARN", value_range=(0, None))
         self._lock = threading.Lock()
         self.link: Optional[LinkClient] = None
         self._log_handler: Optional[_RosLogHandler] = None
@@ -363,9 +368,26 @@ class BridgeNode(ManagedNode):
             message="; ".join(problems) or f"{upload.state}, {upload.pending} episode(s) pending",
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
         )
-        msg = DiagnosticArray(status=[status])
+        msg = DiagnosticArray(status=[status, *self._link_and_spool_statuses(down_since)])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(msg)
+
+    def _link_and_spool_statuses(self, down_since: Optional[float]) -> list[DiagnosticStatus]:
+        now, replied = time.monotonic(), self.member.last_reply_at
+        link = link_check(
+            None if down_since is None else now - down_since,
+            None if replied is None else now - replied,
+            self.link_reply_warn_s,
+        )
+        pending = self.spool.pending()
+        spool = spool_check(
+            len(pending),
+            sum(e.size_bytes for e in pending),
+            self.uploader.status().parked,
+            self.spool_warn_episodes,
+            self.spool_max_bytes,
+        )
+        return [check_status(self.robot_id, check) for check in (link, spool)]
 
 
 def main(args=None) -> int:

@@ -21,6 +21,7 @@ from sop_ros.msg import ActionChunk, EpisodeStatus, ExecutedStep, PolicyUpdate
 from sop_ros.nodes import _qos
 from sop_ros.nodes._convert import stamp_ns
 from sop_ros.nodes._defaults import PERIOD_S, RATE_HZ, Params
+from sop_ros.nodes._diagnostics import check_status
 from sop_ros.nodes._runtime import run_nodes
 from sop_ros.srv import GetRobotStatus
 
@@ -125,16 +126,7 @@ class RobotStatusNode(Node):
                 KeyValue(key="uptime_s", value=f"{time.monotonic() - self._started:.1f}"),
             ],
         )
-        checks = [
-            DiagnosticStatus(
-                level=bytes([check.level]),  # the message's level is a ROS byte
-                name=f"sop_ros/{self.robot_id}/{check.name}",
-                message=check.message,
-                hardware_id=self.robot_id,
-                values=[KeyValue(key=k, value=v) for k, v in check.values.items()],
-            )
-            for check in self.health.checks(time.monotonic())
-        ]
+        checks = [check_status(self.robot_id, check) for check in self.health.checks(time.monotonic())]
         msg = DiagnosticArray(status=[status, *checks])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)

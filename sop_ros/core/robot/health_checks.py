@@ -5,7 +5,9 @@ three checks, each OK / WARN / ERROR by thresholds from config/robot.yaml:
 - control loop: executed steps per second over the last window vs the control rate;
 - policy: the version it runs, inference time and frame-to-action latency of recent chunks;
 - operator: the share of recent steps a human (or the scripted operator) produced.
-The link and the spool are the bridge's own status on /diagnostics.
+The bridge adds two more from what it sees (link_check, spool_check):
+- link: whether the learner answers, and the age of its last answer;
+- spool: the episodes and bytes waiting to be uploaded.
 """
 
 from __future__ import annotations
@@ -122,3 +124,32 @@ class RobotHealth:
         level = WARN if share is not None and share > self.thresholds.operator_share_warn else OK
         text = "-" if share is None else f"{share:.2f}"
         return Check("operator", level, f"operator share of recent steps {text}", {"operator_share": text})
+
+
+def link_check(unreachable_s: Optional[float], last_reply_age_s: Optional[float], reply_warn_s: float) -> Check:
+    """ERROR while the learner is unreachable (nothing leaves the robot); WARN when it has not answered for
+    `reply_warn_s` (or not yet) for another reason (a refusal, a stall)."""
+    values = {
+        "connected": str(unreachable_s is None and last_reply_age_s is not None),
+        "unreachable_s": "0" if unreachable_s is None else f"{unreachable_s:.1f}",
+        "last_reply_age_s": "-" if last_reply_age_s is None else f"{last_reply_age_s:.1f}",
+    }
+    if unreachable_s is not None:
+        return Check("link", ERROR, f"learner unreachable for {unreachable_s:.0f} s", values)
+    if last_reply_age_s is None:
+        return Check("link", WARN, "no answer from the learner yet", values)
+    if last_reply_age_s > reply_warn_s:
+        return Check("link", WARN, f"last answer from the learner {last_reply_age_s:.0f} s ago", values)
+    return Check("link", OK, "learner connected", values)
+
+
+def spool_check(episodes: int, size_bytes: int, parked: int, warn_episodes: int, error_bytes: int) -> Check:
+    """WARN above `warn_episodes` waiting (or any parked by the learner's refusal); ERROR above `error_bytes`
+    (the spool's size limit: the disk the recorder writes to is filling)."""
+    values = {"episodes": str(episodes), "bytes": str(size_bytes), "parked": str(parked)}
+    message = f"{episodes} episode(s), {size_bytes / 2**20:.1f} MiB waiting"
+    if size_bytes > error_bytes:
+        return Check("spool", ERROR, f"{message}: above the spool limit of {error_bytes / 2**20:.0f} MiB", values)
+    if episodes > warn_episodes or parked:
+        return Check("spool", WARN, message + (f", {parked} refused and parked" if parked else ""), values)
+    return Check("spool", OK, message, values)
