@@ -251,5 +251,7 @@ def test_the_fuzz_left_no_lasting_memory_growth(env):
     """Runs last (file order): what the learner took for the fuzz's requests is given back or bounded."""
     learner, _, _ = env
     growth = learner.memory("VmRSS") - learner.resident_at_start
+    # Printed for docs/RESULTS.md (run with -s): what the fuzz left behind and the learner's peak.
+    print(f"\nfuzz memory: resident growth {growth / 2**20:.1f} MiB, peak {learner.memory('VmHWM') / 2**20:.0f} MiB")
     assert growth < LASTING_GROWTH, f"resident memory grew by {growth / 2**20:.0f} MiB and stayed"
     assert learner.memory("VmHWM") < MEMORY_CAP and learner.proc.poll() is None
