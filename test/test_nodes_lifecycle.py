@@ -368,3 +368,52 @@ def test_the_manager_asks_again_when_a_node_does_not_answer(ros_domain):
         manager.destroy_node()
         slow.executor.shutdown()
         slow.thread.join(10)
+
+
+def executor_idle(executor, wait_s: float = 0.3) -> bool:
+    """True when one spin found nothing to do for wait_s (every delivered message has been taken)."""
+    started = time.monotonic()
+    executor.spin_once(timeout_sec=wait_s)
+    return time.monotonic() - started >= wait_s * 0.95
+
+
+def test_a_checkpoint_announced_before_the_policy_activates_is_loaded_on_activation(rclpy_context, tmp_path):
+    """The bridge announces its cached checkpoint (latched) as it activates, before the manager activates
+    the policy; the policy gets it while inactive and must still load it (a signal stress run left a
+    restarted robot without a policy, waiting for an announcement that had come and gone)."""
+    import torch
+
+    from sop_ros.core.episodes.hashing import file_sha256
+    from sop_ros.core.model import VLAPolicy, preset
+    from sop_ros.msg import PolicyUpdate
+    from sop_ros.nodes.policy import PolicyNode
+
+    torch.manual_seed(0)
+    weights = VLAPolicy(preset("tiny"), device="cpu").save(tmp_path / "v3.safetensors")
+    executor = SingleThreadedExecutor(context=rclpy_context)
+    policy = PolicyNode(context=rclpy_context, namespace="/robot1")
+    bridge = rclpy.create_node("bridge_stand_in", namespace="/robot1", context=rclpy_context)
+    probe_seen = []
+    bridge.create_subscription(PolicyUpdate, "policy_update", probe_seen.append, _qos.LATCHED)
+    for node in (policy, bridge):
+        executor.add_node(node)
+    try:
+        assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        announcement = bridge.create_publisher(PolicyUpdate, "policy_update", _qos.LATCHED)
+        announcement.publish(PolicyUpdate(version=3, local_path=str(weights), content_hash=file_sha256(weights)))
+        deadline = time.monotonic() + 20
+        while not probe_seen and time.monotonic() < deadline:  # delivered to this process while inactive
+            executor.spin_once(timeout_sec=0.05)
+        while time.monotonic() < deadline and not executor_idle(executor):  # and taken by every subscription
+            pass
+        assert probe_seen and not policy.is_active
+        assert policy.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        deadline = time.monotonic() + 60
+        while (policy.slot.current is None or policy.slot.current.version != 3) and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        assert policy.slot.current is not None and policy.slot.current.version == 3
+    finally:
+        policy.trigger_shutdown()
+        executor.shutdown()
+        for node in (policy, bridge):
+            node.destroy_node()

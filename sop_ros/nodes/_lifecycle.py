@@ -6,7 +6,9 @@ __init__ (a bad value stops the process with one line before anything is opened)
 hooks; the base class does the bookkeeping every node would otherwise repeat:
 - configure(): allocate (backends, spool, link); make publishers, subscriptions and timers with
   managed_publisher / managed_subscription / managed_timer, workers with managed_worker.
-- activate(): publishers enabled, timers started, workers started, then the hook.
+- activate(): publishers enabled, timers started, workers started, then the hook; then the newest
+  message a latched subscription (transient local, depth 1: a state such as the announced
+  checkpoint) received while inactive is delivered, since it is still the current state.
 - deactivate(): the hook, then timers cancelled and workers stopped and JOINED, then publishers
   disabled; callbacks that were already queued see `is_active` False and do nothing.
 - cleanup(): the hook frees what configure allocated; the base destroys the managed entities.
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy
 from rclpy.service import Service
 from rclpy.timer import Timer
 
@@ -75,6 +78,7 @@ class ManagedNode(LifecycleNode):
         self._configured_entities: list[Any] = []  # publishers, subscriptions, timers made by configure
         self._managed_timers: list[Any] = []
         self._managed_workers: list[ManagedWorker] = []
+        self._held_deliveries: list[Callable[[], None]] = []  # latched messages that came while inactive
         self._lifecycle_configured = False
         self.exit_code: int | None = None  # set: the node asks its process to stop with this code
 
@@ -108,7 +112,9 @@ class ManagedNode(LifecycleNode):
         return publisher
 
     def managed_subscription(self, msg_type, topic: str, callback: Callable[[Any], None], qos):
-        subscription = self.create_subscription(msg_type, topic, self._when_active(callback), qos)
+        latched = qos.durability == DurabilityPolicy.TRANSIENT_LOCAL and qos.depth == 1
+        gated = self._when_active_or_held(callback) if latched else self._when_active(callback)
+        subscription = self.create_subscription(msg_type, topic, gated, qos)
         self._configured_entities.append(subscription)
         return subscription
 
@@ -135,6 +141,28 @@ class ManagedNode(LifecycleNode):
 
         return gated
 
+    def _when_active_or_held(self, callback: Callable[[Any], None]) -> Callable[[Any], None]:
+        """A latched state that arrives while inactive is held for activation: its publisher sends it once
+        (the bridge announces its cached checkpoint as it activates, before the policy does)."""
+        held: list[Any] = []
+        lock = threading.Lock()
+
+        def gated(msg) -> None:
+            with lock:
+                active = self._lifecycle_active
+                held[:] = [] if active else [msg]
+            if active:
+                callback(msg)
+
+        def deliver_held() -> None:
+            with lock:
+                msgs, held[:] = list(held), []
+            for msg in msgs:
+                callback(msg)
+
+        self._held_deliveries.append(deliver_held)
+        return gated
+
     # --- transitions (rclpy calls these; each returns a TransitionCallbackReturn) --------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._lifecycle_configured = True
@@ -156,7 +184,11 @@ class ManagedNode(LifecycleNode):
             timer.reset()
         for worker in self._managed_workers:
             worker.start()
-        return self._guarded("activate", self.activate, result)
+        result = self._guarded("activate", self.activate, result)
+        if result == TransitionCallbackReturn.SUCCESS:
+            for deliver_held in self._held_deliveries:
+                deliver_held()
+        return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = self._guarded("deactivate", self._stop)
@@ -213,6 +245,7 @@ class ManagedNode(LifecycleNode):
                 else:
                     self.destroy_subscription(entity)
             self._configured_entities, self._managed_timers, self._managed_workers = [], [], []
+            self._held_deliveries = []
 
     def _stop_and_release(self) -> None:
         try:
