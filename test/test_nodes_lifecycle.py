@@ -370,6 +370,51 @@ def test_the_manager_asks_again_when_a_node_does_not_answer(ros_domain):
         slow.thread.join(10)
 
 
+class RestartedOnceLifecycleNode(SlowToAnswerLifecycleNode):
+    """Answers at once, but comes back unconfigured right after its first configure, as a node whose
+    process was signalled and respawned between the manager's configure and activate passes."""
+
+    def _get_state(self, request, response):
+        self.calls.append(f"get_state: {self.label}")
+        if self.calls.count("get_state: inactive") == 2 and not self.restarted:  # asked again, to activate it
+            self.restarted, self.label = True, "unconfigured"
+        response.current_state.label = self.label
+        return response
+
+
+def test_a_node_restarted_during_bring_up_is_configured_again_not_given_up(ros_domain):
+    """A signal stress run respawned action_mux between the two passes: the manager saw it unconfigured
+    when activating, gave up with exit code 1 and took the whole robot down."""
+    _, context, executor, thread = ros_domain
+    from sop_ros.nodes.lifecycle_manager import LifecycleManagerNode
+
+    node = RestartedOnceLifecycleNode(context, "mux")
+    node.restarted = False
+    node.thread.start()
+    manager = LifecycleManagerNode(
+        context=context,
+        namespace="/robot1",
+        parameter_overrides=[Parameter("managed_nodes", value=["mux"]), Parameter("transition_timeout_s", value=60.0)],
+    )
+    executor.add_node(manager)
+    thread.start()
+    try:
+        assert manager.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert manager.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert manager.robot_up.wait(60), node.calls
+        assert node.label == "active" and manager.exit_code is None, node.calls
+        assert [c for c in node.calls if c.startswith("change_state")] == [
+            f"change_state {Transition.TRANSITION_CONFIGURE}",
+            f"change_state {Transition.TRANSITION_CONFIGURE}",
+            f"change_state {Transition.TRANSITION_ACTIVATE}",
+        ], node.calls
+    finally:
+        executor.remove_node(manager)
+        manager.destroy_node()
+        node.executor.shutdown()
+        node.thread.join(10)
+
+
 def executor_idle(executor, wait_s: float = 0.3) -> bool:
     """True when one spin found nothing to do for wait_s (every delivered message has been taken)."""
     started = time.monotonic()

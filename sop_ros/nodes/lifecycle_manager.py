@@ -29,6 +29,8 @@ _SLICE_S = 0.1  # a call in progress notices a stop request this quickly
 _ATTEMPT_S = 5.0  # one service call's wait during bring-up; then it is asked again
 _WARN_AFTER_S = 30.0  # a node not up by then is reported once (bring-up goes on until the timeout)
 # Labels a node reports while a transition runs (the answer comes once it has finished).
+# The transition that takes a node from each settled state one step towards active.
+_TOWARDS_ACTIVE = {"unconfigured": Transition.TRANSITION_CONFIGURE, "inactive": Transition.TRANSITION_ACTIVATE}
 _TRANSITION_STATES = ("configuring", "activating", "deactivating", "cleaningup", "shuttingdown", "errorprocessing")
 
 
@@ -98,12 +100,9 @@ class LifecycleManagerNode(ManagedNode):
     def _bring_up(self, stop: threading.Event, names: list[str] | None = None) -> bool:
         """Configure every node, then activate them in order; on a refusal stop this process (exit 1)."""
         names = self.managed_nodes if names is None else names
-        for transition, from_state, to_state in (
-            (Transition.TRANSITION_CONFIGURE, "unconfigured", "inactive"),
-            (Transition.TRANSITION_ACTIVATE, "inactive", "active"),
-        ):
+        for to_state in ("inactive", "active"):
             for name in names:
-                reached, state = self._reach(name, transition, from_state, to_state, stop)
+                reached, state = self._reach(name, to_state, stop)
                 if stop.is_set():
                     return False
                 if not reached:
@@ -112,13 +111,14 @@ class LifecycleManagerNode(ManagedNode):
                     return False
         return True
 
-    def _reach(self, name: str, transition: int, from_state: str, to_state: str, stop: threading.Event):
-        """Take one node from from_state to to_state (or beyond): (reached, last state seen).
+    def _reach(self, name: str, to_state: str, stop: threading.Event):
+        """Take one node to to_state (or beyond) from where it is: (reached, last state seen).
 
         Calls are retried in short attempts until transition_timeout_s: a request can be lost while
         discovery settles, and a busy node answers late; waiting the whole timeout on one request would
         stall the robot on a single lost message. A transition is re-sent only while the node still
-        reports from_state, so a late answer never runs a transition twice.
+        reports the state it starts from, so a late answer never runs a transition twice. A node that
+        restarted during bring-up is unconfigured again when its turn to activate comes: configured first.
         """
         past = ("inactive", "active") if to_state == "inactive" else ("active",)
         start = time.monotonic()
@@ -129,10 +129,10 @@ class LifecycleManagerNode(ManagedNode):
             state = self._state(name, attempt_s, stop)
             if state in past:
                 return True, state
-            if state == from_state:
-                answered, success = self._transition(name, transition, stop, attempt_s)
-                if answered and not success and self._state(name, attempt_s, stop) == from_state:
-                    return False, f"{from_state}: refused the transition"
+            if state in _TOWARDS_ACTIVE:
+                answered, success = self._transition(name, _TOWARDS_ACTIVE[state], stop, attempt_s)
+                if answered and not success and self._state(name, attempt_s, stop) == state:
+                    return False, f"{state}: refused the transition"
             elif state in _TRANSITION_STATES:
                 stop.wait(_SLICE_S)  # answered mid-transition (a multi-threaded node): ask again shortly
             elif state != "unreachable":
