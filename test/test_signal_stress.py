@@ -130,6 +130,14 @@ def test_random_sigints_and_sigterms_leave_no_traceback_no_straggler_and_no_lost
             peer.wait(timeout=30)
         learner.stop()
 
+    print(
+        f"signal stress: seed {SEED}; {len(sent)} signals ({sum('SIGINT' in s for s in sent)} SIGINT); "
+        f"{sum(r.starts for r in robots.values())} launcher starts; max exit {max(exit_times):.2f} s; "
+        f"episodes spooled {sum(len(spooled_announcements(topics, r)) for r in ROBOTS)}; "
+        f"wall {time.monotonic() - started:.0f} s"
+    )
+    for line in sent:
+        print("  " + line)
     # No process printed a traceback; every node stopped on its signal with exit code 0.
     for robot in robots.values():
         assert robot.tracebacks() == [], f"seed {SEED}:\n" + "\n".join(robot.tracebacks())
@@ -149,11 +157,3 @@ def test_random_sigints_and_sigterms_leave_no_traceback_no_straggler_and_no_lost
         assert announced, f"{robot_id} spooled no episode"
         lost = announced - kept
         assert not lost, f"seed {SEED}: {robot_id} lost {len(lost)} spooled episode(s): {sorted(lost)}"
-    print(
-        f"signal stress: seed {SEED}; {len(sent)} signals ({sum('SIGINT' in s for s in sent)} SIGINT); "
-        f"{sum(r.starts for r in robots.values())} launcher starts; max exit {max(exit_times):.2f} s; "
-        f"episodes spooled {sum(len(spooled_announcements(topics, r)) for r in ROBOTS)}, lost 0; "
-        f"wall {time.monotonic() - started:.0f} s"
-    )
-    for line in sent:
-        print("  " + line)
