@@ -6,23 +6,35 @@ window means "never mind", so it exits quietly instead of printing a KeyboardInt
 traceback from inside an import. Once imported, the node handles signals itself.
 """
 
-import importlib
+import os
 import signal
 import sys
 
-from sop_ros.core.process_lifetime import die_with_launcher
-
 
 def _exit_quietly(signum, _frame):
-    sys.exit(0)
+    # Nothing of the node runs yet, so nothing is lost by leaving at once. os._exit, not sys.exit: a
+    # SystemExit raised inside a half-done import of MuJoCo/EGL, torch or rclpy runs the interpreter's
+    # finalisation over half-built extension state (a sim_robot signalled at start-up died of SIGSEGV).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+# Installed before anything of sop_ros is imported: a signal in that window printed a KeyboardInterrupt
+# traceback. run_nodes replaces it with its own stop flag once the node exists.
+for _signal in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(_signal, _exit_quietly)
+
+import importlib  # noqa: E402
+
+from sop_ros.core.process_lifetime import die_with_launcher  # noqa: E402
 
 
 def run(executable: str, argv: list[str] | None = None) -> int:
-    previous = {sig: signal.signal(sig, _exit_quietly) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_quietly)  # the CMake-installed scripts import run() from here
     die_with_launcher()
     module = importlib.import_module(f"sop_ros.nodes.{executable}")
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
     return module.main(argv)
 
 
