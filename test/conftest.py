@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,14 +15,37 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PEERS = Path(__file__).resolve().parent / "ros_peers"
 
-# One DDS domain per test (ids 1..100 spread by pid), localhost-only discovery, so parallel
-# runs and other sessions on the host never see each other's traffic (packaging spike P11).
-_domain_ids = itertools.count(1 + (os.getpid() * 7) % 90)
+# One DDS domain per test (ids 1..100), localhost-only discovery, so parallel runs and other sessions
+# on the host never see each other's traffic (packaging spike P11). A domain is claimed with a lock
+# file: two test sessions walking the ids from different starts met on one domain (a CI run next to
+# another session's tests hung with two robots' nodes spinning in Fast DDS).
+DOMAINS = 100
+_domain_ids = itertools.count((os.getpid() * 7) % DOMAINS)
+_DOMAIN_LOCKS = Path(tempfile.gettempdir()) / "sop_ros_test_domains"
+_held_domains: list[int] = []  # lock file descriptors, newest last
+_HOLD = 4  # a test uses one or two; older ones belong to tests that have ended
+
+
+def _claim_domain() -> int:
+    _DOMAIN_LOCKS.mkdir(exist_ok=True)
+    for _ in range(DOMAINS):
+        domain = 1 + next(_domain_ids) % DOMAINS
+        fd = os.open(_DOMAIN_LOCKS / f"{domain}.lock", os.O_CREAT | os.O_RDWR)  # not inherited by children
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _held_domains.append(fd)
+        if len(_held_domains) > _HOLD:
+            os.close(_held_domains.pop(0))  # closing releases the lock
+        return domain
+    raise RuntimeError(f"all {DOMAINS} test ROS domains are held by other processes ({_DOMAIN_LOCKS})")
 
 
 def ros_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["ROS_DOMAIN_ID"] = str(next(_domain_ids) % 101)
+    env["ROS_DOMAIN_ID"] = str(_claim_domain())
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env["PYTHONUNBUFFERED"] = "1"
     env["RCUTILS_LOGGING_BUFFERED_STREAM"] = "0"
